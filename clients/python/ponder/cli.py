@@ -1,0 +1,189 @@
+"""`ponder`: ask the daemon, administer it, run it, and work with its policy and risk model.
+
+Every command prints one line to stderr and exits 1 when it fails; `--json`
+prints machine-readable output. `ponder COMMAND --help` explains each one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable, Sequence
+
+from . import cli_admin, cli_local
+from .cli_format import dump_json, print_answer, print_balance, print_quote
+from .client import PonderClient, PonderError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _hint_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--samples", type=int, help="draw this many samples and vote (a hint the policy may refuse)")
+    p.add_argument("--thinking-tokens", type=int, help="cap thinking at this many tokens (a hint)")
+    p.add_argument("--severity-floor", choices=["low", "medium", "high"], help="assess as at least this severe (a hint)")
+    p.add_argument("--max-cost", type=float, help="never plan above this worst-case cost (a hint)")
+    p.add_argument("--level", help="use this effort level from the policy (a hint)")
+    p.add_argument("--system", default="", help="system prompt (default: the daemon's)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _connection_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", help="daemon HOST:PORT (or PONDER_ADDRESS; default: the local daemon)")
+    p.add_argument("--token", help="API key (or PONDER_TOKEN; default: the local quickstart key)")
+
+
+def _ask_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "samples": args.samples,
+        "thinking_tokens": args.thinking_tokens,
+        "severity_floor": args.severity_floor,
+        "max_cost": args.max_cost,
+        "level": args.level,
+        "system": args.system,
+    }
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    with PonderClient(args.address, args.token) as client:
+        kwargs = _ask_kwargs(args) | {"seed": args.seed, "explain": args.explain}
+        if args.stream and not args.json:
+            result = None
+            for event in client.ask_stream(args.text, **kwargs):
+                kind = event.WhichOneof("event")
+                if kind == "delta" and event.delta.sample == 0:
+                    sys.stdout.write(event.delta.text)
+                    sys.stdout.flush()
+                elif kind == "result":
+                    result = event.result
+            print()
+            if result is not None:
+                print_answer(result, text=False)
+            return 0
+        response = client.ask(args.text, **kwargs)
+    if args.json:
+        dump_json(response)
+    else:
+        print_answer(response)
+    return 0
+
+
+def cmd_quote(args: argparse.Namespace) -> int:
+    with PonderClient(args.address, args.token) as client:
+        quote = client.quote(args.text, **_ask_kwargs(args), explain=args.explain)
+    if args.json:
+        dump_json(quote)
+    else:
+        print_quote(quote)
+    return 0
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    with PonderClient(args.address, args.token) as client:
+        balance = client.balance()
+    if args.json:
+        dump_json(balance)
+    else:
+        print_balance(balance)
+    return 0
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    with PonderClient(args.address, args.token) as client:
+        feedback_id = client.feedback(
+            args.request_id, args.correct, args.severity, args.needs_reasoning, args.comment or ""
+        )
+    print(f"feedback {feedback_id} recorded for request {args.request_id}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from ponderd.server import run, settings_from_args
+        from ponderd.settings import SettingsError
+    except ImportError:
+        print("ponder: serve needs the daemon package: pip install ponder (this is the client only)", file=sys.stderr)
+        return 2
+    try:
+        settings = settings_from_args(args)
+    except SettingsError as exc:
+        print(f"ponder: {exc}", file=sys.stderr)
+        return 2
+    return run(settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ponder", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("serve", help="run the daemon in the foreground", description="Run the daemon in the foreground.")
+    add_serve_arguments(p)
+    p.set_defaults(handler=cmd_serve)
+
+    p = sub.add_parser("ask", help="ask a question; print the answer, assessment, plan and cost",
+                       description="Ask a question; print the answer, the assessment, the plan and what it cost.")
+    p.add_argument("text", help="the question")
+    _hint_arguments(p)
+    p.add_argument("--seed", type=int, default=0, help="fixed sampling seed (0: random)")
+    p.add_argument("--explain", action="store_true", help="show why the query got its assessment")
+    p.add_argument("--stream", action="store_true", help="print the answer as it is produced")
+    _connection_arguments(p)
+    p.set_defaults(handler=cmd_ask)
+
+    p = sub.add_parser("quote", help="show the assessment, plan and worst-case cost without asking",
+                       description="Show the assessment, plan and worst-case cost of a question, without running or charging it.")
+    p.add_argument("text", help="the question")
+    _hint_arguments(p)
+    p.add_argument("--explain", action="store_true", help="show the features behind the assessment")
+    _connection_arguments(p)
+    p.set_defaults(handler=cmd_quote)
+
+    p = sub.add_parser("balance", help="show your budget in the current window", description="Show your budget in the current window.")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _connection_arguments(p)
+    p.set_defaults(handler=cmd_balance)
+
+    p = sub.add_parser("feedback", help="report whether an answer was right", description="Report whether an answer was right, and optionally its true labels.")
+    p.add_argument("request_id", help="the request_id an ask returned")
+    verdict = p.add_mutually_exclusive_group()
+    verdict.add_argument("--correct", dest="correct", action="store_true", default=None, help="the answer was right")
+    verdict.add_argument("--wrong", dest="correct", action="store_false", help="the answer was wrong")
+    p.add_argument("--severity", choices=["low", "medium", "high"], help="the query's true severity")
+    nr = p.add_mutually_exclusive_group()
+    nr.add_argument("--needs-reasoning", dest="needs_reasoning", action="store_true", default=None, help="it truly needed reasoning")
+    nr.add_argument("--no-reasoning", dest="needs_reasoning", action="store_false", help="it truly did not need reasoning")
+    p.add_argument("--comment", help="free text for the admins")
+    _connection_arguments(p)
+    p.set_defaults(handler=cmd_feedback)
+
+    cli_admin.add_commands(sub, _connection_arguments)
+    cli_local.add_commands(sub, _connection_arguments)
+    return parser
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    """The daemon's flags, shared by `ponder serve` and `ponderd`."""
+    p.add_argument("--config", help="TOML config file (or PONDER_CONFIG)")
+    p.add_argument("--listen", help="HOST:PORT to listen on (or PONDER_LISTEN; default 127.0.0.1:50051)")
+    p.add_argument("--state-dir", help="database and credentials directory (or PONDER_STATE_DIR)")
+    p.add_argument("--policy-file", help="policy TOML (or PONDER_POLICY_FILE; default policies/default.toml)")
+    p.add_argument("--log-level", help="debug, info, warning or error (or PONDER_LOG_LEVEL)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except PonderError as exc:
+        print(f"ponder: {exc.code.name}: {exc.message}", file=sys.stderr)
+        if exc.code.name == "UNAVAILABLE" and "connect" in exc.message.lower():
+            print("ponder: is the daemon running? start it with `make run` or `ponder serve`", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""`ponder admin …`: tenants, keys, budgets, spend, policy, jobs, the risk model. Needs an admin key."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from .cli_format import SEVERITY, assessment_line, dump_json, to_dict
+from .client import AdminClient
+
+
+def _admin(args: argparse.Namespace) -> AdminClient:
+    return AdminClient(args.address, args.token, timeout=args.timeout)
+
+
+def _when(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _tenant_line(t: Any) -> str:
+    b = t.balance
+    state = "" if t.enabled else "  DISABLED"
+    return f"{t.name:<20} {b.remaining:>12.4f} / {b.budget:<12.4f} {b.currency} per {b.window}{state}"
+
+
+def tenant_create(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        r = admin.create_tenant(args.name, args.budget, args.window)
+    if args.json:
+        dump_json(r)
+    else:
+        print(_tenant_line(r.tenant))
+        print(f"token (shown once; store it now): {r.token}")
+    return 0
+
+
+def tenant_list(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        tenants = admin.list_tenants()
+    if args.json:
+        dump_json([to_dict(t) for t in tenants])
+    else:
+        for t in tenants:
+            print(_tenant_line(t))
+    return 0
+
+
+def tenant_enable(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        print(_tenant_line(admin.set_enabled(args.name, args.enabled)))
+    return 0
+
+
+def budget_set(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        print(_tenant_line(admin.set_budget(args.name, args.amount, args.window or "")))
+    return 0
+
+
+def key_issue(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        r = admin.issue_key(args.tenant or "", "admin" if args.admin else "tenant", args.label or "")
+    print(f"key {r.key_id}; token (shown once): {r.token}")
+    return 0
+
+
+def key_revoke(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        admin.revoke_key(args.key_id)
+    print(f"revoked {args.key_id}")
+    return 0
+
+
+def key_list(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        keys = admin.list_keys(args.tenant or "")
+    if args.json:
+        dump_json([to_dict(k) for k in keys])
+        return 0
+    for k in keys:
+        state = "revoked" if k.revoked else "active"
+        print(f"{k.key_id}  {k.scope:<6} {k.tenant or '-':<20} {state:<8} {k.label}")
+    return 0
+
+
+def spend(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        r = admin.spend(args.tenant or "", _when(args.since), _when(args.until), args.records)
+    if args.json:
+        dump_json(r)
+        return 0
+    print(f"spend from {r.since.ToDatetime():%Y-%m-%d %H:%M} to {r.until.ToDatetime():%Y-%m-%d %H:%M} UTC")
+    for line in r.lines:
+        statuses = ", ".join(f"{k} {v}" for k, v in sorted(line.by_status.items()))
+        print(
+            f"  {line.tenant:<20} {line.requests:>6} requests  {line.cost:>12.4f} credits  "
+            f"tokens: prompt {line.prompt_tokens}, thinking {line.thinking_tokens}, answer {line.answer_tokens}  ({statuses})"
+        )
+    for rec in r.records:
+        print(
+            f"  {rec.at.ToDatetime():%Y-%m-%d %H:%M:%S} {rec.request_id} {rec.tenant} {rec.status:<11} "
+            f"{SEVERITY.get(rec.severity, '?'):<6} {rec.level:<10} cost {rec.cost:.4f} of {rec.reserved:.4f} reserved"
+        )
+    return 0
+
+
+def policy_reload(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        r = admin.reload_policy()
+    print(f"policy {r.policy_version} from {r.path} in force; risk model {r.model_version}")
+    return 0
+
+
+def explain(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        a = admin.explain(args.text, args.tenant or "")
+    if args.json:
+        dump_json(a)
+        return 0
+    print(assessment_line(a))
+    for note in a.adjustments:
+        print(f"  adjusted: {note}")
+    for c in a.explanation:
+        print(f"  {c.axis:<16} {c.weight:+.3f}  {c.feature}")
+    return 0
+
+
+def job_run(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        print(admin.run_job(args.name))
+    return 0
+
+
+def risk_status(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        r = admin.risk_status()
+    if args.json:
+        dump_json(r)
+        return 0
+    print(f"risk model in service: {r.model_version}")
+    for k in sorted(r.metrics):
+        print(f"  {k:<22} {r.metrics[k]:.4f}")
+    for t in r.retrains:
+        verdict = "accepted" if t.accepted else "rejected"
+        print(f"  {t.at.ToDatetime():%Y-%m-%d %H:%M} {verdict:<8} {t.candidate_version or '-'}: {t.reason}")
+    return 0
+
+
+def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]) -> None:
+    admin = sub.add_parser("admin", help="administer tenants, keys, budgets, spend and policy",
+                           description="Administer the daemon (needs an admin key: PONDER_ADMIN_TOKEN or admin.token).")
+    groups = admin.add_subparsers(dest="group", metavar="GROUP", required=True)
+
+    def command(group: Any, name: str, handler: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        p = group.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
+        connection(p)
+        p.add_argument("--timeout", type=float, default=None, help="seconds to wait for the daemon")
+        p.set_defaults(handler=handler)
+        return p
+
+    tenant = groups.add_parser("tenant", help="create, list, enable and disable tenants", description="Tenants.")
+    t = tenant.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = command(t, "create", tenant_create, "create a tenant and print its first key")
+    p.add_argument("name")
+    p.add_argument("--budget", type=float, required=True, help="credits per window")
+    p.add_argument("--window", choices=["day", "week", "month"], default="day", help="budget window (default day)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = command(t, "list", tenant_list, "list tenants and their balances")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = command(t, "disable", tenant_enable, "refuse every key of a tenant")
+    p.add_argument("name")
+    p.set_defaults(enabled=False)
+    p = command(t, "enable", tenant_enable, "accept a disabled tenant's keys again")
+    p.add_argument("name")
+    p.set_defaults(enabled=True)
+
+    budget = groups.add_parser("budget", help="change a tenant's budget", description="Budgets.")
+    b = budget.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = command(b, "set", budget_set, "set a tenant's budget (and window)")
+    p.add_argument("name")
+    p.add_argument("amount", type=float, help="credits per window")
+    p.add_argument("--window", choices=["day", "week", "month"], help="change the window too")
+
+    key = groups.add_parser("key", help="issue, revoke and list API keys", description="API keys.")
+    k = key.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = command(k, "issue", key_issue, "issue a key for a tenant (or an admin key)")
+    p.add_argument("tenant", nargs="?", help="the tenant (omit with --admin)")
+    p.add_argument("--admin", action="store_true", help="issue an admin key")
+    p.add_argument("--label", help="a note to tell keys apart")
+    p = command(k, "revoke", key_revoke, "revoke a key")
+    p.add_argument("key_id")
+    p = command(k, "list", key_list, "list keys (never their secrets)")
+    p.add_argument("--tenant", help="only this tenant's keys")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command(groups, "spend", spend, "spend by tenant over a period")
+    p.add_argument("--tenant", help="one tenant (default: all)")
+    p.add_argument("--since", help="ISO time (default: start of the window or of today)")
+    p.add_argument("--until", help="ISO time (default: now)")
+    p.add_argument("--records", type=int, default=0, help="also list up to N spend records")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    policy = groups.add_parser("policy", help="reload the policy file", description="Policy.")
+    pol = policy.add_subparsers(dest="action", metavar="ACTION", required=True)
+    command(pol, "reload", policy_reload, "re-read the policy file and risk model (a bad file keeps the old one)")
+
+    p = command(groups, "explain", explain, "show how the daemon assesses a text, and why")
+    p.add_argument("text")
+    p.add_argument("--tenant", help="apply this tenant's override rules too")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    job = groups.add_parser("job", help="run a scheduled job now", description="Scheduled jobs.")
+    j = job.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = command(j, "run", job_run, "run a job now: renew_windows, expire_reservations, prune_prompts, retrain_risk")
+    p.add_argument("name")
+
+    risk = groups.add_parser("risk", help="the risk model in service", description="The risk model in service.")
+    r = risk.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = command(r, "status", risk_status, "show the model in service and the retrain log")
+    p.add_argument("--json", action="store_true", help="print one JSON object")

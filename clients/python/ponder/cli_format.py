@@ -1,0 +1,94 @@
+"""How the CLI prints replies: short aligned blocks for people, one JSON object for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+
+from .v1 import ponder_pb2
+
+SEVERITY = {1: "low", 2: "medium", 3: "high"}
+
+
+def to_dict(message: Any) -> dict[str, Any]:
+    return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def dump_json(message: Any) -> None:
+    json.dump(to_dict(message) if not isinstance(message, (dict, list)) else message, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+def _row(label: str, value: str) -> None:
+    print(f"  {label:<11} {value}")
+
+
+def assessment_line(a: ponder_pb2.Assessment) -> str:
+    probs = ", ".join(f"{k} {a.severity_probs[k]:.2f}" for k in ("low", "medium", "high") if k in a.severity_probs)
+    text = (
+        f"severity={SEVERITY.get(a.severity, '?')}  needs_reasoning={'yes' if a.needs_reasoning else 'no'}"
+        f"  (p: {probs}; reasoning {a.needs_reasoning_prob:.2f}; model {a.model_version})"
+    )
+    return text
+
+
+def plan_line(p: ponder_pb2.Plan, currency: str) -> str:
+    return (
+        f"level={p.level}  thinking<={p.thinking_tokens}  samples={p.samples}  answer<={p.answer_tokens}"
+        f"  (worst case {p.worst_case_cost:.4f} {currency})"
+    )
+
+
+def _assessment_block(a: ponder_pb2.Assessment) -> None:
+    _row("assessment", assessment_line(a))
+    for note in a.adjustments:
+        _row("", f"adjusted: {note}")
+    for c in a.explanation:
+        _row("", f"{c.axis:<16} {c.weight:+.3f}  {c.feature}")
+
+
+def print_answer(r: ponder_pb2.AskResponse, text: bool = True) -> None:
+    if text:
+        print(r.text or "(no answer)")
+        print()
+    currency = r.balance.currency or "credits"
+    _assessment_block(r.assessment)
+    _row("plan", plan_line(r.plan, currency))
+    for reason in r.plan.reasons:
+        _row("", reason)
+    if r.votes:
+        _row("votes", ", ".join(f"{v.answer!r} x{v.count}" for v in r.votes))
+    u = r.usage
+    stopped = f", {u.samples_stopped} stopped early (vote decided)" if u.samples_stopped else ""
+    _row(
+        "usage",
+        f"prompt {u.prompt_tokens}, thinking {u.thinking_tokens}, answer {u.answer_tokens}, forced {u.forced_tokens} tokens;"
+        f" {u.samples_run} sample(s) run{stopped}",
+    )
+    _row("cost", f"{r.cost:.4f} {currency}  in {r.latency_seconds:.2f}s")
+    _row("balance", _balance_text(r.balance))
+    _row("request", r.request_id)
+
+
+def print_quote(q: ponder_pb2.QuoteResponse) -> None:
+    currency = q.balance.currency or "credits"
+    _assessment_block(q.assessment)
+    _row("plan", plan_line(q.plan, currency))
+    for reason in q.plan.reasons:
+        _row("", reason)
+    _row("prompt", f"{q.prompt_tokens} tokens")
+    _row("balance", _balance_text(q.balance))
+
+
+def _balance_text(b: ponder_pb2.Balance) -> str:
+    return (
+        f"{b.remaining:.4f} of {b.budget:.4f} {b.currency} left this {b.window}"
+        f" (spent {b.spent:.4f}, reserved {b.reserved:.4f}; renews {b.window_end.ToDatetime():%Y-%m-%d %H:%M} UTC)"
+    )
+
+
+def print_balance(b: ponder_pb2.Balance) -> None:
+    print(f"{b.tenant}: {_balance_text(b)}")

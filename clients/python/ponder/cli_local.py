@@ -1,0 +1,199 @@
+"""Commands that work on local files, without a daemon: `ponder policy check`, `ponder risk …`.
+
+They import the daemon package (and scikit-learn) only when run, so the rest of
+the CLI starts fast and works with the client package alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+from typing import Any, Callable
+
+from .cli_format import dump_json
+from .client import AdminClient
+
+
+def _risk_model(args: argparse.Namespace) -> Any:
+    from ponderd.risk import ClassifierHolder
+    from ponderd.settings import default_state_dir
+
+    model_dir = pathlib.Path(args.model_dir) if args.model_dir else None
+    return ClassifierHolder(default_state_dir(), model_dir).current()
+
+
+def _score_dict(score: Any) -> dict[str, Any]:
+    out = {
+        "severity": score.severity,
+        "needs_reasoning": score.needs_reasoning,
+        "severity_probs": {k: round(v, 6) for k, v in score.severity_probs.items()},
+        "needs_reasoning_prob": round(score.needs_reasoning_prob, 6),
+        "model_version": score.model_version,
+    }
+    if score.explanation:
+        out["explanation"] = [
+            {"axis": c.axis, "feature": c.feature, "weight": round(c.weight, 6)} for c in score.explanation
+        ]
+    return out
+
+
+def policy_check(args: argparse.Namespace) -> int:
+    from ponderd.errors import PolicyError
+    from ponderd.policy import load_policy
+
+    try:
+        policy = load_policy(pathlib.Path(args.file))
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(f"{exc.path}: {problem}", file=sys.stderr)
+        return 1
+    levels = ", ".join(lvl.name for lvl in policy.levels)
+    print(f"{args.file}: ok (version {policy.version}; levels {levels}; {len(policy.tenants)} tenant table(s); "
+          f"{len(policy.overrides)} override(s))")
+    return 0
+
+
+def risk_score(args: argparse.Namespace) -> int:
+    model = _risk_model(args)
+    failed = 0
+    for n, line in enumerate(sys.stdin, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            text = row["text"]
+            if not isinstance(text, str):
+                raise TypeError("text must be a string")
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            failed += 1
+            print(json.dumps({"line": n, "error": f"expected a JSON object with a 'text' string ({exc})"}))
+            continue
+        print(json.dumps(row | _score_dict(model.score(text, explain=args.explain)), ensure_ascii=False))
+    return 1 if failed else 0
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    s = report["summary"]
+    print(f"held-out examples: {int(s['examples'])}")
+    print("severity      precision  recall  f1      support")
+    for label, r in report["severity"].items():
+        print(f"  {label:<10}  {r['precision']:.3f}      {r['recall']:.3f}   {r['f1']:.3f}   {int(r['support'])}")
+    print(f"  macro-F1 {s['severity_macro_f1']:.3f}   accuracy {s['severity_accuracy']:.3f}   ECE {s['severity_ece']:.3f}")
+    labels = report["confusion"]["labels"]
+    print("  confusion (rows true, columns predicted): " + " ".join(f"{x:>6}" for x in labels))
+    for label, row in zip(labels, report["confusion"]["matrix"]):
+        print(f"    {label:<8}" + " ".join(f"{x:>6}" for x in row))
+    nr = report["needs_reasoning"]["true"]
+    print(f"needs_reasoning  precision {nr['precision']:.3f}  recall {nr['recall']:.3f}  F1 {nr['f1']:.3f}  ECE {s['reasoning_ece']:.3f}")
+
+
+def risk_train(args: argparse.Namespace) -> int:
+    from ponderd.risk import ClassifierHolder, artifact, corpus
+    from ponderd.risk.train import train
+    from ponderd.settings import default_state_dir
+
+    report = train(
+        corpus.load(corpus.training_files()), corpus.load(corpus.heldout_files()), args.recall_target, select=args.select
+    )
+    holder_dir = default_state_dir() / "risk"
+    output = pathlib.Path(args.output) if args.output else holder_dir / report.model.version
+    artifact.save(report.model, output)
+    if not args.output:
+        ClassifierHolder(default_state_dir(), None).promote(output)
+    if args.json:
+        dump_json({"version": report.model.version, "output": str(output), "heldout": report.heldout,
+                   "selection": report.selection, "thresholds": report.model.manifest["thresholds"],
+                   "seconds": report.seconds})
+        return 0
+    for row in report.selection:
+        print(f"cv  C={row['C']:<5g} severity macro-F1 {row['severity_macro_f1']:.3f}  needs_reasoning F1 {row['reasoning_f1']:.3f}")
+    m = report.model.manifest
+    print(f"trained {m['version']} on {m['examples']} examples in {report.seconds:.1f}s; wrote {output}")
+    print(f"thresholds: high >= {m['thresholds']['high']:.3f} (recall target {args.recall_target}), "
+          f"needs_reasoning >= {m['thresholds']['reasoning']:.3f}")
+    _print_report(report.heldout)
+    return 0
+
+
+def risk_eval(args: argparse.Namespace) -> int:
+    from ponderd.risk import corpus
+    from ponderd.risk.train import evaluate
+
+    try:
+        examples = corpus.read_jsonl(pathlib.Path(args.file))
+    except (OSError, ValueError) as exc:
+        print(f"ponder: {exc}", file=sys.stderr)
+        return 1
+    model = _risk_model(args)
+    report = evaluate(model, examples)
+    if args.json:
+        dump_json(report | {"model_version": model.version})
+    else:
+        print(f"model {model.version}")
+        _print_report(report)
+    return 0
+
+
+def risk_explain(args: argparse.Namespace) -> int:
+    score = _risk_model(args).score(args.text, explain=True)
+    if args.json:
+        dump_json(_score_dict(score))
+        return 0
+    d = _score_dict(score)
+    print(f"severity={d['severity']} {d['severity_probs']}  needs_reasoning={d['needs_reasoning']} "
+          f"({d['needs_reasoning_prob']:.2f})  model {d['model_version']}")
+    for c in d.get("explanation", []):
+        print(f"  {c['axis']:<16} {c['weight']:+.3f}  {c['feature']}")
+    return 0
+
+
+def risk_retrain(args: argparse.Namespace) -> int:
+    with AdminClient(args.address, args.token, timeout=args.timeout) as admin:
+        print(admin.run_job("retrain_risk"))
+    return 0
+
+
+def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]) -> None:
+    policy = sub.add_parser("policy", help="check policy files offline", description="Policy files.")
+    pol = policy.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = pol.add_parser("check", help="validate a policy file without a daemon", description="Validate a policy file; print every problem.")
+    p.add_argument("file")
+    p.set_defaults(handler=policy_check)
+
+    risk = sub.add_parser("risk", help="score, train, evaluate and explain the risk classifier",
+                          description="The risk classifier, run locally (retrain runs on the daemon).")
+    r = risk.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def with_model(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model-dir", help="model directory (default: the one the daemon would load)")
+
+    p = r.add_parser("score", help="score JSON lines from stdin", description='Read {"text": ...} JSON lines on stdin; write each with its assessment.')
+    p.add_argument("--explain", action="store_true", help="add the top contributing features")
+    with_model(p)
+    p.set_defaults(handler=risk_score)
+
+    p = r.add_parser("train", help="train on the corpus and report held-out metrics", description="Train on the repository's corpus; report held-out metrics; write the artifact.")
+    p.add_argument("--output", help="model directory to write (default: a new version in the state dir, made current)")
+    p.add_argument("--select", action="store_true", help="choose regularisation by cross-validation (slower)")
+    p.add_argument("--recall-target", type=float, default=0.95, help="high-severity recall to tune for (default 0.95)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=risk_train)
+
+    p = r.add_parser("eval", help="evaluate the model on a labeled JSON lines file", description="Per-class precision/recall, macro-F1, confusion matrix and calibration on a labeled file.")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    with_model(p)
+    p.set_defaults(handler=risk_eval)
+
+    p = r.add_parser("explain", help="show a text's assessment and its top features", description="Show a text's assessment and the features behind it.")
+    p.add_argument("text")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    with_model(p)
+    p.set_defaults(handler=risk_explain)
+
+    p = r.add_parser("retrain", help="run the daemon's retraining job now", description="Run the daemon's retrain_risk job now (needs an admin key).")
+    connection(p)
+    p.add_argument("--timeout", type=float, default=None, help="seconds to wait")
+    p.set_defaults(handler=risk_retrain)

@@ -1,0 +1,297 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from ponder.v1 import ponder_pb2 as _ponder_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Tenant(_message.Message):
+    __slots__ = ("name", "enabled", "balance", "created_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    enabled: bool
+    balance: _ponder_pb2.Balance
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., enabled: _Optional[bool] = ..., balance: _Optional[_Union[_ponder_pb2.Balance, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateTenantRequest(_message.Message):
+    __slots__ = ("name", "budget", "window")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    budget: float
+    window: str
+    def __init__(self, name: _Optional[str] = ..., budget: _Optional[float] = ..., window: _Optional[str] = ...) -> None: ...
+
+class CreateTenantResponse(_message.Message):
+    __slots__ = ("tenant", "token", "key_id")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant: Tenant
+    token: str
+    key_id: str
+    def __init__(self, tenant: _Optional[_Union[Tenant, _Mapping]] = ..., token: _Optional[str] = ..., key_id: _Optional[str] = ...) -> None: ...
+
+class ListTenantsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListTenantsResponse(_message.Message):
+    __slots__ = ("tenants",)
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    tenants: _containers.RepeatedCompositeFieldContainer[Tenant]
+    def __init__(self, tenants: _Optional[_Iterable[_Union[Tenant, _Mapping]]] = ...) -> None: ...
+
+class SetTenantEnabledRequest(_message.Message):
+    __slots__ = ("name", "enabled")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    enabled: bool
+    def __init__(self, name: _Optional[str] = ..., enabled: _Optional[bool] = ...) -> None: ...
+
+class SetBudgetRequest(_message.Message):
+    __slots__ = ("name", "budget", "window")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    budget: float
+    window: str
+    def __init__(self, name: _Optional[str] = ..., budget: _Optional[float] = ..., window: _Optional[str] = ...) -> None: ...
+
+class IssueKeyRequest(_message.Message):
+    __slots__ = ("tenant", "scope", "label")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    scope: str
+    label: str
+    def __init__(self, tenant: _Optional[str] = ..., scope: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
+
+class IssueKeyResponse(_message.Message):
+    __slots__ = ("key_id", "token")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    token: str
+    def __init__(self, key_id: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+
+class RevokeKeyRequest(_message.Message):
+    __slots__ = ("key_id",)
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    def __init__(self, key_id: _Optional[str] = ...) -> None: ...
+
+class RevokeKeyResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListKeysRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class Key(_message.Message):
+    __slots__ = ("key_id", "tenant", "scope", "label", "created_at", "revoked")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    tenant: str
+    scope: str
+    label: str
+    created_at: _timestamp_pb2.Timestamp
+    revoked: bool
+    def __init__(self, key_id: _Optional[str] = ..., tenant: _Optional[str] = ..., scope: _Optional[str] = ..., label: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked: _Optional[bool] = ...) -> None: ...
+
+class ListKeysResponse(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[Key]
+    def __init__(self, keys: _Optional[_Iterable[_Union[Key, _Mapping]]] = ...) -> None: ...
+
+class SpendReportRequest(_message.Message):
+    __slots__ = ("tenant", "since", "until", "records", "limit")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    records: bool
+    limit: int
+    def __init__(self, tenant: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., records: _Optional[bool] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class SpendLine(_message.Message):
+    __slots__ = ("tenant", "requests", "prompt_tokens", "thinking_tokens", "answer_tokens", "cost", "by_status")
+    class ByStatusEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    THINKING_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    BY_STATUS_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    requests: int
+    prompt_tokens: int
+    thinking_tokens: int
+    answer_tokens: int
+    cost: float
+    by_status: _containers.ScalarMap[str, int]
+    def __init__(self, tenant: _Optional[str] = ..., requests: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., thinking_tokens: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., cost: _Optional[float] = ..., by_status: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class SpendRecord(_message.Message):
+    __slots__ = ("request_id", "tenant", "at", "severity", "needs_reasoning", "level", "thinking_cap", "samples_planned", "usage", "reserved", "cost", "latency_seconds", "status", "error")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_REASONING_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    THINKING_CAP_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_PLANNED_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    tenant: str
+    at: _timestamp_pb2.Timestamp
+    severity: _ponder_pb2.Severity
+    needs_reasoning: bool
+    level: str
+    thinking_cap: int
+    samples_planned: int
+    usage: _ponder_pb2.Usage
+    reserved: float
+    cost: float
+    latency_seconds: float
+    status: str
+    error: str
+    def __init__(self, request_id: _Optional[str] = ..., tenant: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., severity: _Optional[_Union[_ponder_pb2.Severity, str]] = ..., needs_reasoning: _Optional[bool] = ..., level: _Optional[str] = ..., thinking_cap: _Optional[int] = ..., samples_planned: _Optional[int] = ..., usage: _Optional[_Union[_ponder_pb2.Usage, _Mapping]] = ..., reserved: _Optional[float] = ..., cost: _Optional[float] = ..., latency_seconds: _Optional[float] = ..., status: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class SpendReportResponse(_message.Message):
+    __slots__ = ("lines", "records", "since", "until")
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    lines: _containers.RepeatedCompositeFieldContainer[SpendLine]
+    records: _containers.RepeatedCompositeFieldContainer[SpendRecord]
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    def __init__(self, lines: _Optional[_Iterable[_Union[SpendLine, _Mapping]]] = ..., records: _Optional[_Iterable[_Union[SpendRecord, _Mapping]]] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ReloadPolicyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReloadPolicyResponse(_message.Message):
+    __slots__ = ("policy_version", "path", "model_version")
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    policy_version: str
+    path: str
+    model_version: str
+    def __init__(self, policy_version: _Optional[str] = ..., path: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("text", "tenant")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    tenant: str
+    def __init__(self, text: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class RunJobRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RunJobResponse(_message.Message):
+    __slots__ = ("summary",)
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    summary: str
+    def __init__(self, summary: _Optional[str] = ...) -> None: ...
+
+class RiskStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Retrain(_message.Message):
+    __slots__ = ("at", "candidate_version", "accepted", "reason", "candidate_metrics", "incumbent_metrics", "feedback_used")
+    class CandidateMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class IncumbentMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_METRICS_FIELD_NUMBER: _ClassVar[int]
+    INCUMBENT_METRICS_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_USED_FIELD_NUMBER: _ClassVar[int]
+    at: _timestamp_pb2.Timestamp
+    candidate_version: str
+    accepted: bool
+    reason: str
+    candidate_metrics: _containers.ScalarMap[str, float]
+    incumbent_metrics: _containers.ScalarMap[str, float]
+    feedback_used: int
+    def __init__(self, at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., candidate_version: _Optional[str] = ..., accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., candidate_metrics: _Optional[_Mapping[str, float]] = ..., incumbent_metrics: _Optional[_Mapping[str, float]] = ..., feedback_used: _Optional[int] = ...) -> None: ...
+
+class RiskStatusResponse(_message.Message):
+    __slots__ = ("model_version", "metrics", "retrains")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    RETRAINS_FIELD_NUMBER: _ClassVar[int]
+    model_version: str
+    metrics: _containers.ScalarMap[str, float]
+    retrains: _containers.RepeatedCompositeFieldContainer[Retrain]
+    def __init__(self, model_version: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., retrains: _Optional[_Iterable[_Union[Retrain, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,197 @@
+"""The Admin service: tenants, keys, budgets, spend, policy, risk model. Admin keys only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import grpc
+from ponder.v1 import admin_pb2, admin_pb2_grpc, ponder_pb2
+from sqlite_utils import Database
+
+from . import convert, keys, ledger
+from .assessment import adjust
+from .boundary import rpc
+from .errors import InvalidRequest
+from .ledger import WINDOWS, to_credits, to_micros
+
+if TYPE_CHECKING:
+    from .app import Daemon
+
+TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+
+
+def _name(name: str) -> str:
+    if not TENANT_NAME.fullmatch(name):
+        raise InvalidRequest(
+            f"tenant name {name!r} is not valid: use 1-63 lowercase letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def _budget(amount: float) -> int:
+    if not amount >= 0 or amount > 1e12:
+        raise InvalidRequest(f"budget must be a number from 0 to 1e12 credits, not {amount}")
+    return to_micros(amount)
+
+
+def _window(window: str, default: str | None) -> str | None:
+    if not window:
+        return default
+    if window not in WINDOWS:
+        raise InvalidRequest(f"window must be one of {', '.join(WINDOWS)}, not {window!r}")
+    return window
+
+
+class AdminService(admin_pb2_grpc.AdminServicer):
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+
+    @property
+    def _currency(self) -> str:
+        return self.d.policies.current().currency
+
+    async def _mutate(self, fn, *args):  # type: ignore[no-untyped-def]
+        """Run a change on the store thread, then refresh the in-memory keyring there too."""
+
+        def both(db: Database):  # type: ignore[no-untyped-def]
+            out = fn(db, *args)
+            self.d.keyring.refresh(db)
+            return out
+
+        return await self.d.store.call(both)
+
+    @rpc
+    async def CreateTenant(self, request: admin_pb2.CreateTenantRequest, context: grpc.aio.ServicerContext) -> admin_pb2.CreateTenantResponse:
+        name, budget, window = _name(request.name), _budget(request.budget), _window(request.window, "day")
+        now = self.d.clock.now()
+
+        def create(db: Database) -> tuple[ledger.BalanceView, str, str]:
+            with db.atomic():
+                view = self.d.ledger.create_tenant(db, name, budget, window, now)
+                key_id, token = keys.issue_key(db, name, "tenant", "created with the tenant", now)
+            return view, key_id, token
+
+        view, key_id, token = await self._mutate(create)
+        return admin_pb2.CreateTenantResponse(tenant=convert.tenant(view, self._currency), token=token, key_id=key_id)
+
+    @rpc
+    async def ListTenants(self, request: admin_pb2.ListTenantsRequest, context: grpc.aio.ServicerContext) -> admin_pb2.ListTenantsResponse:
+        views = await self.d.store.call(self.d.ledger.balances, self.d.clock.now())
+        return admin_pb2.ListTenantsResponse(tenants=[convert.tenant(v, self._currency) for v in views])
+
+    @rpc
+    async def SetTenantEnabled(self, request: admin_pb2.SetTenantEnabledRequest, context: grpc.aio.ServicerContext) -> admin_pb2.Tenant:
+        view = await self._mutate(self.d.ledger.set_enabled, request.name, request.enabled, self.d.clock.now())
+        return convert.tenant(view, self._currency)
+
+    @rpc
+    async def SetBudget(self, request: admin_pb2.SetBudgetRequest, context: grpc.aio.ServicerContext) -> admin_pb2.Tenant:
+        view = await self.d.store.call(
+            self.d.ledger.set_budget, request.name, _budget(request.budget), _window(request.window, None), self.d.clock.now()
+        )
+        return convert.tenant(view, self._currency)
+
+    @rpc
+    async def IssueKey(self, request: admin_pb2.IssueKeyRequest, context: grpc.aio.ServicerContext) -> admin_pb2.IssueKeyResponse:
+        scope = request.scope or "tenant"
+        if scope not in ("tenant", "admin"):
+            raise InvalidRequest(f"scope must be 'tenant' or 'admin', not {scope!r}")
+        if scope == "tenant" and not request.tenant:
+            raise InvalidRequest("name the tenant the key is for (or use scope 'admin')")
+        key_id, token = await self._mutate(keys.issue_key, request.tenant or None, scope, request.label, self.d.clock.now())
+        return admin_pb2.IssueKeyResponse(key_id=key_id, token=token)
+
+    @rpc
+    async def RevokeKey(self, request: admin_pb2.RevokeKeyRequest, context: grpc.aio.ServicerContext) -> admin_pb2.RevokeKeyResponse:
+        await self._mutate(keys.revoke_key, request.key_id, self.d.clock.now())
+        return admin_pb2.RevokeKeyResponse()
+
+    @rpc
+    async def ListKeys(self, request: admin_pb2.ListKeysRequest, context: grpc.aio.ServicerContext) -> admin_pb2.ListKeysResponse:
+        rows = await self.d.store.call(keys.list_keys, request.tenant or None)
+        return admin_pb2.ListKeysResponse(
+            keys=[
+                admin_pb2.Key(
+                    key_id=r["key_id"], tenant=r["tenant"] or "", scope=r["scope"], label=r["label"],
+                    created_at=convert.timestamp(ledger.parse_iso(r["created_at"])), revoked=r["revoked_at"] is not None,
+                )
+                for r in rows
+            ]
+        )
+
+    @rpc
+    async def SpendReport(self, request: admin_pb2.SpendReportRequest, context: grpc.aio.ServicerContext) -> admin_pb2.SpendReportResponse:
+        now = self.d.clock.now()
+        tenant = request.tenant or None
+        until = request.until.ToDatetime(tzinfo=now.tzinfo) if request.HasField("until") else now
+        if request.HasField("since"):
+            since = request.since.ToDatetime(tzinfo=now.tzinfo)
+        elif tenant:
+            since = (await self.d.budgets.balance(tenant)).window_start
+        else:
+            since = ledger.window_start(now, "day", self.d.settings.zone)
+        if since >= until:
+            raise InvalidRequest("since must be before until")
+        totals = await self.d.store.call(ledger.spend_totals, since, until, tenant)
+        lines: dict[str, admin_pb2.SpendLine] = {}
+        for row in totals:
+            line = lines.setdefault(row["tenant"], admin_pb2.SpendLine(tenant=row["tenant"]))
+            line.requests += row["requests"]
+            line.prompt_tokens += row["prompt_tokens"]
+            line.thinking_tokens += row["thinking_tokens"]
+            line.answer_tokens += row["answer_tokens"]
+            line.cost += to_credits(row["cost_micros"])
+            line.by_status[row["status"]] = row["requests"]
+        records = []
+        if request.records:
+            rows = await self.d.store.call(ledger.spend_records, since, until, tenant, request.limit or 100)
+            records = [convert.spend_record(r) for r in rows]
+        return admin_pb2.SpendReportResponse(
+            lines=list(lines.values()), records=records, since=convert.timestamp(since), until=convert.timestamp(until)
+        )
+
+    @rpc
+    async def ReloadPolicy(self, request: admin_pb2.ReloadPolicyRequest, context: grpc.aio.ServicerContext) -> admin_pb2.ReloadPolicyResponse:
+        policy, model = await asyncio.to_thread(self.d.reload)
+        return admin_pb2.ReloadPolicyResponse(policy_version=policy.version, path=policy.path, model_version=model.version)
+
+    @rpc
+    async def Explain(self, request: admin_pb2.ExplainRequest, context: grpc.aio.ServicerContext) -> ponder_pb2.Assessment:
+        if not request.text.strip():
+            raise InvalidRequest("text is empty: send the query to explain")
+        score = self.d.classifier.current().score(request.text, explain=True)
+        return convert.assessment(adjust(score, self.d.policies.current(), request.tenant or None, request.text, None))
+
+    @rpc
+    async def RunJob(self, request: admin_pb2.RunJobRequest, context: grpc.aio.ServicerContext) -> admin_pb2.RunJobResponse:
+        return admin_pb2.RunJobResponse(summary=await self.d.jobs.run(request.name))
+
+    @rpc
+    async def RiskStatus(self, request: admin_pb2.RiskStatusRequest, context: grpc.aio.ServicerContext) -> admin_pb2.RiskStatusResponse:
+        model = self.d.classifier.current()
+        rows = await self.d.store.call(lambda db: list(db.query("SELECT * FROM retrains ORDER BY id DESC LIMIT 50")))
+        return admin_pb2.RiskStatusResponse(
+            model_version=model.version,
+            metrics=_floats(getattr(model, "manifest", {}).get("metrics", {})),
+            retrains=[
+                admin_pb2.Retrain(
+                    at=convert.timestamp(datetime.fromisoformat(r["at"])),
+                    candidate_version=r["candidate_version"],
+                    accepted=bool(r["accepted"]),
+                    reason=r["reason"],
+                    candidate_metrics=_floats(json.loads(r["candidate_metrics"])),
+                    incumbent_metrics=_floats(json.loads(r["incumbent_metrics"])),
+                    feedback_used=r["feedback_used"],
+                )
+                for r in rows
+            ],
+        )
+
+
+def _floats(d: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in d.items() if isinstance(v, (int, float))}

@@ -1,0 +1,61 @@
+"""What the request path knows about a query: the classifier's score, then the policy's adjustments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .policy import SEVERITIES, Policy
+
+RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+
+@dataclass(frozen=True)
+class Contribution:
+    axis: str
+    feature: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class RiskScore:
+    """The classifier's verdict: labels, calibrated probabilities, the model that gave them."""
+
+    severity: str
+    needs_reasoning: bool
+    severity_probs: dict[str, float]
+    needs_reasoning_prob: float
+    model_version: str
+    explanation: tuple[Contribution, ...] = ()
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The labels the planner uses: the score after overrides and client floors."""
+
+    severity: str
+    needs_reasoning: bool
+    score: RiskScore
+    adjustments: tuple[str, ...] = field(default=())
+
+
+def adjust(score: RiskScore, policy: Policy, tenant: str | None, text: str, severity_floor: str | None) -> Assessment:
+    """Apply the policy's override rules, then the client's severity floor (already allowed)."""
+    severity, reasoning = score.severity, score.needs_reasoning
+    notes: list[str] = []
+    for rule in policy.overrides:
+        if not rule.applies(tenant, text):
+            continue
+        label = f"override {rule.number}" + (f" ({rule.note})" if rule.note else "")
+        if rule.severity and rule.severity != severity:
+            notes.append(f"{label}: severity {severity} -> {rule.severity}")
+            severity = rule.severity
+        if rule.severity_floor and RANK[rule.severity_floor] > RANK[severity]:
+            notes.append(f"{label}: severity floor {rule.severity_floor}")
+            severity = rule.severity_floor
+        if rule.needs_reasoning is not None and rule.needs_reasoning != reasoning:
+            notes.append(f"{label}: needs_reasoning -> {str(rule.needs_reasoning).lower()}")
+            reasoning = rule.needs_reasoning
+    if severity_floor and RANK[severity_floor] > RANK[severity]:
+        notes.append(f"client severity floor {severity_floor}")
+        severity = severity_floor
+    return Assessment(severity, reasoning, score, tuple(notes))

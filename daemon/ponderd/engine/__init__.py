@@ -1,0 +1,114 @@
+"""The engine seam: turn a prepared prompt and a plan into samples.
+
+The request path talks to an Engine only through these types; LlamaEngine
+(llama.cpp, one owner thread) is the real one.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+from ..planner import EngineLimits
+
+THINKING, ANSWER = "thinking", "answer"
+
+
+@dataclass(frozen=True)
+class PreparedPrompt:
+    """The chat-templated prompt as tokens, and the tokens that open/close thinking."""
+
+    tokens: tuple[int, ...]
+    # Forced after the prompt when thinking is on (empty if the template opens it).
+    open_thinking: tuple[int, ...]
+    # Forced when the thinking cap is reached (or the model stops while thinking).
+    close_thinking: tuple[int, ...]
+    # Forced after the prompt when thinking is off but the model would think anyway.
+    skip_thinking: tuple[int, ...]
+
+
+@dataclass
+class GenerationJob:
+    prompt: PreparedPrompt
+    samples: int
+    thinking_cap: int
+    answer_cap: int
+    seed: int
+    # Pure functions from the request path: extract a sample's final answer,
+    # and decide from the answers so far whether the vote is settled.
+    extract_answer: Callable[[str], str]
+    vote_decided: Callable[[Sequence[str], int], bool]
+    # Called on the engine thread for every piece of text produced.
+    on_text: Callable[[int, str, str], None] | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+@dataclass
+class SampleResult:
+    index: int
+    thinking: str = ""
+    text: str = ""
+    answer: str = ""
+    thinking_tokens: int = 0
+    answer_tokens: int = 0
+    forced_tokens: int = 0
+    # "stop", "length", "vote_decided", "cancelled", "error"
+    finish_reason: str = ""
+    thinking_capped: bool = False
+
+
+@dataclass
+class GenerationResult:
+    prompt_tokens: int
+    # Forced tokens shared by all samples (the opening of the thinking block).
+    shared_forced_tokens: int
+    samples: list[SampleResult]
+    error: str = ""
+
+    @property
+    def thinking_tokens(self) -> int:
+        return sum(s.thinking_tokens for s in self.samples)
+
+    @property
+    def answer_tokens(self) -> int:
+        return sum(s.answer_tokens for s in self.samples)
+
+    @property
+    def forced_tokens(self) -> int:
+        return self.shared_forced_tokens + sum(s.forced_tokens for s in self.samples)
+
+    @property
+    def samples_run(self) -> int:
+        """Samples that produced at least one token."""
+        return sum(1 for s in self.samples if s.thinking_tokens or s.answer_tokens)
+
+    @property
+    def samples_stopped(self) -> int:
+        return sum(1 for s in self.samples if s.finish_reason == "vote_decided")
+
+
+class Engine(Protocol):
+    limits: EngineLimits
+    model_name: str
+
+    def start(self) -> None:
+        """Load the model and start the owner thread."""
+
+    def warm(self) -> None:
+        """Run one tiny generation so the first request pays no first-use cost."""
+
+    def prepare(self, system: str, prompt: str) -> PreparedPrompt:
+        """Render the chat template and tokenize; safe from any thread."""
+
+    async def generate(self, job: GenerationJob) -> GenerationResult:
+        """Queue the job on the owner thread; resolves when every sample has finished or stopped."""
+
+    def queue_depth(self) -> int:
+        """Jobs waiting or running."""
+
+    def close(self) -> None:
+        """Stop the owner thread (after finishing running jobs) and free the model."""

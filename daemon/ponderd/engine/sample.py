@@ -1,0 +1,117 @@
+"""One sample's life: thinking (capped exactly), then answering, then done.
+
+Pure bookkeeping over token ids and their text pieces, so it is tested with
+tables and no model. The engine feeds it each sampled token and decodes what it
+says to feed next.
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import ANSWER, THINKING, SampleResult
+
+CLOSE_TAG = "</think>"
+
+
+@dataclass
+class SampleState:
+    index: int
+    thinking_cap: int
+    answer_cap: int
+    close_tokens: tuple[int, ...]
+    # Called with (sample index, phase, text) as text is produced.
+    on_text: Callable[[int, str, str], None] | None = None
+    phase: str = THINKING
+    result: SampleResult = field(init=False)
+    # Tokens to decode next for this sample (the last sampled one and/or forced ones).
+    feed: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.result = SampleResult(self.index)
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._raw_thinking = ""
+        if self.thinking_cap == 0:
+            self.phase = ANSWER
+
+    @property
+    def done(self) -> bool:
+        return self.phase == "done"
+
+    def accept(self, token: int, piece: bytes, is_eog: bool) -> None:
+        """Take one sampled token; set `feed` to what must be decoded next."""
+        if self.done:
+            raise RuntimeError("sample already finished")
+        if self.phase == THINKING:
+            self._think(token, piece, is_eog)
+        else:
+            self._answer(token, piece, is_eog)
+
+    def stop(self, reason: str) -> None:
+        """End the sample early (vote decided, cancelled, error)."""
+        if not self.done:
+            self._finish(reason)
+
+    def _think(self, token: int, piece: bytes, is_eog: bool) -> None:
+        if is_eog:
+            # The model wants to stop mid-thought: close the block and make it answer.
+            self._close(capped=False)
+            return
+        self.result.thinking_tokens += 1
+        text = self._decoder.decode(piece)
+        self._raw_thinking += text
+        if self._raw_thinking.rstrip().endswith(CLOSE_TAG):
+            # The model closed its own thinking block; the tag is not thinking text.
+            head = self._raw_thinking.rstrip()[: -len(CLOSE_TAG)]
+            self._emit(THINKING, head[len(self.result.thinking):])
+            self.result.thinking = head
+            self._to_answer()
+            self.feed = [token]
+            return
+        self._emit(THINKING, text)
+        self.result.thinking = self._raw_thinking
+        if self.result.thinking_tokens >= self.thinking_cap:
+            self.feed = [token]
+            self._close(capped=True)
+        else:
+            self.feed = [token]
+
+    def _close(self, capped: bool) -> None:
+        self.result.thinking_capped = capped
+        self.result.forced_tokens += len(self.close_tokens)
+        self.feed = self.feed + list(self.close_tokens) if capped else list(self.close_tokens)
+        self.result.thinking += self._decoder.decode(b"", final=True)
+        self._to_answer()
+
+    def _to_answer(self) -> None:
+        self.phase = ANSWER
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def _answer(self, token: int, piece: bytes, is_eog: bool) -> None:
+        if is_eog:
+            self._finish("stop")
+            return
+        self.result.answer_tokens += 1
+        text = self._decoder.decode(piece)
+        self.result.text += text
+        self._emit(ANSWER, text)
+        if self.result.answer_tokens >= self.answer_cap:
+            self._finish("length")
+        else:
+            self.feed = [token]
+
+    def _finish(self, reason: str) -> None:
+        tail = self._decoder.decode(b"", final=True)
+        if self.phase == ANSWER:
+            self.result.text += tail
+        self.result.text = self.result.text.strip()
+        self.result.thinking = self.result.thinking.strip()
+        self.result.finish_reason = reason
+        self.phase = "done"
+        self.feed = []
+
+    def _emit(self, phase: str, text: str) -> None:
+        if text and self.on_text is not None:
+            self.on_text(self.index, phase, text)

@@ -1,0 +1,78 @@
+"""Domain errors. Each says what to change; the gRPC boundary maps the class to a status code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class PonderError(Exception):
+    """Base of every error a caller may see."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(PonderError):
+    """The request itself is malformed: fix the request."""
+
+
+class Unauthenticated(PonderError):
+    """No valid credential came with the call."""
+
+
+class PermissionDenied(PonderError):
+    """The credential is valid but may not do this."""
+
+
+class NotFound(PonderError):
+    """The named thing does not exist (or is not the caller's)."""
+
+
+class AlreadyExists(PonderError):
+    """The named thing exists already."""
+
+
+class FailedPrecondition(PonderError):
+    """The system is not in a state that allows this; change the state, not the call."""
+
+
+class PolicyError(FailedPrecondition):
+    """A policy file failed validation; the old policy stays in force."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__(f"{path}: " + "; ".join(problems))
+
+
+class ArtifactError(FailedPrecondition):
+    """A risk-model artifact was refused; the model in service stays."""
+
+
+@dataclass(frozen=True)
+class QuotaDetail:
+    tenant: str
+    needed_micros: int
+    remaining_micros: int
+    window_end: str
+
+
+class BudgetExhausted(PonderError):
+    """Even the cheapest allowed plan costs more than the tenant has left."""
+
+    def __init__(self, message: str, detail: QuotaDetail) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+class Unavailable(PonderError):
+    """The daemon cannot take the call now (draining, overloaded); retry later."""
+
+
+class Cancelled(PonderError):
+    """The caller went away or the request was stopped."""
+
+
+class EngineFailure(PonderError):
+    """The model failed while generating; what it used is still settled."""

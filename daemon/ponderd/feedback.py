@@ -1,0 +1,76 @@
+"""Client feedback on answers: stored with the request's prompt, so it can teach the classifier."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Any
+
+from sqlite_utils import Database
+
+from .errors import InvalidRequest, NotFound
+from .ledger import iso
+from .risk.corpus import Example
+
+
+def record(
+    db: Database,
+    tenant: str,
+    request_id: str,
+    correct: bool | None,
+    true_severity: str | None,
+    true_needs_reasoning: bool | None,
+    comment: str,
+    now: datetime,
+) -> str:
+    """Store one piece of feedback on the tenant's own request; return its id."""
+    if correct is None and true_severity is None and true_needs_reasoning is None and not comment:
+        raise InvalidRequest("empty feedback: set correct, true_severity, true_needs_reasoning or comment")
+    row = db.execute("SELECT tenant FROM spend WHERE request_id = ?", [request_id]).fetchone()
+    # Another tenant's request is reported as missing, so ids reveal nothing.
+    if row is None or row[0] != tenant:
+        raise NotFound(f"no request {request_id!r} for tenant {tenant!r}; use the request_id that Ask returned")
+    prompt = db.execute("SELECT text FROM prompts WHERE request_id = ?", [request_id]).fetchone()
+    feedback_id = secrets.token_hex(8)
+    db["feedback"].insert(
+        {
+            "feedback_id": feedback_id,
+            "request_id": request_id,
+            "tenant": tenant,
+            "at": iso(now),
+            "correct": None if correct is None else int(correct),
+            "true_severity": true_severity,
+            "true_needs_reasoning": None if true_needs_reasoning is None else int(true_needs_reasoning),
+            "comment": comment,
+            "text": prompt[0] if prompt else None,
+        }
+    )
+    return feedback_id
+
+
+def labeled_examples(db: Database) -> list[Example]:
+    """Feedback that carries a true label and its prompt, newest per request.
+
+    A missing axis takes the classifier's own verdict at the time, so a label
+    on one axis never invents a correction on the other.
+    """
+    rows: list[dict[str, Any]] = list(
+        db.query(
+            """SELECT f.request_id, f.text, f.true_severity, f.true_needs_reasoning,
+                      s.model_severity, s.model_needs_reasoning
+               FROM feedback f JOIN spend s ON s.request_id = f.request_id
+               WHERE f.text IS NOT NULL
+                 AND (f.true_severity IS NOT NULL OR f.true_needs_reasoning IS NOT NULL)
+               ORDER BY f.at"""
+        )
+    )
+    latest = {r["request_id"]: r for r in rows}
+    return [
+        Example(
+            r["text"],
+            r["true_severity"] or r["model_severity"],
+            bool(r["model_needs_reasoning"] if r["true_needs_reasoning"] is None else r["true_needs_reasoning"]),
+            f"feedback:{r['request_id']}",
+        )
+        for r in latest.values()
+    ]

@@ -1,0 +1,102 @@
+"""Scheduled jobs (APScheduler): budget windows, orphaned reservations, prompt retention, retraining.
+
+Each job is a coroutine taking no arguments and returning a one-line summary,
+so the scheduler, `ponder admin job run NAME` and tests all run the same code.
+Times come from the injected clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+from .errors import InvalidRequest
+from .ledger import iso
+
+if TYPE_CHECKING:
+    from .app import Daemon
+
+log = logging.getLogger("ponder.jobs")
+
+# A reservation this old with no live request behind it is an orphan.
+ORPHAN_GRACE = timedelta(minutes=10)
+
+
+class Jobs:
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+        self.registry: dict[str, Callable[[], Awaitable[str]]] = {
+            "renew_windows": self.renew_windows,
+            "expire_reservations": self.expire_reservations,
+            "prune_prompts": self.prune_prompts,
+            "retrain_risk": self.retrain_risk,
+        }
+        self._scheduler = None
+
+    async def run(self, name: str) -> str:
+        job = self.registry.get(name)
+        if job is None:
+            raise InvalidRequest(f"no job {name!r}; jobs: {', '.join(self.registry)}")
+        summary = await job()
+        log.info("job %s: %s", name, summary)
+        return summary
+
+    async def renew_windows(self) -> str:
+        renewed = await self.d.store.call(self.d.ledger.renew_windows, self.d.clock.now())
+        return f"renewed {len(renewed)} tenant window(s)" + (f": {', '.join(renewed)}" if renewed else "")
+
+    async def expire_reservations(self, grace: timedelta = ORPHAN_GRACE) -> str:
+        now = self.d.clock.now()
+        settled = await self.d.store.call(
+            self.d.ledger.settle_orphans, set(self.d.pipeline.live), now - grace, now
+        )
+        return f"settled {len(settled)} orphaned reservation(s)"
+
+    async def prune_prompts(self) -> str:
+        days = self.d.settings.risk.keep_prompts_days
+        cutoff = iso(self.d.clock.now() - timedelta(days=days))
+        n = await self.d.store.call(
+            lambda db: db.execute("DELETE FROM prompts WHERE at < ?", [cutoff]).rowcount
+        )
+        return f"removed {n} prompt(s) older than {days} day(s)"
+
+    async def retrain_risk(self) -> str:
+        return (await self.d.retrainer.run()).summary()
+
+    def start(self) -> None:
+        """Schedule the jobs on the running event loop."""
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        zone = self.d.settings.zone
+        s = AsyncIOScheduler(timezone=zone)
+        # Windows start at local midnight (weeks on Monday, months on the 1st); run just after.
+        s.add_job(self._safe("renew_windows"), CronTrigger(hour=0, minute=0, second=5, timezone=zone), id="renew_windows")
+        s.add_job(self._safe("expire_reservations"), IntervalTrigger(minutes=5), id="expire_reservations")
+        s.add_job(self._safe("prune_prompts"), CronTrigger(hour=4, minute=15, timezone=zone), id="prune_prompts")
+        if self.d.settings.risk.retrain_schedule:
+            s.add_job(
+                self._safe("retrain_risk"),
+                CronTrigger.from_crontab(self.d.settings.risk.retrain_schedule, timezone=zone),
+                id="retrain_risk",
+            )
+        s.start()
+        self._scheduler = s
+
+    def _safe(self, name: str) -> Callable[[], Awaitable[None]]:
+        async def job() -> None:
+            try:
+                await self.run(name)
+            except Exception:
+                # A failed run is logged and retried at its next time; it never stops the scheduler.
+                log.exception("job %s failed", name)
+
+        job.__name__ = name
+        return job
+
+    def shutdown(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None

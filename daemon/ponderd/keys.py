@@ -1,0 +1,145 @@
+"""API keys: issue, revoke, verify. Only a SHA-256 of each secret is stored.
+
+A token reads `pnd_<key_id>_<secret>`. The key id finds the row; the secret's
+hash is then compared in constant time. Secrets are 256 random bits, so a plain
+SHA-256 (not a slow password hash) is the right tool: there is nothing to brute-force.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import pathlib
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlite_utils import Database
+
+from .errors import NotFound, PermissionDenied, Unauthenticated
+from .ledger import iso
+
+PREFIX = "pnd"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a tenant's key, or an admin key (no tenant)."""
+
+    key_id: str
+    scope: str
+    tenant: str | None
+
+
+@dataclass(frozen=True)
+class _KeyEntry:
+    secret_sha256: bytes
+    principal: Principal
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_token() -> tuple[str, str, str]:
+    """A fresh (key_id, secret, token)."""
+    key_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    return key_id, secret, f"{PREFIX}_{key_id}_{secret}"
+
+
+def issue_key(db: Database, tenant: str | None, scope: str, label: str, now: datetime) -> tuple[str, str]:
+    """Store a new key's hash; return (key_id, token). The token is never stored."""
+    if scope not in ("tenant", "admin"):
+        raise ValueError("scope must be 'tenant' or 'admin'")
+    if scope == "tenant" and not db["tenants"].count_where("name = ?", [tenant]):
+        raise NotFound(f"no tenant named {tenant!r}")
+    key_id, secret, token = new_token()
+    db["keys"].insert(
+        {
+            "key_id": key_id,
+            "tenant": tenant if scope == "tenant" else None,
+            "scope": scope,
+            "secret_sha256": _hash(secret),
+            "label": label,
+            "created_at": iso(now),
+            "revoked_at": None,
+        }
+    )
+    return key_id, token
+
+
+def revoke_key(db: Database, key_id: str, now: datetime) -> None:
+    if not db["keys"].count_where("key_id = ? AND revoked_at IS NULL", [key_id]):
+        raise NotFound(f"no active key {key_id!r}; 'ponder admin key list' shows them")
+    db["keys"].update(key_id, {"revoked_at": iso(now)})
+
+
+def list_keys(db: Database, tenant: str | None) -> list[dict[str, Any]]:
+    if tenant:
+        return list(db.query("SELECT * FROM keys WHERE tenant = ? ORDER BY created_at", [tenant]))
+    return list(db.query("SELECT * FROM keys ORDER BY created_at"))
+
+
+class Keyring:
+    """An in-memory copy of the active keys and tenant states, refreshed after every change.
+
+    Authentication runs on every call; reading it from memory keeps it off the
+    database thread. Admin operations call `refresh` after they commit.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: dict[str, _KeyEntry] = {}
+        self._disabled: frozenset[str] = frozenset()
+
+    def refresh(self, db: Database) -> None:
+        keys = {
+            row["key_id"]: _KeyEntry(
+                bytes.fromhex(row["secret_sha256"]), Principal(row["key_id"], row["scope"], row["tenant"])
+            )
+            for row in db.query("SELECT key_id, scope, tenant, secret_sha256 FROM keys WHERE revoked_at IS NULL")
+        }
+        disabled = frozenset(r["name"] for r in db.query("SELECT name FROM tenants WHERE enabled = 0"))
+        with self._lock:
+            self._keys, self._disabled = keys, disabled
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        """Map an `authorization` metadata value to a principal, or raise."""
+        if not authorization:
+            raise Unauthenticated(
+                "missing credentials: send metadata 'authorization: Bearer <token>' "
+                "(the CLI reads PONDER_TOKEN or the state directory's local.token)"
+            )
+        scheme, _, token = authorization.partition(" ")
+        parts = token.strip().split("_", 2)
+        if scheme.lower() != "bearer" or len(parts) != 3 or parts[0] != PREFIX:
+            raise Unauthenticated("malformed credentials: expected 'Bearer pnd_<key id>_<secret>'")
+        with self._lock:
+            entry = self._keys.get(parts[1])
+            disabled = self._disabled
+        # Hash even when the key id is unknown, so both paths cost the same.
+        presented = hashlib.sha256(parts[2].encode()).digest()
+        expected = entry.secret_sha256 if entry else b"\0" * 32
+        if not hmac.compare_digest(presented, expected) or entry is None:
+            raise Unauthenticated("unknown or revoked token: ask an admin for a new key")
+        if entry.principal.tenant in disabled:
+            raise PermissionDenied(
+                f"tenant {entry.principal.tenant!r} is disabled; an admin can enable it "
+                "with 'ponder admin tenant enable'"
+            )
+        return entry.principal
+
+
+def write_credential(path: pathlib.Path, token: str) -> None:
+    """Write a token file readable by its owner only (0600), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)

@@ -1,0 +1,408 @@
+"""Budgets: windows, reservations and settlement, each one SQLite transaction.
+
+Invariant, per tenant and window: spent + reserved <= budget whenever a
+reservation is taken, and a settlement never charges more than was reserved.
+So no interleaving of requests can overspend. Amounts are whole micro-credits.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Iterable, Protocol, Sequence
+from zoneinfo import ZoneInfo
+
+from sqlite_utils import Database
+
+from .errors import AlreadyExists, BudgetExhausted, NotFound, QuotaDetail
+
+MICROS = 1_000_000
+WINDOWS = ("day", "week", "month")
+
+
+def to_micros(amount: float) -> int:
+    return round(amount * MICROS)
+
+
+def to_credits(micros: int) -> float:
+    return micros / MICROS
+
+
+def window_start(now: datetime, window: str, zone: ZoneInfo) -> datetime:
+    """Start of the window holding `now`: local midnight of the day, Monday, or 1st."""
+    local = now.astimezone(zone)
+    day = local.date()
+    if window == "week":
+        day -= timedelta(days=day.weekday())
+    elif window == "month":
+        day = day.replace(day=1)
+    return _midnight(day, zone)
+
+
+def window_end(start: datetime, window: str, zone: ZoneInfo) -> datetime:
+    """The instant the window that began at `start` ends (the next one's start)."""
+    day = start.astimezone(zone).date()
+    if window == "day":
+        day += timedelta(days=1)
+    elif window == "week":
+        day += timedelta(days=7)
+    else:
+        day = date(day.year + day.month // 12, day.month % 12 + 1, 1)
+    return _midnight(day, zone)
+
+
+def _midnight(day: date, zone: ZoneInfo) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(timezone.utc)
+
+
+def iso(when: datetime) -> str:
+    return when.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+@dataclass(frozen=True)
+class BalanceView:
+    tenant: str
+    enabled: bool
+    budget_micros: int
+    spent_micros: int
+    reserved_micros: int
+    window: str
+    window_start: datetime
+    window_end: datetime
+    created_at: datetime
+
+    @property
+    def remaining_micros(self) -> int:
+        return self.budget_micros - self.spent_micros - self.reserved_micros
+
+
+class Candidate(Protocol):
+    """A plan the ledger may reserve: the best first, in the caller's order."""
+
+    worst_case_micros: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan as stored with its reservation."""
+
+
+@dataclass(frozen=True)
+class SpendRow:
+    """One request's settlement; written in the same transaction that releases its reservation."""
+
+    request_id: str
+    tenant: str
+    at: str
+    severity: str
+    needs_reasoning: bool
+    model_severity: str
+    model_needs_reasoning: bool
+    risk_model: str
+    policy_version: str
+    level: str
+    thinking_cap: int
+    answer_cap: int
+    samples_planned: int
+    prompt_tokens: int
+    thinking_tokens: int
+    answer_tokens: int
+    forced_tokens: int
+    samples_run: int
+    samples_stopped: int
+    cost_micros: int
+    latency_ms: int
+    status: str
+    error: str = ""
+    answer: str = ""
+
+
+class Ledger:
+    """Budget operations; every method runs on the store's owner thread (first argument: the db)."""
+
+    def __init__(self, zone: ZoneInfo) -> None:
+        self.zone = zone
+
+    # tenants ---------------------------------------------------------------
+
+    def create_tenant(self, db: Database, name: str, budget_micros: int, window: str, now: datetime) -> BalanceView:
+        with db.atomic():
+            if db["tenants"].count_where("name = ?", [name]):
+                raise AlreadyExists(f"tenant {name!r} exists already; pick another name or use 'admin budget set'")
+            db["tenants"].insert(
+                {
+                    "name": name,
+                    "enabled": 1,
+                    "budget_micros": budget_micros,
+                    "window": window,
+                    "window_start": iso(window_start(now, window, self.zone)),
+                    "spent_micros": 0,
+                    "reserved_micros": 0,
+                    "created_at": iso(now),
+                }
+            )
+        return self.balance(db, name, now)
+
+    def tenant_exists(self, db: Database, name: str) -> bool:
+        return bool(db["tenants"].count_where("name = ?", [name]))
+
+    def set_budget(self, db: Database, name: str, budget_micros: int, window: str | None, now: datetime) -> BalanceView:
+        with db.atomic():
+            row = self._row(db, name)
+            changes: dict[str, Any] = {"budget_micros": budget_micros}
+            if window and window != row["window"]:
+                changes["window"] = window
+                changes["window_start"] = iso(window_start(now, window, self.zone))
+                changes["spent_micros"] = 0
+            db["tenants"].update(name, changes)
+        return self.balance(db, name, now)
+
+    def set_enabled(self, db: Database, name: str, enabled: bool, now: datetime) -> BalanceView:
+        self._row(db, name)
+        db["tenants"].update(name, {"enabled": int(enabled)})
+        return self.balance(db, name, now)
+
+    def balances(self, db: Database, now: datetime) -> list[BalanceView]:
+        names = [r["name"] for r in db.query("SELECT name FROM tenants ORDER BY name")]
+        return [self.balance(db, n, now) for n in names]
+
+    def balance(self, db: Database, name: str, now: datetime) -> BalanceView:
+        """The tenant's budget as of `now`, rolling its window forward first if it has ended."""
+        with db.atomic():
+            row = self._roll(db, self._row(db, name), now)
+        return self._view(row)
+
+    # reservations ----------------------------------------------------------
+
+    def reserve_first_fitting(
+        self,
+        db: Database,
+        tenant: str,
+        request_id: str,
+        candidates: Sequence[Candidate],
+        now: datetime,
+        context: dict[str, Any] | None = None,
+    ) -> int:
+        """Reserve the first candidate whose worst case fits the remaining budget; return its index.
+
+        `context` (the assessment) is kept with the reservation, so a request
+        interrupted by a crash can still be logged in full when it is recovered.
+        """
+        with db.atomic():
+            row = self._roll(db, self._row(db, tenant), now)
+            remaining = row["budget_micros"] - row["spent_micros"] - row["reserved_micros"]
+            for index, cand in enumerate(candidates):
+                if cand.worst_case_micros <= remaining:
+                    db["reservations"].insert(
+                        {
+                            "request_id": request_id,
+                            "tenant": tenant,
+                            "amount_micros": cand.worst_case_micros,
+                            "created_at": iso(now),
+                            "plan": json.dumps({"plan": cand.to_json(), **(context or {})}),
+                        }
+                    )
+                    db.execute(
+                        "UPDATE tenants SET reserved_micros = reserved_micros + ? WHERE name = ?",
+                        [cand.worst_case_micros, tenant],
+                    )
+                    return index
+        cheapest = min(c.worst_case_micros for c in candidates)
+        end = window_end(parse_iso(row["window_start"]), row["window"], self.zone)
+        raise BudgetExhausted(
+            f"tenant {tenant!r} has {to_credits(max(remaining, 0)):.6f} credits left in this {row['window']}, "
+            f"the cheapest allowed plan needs {to_credits(cheapest):.6f}; the budget renews at {iso(end)} "
+            "(or ask an admin to raise it)",
+            QuotaDetail(tenant, cheapest, max(remaining, 0), iso(end)),
+        )
+
+    def settle(self, db: Database, row: SpendRow, prompt_text: str | None) -> int:
+        """Release the reservation, charge the actual cost (never above it), write the spend record."""
+        with db.atomic():
+            res = db.execute(
+                "SELECT tenant, amount_micros FROM reservations WHERE request_id = ?", [row.request_id]
+            ).fetchone()
+            if res is None:
+                raise NotFound(f"no reservation for request {row.request_id}")
+            reserved = res[1]
+            charged = min(row.cost_micros, reserved)
+            tenant = self._roll(db, self._row(db, row.tenant), parse_iso(row.at))
+            db.execute("DELETE FROM reservations WHERE request_id = ?", [row.request_id])
+            db.execute(
+                "UPDATE tenants SET reserved_micros = reserved_micros - ?, spent_micros = spent_micros + ? "
+                "WHERE name = ?",
+                [reserved, charged, row.tenant],
+            )
+            record = asdict(row) | {
+                "cost_micros": charged,
+                "reserved_micros": reserved,
+                "window_start": tenant["window_start"],
+                "needs_reasoning": int(row.needs_reasoning),
+                "model_needs_reasoning": int(row.model_needs_reasoning),
+            }
+            db["spend"].insert(record)
+            if prompt_text is not None:
+                db["prompts"].insert({"request_id": row.request_id, "at": row.at, "text": prompt_text})
+        return charged
+
+    def record_refusal(self, db: Database, row: SpendRow) -> None:
+        """Log a request refused before any reservation (e.g. budget exhausted): zero cost."""
+        record = asdict(row) | {
+            "reserved_micros": 0,
+            "cost_micros": 0,
+            "window_start": self._row(db, row.tenant)["window_start"],
+            "needs_reasoning": int(row.needs_reasoning),
+            "model_needs_reasoning": int(row.model_needs_reasoning),
+        }
+        db["spend"].insert(record)
+
+    def open_reservations(self, db: Database) -> list[dict[str, Any]]:
+        return list(db.query("SELECT * FROM reservations ORDER BY created_at"))
+
+    def settle_orphans(self, db: Database, live: set[str], created_before: datetime, now: datetime) -> list[str]:
+        """Settle reservations no running request owns (left by a crash) at their full amount.
+
+        What they used is unknown, and charging the reserved worst case is the
+        only choice that can never undercount; each gets an 'interrupted' record.
+        """
+        settled = []
+        for res in self.open_reservations(db):
+            if res["request_id"] in live or parse_iso(res["created_at"]) >= created_before:
+                continue
+            ctx = json.loads(res["plan"])
+            plan, a = ctx.get("plan", {}), ctx.get("assessment", {})
+            row = SpendRow(
+                request_id=res["request_id"], tenant=res["tenant"], at=iso(now),
+                severity=a.get("severity", "high"), needs_reasoning=bool(a.get("needs_reasoning", True)),
+                model_severity=a.get("model_severity", "high"),
+                model_needs_reasoning=bool(a.get("model_needs_reasoning", True)),
+                risk_model=a.get("risk_model", ""), policy_version=plan.get("policy_version", ""),
+                level=plan.get("level", ""), thinking_cap=plan.get("thinking_tokens", 0),
+                answer_cap=plan.get("answer_tokens", 0), samples_planned=plan.get("samples", 0),
+                prompt_tokens=0, thinking_tokens=0, answer_tokens=0, forced_tokens=0,
+                samples_run=0, samples_stopped=0, cost_micros=res["amount_micros"], latency_ms=0,
+                status="interrupted", error="the daemon stopped before this request settled; charged its reservation",
+            )
+            self.settle(db, row, None)
+            settled.append(res["request_id"])
+        return settled
+
+    # windows ---------------------------------------------------------------
+
+    def renew_windows(self, db: Database, now: datetime) -> list[str]:
+        """Start a new window for every tenant whose window has ended; return their names."""
+        renewed = []
+        with db.atomic():
+            for row in list(db.query("SELECT * FROM tenants")):
+                if self._roll(db, row, now)["window_start"] != row["window_start"]:
+                    renewed.append(row["name"])
+        return renewed
+
+    # helpers ---------------------------------------------------------------
+
+    def _row(self, db: Database, name: str) -> dict[str, Any]:
+        row = db.execute("SELECT * FROM tenants WHERE name = ?", [name]).fetchone()
+        if row is None:
+            raise NotFound(f"no tenant named {name!r}; 'ponder admin tenant list' shows them")
+        cols = [d[0] for d in db.execute("SELECT * FROM tenants LIMIT 0").description]
+        return dict(zip(cols, row))
+
+    def _roll(self, db: Database, row: dict[str, Any], now: datetime) -> dict[str, Any]:
+        """Move the tenant into the window holding `now` if its window has ended.
+
+        Spending restarts at zero; open reservations carry over, since their
+        requests are still running and will settle into the new window.
+        """
+        start = parse_iso(row["window_start"])
+        if now < window_end(start, row["window"], self.zone):
+            return row
+        new_start = iso(window_start(now, row["window"], self.zone))
+        db.execute(
+            "UPDATE tenants SET window_start = ?, spent_micros = 0 WHERE name = ?", [new_start, row["name"]]
+        )
+        return row | {"window_start": new_start, "spent_micros": 0}
+
+    def _view(self, row: dict[str, Any]) -> BalanceView:
+        start = parse_iso(row["window_start"])
+        return BalanceView(
+            tenant=row["name"],
+            enabled=bool(row["enabled"]),
+            budget_micros=row["budget_micros"],
+            spent_micros=row["spent_micros"],
+            reserved_micros=row["reserved_micros"],
+            window=row["window"],
+            window_start=start,
+            window_end=window_end(start, row["window"], self.zone),
+            created_at=parse_iso(row["created_at"]),
+        )
+
+
+def spend_totals(db: Database, since: datetime, until: datetime, tenant: str | None) -> list[dict[str, Any]]:
+    """Requests, tokens and cost per tenant and status between two instants."""
+    where, args = "at >= ? AND at < ?", [iso(since), iso(until)]
+    if tenant:
+        where += " AND tenant = ?"
+        args.append(tenant)
+    return list(
+        db.query(
+            f"""SELECT tenant, status, COUNT(*) AS requests,
+                SUM(prompt_tokens) AS prompt_tokens, SUM(thinking_tokens) AS thinking_tokens,
+                SUM(answer_tokens) AS answer_tokens, SUM(cost_micros) AS cost_micros
+                FROM spend WHERE {where} GROUP BY tenant, status ORDER BY tenant, status""",
+            args,
+        )
+    )
+
+
+def spend_records(
+    db: Database, since: datetime, until: datetime, tenant: str | None, limit: int
+) -> Iterable[dict[str, Any]]:
+    where, args = "at >= ? AND at < ?", [iso(since), iso(until)]
+    if tenant:
+        where += " AND tenant = ?"
+        args.append(tenant)
+    return list(db.query(f"SELECT * FROM spend WHERE {where} ORDER BY at DESC LIMIT ?", [*args, limit]))
+
+
+class Budgets(Protocol):
+    """The ledger seam the request path uses."""
+
+    async def reserve(
+        self, tenant: str, request_id: str, candidates: Sequence[Candidate], context: dict[str, Any]
+    ) -> int:
+        """Reserve the first candidate that fits the tenant's budget; return its index."""
+
+    async def settle(self, row: SpendRow, prompt_text: str | None) -> int:
+        """Release the request's reservation, charge its actual cost, log it; return the charge."""
+
+    async def refuse(self, row: SpendRow) -> None:
+        """Log a request refused before reserving anything."""
+
+    async def balance(self, tenant: str) -> BalanceView:
+        """The tenant's budget in its current window."""
+
+
+class SqliteBudgets:
+    """Budgets on the store's owner thread, with time from the injected clock."""
+
+    def __init__(self, store: Any, ledger: Ledger, clock: Any) -> None:
+        self.store, self.ledger, self.clock = store, ledger, clock
+
+    async def reserve(
+        self, tenant: str, request_id: str, candidates: Sequence[Candidate], context: dict[str, Any]
+    ) -> int:
+        return await self.store.call(
+            self.ledger.reserve_first_fitting, tenant, request_id, candidates, self.clock.now(), context
+        )
+
+    async def settle(self, row: SpendRow, prompt_text: str | None) -> int:
+        return await self.store.call(self.ledger.settle, row, prompt_text)
+
+    async def refuse(self, row: SpendRow) -> None:
+        await self.store.call(self.ledger.record_refusal, row)
+
+    async def balance(self, tenant: str) -> BalanceView:
+        return await self.store.call(self.ledger.balance, tenant, self.clock.now())

@@ -1,0 +1,206 @@
+"""Planning, a pure function: (assessment, policy, tenant rules, hints, prompt size, engine limits)
+-> the plans to try, best first. The ledger reserves the first that the budget covers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .assessment import Assessment
+from .errors import FailedPrecondition, InvalidRequest, PermissionDenied
+from .ledger import to_credits, to_micros
+from .policy import SEVERITIES, Level, Policy, TenantRules
+
+
+@dataclass(frozen=True)
+class Hints:
+    """What the client asked for; each field None when not sent."""
+
+    severity_floor: str | None = None
+    max_cost: float | None = None
+    samples: int | None = None
+    thinking_tokens: int | None = None
+    level: str | None = None
+
+    def sent(self) -> list[str]:
+        return [name for name, value in vars(self).items() if value is not None]
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    """What the engine can hold: context cells in all, per sequence, sequences at once."""
+
+    n_ctx: int
+    n_ctx_seq: int
+    n_seq_max: int
+    # Tokens Ponder inserts: once after the prompt to open thinking, per sample
+    # to close it at the cap, once to skip it when thinking is off.
+    forced_open: int = 0
+    forced_close: int = 0
+    forced_skip: int = 0
+
+
+@dataclass(frozen=True)
+class Plan:
+    level: str
+    thinking_tokens: int
+    samples: int
+    answer_tokens: int
+    prompt_tokens: int
+    forced_tokens: int
+    worst_case_micros: int
+    policy_version: str
+    reasons: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "level": self.level,
+            "thinking_tokens": self.thinking_tokens,
+            "samples": self.samples,
+            "answer_tokens": self.answer_tokens,
+            "worst_case_micros": self.worst_case_micros,
+            "policy_version": self.policy_version,
+        }
+
+
+def check_hints(hints: Hints, rules: TenantRules, policy: Policy, tenant: str, limits: EngineLimits) -> None:
+    """Refuse hints the tenant's rules do not allow, or values outside its limits."""
+    refused = [h for h in hints.sent() if h not in rules.hints]
+    if refused:
+        allowed = ", ".join(sorted(rules.hints)) or "none"
+        raise PermissionDenied(
+            f"tenant {tenant!r} may not send the {', '.join(refused)} hint(s); its policy allows: {allowed}"
+        )
+    if hints.severity_floor is not None and hints.severity_floor not in SEVERITIES:
+        raise InvalidRequest(f"severity_floor must be one of {', '.join(SEVERITIES)}")
+    if hints.max_cost is not None and hints.max_cost < 0:
+        raise InvalidRequest("max_cost must be >= 0 (0 means no limit)")
+    if hints.samples is not None:
+        most = min(rules.max_samples, limits.n_seq_max)
+        if not 1 <= hints.samples <= most:
+            raise InvalidRequest(f"samples must be from 1 to {most} for tenant {tenant!r}, not {hints.samples}")
+    if hints.thinking_tokens is not None and hints.thinking_tokens > rules.max_thinking_tokens:
+        raise InvalidRequest(
+            f"thinking_tokens must be at most {rules.max_thinking_tokens} for tenant {tenant!r}, "
+            f"not {hints.thinking_tokens}"
+        )
+    if hints.level is not None:
+        names = [lvl.name for lvl in policy.levels]
+        if hints.level not in names:
+            raise InvalidRequest(f"no level {hints.level!r}; the policy's levels are {', '.join(names)}")
+        if not policy.rank(rules.min_level) <= policy.rank(hints.level) <= policy.rank(rules.max_level):
+            raise PermissionDenied(
+                f"level {hints.level!r} is outside tenant {tenant!r}'s range "
+                f"{rules.min_level}..{rules.max_level}"
+            )
+
+
+def plan_candidates(
+    assessment: Assessment,
+    policy: Policy,
+    rules: TenantRules,
+    hints: Hints,
+    prompt_tokens: int,
+    limits: EngineLimits,
+) -> list[Plan]:
+    """The plans to try, best first: the routed level, then down the ladder to the floor."""
+    route = policy.routing[assessment.severity]
+    reasons: list[str] = []
+    if hints.level is not None:
+        target = hints.level
+        floor = target
+        reasons.append(f"client asked for level {target}")
+    else:
+        target = route.reasoning if assessment.needs_reasoning else route.direct
+        kind = "needs reasoning" if assessment.needs_reasoning else "direct"
+        reasons.append(f"routing: severity {assessment.severity}, {kind} -> {target}")
+        lo, hi = policy.rank(rules.min_level), policy.rank(rules.max_level)
+        if policy.rank(target) < lo:
+            target = rules.min_level
+            reasons.append(f"raised to the tenant's min_level {target}")
+        elif policy.rank(target) > hi:
+            target = rules.max_level
+            reasons.append(f"capped at the tenant's max_level {target}")
+        floor_rank = min(max(policy.rank(route.floor), lo), policy.rank(target))
+        floor = policy.levels[floor_rank].name
+
+    exact = hints.samples is not None or hints.thinking_tokens is not None
+    ladder = [policy.level(target)] if exact else [
+        policy.levels[r] for r in range(policy.rank(target), policy.rank(floor) - 1, -1)
+    ]
+    plans: list[Plan] = []
+    shapes: set[tuple[int, int, int]] = set()
+    for i, level in enumerate(ladder):
+        why = list(reasons)
+        if i:
+            why.append(f"budget: degraded from {target} to {level.name}")
+        plan = _fit(_apply_hints(level, hints, why), prompt_tokens, limits, policy, why)
+        shape = (plan.thinking_tokens, plan.samples, plan.answer_tokens)
+        if shape not in shapes:
+            shapes.add(shape)
+            plans.append(plan)
+
+    if hints.max_cost:
+        cap = to_micros(hints.max_cost)
+        within = [replace(p, reasons=p.reasons + (f"within client max_cost {hints.max_cost:g}",)) for p in plans if p.worst_case_micros <= cap]
+        if not within:
+            cheapest = min(plans, key=lambda p: p.worst_case_micros)
+            raise FailedPrecondition(
+                f"no allowed plan fits max_cost {hints.max_cost:g}: the cheapest ({cheapest.level}) "
+                f"costs up to {to_credits(cheapest.worst_case_micros):.6f}; raise max_cost or shorten the prompt"
+            )
+        plans = within
+    return plans
+
+
+def _apply_hints(level: Level, hints: Hints, why: list[str]) -> Level:
+    if hints.samples is not None and hints.samples != level.samples:
+        why.append(f"client asked for {hints.samples} samples")
+        level = replace(level, samples=hints.samples)
+    if hints.thinking_tokens is not None and hints.thinking_tokens != level.thinking_tokens:
+        why.append(f"client asked for a thinking cap of {hints.thinking_tokens}")
+        level = replace(level, thinking_tokens=hints.thinking_tokens)
+    return level
+
+
+def _fit(level: Level, prompt: int, limits: EngineLimits, policy: Policy, why: list[str]) -> Plan:
+    """Shrink a level to what the context can hold; refuse a prompt that leaves no room to answer."""
+    thinking, answer, samples = level.thinking_tokens, level.answer_tokens, level.samples
+    shared = limits.forced_open if thinking else limits.forced_skip
+    close = limits.forced_close if thinking else 0
+    room = limits.n_ctx_seq - prompt - shared - close
+    if room < 1:
+        raise InvalidRequest(
+            f"the prompt is {prompt} tokens and the model's context holds {limits.n_ctx_seq}; "
+            f"shorten the prompt by at least {1 - room} tokens"
+        )
+    if thinking + answer > room:
+        answer = min(answer, room)
+        thinking = min(thinking, room - answer)
+        why.append(f"context: thinking cap {thinking}, answer cap {answer} to fit {limits.n_ctx_seq} tokens")
+        if not thinking:
+            shared, close = limits.forced_skip, 0
+    per_sample = thinking + answer + close
+    fit = min(limits.n_seq_max, (limits.n_ctx - prompt - shared) // per_sample)
+    if fit < samples:
+        if fit < 1:
+            raise InvalidRequest(
+                f"the prompt is {prompt} tokens; with its answer it does not fit the model's "
+                f"{limits.n_ctx}-token context: shorten the prompt"
+            )
+        why.append(f"context: {fit} samples fit at once, not {samples}")
+        samples = fit
+    forced = shared + samples * close
+    cost = policy.prices.micros(prompt + forced, samples * thinking, samples * answer)
+    return Plan(
+        level=level.name,
+        thinking_tokens=thinking,
+        samples=samples,
+        answer_tokens=answer,
+        prompt_tokens=prompt,
+        forced_tokens=forced,
+        worst_case_micros=cost,
+        policy_version=policy.version,
+        reasons=tuple(why),
+    )

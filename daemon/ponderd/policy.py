@@ -1,0 +1,319 @@
+"""Policy files: load, validate whole, then swap atomically. Requests read one snapshot.
+
+The file (TOML) says what effort each kind of query gets (levels, routing),
+what it costs (prices), what each tenant may ask for (tenant rules), and which
+assessments admins pin (overrides). See docs/policy.md.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import hashlib
+import pathlib
+import re
+import threading
+import tomllib
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from typing import Any
+
+from .errors import PolicyError
+
+SEVERITIES = ("low", "medium", "high")
+HINTS = ("severity_floor", "max_cost", "samples", "thinking_tokens", "level")
+TOKEN_KINDS = ("prompt", "thinking", "answer")
+
+_TOP = {"version", "currency", "prices", "levels", "routing", "defaults", "tenants", "overrides"}
+_LEVEL = {"thinking_tokens", "samples", "answer_tokens"}
+_ROUTE = {"direct", "reasoning", "floor"}
+_RULES = {"min_level", "max_level", "hints", "max_samples", "max_thinking_tokens"}
+_OVERRIDE = {"tenants", "pattern", "severity_floor", "severity", "needs_reasoning", "note"}
+
+
+@dataclass(frozen=True)
+class Level:
+    name: str
+    thinking_tokens: int
+    samples: int
+    answer_tokens: int
+
+
+@dataclass(frozen=True)
+class Prices:
+    """Credits per 1,000 tokens, by kind of token."""
+
+    prompt: Decimal
+    thinking: Decimal
+    answer: Decimal
+
+    def micros(self, prompt: int, thinking: int, answer: int) -> int:
+        """Cost in micro-credits, rounded up so a charge never undercounts."""
+        total = (self.prompt * prompt + self.thinking * thinking + self.answer * answer) * 1000
+        return int(total.to_integral_value(rounding=ROUND_CEILING))
+
+
+@dataclass(frozen=True)
+class Route:
+    direct: str
+    reasoning: str
+    # Budget degradation never goes below this level for this severity.
+    floor: str
+
+
+@dataclass(frozen=True)
+class TenantRules:
+    min_level: str
+    max_level: str
+    hints: frozenset[str]
+    max_samples: int
+    max_thinking_tokens: int
+
+
+@dataclass(frozen=True)
+class Override:
+    number: int
+    tenants: tuple[str, ...]
+    pattern: re.Pattern[str] | None
+    severity_floor: str | None
+    severity: str | None
+    needs_reasoning: bool | None
+    note: str
+
+    def applies(self, tenant: str | None, text: str) -> bool:
+        if self.tenants and not (tenant and any(fnmatch.fnmatchcase(tenant, p) for p in self.tenants)):
+            return False
+        return self.pattern is None or bool(self.pattern.search(text))
+
+
+@dataclass(frozen=True)
+class Policy:
+    version: str
+    path: str
+    sha256: str
+    currency: str
+    prices: Prices
+    levels: tuple[Level, ...]
+    routing: dict[str, Route]
+    defaults: TenantRules
+    tenants: dict[str, TenantRules]
+    overrides: tuple[Override, ...]
+
+    def level(self, name: str) -> Level:
+        return self.levels[self.rank(name)]
+
+    def rank(self, name: str) -> int:
+        """Position on the ladder: 0 is the cheapest level."""
+        for i, lvl in enumerate(self.levels):
+            if lvl.name == name:
+                return i
+        raise KeyError(name)
+
+    def rules_for(self, tenant: str | None) -> TenantRules:
+        return self.tenants.get(tenant or "", self.defaults)
+
+
+class _Checker:
+    """Collects every problem in a file so one run reports them all."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def fields(self, where: str, table: Any, allowed: set[str], required: set[str] = frozenset()) -> dict:
+        if not isinstance(table, dict):
+            self.problems.append(f"{where}: must be a table")
+            return {}
+        for key in sorted(set(table) - allowed):
+            near = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else f" (allowed: {', '.join(sorted(allowed))})"
+            self.problems.append(f"{where}: unknown field {key!r}{hint}")
+        for key in sorted(required - set(table)):
+            self.problems.append(f"{where}: missing field {key!r}")
+        return table
+
+    def integer(self, where: str, value: Any, lo: int, hi: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            self.problems.append(f"{where}: must be an integer from {lo} to {hi}, not {value!r}")
+            return lo
+        return value
+
+    def choice(self, where: str, value: Any, options: tuple[str, ...] | list[str]) -> str:
+        if value not in options:
+            self.problems.append(f"{where}: {value!r} is not one of {', '.join(options)}")
+            return options[0] if options else ""
+        return value
+
+    def price(self, where: str, value: Any) -> Decimal:
+        try:
+            if isinstance(value, bool):
+                raise InvalidOperation
+            d = Decimal(str(value))
+            if d < 0 or not d.is_finite():
+                raise InvalidOperation
+            return d
+        except InvalidOperation:
+            self.problems.append(f"{where}: must be a number >= 0, not {value!r}")
+            return Decimal(0)
+
+
+def load_policy(path: pathlib.Path) -> Policy:
+    """Read and validate a policy file; PolicyError lists every problem found."""
+    try:
+        raw_bytes = path.read_bytes()
+    except OSError as exc:
+        raise PolicyError(str(path), [f"cannot read ({exc.strerror})"]) from None
+    try:
+        raw = tomllib.loads(raw_bytes.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PolicyError(str(path), [f"not valid TOML ({exc})"]) from None
+    check = _Checker()
+    policy = _parse(raw, check, str(path), hashlib.sha256(raw_bytes).hexdigest())
+    if check.problems:
+        raise PolicyError(str(path), check.problems)
+    return policy
+
+
+def _parse(raw: dict, check: _Checker, path: str, sha: str) -> Policy:
+    check.fields("policy", raw, _TOP, {"version", "prices", "levels", "routing"})
+    prices_raw = check.fields("prices", raw.get("prices", {}), set(TOKEN_KINDS), set(TOKEN_KINDS))
+    prices = Prices(*(check.price(f"prices.{k}", prices_raw.get(k, 0)) for k in TOKEN_KINDS))
+
+    levels: list[Level] = []
+    for name, table in (raw.get("levels") or {}).items():
+        t = check.fields(f"levels.{name}", table, _LEVEL, _LEVEL)
+        levels.append(
+            Level(
+                name,
+                check.integer(f"levels.{name}.thinking_tokens", t.get("thinking_tokens", 0), 0, 131072),
+                check.integer(f"levels.{name}.samples", t.get("samples", 1), 1, 64),
+                check.integer(f"levels.{name}.answer_tokens", t.get("answer_tokens", 1), 1, 32768),
+            )
+        )
+    if not levels and "levels" in raw:
+        check.problems.append("levels: define at least one level")
+    for lo, hi in zip(levels, levels[1:]):
+        if (hi.thinking_tokens + hi.answer_tokens) * hi.samples < (lo.thinking_tokens + lo.answer_tokens) * lo.samples:
+            check.problems.append(
+                f"levels: {hi.name!r} costs less than {lo.name!r} listed before it; list levels cheapest first"
+            )
+    names = [lvl.name for lvl in levels] or [""]
+
+    routing: dict[str, Route] = {}
+    routing_raw = check.fields("routing", raw.get("routing", {}), set(SEVERITIES), set(SEVERITIES))
+    for sev in SEVERITIES:
+        t = check.fields(f"routing.{sev}", routing_raw.get(sev, {}), _ROUTE, {"direct", "reasoning"})
+        direct = check.choice(f"routing.{sev}.direct", t.get("direct", names[0]), names)
+        reasoning = check.choice(f"routing.{sev}.reasoning", t.get("reasoning", names[0]), names)
+        floor = check.choice(f"routing.{sev}.floor", t.get("floor", names[0]), names)
+        if levels and names.index(floor) > min(names.index(direct), names.index(reasoning)):
+            check.problems.append(f"routing.{sev}.floor: {floor!r} is above the level it routes to")
+        routing[sev] = Route(direct, reasoning, floor)
+
+    base = {
+        "min_level": names[0],
+        "max_level": names[-1],
+        "hints": ["severity_floor", "max_cost"],
+        "max_samples": max((lvl.samples for lvl in levels), default=1),
+        "max_thinking_tokens": max((lvl.thinking_tokens for lvl in levels), default=0),
+    }
+    defaults = _rules(check, "defaults", raw.get("defaults", {}), base, names)
+    default_raw = {**base, **(raw.get("defaults") or {})} if isinstance(raw.get("defaults", {}), dict) else base
+    tenants = {
+        name: _rules(check, f"tenants.{name}", table, default_raw, names)
+        for name, table in (raw.get("tenants") or {}).items()
+    }
+
+    overrides = tuple(
+        _override(check, i, table, names) for i, table in enumerate(raw.get("overrides") or [], start=1)
+    )
+    version = raw.get("version")
+    if not isinstance(version, str) or not version:
+        check.problems.append("version: must be a non-empty string naming this policy revision")
+    currency = raw.get("currency", "credits")
+    return Policy(
+        version=str(version),
+        path=path,
+        sha256=sha,
+        currency=str(currency),
+        prices=prices,
+        levels=tuple(levels),
+        routing=routing,
+        defaults=defaults,
+        tenants=tenants,
+        overrides=overrides,
+    )
+
+
+def _rules(check: _Checker, where: str, table: Any, base: dict, names: list[str]) -> TenantRules:
+    t = {**base, **check.fields(where, table, _RULES)}
+    hints = t["hints"]
+    if not isinstance(hints, list):
+        check.problems.append(f"{where}.hints: must be a list of hint names")
+        hints = []
+    for h in hints:
+        check.choice(f"{where}.hints", h, HINTS)
+    rules = TenantRules(
+        min_level=check.choice(f"{where}.min_level", t["min_level"], names),
+        max_level=check.choice(f"{where}.max_level", t["max_level"], names),
+        hints=frozenset(h for h in hints if h in HINTS),
+        max_samples=check.integer(f"{where}.max_samples", t["max_samples"], 1, 64),
+        max_thinking_tokens=check.integer(f"{where}.max_thinking_tokens", t["max_thinking_tokens"], 0, 131072),
+    )
+    if rules.min_level in names and rules.max_level in names and names.index(rules.min_level) > names.index(rules.max_level):
+        check.problems.append(f"{where}: min_level {rules.min_level!r} is above max_level {rules.max_level!r}")
+    return rules
+
+
+def _override(check: _Checker, number: int, table: Any, names: list[str]) -> Override:
+    where = f"overrides[{number}]"
+    t = check.fields(where, table, _OVERRIDE)
+    pattern = None
+    if "pattern" in t:
+        try:
+            pattern = re.compile(str(t["pattern"]))
+        except re.error as exc:
+            check.problems.append(f"{where}.pattern: not a valid regular expression ({exc})")
+    tenants = t.get("tenants", [])
+    if not isinstance(tenants, list) or not all(isinstance(x, str) for x in tenants):
+        check.problems.append(f"{where}.tenants: must be a list of tenant names or glob patterns")
+        tenants = []
+    nr = t.get("needs_reasoning")
+    if nr is not None and not isinstance(nr, bool):
+        check.problems.append(f"{where}.needs_reasoning: must be true or false")
+        nr = None
+    floor = t.get("severity_floor")
+    pin = t.get("severity")
+    if floor is not None:
+        check.choice(f"{where}.severity_floor", floor, SEVERITIES)
+    if pin is not None:
+        check.choice(f"{where}.severity", pin, SEVERITIES)
+    if floor is None and pin is None and nr is None:
+        check.problems.append(f"{where}: set at least one of severity_floor, severity, needs_reasoning")
+    if not tenants and pattern is None:
+        check.problems.append(f"{where}: set tenants or pattern (an override for everything would replace the classifier)")
+    return Override(number, tuple(tenants), pattern, floor, pin, nr, str(t.get("note", "")))
+
+
+class PolicyHolder:
+    """The policy in force. `reload` validates the new file whole before swapping it in."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+        self._policy = load_policy(path)
+        self._lock = threading.Lock()
+        self.last_error: str | None = None
+
+    def current(self) -> Policy:
+        """A snapshot: one request uses the same policy from start to end."""
+        return self._policy
+
+    def reload(self) -> Policy:
+        """Swap in the file's current content, or keep the old policy and raise PolicyError."""
+        with self._lock:
+            try:
+                new = load_policy(self.path)
+            except PolicyError as exc:
+                self.last_error = str(exc)
+                raise
+            self._policy, self.last_error = new, None
+            return new

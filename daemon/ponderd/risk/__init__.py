@@ -1,0 +1,72 @@
+"""The risk classifier seam: severity of a wrong answer, and need for reasoning."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import threading
+from typing import Protocol
+
+from ..assessment import RiskScore
+from ..errors import ArtifactError
+
+log = logging.getLogger("ponder.risk")
+
+
+class Classifier(Protocol):
+    version: str
+
+    def score(self, text: str, explain: bool = False) -> RiskScore:
+        """Assess one query; with explain, include its top contributing features."""
+
+
+class ClassifierHolder:
+    """The model in service. Reload and retrain swap in a whole, verified model or keep the old one."""
+
+    def __init__(self, state_dir: pathlib.Path, configured: pathlib.Path | None) -> None:
+        self.state_dir = state_dir / "risk"
+        self.configured = configured
+        self._lock = threading.Lock()
+        self._model: Classifier = self._load()
+
+    def current(self) -> Classifier:
+        return self._model
+
+    def model_dir(self) -> pathlib.Path:
+        """Where the model to serve lives: the configured directory, the last accepted retrain, or the shipped one."""
+        from .artifact import SHIPPED_DIR
+
+        if self.configured is not None:
+            return self.configured
+        pointer = self.state_dir / "current"
+        if pointer.is_file():
+            return self.state_dir / pointer.read_text().strip()
+        return SHIPPED_DIR
+
+    def reload(self) -> Classifier:
+        """Re-read the model directory; on ArtifactError the old model stays and the error propagates."""
+        with self._lock:
+            self._model = self._load()
+            return self._model
+
+    def swap(self, model: Classifier) -> None:
+        with self._lock:
+            self._model = model
+
+    def promote(self, version_dir: pathlib.Path) -> None:
+        """Make a retrained model directory (under state_dir/risk) the one loaded on start and reload."""
+        pointer = self.state_dir / "current"
+        tmp = pointer.with_suffix(".tmp")
+        tmp.write_text(version_dir.name + "\n")
+        tmp.replace(pointer)
+
+    def _load(self) -> Classifier:
+        from . import artifact
+
+        path = self.model_dir()
+        model = artifact.load(path)
+        log.info("risk model %s loaded from %s", model.version, path)
+        return model
+
+
+__all__ = ["ArtifactError", "Classifier", "ClassifierHolder"]

@@ -1,0 +1,114 @@
+"""Model artifacts: skops (a format that cannot run code on load) plus a JSON manifest.
+
+Loading refuses a file whose bytes differ from the manifest's SHA-256, or that
+holds any type skops does not trust by default, with an error saying which.
+Saving writes a new directory and renames it into place, so a reader never
+sees half a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+import zipfile
+from typing import Any
+
+from ..errors import ArtifactError
+from .model import RiskModel
+
+MODEL_FILE = "risk.skops"
+MANIFEST_FILE = "manifest.json"
+SHIPPED_DIR = pathlib.Path(__file__).resolve().parent / "data" / "model"
+PARTS = ("word", "char", "severity", "reasoning")
+
+
+def _sha256(path: pathlib.Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save(model: RiskModel, directory: pathlib.Path) -> pathlib.Path:
+    """Write model and manifest into `directory` (replaced whole); return it."""
+    import skops.io as sio
+
+    import sklearn
+
+    for name in ("word", "char"):
+        # Terms pruned by min_df: only needed for introspection, and most of the file's size.
+        if hasattr(model.parts[name], "stop_words_"):
+            del model.parts[name].stop_words_
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory.parent))
+    try:
+        sio.dump(model.parts, tmp / MODEL_FILE, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
+        manifest = dict(model.manifest)
+        manifest["artifact_sha256"] = _sha256(tmp / MODEL_FILE)
+        manifest["sklearn_version"] = sklearn.__version__
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        if directory.exists():
+            old = directory.with_name(directory.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    model.manifest = manifest
+    return directory
+
+
+def read_manifest(directory: pathlib.Path) -> dict[str, Any]:
+    path = directory / MANIFEST_FILE
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} is missing: not a risk model directory") from None
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path} is not valid JSON ({exc})") from None
+    for key in ("version", "thresholds", "temperatures", "artifact_sha256"):
+        if key not in manifest:
+            raise ArtifactError(f"{path} lacks {key!r}: retrain with 'ponder risk train'")
+    return manifest
+
+
+def load(directory: pathlib.Path) -> RiskModel:
+    """Load and verify a model directory; raise ArtifactError (and load nothing) if it is not safe."""
+    import skops.io as sio
+
+    manifest = read_manifest(directory)
+    path = directory / MODEL_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing")
+    digest = _sha256(path)
+    if digest != manifest["artifact_sha256"]:
+        raise ArtifactError(
+            f"{path} does not match its manifest (sha256 {digest[:12]}…, expected "
+            f"{manifest['artifact_sha256'][:12]}…): it changed after training; retrain or restore it"
+        )
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:  # a damaged zip or schema: refuse it the same way
+        raise ArtifactError(f"{path} is not a readable skops file ({exc})") from None
+    if untrusted:
+        raise ArtifactError(
+            f"{path} holds types that could run code on load ({', '.join(sorted(untrusted))}); refusing it"
+        )
+    try:
+        parts = sio.load(path, trusted=[])
+    except Exception as exc:
+        raise ArtifactError(f"{path} could not be loaded ({exc})") from None
+    if not isinstance(parts, dict) or sorted(parts) != sorted(PARTS):
+        raise ArtifactError(f"{path} does not hold the parts {', '.join(PARTS)}")
+    try:
+        return RiskModel(parts, manifest)
+    except (KeyError, ValueError, AttributeError, TypeError) as exc:
+        raise ArtifactError(f"{path} is not a Ponder risk model ({exc})") from None

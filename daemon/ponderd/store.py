@@ -1,0 +1,175 @@
+"""The SQLite file: schema migrations, and one owner thread that runs every query in order.
+
+SQLite allows one writer at a time; funnelling all work through a single thread
+makes each ledger operation a plain transaction with nothing to race against,
+and keeps the event loop free of disk I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import pathlib
+import sqlite3
+from typing import Any, Callable, TypeVar
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+T = TypeVar("T")
+
+migrations = Migrations("ponder")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db.execute(
+        """CREATE TABLE tenants (
+            name TEXT PRIMARY KEY,
+            enabled INTEGER NOT NULL DEFAULT 1,
+            budget_micros INTEGER NOT NULL,
+            window TEXT NOT NULL CHECK (window IN ('day', 'week', 'month')),
+            window_start TEXT NOT NULL,
+            spent_micros INTEGER NOT NULL DEFAULT 0,
+            reserved_micros INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            CHECK (spent_micros >= 0 AND reserved_micros >= 0)
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE keys (
+            key_id TEXT PRIMARY KEY,
+            tenant TEXT REFERENCES tenants(name),
+            scope TEXT NOT NULL CHECK (scope IN ('tenant', 'admin')),
+            secret_sha256 TEXT NOT NULL,
+            label TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE reservations (
+            request_id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL REFERENCES tenants(name),
+            amount_micros INTEGER NOT NULL CHECK (amount_micros >= 0),
+            created_at TEXT NOT NULL,
+            plan TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE spend (
+            request_id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL REFERENCES tenants(name),
+            at TEXT NOT NULL,
+            window_start TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            needs_reasoning INTEGER NOT NULL,
+            model_severity TEXT NOT NULL,
+            model_needs_reasoning INTEGER NOT NULL,
+            risk_model TEXT NOT NULL,
+            policy_version TEXT NOT NULL,
+            level TEXT NOT NULL,
+            thinking_cap INTEGER NOT NULL,
+            answer_cap INTEGER NOT NULL,
+            samples_planned INTEGER NOT NULL,
+            prompt_tokens INTEGER NOT NULL,
+            thinking_tokens INTEGER NOT NULL,
+            answer_tokens INTEGER NOT NULL,
+            forced_tokens INTEGER NOT NULL,
+            samples_run INTEGER NOT NULL,
+            samples_stopped INTEGER NOT NULL,
+            reserved_micros INTEGER NOT NULL,
+            cost_micros INTEGER NOT NULL,
+            latency_ms INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            error TEXT NOT NULL DEFAULT '',
+            answer TEXT NOT NULL DEFAULT '',
+            CHECK (cost_micros <= reserved_micros)
+        )"""
+    )
+    db.execute("CREATE INDEX spend_tenant_at ON spend (tenant, at)")
+    db.execute("CREATE INDEX spend_at ON spend (at)")
+    # Prompts live apart from spend so retention can drop them without touching the ledger.
+    db.execute(
+        """CREATE TABLE prompts (
+            request_id TEXT PRIMARY KEY REFERENCES spend(request_id),
+            at TEXT NOT NULL,
+            text TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE feedback (
+            feedback_id TEXT PRIMARY KEY,
+            request_id TEXT NOT NULL REFERENCES spend(request_id),
+            tenant TEXT NOT NULL,
+            at TEXT NOT NULL,
+            correct INTEGER,
+            true_severity TEXT,
+            true_needs_reasoning INTEGER,
+            comment TEXT NOT NULL DEFAULT '',
+            text TEXT
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE retrains (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            candidate_version TEXT NOT NULL,
+            accepted INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            candidate_metrics TEXT NOT NULL,
+            incumbent_metrics TEXT NOT NULL,
+            feedback_used INTEGER NOT NULL
+        )"""
+    )
+
+
+def connect(path: pathlib.Path) -> Database:
+    """Open (creating if needed) the database and bring its schema up to date."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    db = Database(conn)
+    db.execute("PRAGMA journal_mode = WAL")
+    # Budgets are money: a committed settle must survive power loss too.
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute("PRAGMA foreign_keys = ON")
+    db.execute("PRAGMA busy_timeout = 5000")
+    migrations.apply(db)
+    return db
+
+
+class Store:
+    """Owns the connection; `call` runs a function of the Database on the owner thread."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ponder-db")
+        self._db: Database | None = None
+
+    def open(self) -> None:
+        self._db = self._pool.submit(connect, self.path).result()
+
+    def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        return fn(self._db, *args)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run fn(db, *args) on the owner thread without blocking the event loop."""
+        return await asyncio.wrap_future(self._pool.submit(self._run, fn, *args))
+
+    def call_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run fn(db, *args) on the owner thread and wait: for jobs and start-up."""
+        return self._pool.submit(self._run, fn, *args).result()
+
+    def close(self) -> None:
+        """Finish queued work, checkpoint the WAL and close the file."""
+        if self._db is not None:
+            self._pool.submit(self._close).result()
+        self._pool.shutdown(wait=True)
+
+    def _close(self) -> None:
+        assert self._db is not None
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.close()
+        self._db = None

@@ -1,0 +1,37 @@
+"""Self-consistency votes: tally, winner, and when a vote is already decided. Pure functions."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Sequence
+
+
+def tally(answers: Sequence[str]) -> list[tuple[str, int]]:
+    """Answers with their counts, most votes first; ties keep the order answers arrived in.
+
+    Empty answers (a sample that said nothing extractable) do not vote.
+    """
+    counts = Counter(a for a in answers if a)
+    order = {a: i for i, a in reversed(list(enumerate(answers)))}
+    return sorted(counts.items(), key=lambda item: (-item[1], order[item[0]]))
+
+
+def vote_decided(answers: Sequence[str], remaining: int) -> bool:
+    """True when the samples still running cannot change the winner, even all voting together."""
+    votes = tally(answers)
+    if not votes or remaining <= 0:
+        return remaining <= 0
+    leader = votes[0][1]
+    runner_up = votes[1][1] if len(votes) > 1 else 0
+    # A tie goes to the answer that arrived first, so the leader is safe only
+    # when the rest cannot reach its count.
+    return leader > runner_up + remaining
+
+
+def winner(answers: Sequence[str]) -> tuple[str, int]:
+    """The winning answer and the index of the first sample that gave it ((\"\", 0) if none)."""
+    votes = tally(answers)
+    if not votes:
+        return "", 0
+    best = votes[0][0]
+    return best, list(answers).index(best)

@@ -1,0 +1,79 @@
+"""Check the risk corpus files: schema, duplicates, label counts.
+
+Usage: python tools/check_corpus.py [FILE ...]   (default: every corpus file)
+Exits 1 and names file:line for every problem.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import pathlib
+import re
+import sys
+
+CORPUS = pathlib.Path(__file__).resolve().parent.parent / "daemon/ponderd/risk/data/corpus"
+FIELDS = {"text", "severity", "needs_reasoning", "lang", "domain", "hard"}
+REQUIRED = FIELDS - {"hard"}
+
+
+def normalise(text: str) -> str:
+    return re.sub(r"\W+", " ", text.lower()).strip()
+
+
+def main(argv: list[str]) -> int:
+    files = [pathlib.Path(a) for a in argv] or sorted(CORPUS.glob("*.jsonl"))
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    combos: collections.Counter[tuple[str, bool]] = collections.Counter()
+    per_file: collections.Counter[str] = collections.Counter()
+    langs: collections.Counter[str] = collections.Counter()
+    hard = 0
+    for path in files:
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            where = f"{path.name}:{n}"
+            if not line.strip():
+                problems.append(f"{where}: blank line")
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.append(f"{where}: not JSON ({exc})")
+                continue
+            if not isinstance(row, dict):
+                problems.append(f"{where}: not an object")
+                continue
+            missing, unknown = REQUIRED - row.keys(), row.keys() - FIELDS
+            if missing or unknown:
+                problems.append(f"{where}: missing {sorted(missing)} unknown {sorted(unknown)}")
+                continue
+            if row["severity"] not in ("low", "medium", "high"):
+                problems.append(f"{where}: severity must be low|medium|high")
+            if not isinstance(row["needs_reasoning"], bool):
+                problems.append(f"{where}: needs_reasoning must be true|false")
+            text = row["text"]
+            if not isinstance(text, str) or not text.strip() or len(text) > 1200:
+                problems.append(f"{where}: text must be 1..1200 characters")
+                continue
+            key = normalise(text)
+            if key in seen:
+                problems.append(f"{where}: duplicate of {seen[key]}")
+            seen[key] = where
+            combos[(row["severity"], row["needs_reasoning"])] += 1
+            per_file[path.name] += 1
+            langs[row["lang"]] += 1
+            hard += "hard" in row
+    total = sum(combos.values())
+    print(f"{total} queries in {len(files)} files, {hard} hard cases")
+    for name, count in sorted(per_file.items()):
+        print(f"  {name}: {count}")
+    for sev in ("low", "medium", "high"):
+        print(f"  {sev:6} reasoning={combos[(sev, True)]:5} direct={combos[(sev, False)]:5}")
+    print("  languages: " + ", ".join(f"{k}={v}" for k, v in langs.most_common()))
+    for p in problems:
+        print(p, file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
