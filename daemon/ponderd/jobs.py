@@ -73,14 +73,15 @@ class Jobs:
         zone = self.d.settings.zone
         s = AsyncIOScheduler(timezone=zone)
         # Windows start at local midnight (weeks on Monday, months on the 1st); run just after.
-        s.add_job(self._safe("renew_windows"), CronTrigger(hour=0, minute=0, second=5, timezone=zone), id="renew_windows")
-        s.add_job(self._safe("expire_reservations"), IntervalTrigger(minutes=5), id="expire_reservations")
-        s.add_job(self._safe("prune_prompts"), CronTrigger(hour=4, minute=15, timezone=zone), id="prune_prompts")
+        s.add_job(self._safe("renew_windows"), CronTrigger(hour=0, minute=0, second=5, timezone=zone), id="renew_windows", name="renew_windows")
+        s.add_job(self._safe("expire_reservations"), IntervalTrigger(minutes=5), id="expire_reservations", name="expire_reservations")
+        s.add_job(self._safe("prune_prompts"), CronTrigger(hour=4, minute=15, timezone=zone), id="prune_prompts", name="prune_prompts")
         if self.d.settings.risk.retrain_schedule:
             s.add_job(
                 self._safe("retrain_risk"),
                 CronTrigger.from_crontab(self.d.settings.risk.retrain_schedule, timezone=zone),
                 id="retrain_risk",
+                name="retrain_risk",
             )
         s.start()
         self._scheduler = s

@@ -199,8 +199,8 @@ def _parse(raw: dict, check: _Checker, path: str, sha: str) -> Policy:
     names = [lvl.name for lvl in levels] or [""]
 
     routing: dict[str, Route] = {}
-    routing_raw = check.fields("routing", raw.get("routing", {}), set(SEVERITIES), set(SEVERITIES))
-    for sev in SEVERITIES:
+    routing_raw = check.fields("routing", raw.get("routing", {}), set(SEVERITIES), set(SEVERITIES) if "routing" in raw else set())
+    for sev in SEVERITIES if "routing" in raw else ():
         t = check.fields(f"routing.{sev}", routing_raw.get(sev, {}), _ROUTE, {"direct", "reasoning"})
         direct = check.choice(f"routing.{sev}.direct", t.get("direct", names[0]), names)
         reasoning = check.choice(f"routing.{sev}.reasoning", t.get("reasoning", names[0]), names)
@@ -289,7 +289,7 @@ def _override(check: _Checker, number: int, table: Any, names: list[str]) -> Ove
         check.choice(f"{where}.severity", pin, SEVERITIES)
     if floor is None and pin is None and nr is None:
         check.problems.append(f"{where}: set at least one of severity_floor, severity, needs_reasoning")
-    if not tenants and pattern is None:
+    if not tenants and "pattern" not in t:
         check.problems.append(f"{where}: set tenants or pattern (an override for everything would replace the classifier)")
     return Override(number, tuple(tenants), pattern, floor, pin, nr, str(t.get("note", "")))
 

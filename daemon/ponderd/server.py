@@ -71,8 +71,10 @@ def sd_notify(message: str) -> None:
 
 
 class Server:
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Daemon, handle_signals: bool = True) -> None:
         self.daemon = daemon
+        # Off when the server runs in a thread other than the main one (tests, embedding).
+        self.handle_signals = handle_signals
         self.settings = daemon.settings
         self.port = 0
         self.started = asyncio.Event()
@@ -100,7 +102,8 @@ class Server:
         for name in ("", *SERVICES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         d.jobs.start()
-        self._install_signals()
+        if self.handle_signals:
+            self._install_signals()
         sd_notify("READY=1")
         self.started.set()
         log.info(
@@ -160,6 +163,8 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # APScheduler narrates every job it adds at INFO; Ponder logs each run itself.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 def run(settings: Settings) -> int:

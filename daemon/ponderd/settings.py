@@ -155,7 +155,7 @@ def _build(cls: type, values: Mapping[str, Any], where: str, prefix: str = "") -
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise SettingsError(
-            f"{where}: unknown setting {prefix}{unknown[0]!r}; known: {', '.join(sorted(known))}"
+            f"{where}: unknown setting '{prefix}{unknown[0]}'; known: {', '.join(sorted(known))}"
         )
     kwargs: dict[str, Any] = {}
     for name, value in values.items():

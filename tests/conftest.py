@@ -1,0 +1,126 @@
+"""Shared fixtures: settings in a temporary state dir, and a real daemon on a free loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import threading
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+import pytest
+
+from ponder.client import AdminClient, PonderClient
+from ponderd.app import build
+from ponderd.clock import Clock, ManualClock
+from ponderd.server import Server
+from ponderd.settings import Settings, load_settings
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+SMALL_POLICY = REPO / "tests" / "policies" / "small.toml"
+
+
+def make_settings(state_dir: pathlib.Path, policy: pathlib.Path = SMALL_POLICY, **overrides: Any) -> Settings:
+    """Settings for a test daemon: no environment leaks in, any free port, the small policy."""
+    values = {"state_dir": state_dir, "listen": "127.0.0.1:0", "policy_file": policy, "drain_seconds": 5}
+    values.update(overrides)
+    return load_settings(env={}, overrides=values)
+
+
+class DaemonThread:
+    """The real daemon (gRPC server, model, SQLite file) run on its own event loop in a thread."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.daemon = build(settings, clock)
+        self.server = Server(self.daemon, handle_signals=False)
+        self._loop = asyncio.new_event_loop()
+        self._error: BaseException | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="test-daemon", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def main() -> None:
+            serving = asyncio.ensure_future(self.server.serve())
+            started = asyncio.ensure_future(self.server.started.wait())
+            await asyncio.wait([serving, started], return_when=asyncio.FIRST_COMPLETED)
+            self._ready.set()
+            await serving
+
+        try:
+            self._loop.run_until_complete(main())
+        except BaseException as exc:  # surfaced by start() or stop()
+            self._error = exc
+            self._ready.set()
+
+    def start(self) -> DaemonThread:
+        self._thread.start()
+        if not self._ready.wait(120):
+            raise TimeoutError("daemon did not start in 120s")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self.server.should_exit.set)
+            self._thread.join(60)
+        if self._error is not None:
+            raise self._error
+
+    def call(self, coro: Any) -> Any:
+        """Run a coroutine on the daemon's loop and wait for it."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(120)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    def token(self, name: str = "local") -> str:
+        return (self.settings.state_dir / f"{name}.token").read_text().strip()
+
+    def client(self, token: str | None = None) -> PonderClient:
+        return PonderClient(self.address, token or self.token("local"), timeout=120)
+
+    def admin(self) -> AdminClient:
+        return AdminClient(self.address, self.token("admin"), timeout=300)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc))
+
+
+@pytest.fixture
+def daemon(tmp_path: pathlib.Path) -> Iterator[DaemonThread]:
+    """A fresh daemon with its own state directory."""
+    d = DaemonThread(make_settings(tmp_path / "state")).start()
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def clocked_daemon(tmp_path: pathlib.Path, clock: ManualClock) -> Iterator[DaemonThread]:
+    """A fresh daemon whose clock only moves when the test moves it."""
+    d = DaemonThread(make_settings(tmp_path / "state"), clock).start()
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonThread]:
+    """One daemon for a module's read-mostly tests."""
+    d = DaemonThread(make_settings(tmp_path_factory.mktemp("state"))).start()
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def cli_env(tmp_path: pathlib.Path) -> dict[str, str]:
+    """Environment for running the real CLI in a subprocess without the developer's state."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PONDER_")}
+    env["PONDER_STATE_DIR"] = str(tmp_path / "cli-state")
+    return env

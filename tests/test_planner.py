@@ -1,0 +1,120 @@
+"""Planning is a pure function: routing, tenant rules, hints, context fit, cost. Tables, no model."""
+
+import pytest
+
+from conftest import REPO, SMALL_POLICY
+from ponderd.assessment import Assessment, RiskScore
+from ponderd.errors import FailedPrecondition, InvalidRequest, PermissionDenied
+from ponderd.planner import EngineLimits, Hints, check_hints, plan_candidates
+from ponderd.policy import TenantRules, load_policy
+
+POLICY = load_policy(SMALL_POLICY)
+DEFAULT = load_policy(REPO / "policies" / "default.toml")
+LIMITS = EngineLimits(n_ctx=8192, n_ctx_seq=8192, n_seq_max=16, forced_open=4, forced_close=5, forced_skip=0)
+
+
+def assess(severity: str, reasoning: bool) -> Assessment:
+    score = RiskScore(severity, reasoning, {"low": 0, "medium": 0, "high": 0}, float(reasoning), "test")
+    return Assessment(severity, reasoning, score)
+
+
+@pytest.mark.parametrize(
+    "severity, reasoning, ladder",
+    [
+        ("low", False, ["direct"]),
+        ("low", True, ["brief", "direct"]),
+        ("medium", False, ["direct"]),
+        ("medium", True, ["careful", "brief", "direct"]),
+        ("high", False, ["careful", "brief"]),  # floor: brief
+        ("high", True, ["thorough", "careful", "brief"]),
+    ],
+)
+def test_routing_and_degradation_ladder(severity, reasoning, ladder):
+    plans = plan_candidates(assess(severity, reasoning), POLICY, POLICY.defaults, Hints(), 50, LIMITS)
+    assert [p.level for p in plans] == ladder
+    costs = [p.worst_case_micros for p in plans]
+    assert costs == sorted(costs, reverse=True)
+
+
+def test_worst_case_cost_counts_every_token_kind():
+    (plan, *_) = plan_candidates(assess("medium", True), POLICY, POLICY.defaults, Hints(), 50, LIMITS)
+    # careful: 3 samples x (24 thinking + 16 answer); forced: 4 open + 3 x 5 close; prices per 1k: 1, 2, 2.
+    prompt, thinking, answer = 50 + 4 + 3 * 5, 3 * 24, 3 * 16
+    assert plan.worst_case_micros == (prompt * 1 + thinking * 2 + answer * 2) * 1000
+    assert (plan.samples, plan.thinking_tokens, plan.answer_tokens, plan.forced_tokens) == (3, 24, 16, 19)
+
+
+def test_tenant_rules_cap_and_floor_the_route():
+    capped = TenantRules("direct", "brief", frozenset(), 8, 64)
+    plans = plan_candidates(assess("high", True), POLICY, capped, Hints(), 50, LIMITS)
+    assert [p.level for p in plans] == ["brief"]
+    assert "capped at the tenant's max_level brief" in plans[0].reasons
+    floored = TenantRules("careful", "thorough", frozenset(), 8, 64)
+    plans = plan_candidates(assess("low", False), POLICY, floored, Hints(), 50, LIMITS)
+    assert [p.level for p in plans] == ["careful"]
+    assert "raised to the tenant's min_level careful" in plans[0].reasons
+
+
+def test_level_hint_is_exact_and_never_degrades():
+    plans = plan_candidates(assess("low", False), DEFAULT, DEFAULT.rules_for("local"), Hints(level="exhaustive"), 50, LIMITS)
+    assert [p.level for p in plans] == ["exhaustive"]
+
+
+def test_exact_hints_make_one_candidate():
+    plans = plan_candidates(assess("low", False), POLICY, POLICY.rules_for("local"), Hints(samples=5, thinking_tokens=7), 50, LIMITS)
+    assert len(plans) == 1
+    assert (plans[0].samples, plans[0].thinking_tokens) == (5, 7)
+    assert "client asked for 5 samples" in plans[0].reasons
+
+
+def test_max_cost_drops_plans_above_it():
+    full = plan_candidates(assess("high", True), POLICY, POLICY.defaults, Hints(), 50, LIMITS)
+    cap = full[1].worst_case_micros / 1e6
+    plans = plan_candidates(assess("high", True), POLICY, POLICY.defaults, Hints(max_cost=cap), 50, LIMITS)
+    assert [p.level for p in plans] == ["careful", "brief"]
+
+
+def test_max_cost_below_the_cheapest_plan_fails_precondition():
+    with pytest.raises(FailedPrecondition, match="no allowed plan fits max_cost 0.0001"):
+        plan_candidates(assess("low", False), POLICY, POLICY.defaults, Hints(max_cost=0.0001), 50, LIMITS)
+
+
+def test_context_shrinks_samples_then_refuses_a_prompt_that_cannot_fit():
+    tight = EngineLimits(n_ctx=200, n_ctx_seq=200, n_seq_max=16, forced_open=4, forced_close=5, forced_skip=0)
+    (plan,) = plan_candidates(assess("low", False), POLICY, POLICY.rules_for("local"), Hints(samples=8), 100, tight)
+    assert plan.samples == 6  # (200 - 100) // 16
+    assert any("samples fit" in r for r in plan.reasons)
+    with pytest.raises(InvalidRequest, match="the prompt is 250 tokens and the model's context holds 200"):
+        plan_candidates(assess("low", False), POLICY, POLICY.defaults, Hints(), 250, tight)
+
+
+@pytest.mark.parametrize(
+    "hints, error, message",
+    [
+        (Hints(samples=3), PermissionDenied, "may not send the samples hint"),
+        (Hints(level="careful"), PermissionDenied, "may not send the level hint"),
+        (Hints(max_cost=-1), InvalidRequest, "max_cost must be >= 0"),
+        (Hints(severity_floor="extreme"), InvalidRequest, "severity_floor must be one of"),
+    ],
+)
+def test_hints_a_default_tenant_may_not_send(hints, error, message):
+    with pytest.raises(error, match=message):
+        check_hints(hints, POLICY.defaults, POLICY, "acme", LIMITS)
+
+
+@pytest.mark.parametrize(
+    "hints, error, message",
+    [
+        (Hints(samples=9), InvalidRequest, "samples must be from 1 to 8"),
+        (Hints(thinking_tokens=65), InvalidRequest, "thinking_tokens must be at most 64"),
+        (Hints(level="nope"), InvalidRequest, "no level 'nope'"),
+    ],
+)
+def test_hint_values_outside_the_tenant_limits(hints, error, message):
+    with pytest.raises(error, match=message):
+        check_hints(hints, POLICY.rules_for("local"), POLICY, "local", LIMITS)
+
+
+def test_allowed_hints_pass():
+    check_hints(Hints(samples=8, thinking_tokens=64, level="thorough", severity_floor="high", max_cost=1.0),
+                POLICY.rules_for("local"), POLICY, "local", LIMITS)
