@@ -296,7 +296,7 @@ class Ledger:
         """Start a new window for every tenant whose window has ended; return their names."""
         renewed = []
         with db.atomic():
-            for row in list(db.query("SELECT * FROM tenants")):
+            for row in list(db.query("SELECT * FROM tenants ORDER BY name")):
                 if self._roll(db, row, now)["window_start"] != row["window_start"]:
                     renewed.append(row["name"])
         return renewed

@@ -119,7 +119,8 @@ def m001_initial(db: Database) -> None:
             reason TEXT NOT NULL,
             candidate_metrics TEXT NOT NULL,
             incumbent_metrics TEXT NOT NULL,
-            feedback_used INTEGER NOT NULL
+            feedback_used INTEGER NOT NULL,
+            data_hash TEXT NOT NULL DEFAULT ''
         )"""
     )
 

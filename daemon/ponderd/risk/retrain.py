@@ -33,6 +33,8 @@ class RetrainResult:
     candidate_metrics: dict[str, float] = field(default_factory=dict)
     incumbent_metrics: dict[str, float] = field(default_factory=dict)
     feedback_used: int = 0
+    # The labeled data the candidate saw; a later run with the same data is skipped.
+    data_hash: str = ""
 
     def summary(self) -> str:
         verdict = "accepted" if self.accepted else "rejected"
@@ -68,26 +70,30 @@ class Retrainer:
         """Train a candidate on corpus + feedback, gate it, swap it in if it passes, log the run."""
         async with self._lock:
             examples = await self.store.call(feedback.labeled_examples)
-            result = await asyncio.to_thread(self._train_and_gate, examples)
+            tried = await self.store.call(
+                lambda db: {r["data_hash"] for r in db.query("SELECT data_hash FROM retrains WHERE candidate_version != ''")}
+            )
+            result = await asyncio.to_thread(self._train_and_gate, examples, tried)
             await self.store.call(self._log, result)
             log.info("%s", result.summary())
             return result
 
-    def _train_and_gate(self, fb: Sequence[Example]) -> RetrainResult:
+    def _train_and_gate(self, fb: Sequence[Example], tried: set[str]) -> RetrainResult:
         incumbent = self.holder.current()
         manifest = getattr(incumbent, "manifest", {})
         examples = corpus.load(corpus.training_files())
         heldout = corpus.load(corpus.heldout_files())
         if not fb:
             return RetrainResult(False, "no labeled feedback yet: nothing new to learn from")
-        if corpus.data_hash(list(examples) + list(fb)) == manifest.get("data_hash"):
-            return RetrainResult(False, f"no new feedback since {incumbent.version} was trained", feedback_used=len(fb))
+        digest = corpus.data_hash(list(examples) + list(fb))
+        if digest == manifest.get("data_hash") or digest in tried:
+            return RetrainResult(False, "no new feedback since the last retrain", feedback_used=len(fb))
         incumbent_metrics = evaluate(incumbent, heldout)["summary"]
         report = train(examples, heldout, self.recall_target, hyper_from(manifest), feedback=fb)
         candidate = report.model
         ok, reason = gate(report.heldout["summary"], incumbent_metrics)
         result = RetrainResult(
-            ok, reason, candidate.version, report.heldout["summary"], incumbent_metrics, len(fb)
+            ok, reason, candidate.version, report.heldout["summary"], incumbent_metrics, len(fb), digest
         )
         if ok:
             directory = artifact.save(candidate, self.holder.state_dir / candidate.version)
@@ -106,5 +112,6 @@ class Retrainer:
                 "candidate_metrics": json.dumps(result.candidate_metrics),
                 "incumbent_metrics": json.dumps(result.incumbent_metrics),
                 "feedback_used": result.feedback_used,
+                "data_hash": result.data_hash,
             }
         )
