@@ -124,3 +124,52 @@ def cli_env(tmp_path: pathlib.Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PONDER_")}
     env["PONDER_STATE_DIR"] = str(tmp_path / "cli-state")
     return env
+
+
+class DaemonProcess:
+    """`ponder serve` (or `ponderd`) as a real subprocess, found through its endpoint file."""
+
+    def __init__(self, env: dict[str, str], *args: str, program: str = "ponder") -> None:
+        import subprocess
+        import sys
+
+        self.env = env
+        self.state_dir = pathlib.Path(env["PONDER_STATE_DIR"])
+        command = [str(pathlib.Path(sys.executable).parent / program)]
+        command += ["serve"] if program == "ponder" else []
+        command += ["--listen", "127.0.0.1:0", "--policy-file", str(SMALL_POLICY), *args]
+        self.log = self.state_dir.parent / "daemon.log"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._log = self.log.open("w")
+        self.proc = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 120) -> str:
+        import time
+
+        endpoint = self.state_dir / "endpoint"
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            if endpoint.exists() and "listening on" in self.log.read_text():
+                return endpoint.read_text().strip()
+            time.sleep(0.1)
+        raise TimeoutError(self.log.read_text())
+
+    def stop(self, timeout: float = 60) -> int:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self._log.close()
+        return code
+
+
+@pytest.fixture
+def served(cli_env: dict[str, str]) -> Iterator[DaemonProcess]:
+    """A daemon subprocess the CLI finds through PONDER_STATE_DIR alone, as on a real host."""
+    d = DaemonProcess(cli_env)
+    d.wait_ready()
+    yield d
+    d.stop()

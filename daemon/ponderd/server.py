@@ -45,16 +45,23 @@ def create_server(daemon: Daemon, listen: str) -> tuple[grpc.aio.Server, int, he
     """A gRPC server with Ponder, Admin, health and reflection, bound to `listen` (port 0: any free port)."""
     server = grpc.aio.server(
         interceptors=[AuthInterceptor(daemon.keyring)],
-        options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
+        options=[
+            ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+            # Without this, a second daemon could bind the same port and split the traffic.
+            ("grpc.so_reuseport", 0),
+        ],
     )
     ponder_pb2_grpc.add_PonderServicer_to_server(PonderService(daemon), server)
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(daemon), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection((*SERVICES, "grpc.health.v1.Health", reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(listen)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError:  # grpcio raises where older versions returned 0
+        port = 0
     if port == 0:
-        raise OSError(f"could not listen on {listen}: is another process using it?")
+        raise OSError(f"could not listen on {listen}: is another process using it? set listen (PONDER_LISTEN) to a free HOST:PORT")
     return server, port, health
 
 
@@ -84,7 +91,11 @@ class Server:
         self._health: health_aio.HealthServicer | None = None
 
     async def serve(self) -> None:
-        await self.startup()
+        try:
+            await self.startup()
+        except BaseException:
+            await asyncio.to_thread(self.daemon.close)
+            raise
         await self.should_exit.wait()
         await self.shutdown()
 

@@ -1,0 +1,148 @@
+"""The real `ponder` CLI in a subprocess, against a real daemon subprocess."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+PONDER = str(Path(sys.executable).parent / "ponder")
+pytestmark = pytest.mark.model
+
+
+def ponder(env, *args, stdin=None, check=True):
+    result = subprocess.run([PONDER, *args], env=env, input=stdin, capture_output=True, text=True, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"ponder {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def test_ask_prints_answer_assessment_plan_usage_cost_and_balance(served, cli_env):
+    out = ponder(cli_env, "ask", "What is 17 * 23?").stdout
+    for label in ("assessment", "plan", "usage", "cost", "balance", "request"):
+        assert re.search(rf"^  {label} ", out, re.M), f"no {label!r} line in:\n{out}"
+    assert "severity=" in out and "needs_reasoning=" in out and "samples=" in out and "thinking<=" in out
+
+
+def test_ask_json_is_one_object_with_the_same_facts(served, cli_env):
+    data = json.loads(ponder(cli_env, "ask", "What is 17 * 23?", "--json", "--samples", "3", "--thinking-tokens", "8").stdout)
+    assert set(data) >= {"request_id", "text", "answer", "votes", "assessment", "plan", "usage", "cost", "balance"}
+    assert data["plan"]["samples"] == 3 and data["plan"]["thinking_tokens"] == 8
+    assert data["assessment"]["severity"].startswith("SEVERITY_")
+    assert data["balance"]["tenant"] == "local"
+
+
+def test_stream_quote_balance_and_feedback(served, cli_env):
+    out = ponder(cli_env, "ask", "Say hello.", "--stream").stdout
+    assert "  cost " in out
+    assert "level=" in ponder(cli_env, "quote", "Is it safe to mix bleach and vinegar?", "--explain").stdout
+    assert ponder(cli_env, "balance").stdout.startswith("local: ")
+    request_id = json.loads(ponder(cli_env, "ask", "Say yes.", "--json").stdout)["request_id"]
+    assert "recorded" in ponder(cli_env, "feedback", request_id, "--wrong", "--severity", "low").stdout
+
+
+def test_admin_commands(served, cli_env):
+    created = json.loads(ponder(cli_env, "admin", "tenant", "create", "acme", "--budget", "5", "--json").stdout)
+    token = created["token"]
+    assert token.startswith("pnd_")
+    assert "acme" in ponder(cli_env, "admin", "tenant", "list").stdout
+    assert ponder(cli_env, "balance", "--token", token).stdout.startswith("acme: ")
+    ponder(cli_env, "admin", "budget", "set", "acme", "7", "--window", "week")
+    assert "DISABLED" in ponder(cli_env, "admin", "tenant", "disable", "acme").stdout
+    denied = ponder(cli_env, "balance", "--token", token, check=False)
+    assert denied.returncode == 1 and denied.stderr.startswith("ponder: PERMISSION_DENIED: tenant 'acme' is disabled")
+    ponder(cli_env, "admin", "tenant", "enable", "acme")
+    issued = ponder(cli_env, "admin", "key", "issue", "acme", "--label", "ci").stdout
+    key_id = issued.split()[1].rstrip(";")
+    assert key_id in ponder(cli_env, "admin", "key", "list", "--tenant", "acme").stdout
+    assert "revoked" in ponder(cli_env, "admin", "key", "revoke", key_id).stdout
+    ponder(cli_env, "ask", "Say hi.", "--token", token)
+    report = json.loads(ponder(cli_env, "admin", "spend", "--json", "--records", "5").stdout)
+    assert {line["tenant"] for line in report["lines"]} == {"acme"}
+    assert "policy test-small-1" in ponder(cli_env, "admin", "policy", "reload").stdout
+    assert "renewed" in ponder(cli_env, "admin", "job", "run", "renew_windows").stdout
+    assert "risk model in service" in ponder(cli_env, "admin", "risk", "status").stdout
+    assert "severity=" in ponder(cli_env, "admin", "explain", "rm -rf / on prod?").stdout
+
+
+def test_errors_are_one_line_with_the_status(served, cli_env):
+    r = ponder(cli_env, "ask", "", check=False)
+    assert r.returncode == 1
+    assert r.stderr == "ponder: INVALID_ARGUMENT: the prompt is empty: put the question in 'prompt'\n"
+
+
+def test_no_daemon_says_how_to_start_one(cli_env):
+    r = ponder(cli_env, "balance", "--address", "127.0.0.1:9", "--token", "pnd_x_y", check=False)
+    assert r.returncode == 1
+    assert "UNAVAILABLE" in r.stderr and "ponder serve" in r.stderr
+
+
+def test_risk_score_reads_and_writes_json_lines(cli_env):
+    lines = '{"text": "what is the capital of peru", "id": 1}\n{"text": "wire 40k to this new IBAN now?", "id": 2}\nnot json\n'
+    r = ponder(cli_env, "risk", "score", stdin=lines, check=False)
+    out = [json.loads(line) for line in r.stdout.splitlines()]
+    assert r.returncode == 1 and len(out) == 3
+    assert out[0]["id"] == 1 and out[0]["severity"] in ("low", "medium") and "needs_reasoning" in out[0]
+    assert out[1]["severity"] == "high" and set(out[1]["severity_probs"]) == {"low", "medium", "high"}
+    assert out[2] == {"line": 3, "error": out[2]["error"]} and "'text'" in out[2]["error"]
+
+
+def test_risk_eval_and_explain(cli_env, tmp_path):
+    out = ponder(cli_env, "risk", "eval", str(REPO / "daemon/ponderd/risk/data/corpus/money.heldout.jsonl")).stdout
+    assert "macro-F1" in out and "confusion" in out and "ECE" in out and "needs_reasoning" in out
+    explained = json.loads(ponder(cli_env, "risk", "explain", "my baby has a fever of 39.5, dose?", "--json").stdout)
+    assert explained["severity"] == "high" and explained["explanation"]
+    bad = ponder(cli_env, "risk", "eval", str(tmp_path / "missing.jsonl"), check=False)
+    assert bad.returncode == 1 and "missing.jsonl" in bad.stderr
+
+
+def test_policy_check(cli_env):
+    assert "ok (version default-1" in ponder(cli_env, "policy", "check", str(REPO / "policies/default.toml")).stdout
+    bad = ponder(cli_env, "policy", "check", str(REPO / "tests/policies/bad/unknown_level_field.toml"), check=False)
+    assert bad.returncode == 1
+    assert "levels.b: unknown field 'sample' (did you mean 'samples'?)" in bad.stderr
+
+
+def test_risk_train_reports_held_out_metrics(cli_env, tmp_path):
+    out = ponder(cli_env, "risk", "train", "--output", str(tmp_path / "m")).stdout
+    assert "macro-F1" in out and "high" in out and "recall" in out
+    assert (tmp_path / "m" / "manifest.json").exists()
+    eval_out = ponder(cli_env, "risk", "eval", "--model-dir", str(tmp_path / "m"),
+                      str(REPO / "daemon/ponderd/risk/data/corpus/tech.heldout.jsonl")).stdout
+    assert "macro-F1" in eval_out
+
+
+def all_commands():
+    from ponder.cli import build_parser
+
+    found = []
+
+    def walk(parser, prefix):
+        for action in parser._actions:
+            if action.__class__.__name__ == "_SubParsersAction":
+                for name, sub in action.choices.items():
+                    walk(sub, prefix + [name])
+                return
+        found.append(" ".join(prefix))
+
+    walk(build_parser(), [])
+    return found
+
+
+@pytest.mark.parametrize("command", all_commands())
+def test_every_command_has_help_and_is_documented(command, cli_env):
+    r = ponder(cli_env, *command.split(), "--help")
+    assert "usage: ponder " + command in " ".join(r.stdout.split())
+    assert f"## ponder {command}\n" in (REPO / "docs" / "cli.md").read_text()
+    assert f"ponder {command}" in (REPO / "README.md").read_text(), f"README.md has no example of 'ponder {command}'"
+
+
+def test_the_command_reference_is_current():
+    sys.path.insert(0, str(REPO / "tools"))
+    import cli_docs
+
+    assert (REPO / "docs" / "cli.md").read_text() == cli_docs.render(), "docs/cli.md is stale: run python tools/cli_docs.py"
