@@ -44,11 +44,13 @@ class _Vectorizer:
         self.names = names
 
     def features(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        counts = Counter(i for t in self.analyze(text) if (i := self.vocab.get(t)) is not None)
-        if not counts:
+        # Count the n-grams first (Counter counts in C), then look up each distinct one once.
+        vocab = self.vocab
+        pairs = [(vocab[t], c) for t, c in Counter(self.analyze(text)).items() if t in vocab]
+        if not pairs:
             return np.empty(0, dtype=np.int64), np.empty(0)
-        idx = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
-        tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+        idx = np.fromiter((i for i, _ in pairs), dtype=np.int64, count=len(pairs))
+        tf = np.fromiter((c for _, c in pairs), dtype=np.float64, count=len(pairs))
         if self.sublinear:
             tf = np.log(tf) + 1.0
         val = tf * self.idf[idx]
@@ -72,20 +74,29 @@ class RiskModel:
         self._nr = _Head(parts["reasoning"], float(temps["reasoning"]))
         if list(self._sev.classes) != list(SEVERITIES):
             raise ValueError(f"severity head classes are {list(self._sev.classes)}, expected {list(SEVERITIES)}")
+        # Both heads' weights side by side, one row per feature: scoring gathers once.
+        self._weights = np.ascontiguousarray(np.vstack([self._sev.coef, self._nr.coef]).T)
+        self._bias = np.concatenate([self._sev.intercept, self._nr.intercept])
 
     def features(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         parts = [v.features(text) for v in self._vecs]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
+    def _probabilities(self, idx: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, float]:
+        logits = val @ self._weights[idx] + self._bias
+        z = self._sev.beta * logits[:3]
+        z = np.exp(z - z.max())
+        # Binary head: the decision d stands for logits [-d, d], as in training.
+        nr = 1.0 / (1.0 + math.exp(-2.0 * self._nr.beta * float(logits[3])))
+        return z / z.sum(), nr
+
     def probabilities(self, text: str) -> tuple[np.ndarray, float]:
         """P(low, medium, high) and P(needs_reasoning)."""
-        idx, val = self.features(text)
-        return self._sev.proba(idx, val), float(self._nr.proba(idx, val)[1])
+        return self._probabilities(*self.features(text))
 
     def score(self, text: str, explain: bool = False) -> RiskScore:
         idx, val = self.features(text)
-        sev_p = self._sev.proba(idx, val)
-        nr_p = float(self._nr.proba(idx, val)[1])
+        sev_p, nr_p = self._probabilities(idx, val)
         severity = decide_severity(sev_p, self.thresholds.high)
         reasoning = nr_p >= self.thresholds.reasoning
         explanation: tuple[Contribution, ...] = ()
@@ -124,16 +135,6 @@ class _Head:
         self.coef = np.asarray(lr.coef_, dtype=np.float64)
         self.intercept = np.asarray(lr.intercept_, dtype=np.float64)
         self.beta = beta
-
-    def proba(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
-        logits = self.coef[:, idx] @ val + self.intercept
-        if logits.shape[0] == 1:
-            # Binary: the decision d stands for logits [-d, d], as in training.
-            p = 1.0 / (1.0 + math.exp(-2.0 * self.beta * float(logits[0])))
-            return np.array([1.0 - p, p])
-        z = self.beta * logits
-        z = np.exp(z - z.max())
-        return z / z.sum()
 
 
 def decide_severity(probs: np.ndarray, high_threshold: float) -> str:

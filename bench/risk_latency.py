@@ -1,0 +1,63 @@
+"""Risk classifier latency, one query at a time: Ponder's scoring path vs scikit-learn's, side by side.
+
+    python bench/risk_latency.py [--rounds 3]
+Target: p99 under 1 ms per query for Ponder's path on this CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+import time
+
+import numpy as np
+from scipy import sparse
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from common import percentile, table
+from ponderd.risk import artifact, corpus
+
+
+def sklearn_score(model, text: str) -> np.ndarray:
+    p = model.parts
+    x = sparse.hstack([p["word"].transform([text]), p["char"].transform([text])]).tocsr()
+    d = p["severity"].decision_function(x)[0]
+    z = np.exp(model.manifest["temperatures"]["severity"] * d)
+    nr = p["reasoning"].decision_function(x)[0]
+    return np.append(z / z.sum(), 1 / (1 + np.exp(-2 * model.manifest["temperatures"]["reasoning"] * nr)))
+
+
+def measure(fn, texts, rounds: int) -> list[float]:
+    for t in texts[:50]:
+        fn(t)
+    out = []
+    for _ in range(rounds):
+        for t in texts:
+            start = time.perf_counter_ns()
+            fn(t)
+            out.append((time.perf_counter_ns() - start) / 1e3)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    model = artifact.load(artifact.SHIPPED_DIR)
+    texts = [e.text for e in corpus.load(corpus.heldout_files())]
+    fast = measure(lambda t: model.score(t), texts, args.rounds)
+    slow = measure(lambda t: sklearn_score(model, t), texts, args.rounds)
+    rows = [
+        (name, len(v), percentile(v, 50), percentile(v, 99), max(v))
+        for name, v in (("ponder fast path", fast), ("scikit-learn transform+predict", slow))
+    ]
+    print(f"risk classifier latency, single query, {len(texts)} held-out texts x {args.rounds} rounds (microseconds)")
+    print(table(rows, ["path", "n", "p50 us", "p99 us", "max us"]))
+    print(f"speed-up at p50: {percentile(slow, 50) / percentile(fast, 50):.1f}x; "
+          f"fast path p99 {percentile(fast, 99) / 1000:.3f} ms (target < 1 ms): "
+          f"{'met' if percentile(fast, 99) < 1000 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
