@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import sys
 import random
+import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from common import engine, job, run_jobs, table

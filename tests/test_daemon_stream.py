@@ -1,7 +1,6 @@
 """AskStream through the real daemon, and cancellation: what was used is settled, nothing leaks."""
 
 import sqlite3
-import threading
 import time
 
 import grpc

@@ -9,10 +9,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import grpc
-from ponder.v1 import admin_pb2, admin_pb2_grpc, ponder_pb2
 from sqlite_utils import Database
 
-from . import convert, keys, ledger
+from ponder.v1 import admin_pb2, admin_pb2_grpc, ponder_pb2
+
+from . import convert, keys, ledger, spend
 from .assessment import adjust
 from .boundary import rpc
 from .errors import InvalidRequest
@@ -137,7 +138,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             since = ledger.window_start(now, "day", self.d.settings.zone)
         if since >= until:
             raise InvalidRequest("since must be before until")
-        totals = await self.d.store.call(ledger.spend_totals, since, until, tenant)
+        totals = await self.d.store.call(spend.spend_totals, since, until, tenant)
         lines: dict[str, admin_pb2.SpendLine] = {}
         for row in totals:
             line = lines.setdefault(row["tenant"], admin_pb2.SpendLine(tenant=row["tenant"]))
@@ -149,7 +150,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             line.by_status[row["status"]] = row["requests"]
         records = []
         if request.records:
-            rows = await self.d.store.call(ledger.spend_records, since, until, tenant, request.limit or 100)
+            rows = await self.d.store.call(spend.spend_records, since, until, tenant, request.limit or 100)
             records = [convert.spend_record(r) for r in rows]
         return admin_pb2.SpendReportResponse(
             lines=list(lines.values()), records=records, since=convert.timestamp(since), until=convert.timestamp(until)

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from ponder.v1 import admin_pb2, ponder_pb2
 
 from .assessment import Assessment, Contribution

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
@@ -338,33 +338,6 @@ class Ledger:
             window_end=window_end(start, row["window"], self.zone),
             created_at=parse_iso(row["created_at"]),
         )
-
-
-def spend_totals(db: Database, since: datetime, until: datetime, tenant: str | None) -> list[dict[str, Any]]:
-    """Requests, tokens and cost per tenant and status between two instants."""
-    where, args = "at >= ? AND at < ?", [iso(since), iso(until)]
-    if tenant:
-        where += " AND tenant = ?"
-        args.append(tenant)
-    return list(
-        db.query(
-            f"""SELECT tenant, status, COUNT(*) AS requests,
-                SUM(prompt_tokens) AS prompt_tokens, SUM(thinking_tokens) AS thinking_tokens,
-                SUM(answer_tokens) AS answer_tokens, SUM(cost_micros) AS cost_micros
-                FROM spend WHERE {where} GROUP BY tenant, status ORDER BY tenant, status""",
-            args,
-        )
-    )
-
-
-def spend_records(
-    db: Database, since: datetime, until: datetime, tenant: str | None, limit: int
-) -> Iterable[dict[str, Any]]:
-    where, args = "at >= ? AND at < ?", [iso(since), iso(until)]
-    if tenant:
-        where += " AND tenant = ?"
-        args.append(tenant)
-    return list(db.query(f"SELECT * FROM spend WHERE {where} ORDER BY at DESC LIMIT ?", [*args, limit]))
 
 
 class Budgets(Protocol):

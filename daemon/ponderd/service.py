@@ -6,6 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import grpc
+
 from ponder.v1 import ponder_pb2, ponder_pb2_grpc
 
 from . import convert, feedback

@@ -252,7 +252,9 @@ class LlamaEngine:
             self._decode_prompt(tokens, seqs)
             last = self._batch.n_tokens - 1
             for i, state in enumerate(run.states):
-                self._accept(run, i, self._L.llama_sampler_sample(run.samplers[i], self._ctx, last))
+                # A sample that ends at once can settle the vote and stop the rest.
+                if not state.done:
+                    self._accept(run, i, self._L.llama_sampler_sample(run.samplers[i], self._ctx, last))
         except Exception as exc:  # one bad job must not stop the loop
             log.exception("prompt decode failed")
             self._fail(run, exc)

@@ -36,9 +36,8 @@ def _sha256(path: pathlib.Path) -> str:
 
 def save(model: RiskModel, directory: pathlib.Path) -> pathlib.Path:
     """Write model and manifest into `directory` (replaced whole); return it."""
-    import skops.io as sio
-
     import sklearn
+    import skops.io as sio
 
     for name in ("word", "char"):
         # Terms pruned by min_df: only needed for introspection, and most of the file's size.
