@@ -67,9 +67,7 @@ class LlamaEngine:
         self._L = L
         path = resolve_model_path(self.settings.path)
         L.llama_backend_init()
-        # Keep a reference: llama.cpp calls this pointer for as long as the process lives.
-        self._log_cb = L.llama_log_callback(_llama_log)
-        L.llama_log_set(self._log_cb, None)
+        _route_llama_logs(L)
         mp = L.llama_model_default_params()
         mp.n_gpu_layers = self.settings.n_gpu_layers
         self._model = L.llama_model_load_from_file(str(path).encode(), mp)
@@ -365,3 +363,15 @@ class LlamaEngine:
 def _llama_log(level: int, text: bytes, user_data: Any) -> None:
     if log.isEnabledFor(logging.DEBUG):
         log.debug("llama.cpp: %s", text.decode(errors="replace").rstrip())
+
+
+# llama.cpp keeps one log callback for the whole process and may call it from
+# any context until exit, so the ctypes wrapper must outlive every engine: it
+# is the one piece of module state here, set once.
+_LOG_CALLBACK: list[Any] = []
+
+
+def _route_llama_logs(L: Any) -> None:
+    if not _LOG_CALLBACK:
+        _LOG_CALLBACK.append(L.llama_log_callback(_llama_log))
+        L.llama_log_set(_LOG_CALLBACK[0], None)

@@ -1,0 +1,112 @@
+"""The llama.cpp engine itself, with the real embedded model: batching, admission, caps, cancellation."""
+
+import asyncio
+
+import pytest
+
+from ponderd.answers import extract_answer
+from ponderd.engine import GenerationJob
+from ponderd.engine.llama import CLOSE_TAG, OPEN_TAG, LlamaEngine
+from ponderd.errors import Unavailable
+from ponderd.settings import ModelSettings
+from ponderd.voting import vote_decided
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def engine():
+    e = LlamaEngine(ModelSettings(n_ctx=1024, n_seq_max=8), max_queue=4)
+    e.start()
+    yield e
+    e.close()
+
+
+def make_job(e, prompt="Tell me about the sea.", samples=2, thinking=8, answer=8, seed=1, decided=None, system=""):
+    return GenerationJob(e.prepare(system, prompt), samples, thinking, answer, seed, extract_answer,
+                         decided or (lambda answers, remaining: False))
+
+
+def gather(e, jobs):
+    async def main():
+        return await asyncio.gather(*(e.generate(j) for j in jobs), return_exceptions=True)
+
+    return asyncio.run(main())
+
+
+def test_limits_come_from_the_context(engine):
+    limits = engine.limits
+    assert (limits.n_ctx, limits.n_seq_max) == (1024, 8)
+    assert limits.forced_open == len(engine.tokenize(OPEN_TAG)) and limits.forced_close == len(engine.tokenize(CLOSE_TAG))
+    assert limits.forced_skip == 0  # SmolLM2 is not a native reasoning model: no think block to skip
+
+
+def test_jobs_larger_than_the_free_cells_wait_their_turn_and_all_finish(engine):
+    # Each job needs over half of the 1024 cells: they must run one after another, not fail.
+    jobs = [make_job(engine, samples=8, thinking=30, answer=30, seed=i) for i in range(3)]
+    results = gather(engine, jobs)
+    for r in results:
+        assert not isinstance(r, Exception), r
+        assert len(r.samples) == 8 and not r.error
+        assert all(s.thinking_tokens <= 30 and s.answer_tokens <= 30 for s in r.samples)
+    assert engine.queue_depth() == 0
+
+
+def test_same_seed_same_samples(engine):
+    a, b = gather(engine, [make_job(engine, seed=42), make_job(engine, seed=42)])
+    assert [s.text for s in a.samples] == [s.text for s in b.samples]
+    assert [s.thinking for s in a.samples] == [s.thinking for s in b.samples]
+
+
+def test_a_decided_vote_stops_the_other_samples(engine):
+    # Every sample answers the same short thing, so the vote settles early.
+    (r,) = gather(engine, [make_job(engine, prompt="Say OK.", samples=7, thinking=0, answer=2, decided=vote_decided)])
+    reasons = [s.finish_reason for s in r.samples]
+    assert r.samples_stopped == reasons.count("vote_decided")
+    finished = [s.answer for s in r.samples if s.finish_reason in ("stop", "length")]
+    if r.samples_stopped:
+        assert vote_decided(finished, r.samples_stopped)
+
+
+def test_a_cancelled_job_stops_and_reports_what_it_used(engine):
+    async def main():
+        job = make_job(engine, samples=2, thinking=200, answer=200)
+        task = asyncio.ensure_future(engine.generate(job))
+        await asyncio.sleep(0.3)
+        job.cancel()
+        return await task
+
+    r = asyncio.run(main())
+    assert {s.finish_reason for s in r.samples} == {"cancelled"}
+    assert 0 < r.thinking_tokens + r.answer_tokens < 2 * 400
+
+
+def test_a_full_queue_is_refused(engine):
+    async def main():
+        jobs = [make_job(engine, samples=8, thinking=40, answer=20, seed=i) for i in range(8)]
+        tasks = [asyncio.ensure_future(engine.generate(j)) for j in jobs]
+        await asyncio.sleep(0.05)  # every job has been submitted (or refused)
+        for j in jobs:
+            j.cancel()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    results = asyncio.run(main())
+    refused = [r for r in results if isinstance(r, Unavailable)]
+    assert len(refused) >= 8 - 4 - 1  # 4 may wait, 1 may already run
+    assert "already waiting for the model" in refused[0].message
+    assert engine.queue_depth() == 0
+
+
+def test_native_mode_opens_and_skips_the_think_block_itself():
+    e = LlamaEngine(ModelSettings(n_ctx=512, n_seq_max=2, thinking="native"), max_queue=2)
+    e.start()
+    try:
+        p = e.prepare("", "hi")
+        assert p.open_thinking == e.tokenize(OPEN_TAG)
+        assert p.skip_thinking == e.tokenize(OPEN_TAG + CLOSE_TAG)
+        (r,) = gather(e, [make_job(e, samples=2, thinking=5, answer=4)])
+        assert all(s.thinking_tokens <= 5 for s in r.samples)
+        (r,) = gather(e, [make_job(e, samples=1, thinking=0, answer=4)])
+        assert r.shared_forced_tokens == len(p.skip_thinking) and r.thinking_tokens == 0
+    finally:
+        e.close()
