@@ -16,7 +16,9 @@ LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF
 WHEELHOUSE := $(HOME)/.cache/ponder/wheels/llama-$(LLAMA_VERSION)-$(shell printf '%s' '$(LLAMA_CMAKE_ARGS)' | cksum | cut -d' ' -f1)
 
 LISTEN ?= 127.0.0.1:50051
-STATE_DIR ?= state
+# Empty: the default state directory (~/.local/state/ponder, or PONDER_STATE_DIR),
+# where client commands on this host find the daemon and its local key.
+STATE_DIR ?=
 
 .PHONY: setup run test proto bench risk-model check clean
 
@@ -37,7 +39,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 run: setup
-	$(BIN)/ponder serve --listen $(LISTEN) --state-dir $(STATE_DIR)
+	$(BIN)/ponder serve --listen $(LISTEN) $(if $(STATE_DIR),--state-dir $(STATE_DIR))
 
 test: setup
 	$(BIN)/python -m pytest

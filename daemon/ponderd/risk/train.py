@@ -26,6 +26,12 @@ from .corpus import Example, data_hash
 from .model import SEVERITIES, RiskModel, decide_severity
 
 FEEDBACK_WEIGHT = 3.0
+# The high threshold aims this far above the recall target on out-of-fold
+# scores, so unseen data still clears it. Out-of-fold recall already runs a
+# little below held-out recall; a wider margin buys little recall and costs
+# high-severity precision (measured: +1.5 points gave held-out recall 0.977 at
+# precision 0.76; see docs/risk.md).
+RECALL_MARGIN = 0.005
 
 
 @dataclass(frozen=True)
@@ -132,8 +138,7 @@ def train(
     d_nr = _oof_decision(x, y_nr, h.reasoning_c, w, h.folds)
     beta_sev, beta_nr = _temperature(d_sev, y_sev), _temperature(d_nr, y_nr)
     p_sev, p_nr = _proba(d_sev, beta_sev), _proba(d_nr, beta_nr)[:, 1]
-    # Aim a little above the target so unseen data still clears it.
-    t_high = high_threshold(p_sev[:, 2], y_sev == 2, min(1.0, recall_target + 0.015))
+    t_high = high_threshold(p_sev[:, 2], y_sev == 2, min(1.0, recall_target + RECALL_MARGIN))
     t_nr = reasoning_threshold(p_nr, y_nr.astype(bool))
 
     sev_lr = _lr(h.severity_c).fit(x, y_sev, sample_weight=w)
