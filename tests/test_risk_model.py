@@ -11,6 +11,7 @@ from scipy import sparse
 from ponderd.errors import ArtifactError
 from ponderd.risk import artifact, corpus
 from ponderd.risk.metrics import confusion, expected_calibration_error, macro_f1, per_class
+from ponderd.risk.model import RiskModel, digit_shape
 from ponderd.risk.retrain import gate
 from ponderd.risk.train import evaluate, high_threshold
 
@@ -47,7 +48,7 @@ def test_shipped_model_was_trained_on_the_corpus_in_the_repo(model):
 def test_the_fast_path_matches_scikit_learn(model, heldout):
     texts = [e.text for e in heldout[:200]]
     p = model.parts
-    x = sparse.hstack([p["word"].transform(texts), p["char"].transform(texts)]).tocsr()
+    x = sparse.hstack([p["word"].transform(texts), p["char"].transform([model.char_input(t) for t in texts])]).tocsr()
     for head, key in (("severity", "severity"), ("reasoning", "reasoning")):
         d = p[head].decision_function(x)
         logits = d if d.ndim == 2 else np.stack([-d, d], axis=1)
@@ -67,6 +68,26 @@ def test_scores_are_calibrated_probabilities_with_an_explanation(model):
     assert s.severity == "high"
     assert {c.axis for c in s.explanation} <= {"severity", "needs_reasoning"}
     assert all(c.weight > 0 and (c.feature.startswith("word:") or c.feature.startswith("char:")) for c in s.explanation)
+
+
+@pytest.mark.parametrize(
+    "text, shaped",
+    [("17 * 23", "00 * 00"), ("v2.3.1, 500mg", "v0.0.0, 000mg"), ("٣ apples", "0 apples"), ("no digits", "no digits")],
+)
+def test_character_ngrams_read_digits_by_shape(text, shaped):
+    assert digit_shape(text) == shaped
+
+
+def test_unseen_arithmetic_is_recognised_as_needing_reasoning(model):
+    for text in ("What is 17 * 23?", "what is 1234 + 5678"):
+        assert model.score(text).needs_reasoning, text
+
+
+def test_artifacts_without_the_digit_shape_option_read_raw_text(model):
+    manifest = {**model.manifest, "hyper": {k: v for k, v in model.manifest["hyper"].items() if k != "digit_shape"}}
+    old = RiskModel(model.parts, manifest)
+    assert old.char_input("17 * 23") == "17 * 23"
+    assert model.char_input("17 * 23") == "00 * 00"
 
 
 @pytest.mark.parametrize(

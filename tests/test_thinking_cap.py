@@ -80,3 +80,19 @@ def test_text_events_are_tagged_with_their_phase():
     events = []
     run(2, 2, [(1, "a"), (2, "b"), (3, "c"), (EOG, "")], events)
     assert events == [("thinking", "a"), ("thinking", "b"), ("answer", "c")]
+
+
+@pytest.mark.parametrize(
+    "pieces, text",
+    [
+        ([(5, "327"), (6, "\n</"), (7, "think"), (8, ">")], "327"),
+        ([(5, "The answer is"), (6, "</think>"), (7, " 5.")], "The answer is 5."),
+        ([(5, "a <"), (6, "/b"), (7, " c")], "a </b c"),  # held while it could be the tag, then let go
+        ([(5, "x </thi")], "x </thi"),  # held at the end: flushed when the sample stops
+    ],
+)
+def test_a_stray_closing_tag_after_thinking_is_not_answer_text(pieces, text):
+    events = []
+    st, _ = run(1, 10, [(1, "t"), *pieces, (EOG, "")], events)
+    assert st.result.text == text
+    assert "".join(t for phase, t in events if phase == "answer").strip() == text

@@ -32,7 +32,7 @@ from .app import Daemon, build
 from .auth import AuthInterceptor
 from .errors import PonderError
 from .service import PonderService
-from .settings import Settings, SettingsError, load_settings
+from .settings import Settings, SettingsError, default_state_dir, load_settings
 
 log = logging.getLogger("ponder.server")
 
@@ -122,6 +122,8 @@ class Server:
             "Ponder listening on %s:%d (model %s, policy %s, risk model %s)",
             host, self.port, d.engine.model_name, d.policies.current().version, d.classifier.current().version,
         )
+        if (self.settings.state_dir / "local.token").exists():
+            log.info("ask it, from a second terminal: %s", ask_hint(self.settings))
 
     async def shutdown(self) -> None:
         d = self.daemon
@@ -167,6 +169,17 @@ class Server:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(address + "\n")
         tmp.replace(path)
+
+
+def ask_hint(settings: Settings) -> str:
+    """The command that asks this daemon something from this host, as a user would type it."""
+    script = os.path.join(os.path.dirname(sys.executable), "ponder")
+    if not os.path.exists(script):
+        script = "ponder"
+    elif not os.path.relpath(script).startswith(".."):
+        script = os.path.relpath(script)
+    env = "" if settings.state_dir == default_state_dir() else f"PONDER_STATE_DIR={settings.state_dir} "
+    return f'{env}{script} ask "What is 17 * 23?"'
 
 
 def configure_logging(level: str) -> None:

@@ -60,7 +60,9 @@ def print_answer(r: ponder_pb2.AskResponse, text: bool = True) -> None:
     for reason in r.plan.reasons:
         _row("", reason)
     if r.votes:
-        _row("votes", ", ".join(f"{v.answer!r} x{v.count}" for v in r.votes))
+        tie = len(r.votes) > 1 and r.votes[0].count == r.votes[1].count
+        note = "  (a tie: the first sample to give a leading answer wins)" if tie else ""
+        _row("votes", ", ".join(f"{v.answer!r} x{v.count}" for v in r.votes) + note)
     u = r.usage
     stopped = f", {u.samples_stopped} stopped early (vote decided)" if u.samples_stopped else ""
     _row(

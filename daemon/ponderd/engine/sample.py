@@ -33,6 +33,8 @@ class SampleState:
         self.result = SampleResult(self.index)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._raw_thinking = ""
+        # Answer text that may be the start of a stray </think>, held until it is not.
+        self._held = ""
         if self.thinking_cap == 0:
             self.phase = ANSWER
 
@@ -94,18 +96,25 @@ class SampleState:
             self._finish("stop")
             return
         self.result.answer_tokens += 1
-        text = self._decoder.decode(piece)
-        self.result.text += text
-        self._emit(ANSWER, text)
+        self._answer_text(self._decoder.decode(piece))
         if self.result.answer_tokens >= self.answer_cap:
             self._finish("length")
         else:
             self.feed = [token]
 
+    def _answer_text(self, text: str, final: bool = False) -> None:
+        # Small models often close the thinking block again after Ponder closed
+        # it for them; the tag is not answer text, in the result or the stream.
+        held = (self._held + text).replace(CLOSE_TAG, "")
+        keep = 0 if final else _partial_tag(held)
+        out, self._held = held[: len(held) - keep], held[len(held) - keep :]
+        self.result.text += out
+        self._emit(ANSWER, out)
+
     def _finish(self, reason: str) -> None:
         tail = self._decoder.decode(b"", final=True)
         if self.phase == ANSWER:
-            self.result.text += tail
+            self._answer_text(tail, final=True)
         self.result.text = self.result.text.strip()
         self.result.thinking = self.result.thinking.strip()
         self.result.finish_reason = reason
@@ -115,3 +124,11 @@ class SampleState:
     def _emit(self, phase: str, text: str) -> None:
         if text and self.on_text is not None:
             self.on_text(self.index, phase, text)
+
+
+def _partial_tag(text: str) -> int:
+    """The length of the longest end of text that could begin a </think> tag."""
+    for n in range(min(len(text), len(CLOSE_TAG) - 1), 0, -1):
+        if CLOSE_TAG.startswith(text[-n:]):
+            return n
+    return 0

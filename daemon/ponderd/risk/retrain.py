@@ -52,6 +52,7 @@ def gate(candidate: dict[str, float], incumbent: dict[str, float]) -> tuple[bool
 
 def hyper_from(manifest: dict[str, Any]) -> Hyper:
     h = dict(manifest.get("hyper", {}))
+    h.setdefault("digit_shape", False)  # artifacts from before the option read raw text
     for key in ("word_ngrams", "char_ngrams"):
         if key in h:
             h[key] = tuple(h[key])

@@ -23,7 +23,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from . import metrics
 from .corpus import Example, data_hash
-from .model import SEVERITIES, RiskModel, decide_severity
+from .model import SEVERITIES, RiskModel, decide_severity, digit_shape
 
 FEEDBACK_WEIGHT = 3.0
 # The high threshold aims this far above the recall target on out-of-fold
@@ -41,6 +41,7 @@ class Hyper:
     word_ngrams: tuple[int, int] = (1, 2)
     char_ngrams: tuple[int, int] = (2, 5)
     char_min_df: int = 2
+    digit_shape: bool = True
     folds: int = 5
 
 
@@ -129,7 +130,8 @@ def train(
     y_sev = np.array([SEVERITIES.index(e.severity) for e in data])
     y_nr = np.array([int(e.needs_reasoning) for e in data])
     word, char = vectorizers(h)
-    x = sparse.hstack([word.fit_transform(texts), char.fit_transform(texts)]).tocsr()
+    char_texts = [digit_shape(t) for t in texts] if h.digit_shape else texts
+    x = sparse.hstack([word.fit_transform(texts), char.fit_transform(char_texts)]).tocsr()
 
     selection: list[dict[str, Any]] = []
     if select:
