@@ -28,6 +28,8 @@ def test_ready_reload_drain_and_clean_exit(cli_env, tmp_path):
     address = d.wait_ready()
     assert sock.recv(100) == b"READY=1"
     token = (d.state_dir / "local.token").read_text().strip()
+    # It says how to ask it, with the state dir the CLI needs to find it.
+    assert f'PONDER_STATE_DIR={d.state_dir} ' in d.log.read_text() and ' ask "What is 17 * 23?"' in d.log.read_text()
     with grpc.insecure_channel(address) as ch:
         health = health_pb2_grpc.HealthStub(ch)
         assert health.Check(health_pb2.HealthCheckRequest(service="ponder.v1.Ponder")).status == health_pb2.HealthCheckResponse.SERVING

@@ -178,7 +178,9 @@ def ask_hint(settings: Settings) -> str:
         script = "ponder"
     elif not os.path.relpath(script).startswith(".."):
         script = os.path.relpath(script)
-    env = "" if settings.state_dir == default_state_dir() else f"PONDER_STATE_DIR={settings.state_dir} "
+    # A second terminal may not share this one's PONDER_STATE_DIR: name any non-default dir.
+    home_default = default_state_dir({k: v for k, v in os.environ.items() if k != "PONDER_STATE_DIR"})
+    env = "" if settings.state_dir == home_default else f"PONDER_STATE_DIR={settings.state_dir} "
     return f'{env}{script} ask "What is 17 * 23?"'
 
 
