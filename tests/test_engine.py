@@ -68,6 +68,19 @@ def test_a_decided_vote_stops_the_other_samples(engine):
         assert vote_decided(finished, r.samples_stopped)
 
 
+def test_once_the_vote_is_called_the_running_samples_stop_where_they_are(engine):
+    # A rule that calls the vote at the first finished sample: whatever still runs then must stop in
+    # that same step (the finisher's end-of-text token is not an answer token, hence the +1),
+    # and what the stopped samples decoded is counted in the usage.
+    (r,) = gather(engine, [make_job(engine, prompt="Name a colour and say why you like it.", samples=6, thinking=0,
+                                    answer=24, seed=3, decided=lambda answers, remaining: True)])
+    stopped = [s for s in r.samples if s.finish_reason == "vote_decided"]
+    finished = [s for s in r.samples if s.finish_reason in ("stop", "length")]
+    assert stopped and finished and r.samples_stopped == len(stopped)
+    assert max(s.answer_tokens for s in stopped) <= min(s.answer_tokens for s in finished) + 1
+    assert r.answer_tokens == sum(s.answer_tokens for s in r.samples)
+
+
 def test_a_cancelled_job_stops_and_reports_what_it_used(engine):
     async def main():
         job = make_job(engine, samples=2, thinking=200, answer=200)
