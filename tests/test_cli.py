@@ -92,8 +92,14 @@ def test_risk_score_reads_and_writes_json_lines(cli_env):
 
 
 def test_risk_eval_and_explain(cli_env, tmp_path):
-    out = ponder(cli_env, "risk", "eval", str(REPO / "daemon/ponderd/risk/data/corpus/money.heldout.jsonl")).stdout
+    corpus = REPO / "daemon/ponderd/risk/data/corpus"
+    out = ponder(cli_env, "risk", "eval", str(corpus / "money.heldout.jsonl")).stdout
     assert "macro-F1" in out and "confusion" in out and "ECE" in out and "needs_reasoning" in out
+    assert "money.heldout.jsonl: 180 examples" in out
+    # Several files are scored together, as one set.
+    both = json.loads(ponder(cli_env, "risk", "eval", str(corpus / "money.heldout.jsonl"),
+                             str(corpus / "tech.heldout.jsonl"), "--json").stdout)
+    assert both["summary"]["examples"] == 360
     explained = json.loads(ponder(cli_env, "risk", "explain", "my baby has a fever of 39.5, dose?", "--json").stdout)
     assert explained["severity"] == "high" and explained["explanation"]
     bad = ponder(cli_env, "risk", "eval", str(tmp_path / "missing.jsonl"), check=False)

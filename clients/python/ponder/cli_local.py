@@ -74,9 +74,9 @@ def risk_score(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _print_report(report: dict[str, Any]) -> None:
+def _print_report(report: dict[str, Any], what: str) -> None:
     s = report["summary"]
-    print(f"held-out examples: {int(s['examples'])}")
+    print(f"{what}: {int(s['examples'])} examples")
     print("severity      precision  recall  f1      support")
     for label, r in report["severity"].items():
         print(f"  {label:<10}  {r['precision']:.3f}      {r['recall']:.3f}   {r['f1']:.3f}   {int(r['support'])}")
@@ -113,7 +113,7 @@ def risk_train(args: argparse.Namespace) -> int:
     print(f"trained {m['version']} on {m['examples']} examples in {report.seconds:.1f}s; wrote {output}")
     print(f"thresholds: high >= {m['thresholds']['high']:.3f} (recall target {args.recall_target}), "
           f"needs_reasoning >= {m['thresholds']['reasoning']:.3f}")
-    _print_report(report.heldout)
+    _print_report(report.heldout, "held-out files")
     return 0
 
 
@@ -122,7 +122,7 @@ def risk_eval(args: argparse.Namespace) -> int:
     from ponderd.risk.train import evaluate
 
     try:
-        examples = corpus.read_jsonl(pathlib.Path(args.file))
+        examples = [ex for f in args.files for ex in corpus.read_jsonl(pathlib.Path(f))]
     except (OSError, ValueError) as exc:
         print(f"ponder: {exc}", file=sys.stderr)
         return 1
@@ -132,7 +132,7 @@ def risk_eval(args: argparse.Namespace) -> int:
         dump_json(report | {"model_version": model.version})
     else:
         print(f"model {model.version}")
-        _print_report(report)
+        _print_report(report, ", ".join(args.files) if len(args.files) < 4 else f"{len(args.files)} files")
     return 0
 
 
@@ -181,8 +181,8 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=risk_train)
 
-    p = r.add_parser("eval", help="evaluate the model on a labeled JSON lines file", description="Per-class precision/recall, macro-F1, confusion matrix and calibration on a labeled file.")
-    p.add_argument("file")
+    p = r.add_parser("eval", help="evaluate the model on labeled JSON lines files", description="Per-class precision/recall, macro-F1, confusion matrix and calibration on labeled files, taken together.")
+    p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     with_model(p)
     p.set_defaults(handler=risk_eval)
