@@ -50,15 +50,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 raise PermissionDenied(f"{method} needs an admin key; this is a key of tenant {who.tenant!r}")
             return who
 
+        async def admit(context: grpc.aio.ServicerContext) -> None:
+            try:
+                _principal.set(authorize())
+            except PonderError as exc:
+                log.info("refused %s: %s", method, exc.message)
+                await boundary.abort(context, exc)
+
         if handler.unary_unary:
             inner = handler.unary_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                try:
-                    _principal.set(authorize())
-                except PonderError as exc:
-                    log.info("refused %s: %s", method, exc.message)
-                    await boundary.abort(context, exc)
+                await admit(context)
                 return await inner(request, context)
 
             return grpc.unary_unary_rpc_method_handler(
@@ -68,11 +71,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             inner_stream = handler.unary_stream
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                try:
-                    _principal.set(authorize())
-                except PonderError as exc:
-                    log.info("refused %s: %s", method, exc.message)
-                    await boundary.abort(context, exc)
+                await admit(context)
                 async for item in inner_stream(request, context):
                     yield item
 
