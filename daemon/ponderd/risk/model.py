@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,13 +55,12 @@ class _Vectorizer:
         self.names = names
 
     def features(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        # Count the n-grams first (Counter counts in C), then look up each distinct one once.
-        vocab = self.vocab
-        pairs = [(vocab[t], c) for t, c in Counter(self.analyze(text)).items() if t in vocab]
-        if not pairs:
+        # Look every n-gram up in C (map over dict.get), then count the known ones with one sort.
+        ids = [i for i in map(self.vocab.get, self.analyze(text)) if i is not None]
+        if not ids:
             return np.empty(0, dtype=np.int64), np.empty(0)
-        idx = np.fromiter((i for i, _ in pairs), dtype=np.int64, count=len(pairs))
-        tf = np.fromiter((c for _, c in pairs), dtype=np.float64, count=len(pairs))
+        idx, counts = np.unique(np.array(ids, dtype=np.int64), return_counts=True)
+        tf = counts.astype(np.float64)
         if self.sublinear:
             tf = np.log(tf) + 1.0
         val = tf * self.idf[idx]
