@@ -9,8 +9,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from ponderd.clock import ManualClock
-from ponderd.errors import BudgetExhausted
-from ponderd.ledger import Ledger, SpendRow, SqliteBudgets, iso, window_end, window_start
+from ponderd.errors import BudgetExhausted, NotFound
+from ponderd.budgets import SqliteBudgets
+from ponderd.ledger import Ledger, SpendRow, iso, window_end, window_start
 from ponderd.store import Store, connect
 
 UTC = timezone.utc
@@ -90,6 +91,18 @@ def test_settle_charges_actual_cost_never_above_the_reservation(db, ledger):
     assert (b.spent_micros, b.reserved_micros) == (223_456, 0)
     assert db["spend"].count == 2 and db["reservations"].count == 0
     assert db["prompts"].get("r1")["text"] == "the prompt"
+
+
+def test_settle_is_idempotent_by_request_id(db, ledger):
+    ledger.reserve_first_fitting(db, "acme", "r1", [Cand(500_000)], NOW)
+    assert ledger.settle(db, row("r1", cost=123_456), None) == 123_456
+    # A retry (did the first attempt commit?) returns the same charge and changes nothing.
+    assert ledger.settle(db, row("r1", cost=400_000), None) == 123_456
+    b = ledger.balance(db, "acme", NOW)
+    assert (b.spent_micros, b.reserved_micros) == (123_456, 0)
+    assert db["spend"].count == 1
+    with pytest.raises(NotFound):
+        ledger.settle(db, row("never-reserved", cost=1), None)
 
 
 def test_window_renewal_restores_the_budget_and_carries_open_reservations(db, ledger):

@@ -11,7 +11,8 @@ from . import keys
 from .clock import Clock, SystemClock
 from .engine import Engine
 from .jobs import Jobs
-from .ledger import Ledger, SqliteBudgets, to_micros
+from .budgets import SqliteBudgets
+from .ledger import Ledger, to_micros
 from .pipeline import Pipeline
 from .policy import Policy, PolicyHolder
 from .risk import Classifier, ClassifierHolder
@@ -46,13 +47,23 @@ class Daemon:
         self.engine.start()
 
     def reload(self) -> tuple[Policy, Classifier]:
-        """Re-read the policy file and the risk model; each keeps its old version if the new one is bad."""
-        policy = self.policies.reload()
-        return policy, self.classifier.reload()
+        """Re-read the policy file and the risk model: both come into force, or neither does.
 
-    def close(self) -> None:
+        The classifier's lock is held throughout, so a retrain cannot install
+        a model between this reload's load and its swap (and be reverted by it).
+        """
+        with self.classifier.lock:
+            policy = self.policies.load()
+            model = self.classifier.load()
+            self.policies.swap(policy)
+            self.classifier.swap(model)
+        return policy, model
+
+    def close(self, free_model: bool = True) -> None:
+        """Stop the jobs, free the model (unless a request may still use it), close the database."""
         self.jobs.shutdown()
-        self.engine.close()
+        if free_model:
+            self.engine.close()
         self.store.close()
 
     def _bootstrap(self, db: Database) -> None:

@@ -70,6 +70,10 @@ class Unavailable(PonderError):
     """The daemon cannot take the call now (draining, overloaded); retry later."""
 
 
+class StorageUnavailable(Unavailable):
+    """The database cannot be written (disk full, I/O error): nothing was charged; retry when it recovers."""
+
+
 class Cancelled(PonderError):
     """The caller went away or the request was stopped."""
 

@@ -48,9 +48,9 @@ class Jobs:
 
     async def expire_reservations(self, grace: timedelta = ORPHAN_GRACE) -> str:
         now = self.d.clock.now()
-        settled = await self.d.store.call(
-            self.d.ledger.settle_orphans, set(self.d.pipeline.live), now - grace, now
-        )
+        # Running requests, and settlements waiting for the disk, are owned: only a crash leaves true orphans.
+        owned = set(self.d.pipeline.live) | self.d.budgets.unsettled()
+        settled = await self.d.store.call(self.d.ledger.settle_orphans, owned, now - grace, now)
         return f"settled {len(settled)} orphaned reservation(s)"
 
     async def prune_prompts(self) -> str:

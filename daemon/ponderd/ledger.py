@@ -220,12 +220,20 @@ class Ledger:
         )
 
     def settle(self, db: Database, row: SpendRow, prompt_text: str | None) -> int:
-        """Release the reservation, charge the actual cost (never above it), write the spend record."""
+        """Release the reservation, charge the actual cost (never above it), write the spend record.
+
+        Idempotent by request id: settling a request that is settled already
+        changes nothing and returns what it was charged, so a retry after a
+        fault (did the first attempt commit?) can never charge twice.
+        """
         with db.atomic():
             res = db.execute(
                 "SELECT tenant, amount_micros FROM reservations WHERE request_id = ?", [row.request_id]
             ).fetchone()
             if res is None:
+                done = db.execute("SELECT cost_micros FROM spend WHERE request_id = ?", [row.request_id]).fetchone()
+                if done is not None:
+                    return int(done[0])
                 raise NotFound(f"no reservation for request {row.request_id}")
             reserved = res[1]
             charged = min(row.cost_micros, reserved)
@@ -257,7 +265,8 @@ class Ledger:
             "needs_reasoning": int(row.needs_reasoning),
             "model_needs_reasoning": int(row.model_needs_reasoning),
         }
-        db["spend"].insert(record)
+        # A retried refusal whose first write did commit stays one record.
+        db["spend"].insert(record, ignore=True)
 
     def open_reservations(self, db: Database) -> list[dict[str, Any]]:
         return list(db.query("SELECT * FROM reservations ORDER BY created_at"))
@@ -338,44 +347,3 @@ class Ledger:
             window_end=window_end(start, row["window"], self.zone),
             created_at=parse_iso(row["created_at"]),
         )
-
-
-class Budgets(Protocol):
-    """The ledger seam the request path uses."""
-
-    async def reserve(
-        self, tenant: str, request_id: str, candidates: Sequence[Candidate], context: dict[str, Any]
-    ) -> int:
-        """Reserve the first candidate that fits the tenant's budget; return its index."""
-
-    async def settle(self, row: SpendRow, prompt_text: str | None) -> int:
-        """Release the request's reservation, charge its actual cost, log it; return the charge."""
-
-    async def refuse(self, row: SpendRow) -> None:
-        """Log a request refused before reserving anything."""
-
-    async def balance(self, tenant: str) -> BalanceView:
-        """The tenant's budget in its current window."""
-
-
-class SqliteBudgets:
-    """Budgets on the store's owner thread, with time from the injected clock."""
-
-    def __init__(self, store: Any, ledger: Ledger, clock: Any) -> None:
-        self.store, self.ledger, self.clock = store, ledger, clock
-
-    async def reserve(
-        self, tenant: str, request_id: str, candidates: Sequence[Candidate], context: dict[str, Any]
-    ) -> int:
-        return await self.store.call(
-            self.ledger.reserve_first_fitting, tenant, request_id, candidates, self.clock.now(), context
-        )
-
-    async def settle(self, row: SpendRow, prompt_text: str | None) -> int:
-        return await self.store.call(self.ledger.settle, row, prompt_text)
-
-    async def refuse(self, row: SpendRow) -> None:
-        await self.store.call(self.ledger.record_refusal, row)
-
-    async def balance(self, tenant: str) -> BalanceView:
-        return await self.store.call(self.ledger.balance, tenant, self.clock.now())

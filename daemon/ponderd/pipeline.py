@@ -8,18 +8,30 @@ reservation always settles it, whether it succeeds, fails or is cancelled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from . import answers, voting
 from .assessment import Assessment, adjust
 from .clock import Clock
 from .engine import Engine, GenerationJob, GenerationResult, PreparedPrompt
-from .errors import BudgetExhausted, EngineFailure, InvalidRequest, PermissionDenied
+from .budgets import Budgets
+from .errors import (
+    BudgetExhausted,
+    Cancelled,
+    EngineFailure,
+    InvalidRequest,
+    PermissionDenied,
+    PonderError,
+    StorageUnavailable,
+    Unavailable,
+)
+from .inflight import CANCELLED, DEADLINE, DRAINED, Inflight, Stop
 from .keys import Principal
-from .ledger import BalanceView, Budgets, SpendRow, iso
+from .ledger import BalanceView, SpendRow, iso, to_credits
 from .planner import Hints, Plan, check_hints, plan_candidates
 from .policy import Policy, PolicyHolder
 from .risk import ClassifierHolder
@@ -34,6 +46,8 @@ class AskInput:
     hints: Hints = field(default_factory=Hints)
     seed: int = 0
     explain: bool = False
+    # Seconds the caller allows (its gRPC deadline), to tell a deadline from a disconnect.
+    timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -78,58 +92,81 @@ class Pipeline:
         self.budgets = budgets
         self.clock = clock
         self.keep_prompts = keep_prompts
-        # Requests holding a reservation right now: the orphan sweeper leaves these alone.
+        self.inflight = Inflight()
+        # Requests that hold, or are about to take, a reservation: the sweeper leaves these alone.
         self.live: set[str] = set()
 
     async def quote(self, who: Principal, req: AskInput) -> Quote:
         """Assess and plan without generating or charging."""
-        quote, _, _ = await self._plan(who, req)
-        return quote
+
+        async def body(stop: Stop) -> Quote:
+            return (await self._plan(who, req))[0]
+
+        return await self.inflight.run(body)
 
     async def ask(self, who: Principal, req: AskInput, events: EventSink | None = None) -> Outcome:
+        """Plan, reserve, generate, settle. Runs to its end even if the caller goes away (see inflight.py)."""
+        deadline = self.clock.monotonic() + req.timeout if req.timeout is not None else None
+        return await self.inflight.run(lambda stop: self._ask(who, req, events, stop), deadline)
+
+    async def _ask(self, who: Principal, req: AskInput, events: EventSink | None, stop: Stop) -> Outcome:
         started = self.clock.monotonic()
         quote, prepared, candidates = await self._plan(who, req)
+        if stop.reason:
+            raise _stopped(stop.reason, 0)
         tenant = _tenant(who)
         request_id = secrets.token_hex(12)
-        try:
-            chosen = await self.budgets.reserve(tenant, request_id, candidates, _context(quote.assessment))
-        except BudgetExhausted as exc:
-            await self.budgets.refuse(self._row(request_id, tenant, quote, None, 0, started, "refused", exc.message))
-            raise
-        plan = candidates[chosen]
-        quote = Quote(quote.assessment, plan, quote.prompt_tokens, quote.balance, quote.policy)
+        # Live before the reservation exists: the sweeper must never settle a
+        # reservation whose request is about to learn it holds it.
         self.live.add(request_id)
+        try:
+            try:
+                chosen = await self.budgets.reserve(tenant, request_id, candidates, _context(quote.assessment))
+            except BudgetExhausted as exc:
+                row = self._row(request_id, tenant, quote, None, 0, started, "refused", exc.message)
+                with contextlib.suppress(StorageUnavailable):  # the refusal's record waits in Budgets
+                    await self.budgets.refuse(row)
+                raise
+            # From here the reservation is this request's: every path below settles it exactly once.
+            quote = replace(quote, plan=candidates[chosen])
+            return await self._generate(request_id, tenant, req, quote, prepared, events, stop, started)
+        finally:
+            self.live.discard(request_id)
+
+    async def _generate(
+        self, request_id: str, tenant: str, req: AskInput, quote: Quote, prepared: PreparedPrompt,
+        events: EventSink | None, stop: Stop, started: float,
+    ) -> Outcome:
+        nothing = GenerationResult(0, 0, [])
+        if stop.reason:
+            return await self._settle(request_id, tenant, req, quote, nothing, started, stop.reason, _why(stop.reason))
         if events:
             events("plan", (request_id, quote))
-        loop = asyncio.get_running_loop()
-        on_text = None
-        if events:
-            def on_text(sample: int, phase: str, text: str) -> None:
-                loop.call_soon_threadsafe(events, "delta", (sample, phase, text))
+        plan = quote.plan
         job = GenerationJob(
             prepared, plan.samples, plan.thinking_tokens, plan.answer_tokens,
-            req.seed or secrets.randbits(31), answers.extract_answer, voting.vote_decided, on_text,
+            req.seed or secrets.randbits(31), answers.extract_answer, voting.vote_decided, _text_sink(events),
         )
-        status, error = "ok", ""
-        result: GenerationResult | None = None
-        generation = asyncio.ensure_future(self.engine.generate(job))
+        stop.on_stop(job.cancel)
         try:
-            result = await asyncio.shield(generation)
-            if result.error:
-                status, error = "failed", result.error
-                raise EngineFailure(f"the model failed while generating ({result.error}); the tokens it used are charged")
-        except asyncio.CancelledError:
-            # The caller went away: stop the samples, then charge what they used.
-            job.cancel()
-            result = await generation
-            status, error = "cancelled", "the client cancelled the call"
+            result = await self.engine.generate(job)
+        except PonderError as exc:
+            # The engine refused the job (queue full, shutting down): nothing ran, nothing is charged.
+            await self._settle(request_id, tenant, req, quote, nothing, started, "refused", exc.message)
             raise
-        finally:
-            if result is None:  # the engine refused the job (e.g. overloaded): nothing ran
-                result = GenerationResult(len(prepared.tokens), 0, [])
-                status, error = "failed", "the engine did not run the job"
-            outcome = await self._settle(request_id, tenant, req, quote, result, started, status, error)
-        return outcome
+        except Exception as exc:
+            log.exception("the engine failed request %s before running it", request_id)
+            await self._settle(request_id, tenant, req, quote, nothing, started, "failed", str(exc))
+            raise EngineFailure(f"the model could not run the request ({exc}); nothing was charged")
+        if result.fatal:
+            status, error = "failed", f"the model engine stopped: {result.error}"
+        elif stop.reason:
+            status, error = stop.reason, _why(stop.reason)
+        elif result.error:
+            status, error = "failed", result.error
+        else:
+            status, error = "ok", ""
+        return await self._settle(request_id, tenant, req, quote, result, started, status, error)
 
     async def _plan(self, who: Principal, req: AskInput) -> tuple[Quote, PreparedPrompt, list[Plan]]:
         tenant = _tenant(who)
@@ -139,8 +176,10 @@ class Pipeline:
         rules = policy.rules_for(tenant)
         check_hints(req.hints, rules, policy, tenant, self.engine.limits)
         prepared = await asyncio.to_thread(self.engine.prepare, req.system, req.prompt)
-        score = self.classifier.current().score(req.prompt, explain=req.explain)
-        assessment = adjust(score, policy, tenant, req.prompt, req.hints.severity_floor)
+        # Assess, and match override rules against, everything the model will read.
+        text = f"{req.system}\n{req.prompt}" if req.system.strip() else req.prompt
+        score = self.classifier.current().score(text, explain=req.explain)
+        assessment = adjust(score, policy, tenant, text, req.hints.severity_floor)
         candidates = plan_candidates(assessment, policy, rules, req.hints, len(prepared.tokens), self.engine.limits)
         balance = await self.budgets.balance(tenant)
         # The quote shows the plan the budget covers now; ask re-checks atomically when reserving.
@@ -152,23 +191,34 @@ class Pipeline:
         self, request_id: str, tenant: str, req: AskInput, quote: Quote, result: GenerationResult,
         started: float, status: str, error: str,
     ) -> Outcome:
-        finished = [s.answer for s in result.samples if s.finish_reason in ("stop", "length")]
-        answer, index = voting.winner(finished)
+        """Charge what ran and write the record; then return the outcome, or raise what the status means."""
         done = [s for s in result.samples if s.finish_reason in ("stop", "length")]
+        answer, index = voting.winner([s.answer for s in done])
         text = done[index].text if done else ""
+        # A job the engine never started decoded nothing, not even its prompt.
+        ran = bool(result.samples)
         cost = quote.policy.prices.micros(
             result.prompt_tokens + result.forced_tokens, result.thinking_tokens, result.answer_tokens
-        )
-        row = self._row(request_id, tenant, quote, result, cost, started, status, error, answer)
+        ) if ran else 0
+        row = self._row(request_id, tenant, quote, result if ran else None, cost, started, status, error, answer)
+        if not ran:
+            row = replace(row, prompt_tokens=0)
+        balance = quote.balance
         try:
             charged = await self.budgets.settle(row, req.prompt if self.keep_prompts else None)
-        finally:
-            self.live.discard(request_id)
+            balance = await self.budgets.balance(tenant)
+        except StorageUnavailable as exc:
+            # The settlement waits in Budgets and is written when the database
+            # takes writes again; the reservation covers it until then.
+            log.warning("request %s: its charge waits for the database: %s", request_id, exc.message)
+            charged = cost
         if charged < cost:
             log.warning("request %s used %d micros but reserved only %d", request_id, cost, charged)
+        if status != "ok":
+            raise _ended(status, error, charged, fatal=result.fatal)
         return Outcome(
-            request_id, quote, result, text, answer, voting.tally(finished), charged,
-            await self.budgets.balance(tenant), self.clock.monotonic() - started,
+            request_id, quote, result, text, answer, voting.tally([s.answer for s in done]), charged,
+            balance, self.clock.monotonic() - started,
         )
 
     def _row(
@@ -191,6 +241,42 @@ class Pipeline:
             cost_micros=cost, latency_ms=int(1000 * (self.clock.monotonic() - started)),
             status=status, error=error, answer=answer,
         )
+
+
+def _why(reason: str) -> str:
+    return {
+        CANCELLED: "the client cancelled the call",
+        DEADLINE: "the call's deadline passed",
+        DRAINED: "the daemon shut down before the request finished",
+    }[reason]
+
+
+def _stopped(reason: str, charged: int) -> PonderError:
+    return _ended(reason, _why(reason), charged)
+
+
+def _ended(status: str, error: str, charged: int, fatal: bool = False) -> PonderError:
+    """The error a request that ended with `status` raises, after its record is written."""
+    cost = f"{to_credits(charged):.6f} credits"
+    if status == DRAINED or fatal:
+        return Unavailable(f"{error}; it was charged {cost} for what ran; retry on another instance")
+    if status in (CANCELLED, DEADLINE):
+        return Cancelled(f"{error}; the request was stopped and charged {cost} for what ran")
+    if status == "refused":
+        return Unavailable(f"{error}; nothing was charged")
+    return EngineFailure(f"the model failed while generating ({error}); it was charged {cost} for the tokens it used")
+
+
+def _text_sink(events: EventSink | None) -> Callable[[int, str, str], None] | None:
+    """Stream text from the engine thread to the caller's loop."""
+    if events is None:
+        return None
+    loop = asyncio.get_running_loop()
+
+    def on_text(sample: int, phase: str, text: str) -> None:
+        loop.call_soon_threadsafe(events, "delta", (sample, phase, text))
+
+    return on_text
 
 
 def _context(a: Assessment) -> dict[str, Any]:

@@ -307,13 +307,20 @@ class PolicyHolder:
         """A snapshot: one request uses the same policy from start to end."""
         return self._policy
 
+    def load(self) -> Policy:
+        """Read and validate the file's current content without putting it in force (PolicyError if bad)."""
+        try:
+            return load_policy(self.path)
+        except PolicyError as exc:
+            self.last_error = str(exc)
+            raise
+
+    def swap(self, policy: Policy) -> None:
+        with self._lock:
+            self._policy, self.last_error = policy, None
+
     def reload(self) -> Policy:
         """Swap in the file's current content, or keep the old policy and raise PolicyError."""
-        with self._lock:
-            try:
-                new = load_policy(self.path)
-            except PolicyError as exc:
-                self.last_error = str(exc)
-                raise
-            self._policy, self.last_error = new, None
-            return new
+        new = self.load()
+        self.swap(new)
+        return new

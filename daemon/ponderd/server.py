@@ -3,9 +3,18 @@
     serve()
       startup()    open the database, load and warm the model, settle reservations
                    a crash left behind, bind, report SERVING and READY=1
-      main loop    until SIGTERM/SIGINT
-      shutdown()   NOT_SERVING, stop taking calls, let running ones finish
-                   (a second signal cuts the wait short), settle, flush, exit
+      main loop    until SIGTERM/SIGINT, or until the model engine dies; meanwhile
+                   a health loop turns once a second: it reports the engine and
+                   the database in the health service, retries settlements the
+                   database refused, and pings systemd's watchdog while the
+                   engine makes progress
+      shutdown()   NOT_SERVING, refuse new calls, let running requests finish for
+                   drain_seconds (a second signal cuts the wait short), then stop
+                   the rest (each is charged for what it used, status `drained`),
+                   write waiting settlements, free the model, close the database
+
+The exit code is 0 after a signal, 1 when the engine died or start-up failed,
+so systemd (Restart=on-failure) restarts the daemon only when it should.
 """
 
 from __future__ import annotations
@@ -16,9 +25,11 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import sys
+import time
 from datetime import timedelta
-from typing import Sequence
+from typing import Any, Awaitable, Coroutine, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -31,6 +42,7 @@ from .admin_service import AdminService
 from .app import Daemon, build
 from .auth import AuthInterceptor
 from .errors import PonderError
+from .inflight import DRAINED
 from .service import PonderService
 from .settings import Settings, SettingsError, default_state_dir, load_settings
 
@@ -78,6 +90,13 @@ def sd_notify(message: str) -> None:
         sock.sendall(message.encode())
 
 
+# Health service names for the two parts that can fail while the process lives.
+ENGINE_HEALTH, DATABASE_HEALTH = "ponder.engine", "ponder.database"
+# After the drain's grace and the stop of what was left, how long requests get
+# to settle before shutdown gives up on them (and leaves the model allocated).
+SETTLE_WAIT = 30.0
+
+
 class Server:
     def __init__(self, daemon: Daemon, handle_signals: bool = True) -> None:
         self.daemon = daemon
@@ -85,11 +104,15 @@ class Server:
         self.handle_signals = handle_signals
         self.settings = daemon.settings
         self.port = 0
+        self.exit_code = 0
         self.started = asyncio.Event()
         self.should_exit = asyncio.Event()
-        self.force_exit = False
+        self.force_exit = asyncio.Event()
         self._grpc: grpc.aio.Server | None = None
         self._health: health_aio.HealthServicer | None = None
+        # Background tasks are kept here: asyncio holds only weak references.
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reported: dict[str, bool] = {}
 
     async def serve(self) -> None:
         try:
@@ -111,11 +134,11 @@ class Server:
         self._grpc, self.port, self._health = create_server(d, self.settings.listen)
         await self._grpc.start()
         self._write_endpoint(f"{host}:{self.port}")
-        for name in ("", *SERVICES):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._report(True, True)
         d.jobs.start()
         if self.handle_signals:
             self._install_signals()
+        self._spawn(self._watch())
         sd_notify("READY=1")
         self.started.set()
         log.info(
@@ -127,27 +150,103 @@ class Server:
 
     async def shutdown(self) -> None:
         d = self.daemon
+        inflight = d.pipeline.inflight
         sd_notify("STOPPING=1")
+        inflight.draining = True
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+        settled = True
         if self._grpc is not None:
-            grace = 0 if self.force_exit else self.settings.drain_seconds
-            log.info("draining: %d request(s) running, up to %gs", len(d.pipeline.live), grace)
-            # Refuses new calls at once; running ones get `grace` seconds, then are
-            # cancelled, and cancellation settles what they used.
-            await self._grpc.stop(grace)
-        while d.pipeline.live:
-            await asyncio.sleep(0.05)
-        await asyncio.to_thread(d.close)
+            grace = 0 if self.force_exit.is_set() else self.settings.drain_seconds
+            log.info("draining: %d request(s) running, up to %gs", len(inflight), grace)
+            # New calls are refused at once. Running ones are ended by the
+            # pipeline, not by gRPC, so each settles and its caller hears why;
+            # gRPC's own cut-off comes later, as a backstop.
+            stopping = self._spawn(self._grpc.stop(grace + SETTLE_WAIT))
+            if not await self._first(inflight.wait_idle(), self.force_exit.wait(), timeout=grace):
+                log.warning("drain: stopping %d request(s) still running", inflight.stop_all(DRAINED))
+            settled = await inflight.wait_idle(SETTLE_WAIT)
+            if not settled:
+                log.error("%d request(s) did not settle in %gs; the model stays allocated until exit", len(inflight), SETTLE_WAIT)
+            await stopping
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await d.budgets.retry_unsettled()
+        if d.budgets.unsettled():
+            log.error(
+                "%d settlement(s) could not be written (%s); their reservations are charged as interrupted at the next start",
+                len(d.budgets.unsettled()), d.store.fault,
+            )
+        await asyncio.to_thread(d.close, settled)
         (self.settings.state_dir / "endpoint").unlink(missing_ok=True)
         log.info("stopped")
+
+    async def _watch(self) -> None:
+        """Once a second: report health, retry waiting settlements, feed the watchdog; stop if the engine died."""
+        d = self.daemon
+        watchdog = _watchdog_seconds()
+        while not self.should_exit.is_set():
+            failure = d.engine.failure()
+            if failure:
+                log.error("the model engine stopped: %s; shutting down so the service manager restarts Ponder", failure)
+                self.exit_code = 1
+                await self._report(False, d.store.writable)
+                self.should_exit.set()
+                return
+            writable = d.store.writable or await d.store.probe()
+            if writable and d.budgets.unsettled():
+                n = await d.budgets.retry_unsettled()
+                log.info("database takes writes again: wrote %d waiting settlement(s)", n)
+            await self._report(True, d.store.writable)
+            if watchdog and time.monotonic() - d.engine.last_progress() < watchdog / 2:
+                sd_notify("WATCHDOG=1")
+            await self._first(self.should_exit.wait(), timeout=1.0)
+
+    async def _report(self, engine_ok: bool, database_ok: bool) -> None:
+        """Set health: the engine and the database apart, and asks (overall, Ponder) only when both work."""
+        if self._health is None:
+            return
+        states = {
+            ENGINE_HEALTH: engine_ok,
+            DATABASE_HEALTH: database_ok,
+            "": engine_ok and database_ok,
+            SERVICES[0]: engine_ok and database_ok,
+            SERVICES[1]: True,  # admin reads keep working on a full disk
+        }
+        for name, ok in states.items():
+            if self._reported.get(name) != ok:
+                if name == DATABASE_HEALTH and not ok:
+                    log.error("database cannot be written: %s; asks get UNAVAILABLE until it can", self.daemon.store.fault)
+                elif name == DATABASE_HEALTH and name in self._reported:
+                    log.info("database takes writes again")
+                self._reported[name] = ok
+                status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+                await self._health.set(name, status)
+
+    @staticmethod
+    async def _first(*aws: Awaitable[Any], timeout: float | None = None) -> bool:
+        """Wait for the first of `aws` to finish, or `timeout`; True unless the timeout came first."""
+        tasks = [asyncio.ensure_future(a) for a in aws]
+        try:
+            done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+        return bool(done)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def reload(self) -> None:
         try:
             policy, model = self.daemon.reload()
             log.info("reloaded: policy %s, risk model %s", policy.version, model.version)
         except PonderError as exc:
-            log.error("reload refused, keeping what was in force: %s", exc.message)
+            log.error("reload refused, keeping the policy and risk model in force: %s", exc.message)
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -158,9 +257,7 @@ class Server:
     def _on_exit_signal(self) -> None:
         if self.should_exit.is_set():
             log.warning("second signal: cutting the drain short")
-            self.force_exit = True
-            if self._grpc is not None:
-                asyncio.ensure_future(self._grpc.stop(0))
+            self.force_exit.set()
         self.should_exit.set()
 
     def _write_endpoint(self, address: str) -> None:
@@ -169,6 +266,15 @@ class Server:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(address + "\n")
         tmp.replace(path)
+
+
+def _watchdog_seconds() -> float:
+    """systemd's WatchdogSec= for this process (WATCHDOG_USEC), or 0 when there is none."""
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    pid = os.environ.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or (pid and pid != str(os.getpid())):
+        return 0.0
+    return int(usec) / 1e6
 
 
 def ask_hint(settings: Settings) -> str:
@@ -197,14 +303,18 @@ def configure_logging(level: str) -> None:
 def run(settings: Settings) -> int:
     configure_logging(settings.log_level)
     try:
-        asyncio.run(Server(build(settings)).serve())
+        server = Server(build(settings))
+        asyncio.run(server.serve())
     except PonderError as exc:
         log.error("%s", exc.message)
         return 1
-    except OSError as exc:
-        log.error("%s", exc)
+    except (OSError, sqlite3.Error) as exc:
+        log.error(
+            "cannot use the state directory %s: %s; make it writable by this user, or set state_dir (PONDER_STATE_DIR)",
+            settings.state_dir, exc,
+        )
         return 1
-    return 0
+    return server.exit_code
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

@@ -26,7 +26,7 @@ class PonderService(ponder_pb2_grpc.PonderServicer):
 
     @rpc
     async def Ask(self, request: ponder_pb2.AskRequest, context: grpc.aio.ServicerContext) -> ponder_pb2.AskResponse:
-        outcome = await self.d.pipeline.ask(principal(), _input(request))
+        outcome = await self.d.pipeline.ask(principal(), _input(request, context))
         return _response(outcome)
 
     @rpc_stream
@@ -35,7 +35,7 @@ class PonderService(ponder_pb2_grpc.PonderServicer):
     ) -> AsyncIterator[ponder_pb2.AskEvent]:
         events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         task = asyncio.ensure_future(
-            self.d.pipeline.ask(principal(), _input(request), lambda kind, data: events.put_nowait((kind, data)))
+            self.d.pipeline.ask(principal(), _input(request, context), lambda kind, data: events.put_nowait((kind, data)))
         )
         task.add_done_callback(lambda _: events.put_nowait(("done", None)))
         request_id = ""
@@ -90,13 +90,14 @@ class PonderService(ponder_pb2_grpc.PonderServicer):
         return ponder_pb2.FeedbackResponse(feedback_id=feedback_id)
 
 
-def _input(request: ponder_pb2.AskRequest) -> AskInput:
+def _input(request: ponder_pb2.AskRequest, context: grpc.aio.ServicerContext | None = None) -> AskInput:
     return AskInput(
         prompt=request.prompt,
         system=request.system,
         hints=convert.hints(request.hints),
         seed=request.seed,
         explain=request.explain,
+        timeout=context.time_remaining() if context is not None else None,
     )
 
 

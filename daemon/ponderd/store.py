@@ -16,6 +16,8 @@ from typing import Any, Callable, TypeVar
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from .errors import StorageUnavailable
+
 T = TypeVar("T")
 
 migrations = Migrations("ponder")
@@ -125,6 +127,12 @@ def m001_initial(db: Database) -> None:
     )
 
 
+@migrations()
+def m002_heartbeat(db: Database) -> None:
+    # One row the health probe rewrites to learn whether the file takes writes again.
+    db.execute("CREATE TABLE heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL)")
+
+
 def connect(path: pathlib.Path) -> Database:
     """Open (creating if needed) the database and bring its schema up to date."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,13 +147,48 @@ def connect(path: pathlib.Path) -> Database:
     return db
 
 
+# SQLite result codes (the low byte of an extended code) that mean the file
+# cannot be written right now rather than that the query is wrong: the caller
+# gets UNAVAILABLE and the daemon reports its database NOT_SERVING until a
+# write succeeds again.
+_STORAGE_CODES = {
+    5: "the database is locked by another process",  # SQLITE_BUSY
+    8: "the database file is read-only",  # SQLITE_READONLY
+    10: "disk I/O error",  # SQLITE_IOERR
+    13: "the database or disk is full",  # SQLITE_FULL
+    14: "the database file cannot be opened",  # SQLITE_CANTOPEN
+}
+
+
+def storage_fault(exc: BaseException) -> str | None:
+    """Why the database cannot be written, if `exc` is a storage fault; None for any other error."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF in _STORAGE_CODES:
+            return f"{_STORAGE_CODES[code & 0xFF]} ({exc})"
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}"
+    return None
+
+
 class Store:
-    """Owns the connection; `call` runs a function of the Database on the owner thread."""
+    """Owns the connection; `call` runs a function of the Database on the owner thread.
+
+    It also knows whether the file takes writes: a storage fault (disk full,
+    I/O error) marks it unwritable and becomes StorageUnavailable for the
+    caller; the next call that writes successfully marks it writable again.
+    """
 
     def __init__(self, path: pathlib.Path) -> None:
         self.path = path
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ponder-db")
         self._db: Database | None = None
+        # Read from other threads; written only on the owner thread.
+        self.fault: str = ""
+
+    @property
+    def writable(self) -> bool:
+        return not self.fault
 
     def open(self) -> None:
         self._db = self._pool.submit(connect, self.path).result()
@@ -153,7 +196,24 @@ class Store:
     def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._db is None:
             raise RuntimeError("store is not open")
-        return fn(self._db, *args)
+        conn = self._db.conn
+        before = conn.total_changes
+        try:
+            out = fn(self._db, *args)
+        except Exception as exc:
+            reason = storage_fault(exc)
+            if reason is None:
+                raise
+            if conn.in_transaction:  # a failed COMMIT can leave the transaction open
+                conn.execute("ROLLBACK")
+            self.fault = reason
+            raise StorageUnavailable(
+                f"the database at {self.path} cannot be written: {reason}; nothing was charged for this call. "
+                "Free disk space or fix the disk, then retry: Ponder recovers by itself"
+            ) from exc
+        if self.fault and conn.total_changes != before:
+            self.fault = ""
+        return out
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn(db, *args) on the owner thread without blocking the event loop."""
@@ -163,6 +223,14 @@ class Store:
         """Run fn(db, *args) on the owner thread and wait: for jobs and start-up."""
         return self._pool.submit(self._run, fn, *args).result()
 
+    async def probe(self) -> bool:
+        """Try one small write; True (and writable again) if the database takes it."""
+        try:
+            await self.call(_touch)
+        except StorageUnavailable:
+            return False
+        return True
+
     def close(self) -> None:
         """Finish queued work, checkpoint the WAL and close the file."""
         if self._db is not None:
@@ -171,6 +239,12 @@ class Store:
 
     def _close(self) -> None:
         assert self._db is not None
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._db.close()
-        self._db = None
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self._db.close()
+            self._db = None
+
+
+def _touch(db: Database) -> None:
+    db.execute("INSERT OR REPLACE INTO heartbeat (id, n) VALUES (1, COALESCE((SELECT n FROM heartbeat WHERE id = 1), 0) + 1)")

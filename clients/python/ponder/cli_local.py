@@ -101,7 +101,7 @@ def risk_train(args: argparse.Namespace) -> int:
     output = pathlib.Path(args.output) if args.output else holder_dir / report.model.version
     artifact.save(report.model, output)
     if not args.output:
-        ClassifierHolder(default_state_dir(), None).promote(output)
+        ClassifierHolder(default_state_dir(), None).install(output)
     if args.json:
         dump_json({"version": report.model.version, "output": str(output), "heldout": report.heldout,
                    "selection": report.selection, "thresholds": report.model.manifest["thresholds"],

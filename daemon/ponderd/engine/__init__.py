@@ -68,6 +68,7 @@ class GenerationResult:
     shared_forced_tokens: int
     samples: list[SampleResult]
     error: str = ""
+    fatal: bool = False
 
     @property
     def thinking_tokens(self) -> int:

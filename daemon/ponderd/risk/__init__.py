@@ -26,8 +26,9 @@ class ClassifierHolder:
     def __init__(self, state_dir: pathlib.Path, configured: pathlib.Path | None) -> None:
         self.state_dir = state_dir / "risk"
         self.configured = configured
-        self._lock = threading.Lock()
-        self._model: Classifier = self._load()
+        # Held across load-and-swap by reload and install, so the two never interleave.
+        self.lock = threading.RLock()
+        self._model: Classifier = self.load()
 
     def current(self) -> Classifier:
         return self._model
@@ -45,22 +46,34 @@ class ClassifierHolder:
 
     def reload(self) -> Classifier:
         """Re-read the model directory; on ArtifactError the old model stays and the error propagates."""
-        with self._lock:
-            self._model = self._load()
+        with self.lock:
+            self._model = self.load()
             return self._model
 
     def swap(self, model: Classifier) -> None:
-        with self._lock:
+        with self.lock:
             self._model = model
 
-    def promote(self, version_dir: pathlib.Path) -> None:
-        """Make a retrained model directory (under state_dir/risk) the one loaded on start and reload."""
-        pointer = self.state_dir / "current"
-        tmp = pointer.with_suffix(".tmp")
-        tmp.write_text(version_dir.name + "\n")
-        tmp.replace(pointer)
+    def install(self, version_dir: pathlib.Path) -> Classifier:
+        """Serve a retrained model directory (under state_dir/risk), and load it on start and reload from now on.
 
-    def _load(self) -> Classifier:
+        The pointer is written before the swap, under the lock: a reload can
+        only ever see the new pointer, so it cannot revert the new model.
+        """
+        from . import artifact
+
+        with self.lock:
+            # Load it back through the same checks as any artifact before serving it.
+            model = artifact.load(version_dir)
+            pointer = self.state_dir / "current"
+            tmp = pointer.with_suffix(".tmp")
+            tmp.write_text(version_dir.name + "\n")
+            tmp.replace(pointer)
+            self._model = model
+            return model
+
+    def load(self) -> Classifier:
+        """Load and verify the model to serve (see model_dir) without putting it in force."""
         from . import artifact
 
         path = self.model_dir()

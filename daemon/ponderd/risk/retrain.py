@@ -97,10 +97,7 @@ class Retrainer:
             ok, reason, candidate.version, report.heldout["summary"], incumbent_metrics, len(fb), digest
         )
         if ok:
-            directory = artifact.save(candidate, self.holder.state_dir / candidate.version)
-            # Load it back through the same checks as any artifact before serving it.
-            self.holder.swap(artifact.load(directory))
-            self.holder.promote(directory)
+            self.holder.install(artifact.save(candidate, self.holder.state_dir / candidate.version))
         return result
 
     def _log(self, db: Any, result: RetrainResult) -> None:
