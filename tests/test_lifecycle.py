@@ -3,6 +3,7 @@
 import shutil
 import signal
 import socket
+import sqlite3
 import threading
 import time
 
@@ -12,8 +13,25 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import SMALL_POLICY, DaemonProcess
 from ponder.client import PonderClient
+from ponder.v1 import ponder_pb2, ponder_pb2_grpc
 
 pytestmark = pytest.mark.model
+
+
+def wait_until(predicate, timeout: float = 60.0) -> None:
+    """Poll an observable state; fail loudly if it never comes."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "state not reached in time"
+        time.sleep(0.05)
+
+
+def reservations(d: DaemonProcess) -> int:
+    db = d.state_dir / "ponder.db"
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT COUNT(*) FROM reservations").fetchone()[0]
 
 
 def test_ready_reload_drain_and_clean_exit(cli_env, tmp_path):
@@ -44,9 +62,9 @@ def test_ready_reload_drain_and_clean_exit(cli_env, tmp_path):
         assert c.quote("hi").plan.policy_version == "test-small-2"
         policy.write_text("not = [valid")
         d.proc.send_signal(signal.SIGHUP)
-        time.sleep(1)
+        wait_until(lambda: "reload refused" in d.log.read_text())
         assert c.quote("hi").plan.policy_version == "test-small-2"
-    assert "reload refused, keeping what was in force" in d.log.read_text()
+    assert "reload refused, keeping the policy and risk model in force" in d.log.read_text()
 
     # SIGTERM while a request runs: it finishes and is charged, then the process exits 0.
     result = {}
@@ -57,7 +75,7 @@ def test_ready_reload_drain_and_clean_exit(cli_env, tmp_path):
 
     t = threading.Thread(target=long_ask)
     t.start()
-    time.sleep(1.0)
+    wait_until(lambda: reservations(d) == 1)
     assert d.stop() == 0
     t.join(60)
     assert result["r"].usage.answer_tokens > 0
@@ -66,6 +84,52 @@ def test_ready_reload_drain_and_clean_exit(cli_env, tmp_path):
     log = d.log.read_text()
     assert "draining: 1 request(s) running" in log and log.rstrip().endswith("stopped")
     sock.close()
+
+
+def test_a_second_signal_cuts_the_drain_short_and_the_request_is_recorded_as_drained(cli_env):
+    d = DaemonProcess(cli_env | {"PONDER_DRAIN_SECONDS": "120"})
+    address = d.wait_ready()
+    token = (d.state_dir / "local.token").read_text().strip()
+    request = ponder_pb2.AskRequest(
+        prompt="Write a long story about a lighthouse.", hints=ponder_pb2.Hints(samples=8, thinking_tokens=64)
+    )
+    with grpc.insecure_channel(address) as ch:
+        call = ponder_pb2_grpc.PonderStub(ch).Ask.future(
+            request, metadata=(("authorization", f"Bearer {token}"),), timeout=120
+        )
+        wait_until(lambda: reservations(d) == 1)
+        d.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "draining: 1 request(s) running, up to 120s" in d.log.read_text())
+        d.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(grpc.RpcError) as err:
+            call.result()
+    assert d.proc.wait(60) == 0
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "shut down before the request finished" in err.value.details()
+    with sqlite3.connect(d.state_dir / "ponder.db") as conn:
+        (status, cost, reserved), = conn.execute("SELECT status, cost_micros, reserved_micros FROM spend").fetchall()
+        assert conn.execute("SELECT COUNT(*) FROM reservations").fetchone()[0] == 0
+    assert status == "drained" and 0 < cost < reserved
+    log = d.log.read_text()
+    assert "second signal: cutting the drain short" in log and log.rstrip().endswith("stopped")
+
+
+def test_an_unusable_state_directory_is_one_line_and_exit_code_1(cli_env, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "ponder"), "serve", "--listen", "127.0.0.1:0", "--state-dir",
+         str(blocker / "state"), "--policy-file", str(SMALL_POLICY)],
+        env=cli_env, capture_output=True, text=True, timeout=120,
+    )
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    assert f"cannot use the state directory {blocker / 'state'}" in r.stderr
+    assert "make it writable by this user, or set state_dir (PONDER_STATE_DIR)" in r.stderr
 
 
 def test_a_second_daemon_on_the_same_port_fails_with_a_clear_message(served, cli_env, tmp_path):
