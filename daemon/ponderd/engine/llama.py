@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -340,6 +341,9 @@ class LlamaEngine:
                     other.stop("vote_decided")
         except Exception as exc:
             log.warning("failing one job: %s raised %r", what, exc)
+            # This sample's handling did not complete, even if its text did.
+            st.stop("error")
+            st.result.finish_reason = "error"
             self._fail(run, f"{what} raised {type(exc).__name__}: {exc}")
 
     def _fail(self, run: _Running, why: str) -> None:
