@@ -42,9 +42,17 @@ class GenerationJob:
     # Called on the engine thread for every piece of text produced.
     on_text: Callable[[int, str, str], None] | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # Set by the engine when it queues the job, so that cancel() can take a
+    # waiting job out of the queue at once instead of when it reaches the head.
+    _on_cancel: Callable[[], None] | None = field(default=None, init=False, repr=False, compare=False)
 
     def cancel(self) -> None:
+        """Stop the job: a waiting one leaves the queue and resolves now ("cancelled
+        before it started"); a running one stops its samples at the next step."""
         self.cancelled.set()
+        hook = self._on_cancel
+        if hook is not None:
+            hook()
 
 
 @dataclass
@@ -68,6 +76,8 @@ class GenerationResult:
     shared_forced_tokens: int
     samples: list[SampleResult]
     error: str = ""
+    # The engine itself stopped while this job ran: `error` says why and the
+    # usage so far is reported; the request should be answered UNAVAILABLE.
     fatal: bool = False
 
     @property
@@ -106,10 +116,21 @@ class Engine(Protocol):
         """Render the chat template and tokenize; safe from any thread."""
 
     async def generate(self, job: GenerationJob) -> GenerationResult:
-        """Queue the job on the owner thread; resolves when every sample has finished or stopped."""
+        """Queue the job on the owner thread; resolves when every sample has finished or stopped.
+
+        Raises Unavailable, with nothing queued or run, when the queue is full,
+        the engine is closing or it has stopped; and Unavailable when the engine
+        stops before the job was admitted. A job running when it stops resolves
+        with `fatal` set and its usage so far."""
 
     def queue_depth(self) -> int:
         """Jobs waiting or running."""
+
+    def failure(self) -> str:
+        """"" while the owner thread is healthy; else why it stopped (it never restarts)."""
+
+    def last_progress(self) -> float:
+        """time.monotonic() of the owner thread's latest loop turn; it turns at least every second when idle."""
 
     def close(self) -> None:
         """Stop the owner thread (after finishing running jobs) and free the model."""

@@ -5,24 +5,28 @@ admit queued jobs while sequence slots and KV cells allow, decode each new
 prompt once for all its samples (every prompt token carries every sample's
 sequence id, so the KV cells are shared), then step every running sample of
 every job in one batch. Async handlers only enqueue jobs and await futures.
+
+The loop is supervised: a job's failing callback fails that job only, and if
+the loop itself dies, every waiting and running job is resolved, new jobs are
+refused, and failure()/last_progress() tell health checks so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import ctypes
 import logging
 import os
 import threading
-from collections import deque
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import FailedPrecondition, Unavailable
 from ..planner import EngineLimits
 from ..settings import ModelSettings
-from . import GenerationJob, GenerationResult, PreparedPrompt
+from . import GenerationJob, GenerationResult, PreparedPrompt, native
+from .jobs import JobQueue, cancelled_before_start, reject, resolve, stopped_message
 from .model_file import resolve_model_path
 from .sample import SampleState
 
@@ -51,12 +55,15 @@ class LlamaEngine:
         self.max_queue = max_queue
         self.model_name = ""
         self.limits = EngineLimits(settings.n_ctx, settings.n_ctx, settings.n_seq_max, 0)
-        self._cv = threading.Condition()
-        self._pending: deque[tuple[GenerationJob, concurrent.futures.Future]] = deque()
+        self._queue = JobQueue(max_queue)
+        # One lock for the queue and the slots below; the step loop itself takes none.
+        self._cv = self._queue.cv
         self._running: list[_Running] = []
+        # Admitted, marked running, not yet decoding: supervision must resolve these too.
+        self._admitted: list[tuple[GenerationJob, concurrent.futures.Future, list[int]]] = []
         self._free_seqs: list[int] = []
         self._free_cells = 0
-        self._closing = False
+        self._progress = time.monotonic()
         self._thread: threading.Thread | None = None
 
     # lifecycle ---------------------------------------------------------------
@@ -67,7 +74,7 @@ class LlamaEngine:
         self._L = L
         path = resolve_model_path(self.settings.path)
         L.llama_backend_init()
-        _route_llama_logs(L)
+        native.route_llama_logs(L)
         mp = L.llama_model_default_params()
         mp.n_gpu_layers = self.settings.n_gpu_layers
         self._model = L.llama_model_load_from_file(str(path).encode(), mp)
@@ -99,7 +106,7 @@ class LlamaEngine:
         )
         self._free_seqs = list(range(s.n_seq_max))
         self._free_cells = n_ctx
-        self._thread = threading.Thread(target=self._loop, name="ponder-engine", daemon=True)
+        self._thread = threading.Thread(target=self._supervised, name="ponder-engine", daemon=True)
         self._thread.start()
         log.info(
             "model %s loaded: n_ctx=%d, %d sequences, %d threads, thinking=%s",
@@ -114,12 +121,13 @@ class LlamaEngine:
 
     def close(self) -> None:
         with self._cv:
-            self._closing = True
-            for job, _ in self._pending:
-                job.cancel()
+            waiting = self._queue.close()
             for run in self._running:
                 run.job.cancel()
-            self._cv.notify_all()
+        # Never ran: refused like a job that came too late.
+        for job, future in waiting:
+            job.cancelled.set()
+            reject(future, Unavailable("the daemon is shutting down; retry on another instance"))
         if self._thread is not None:
             self._thread.join()
         L = getattr(self, "_L", None)
@@ -132,17 +140,10 @@ class LlamaEngine:
     # any thread ----------------------------------------------------------------
 
     def tokenize(self, text: str, special: bool = True) -> tuple[int, ...]:
-        data = text.encode()
-        n = len(data) + 16
-        buf = (self._L.llama_token * n)()
-        got = self._L.llama_tokenize(self._vocab, data, len(data), buf, n, False, special)
-        if got < 0:
-            buf = (self._L.llama_token * -got)()
-            got = self._L.llama_tokenize(self._vocab, data, len(data), buf, -got, False, special)
-        return tuple(buf[:got])
+        return native.tokenize(self._L, self._vocab, text, special)
 
     def prepare(self, system: str, prompt: str) -> PreparedPrompt:
-        text = self._render(system or self.settings.system_prompt, prompt)
+        text = native.render_chat(self._L, self._template, system or self.settings.system_prompt, prompt)
         opened = text.rstrip().endswith("<think>")
         if self._native:
             open_ = () if opened else self._open
@@ -152,38 +153,27 @@ class LlamaEngine:
         return PreparedPrompt(self.tokenize(text), open_, self._close, skip)
 
     async def generate(self, job: GenerationJob) -> GenerationResult:
-        return await asyncio.wrap_future(self._submit(job))
+        future = self._submit(job)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            # Nobody will read the result (the pipeline shields this await and
+            # cancels the job itself): stop the samples rather than run them out.
+            job.cancel()
+            raise
 
     def queue_depth(self) -> int:
         with self._cv:
-            return len(self._pending) + len(self._running)
+            return len(self._queue.pending) + len(self._admitted) + len(self._running)
+
+    def failure(self) -> str:
+        return self._queue.failure
+
+    def last_progress(self) -> float:
+        return self._progress
 
     def _submit(self, job: GenerationJob) -> concurrent.futures.Future:
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        with self._cv:
-            if self._closing:
-                raise Unavailable("the daemon is shutting down; retry on another instance")
-            if len(self._pending) >= self.max_queue:
-                raise Unavailable(f"{len(self._pending)} requests are already waiting for the model; retry shortly")
-            self._pending.append((job, future))
-            self._cv.notify()
-        return future
-
-    def _render(self, system: str, prompt: str) -> str:
-        L = self._L
-        msgs = (L.llama_chat_message * 2)()
-        msgs[0].role, msgs[0].content = b"system", system.encode()
-        msgs[1].role, msgs[1].content = b"user", prompt.encode()
-        size = 2 * (len(msgs[0].content) + len(msgs[1].content)) + 512
-        buf = ctypes.create_string_buffer(size)
-        n = L.llama_chat_apply_template(self._template, msgs, 2, True, buf, size)
-        if n < 0:
-            # No template llama.cpp recognises: fall back to ChatML.
-            return f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
-        if n > size:
-            buf = ctypes.create_string_buffer(n)
-            n = L.llama_chat_apply_template(self._template, msgs, 2, True, buf, n)
-        return buf.raw[:n].decode("utf-8", errors="replace")
+        return self._queue.submit(job)
 
     def _detect_native(self) -> bool:
         if self.settings.thinking != "auto":
@@ -193,36 +183,51 @@ class LlamaEngine:
 
     # owner thread --------------------------------------------------------------
 
+    def _supervised(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # the thread is ending: nothing may be left waiting on it
+            self._stop_for(exc)
+
     def _loop(self) -> None:
+        q = self._queue
         while True:
             with self._cv:
-                while not self._pending and not self._running and not self._closing:
-                    self._cv.wait()
-                if self._closing and not self._pending and not self._running:
+                self._progress = time.monotonic()
+                while not q.pending and not self._running and not q.closing:
+                    # Wake every second even when idle, so last_progress() shows the loop turns.
+                    self._cv.wait(timeout=1.0)
+                    self._progress = time.monotonic()
+                if q.closing and not q.pending and not self._running:
                     return
-                admitted = self._take_admissible()
-            for job, future, seqs in admitted:
-                self._start_job(job, future, seqs)
+                self._admitted = self._take_admissible()
+            while self._admitted:
+                self._start_next()
             if self._running:
                 self._step()
 
     def _take_admissible(self) -> list[tuple[GenerationJob, concurrent.futures.Future, list[int]]]:
         out = []
-        while self._pending:
-            job, future = self._pending[0]
+        pending = self._queue.pending
+        while pending:
+            job, future = pending[0]
             need = self._cells_needed(job)
             if job.cancelled.is_set():
-                self._pending.popleft()
-                future.set_result(GenerationResult(len(job.prompt.tokens), 0, [], "cancelled before it started"))
+                pending.popleft()
+                resolve(future, cancelled_before_start(job))
                 continue
             if job.samples > self.limits.n_seq_max or need > self.limits.n_ctx:
-                self._pending.popleft()
-                future.set_exception(FailedPrecondition("the plan does not fit the model's context"))
+                pending.popleft()
+                reject(future, FailedPrecondition("the plan does not fit the model's context"))
                 continue
             # First come, first served: a big job at the head waits rather than starve.
             if job.samples > len(self._free_seqs) or need > self._free_cells:
                 break
-            self._pending.popleft()
+            pending.popleft()
+            # From here the caller can no longer cancel the future, only the job;
+            # False means it cancelled the future already: nobody wants the result.
+            if not future.set_running_or_notify_cancel():
+                continue
             self._free_cells -= need
             out.append((job, future, [self._free_seqs.pop() for _ in range(job.samples)]))
         return out
@@ -233,19 +238,24 @@ class LlamaEngine:
         per_sample = job.thinking_cap + job.answer_cap + (len(p.close_thinking) if job.thinking_cap else 0)
         return len(p.tokens) + prefix + job.samples * per_sample
 
-    def _start_job(self, job: GenerationJob, future: concurrent.futures.Future, seqs: list[int]) -> None:
+    def _start_next(self) -> None:
+        job, future, seqs = self._admitted[0]
         p = job.prompt
         prefix = p.open_thinking if job.thinking_cap else p.skip_thinking
         tokens = list(p.tokens) + list(prefix)
         run = _Running(
             job, future, seqs,
             [SampleState(i, job.thinking_cap, job.answer_cap, p.close_thinking, job.on_text) for i in range(job.samples)],
-            [self._sampler(job.seed + i) for i in range(job.samples)],
+            [native.sampler(self._L, self.settings, job.seed + i) for i in range(job.samples)],
             [len(tokens)] * job.samples,
             self._cells_needed(job),
             len(prefix),
         )
-        self._running.append(run)
+        with self._cv:
+            del self._admitted[0]
+            self._running.append(run)
+            if self._queue.closing:  # admitted just before close(): stop it like the others
+                job.cancelled.set()
         try:
             self._decode_prompt(tokens, seqs)
             last = self._batch.n_tokens - 1
@@ -253,9 +263,11 @@ class LlamaEngine:
                 # A sample that ends at once can settle the vote and stop the rest.
                 if not state.done:
                     self._accept(run, i, self._L.llama_sampler_sample(run.samplers[i], self._ctx, last))
+        except native.EngineFault:
+            raise
         except Exception as exc:  # one bad job must not stop the loop
-            log.exception("prompt decode failed")
-            self._fail(run, exc)
+            log.exception("starting a job failed")
+            self._fail(run, f"starting the job failed: {exc}")
         self._finish_if_done(run)
 
     def _decode_prompt(self, tokens: list[int], seqs: list[int]) -> None:
@@ -270,6 +282,7 @@ class LlamaEngine:
                 b.logits[k] = start + k == len(tokens) - 1
             rc = L.llama_decode(self._ctx, b)
             if rc != 0:
+                native.check_fatal(rc)
                 raise RuntimeError(f"llama_decode returned {rc} on the prompt")
 
     def _step(self) -> None:
@@ -295,9 +308,10 @@ class LlamaEngine:
         if b.n_tokens:
             rc = L.llama_decode(self._ctx, b)
             if rc != 0:
+                native.check_fatal(rc)
                 log.error("llama_decode returned %d; failing %d running jobs", rc, len(self._running))
                 for run in list(self._running):
-                    self._fail(run, RuntimeError(f"llama_decode returned {rc}"))
+                    self._fail(run, f"llama_decode returned {rc}")
             else:
                 for run, i, idx in outputs:
                     if not run.states[i].done:
@@ -306,38 +320,37 @@ class LlamaEngine:
             self._finish_if_done(run)
 
     def _accept(self, run: _Running, i: int, token: int) -> None:
-        st = run.states[i]
-        st.accept(token, self._piece(token), bool(self._L.llama_vocab_is_eog(self._vocab, token)))
-        if not st.done:
-            return
-        st.result.answer = run.job.extract_answer(st.result.text)
-        run.answers.append(st.result.answer)
-        remaining = sum(1 for s in run.states if not s.done)
-        if remaining and run.job.vote_decided(run.answers, remaining):
-            for other in run.states:
-                other.stop("vote_decided")
+        # Whatever a job's callbacks (or its bookkeeping) raise fails that job
+        # only; the try costs nothing until something raises.
+        st, job, what = run.states[i], run.job, "the sample bookkeeping"
+        try:
+            L = self._L
+            st.accept(token, native.piece(L, self._vocab, token), bool(L.llama_vocab_is_eog(self._vocab, token)))
+            if st.sink_error is not None:
+                what = "the text sink (on_text)"
+                raise st.sink_error
+            if not st.done:
+                return
+            what = "extract_answer"
+            st.result.answer = job.extract_answer(st.result.text)
+            run.answers.append(st.result.answer)
+            remaining = sum(1 for s in run.states if not s.done)
+            what = "vote_decided"
+            if remaining and job.vote_decided(run.answers, remaining):
+                for other in run.states:
+                    other.stop("vote_decided")
+        except Exception as exc:
+            log.warning("failing one job: %s raised %r", what, exc)
+            # This sample's handling did not complete, even if its text did.
+            st.stop("error")
+            st.result.finish_reason = "error"
+            self._fail(run, f"{what} raised {type(exc).__name__}: {exc}")
 
-    def _piece(self, token: int) -> bytes:
-        buf = ctypes.create_string_buffer(64)
-        n = self._L.llama_token_to_piece(self._vocab, token, buf, 64, 0, True)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = self._L.llama_token_to_piece(self._vocab, token, buf, -n, 0, True)
-        return buf.raw[:n]
-
-    def _sampler(self, seed: int) -> Any:
-        L, s = self._L, self.settings
-        chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
-        L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(s.top_k))
-        L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(s.top_p, 1))
-        L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(s.temperature))
-        L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-        return chain
-
-    def _fail(self, run: _Running, exc: Exception) -> None:
+    def _fail(self, run: _Running, why: str) -> None:
+        # Stopping flushes held text to on_text; a sink that raises again is dropped by SampleState.
         for st in run.states:
             st.stop("error")
-        run.error = str(exc)
+        run.error = run.error or why
 
     def _finish_if_done(self, run: _Running) -> None:
         if not all(st.done for st in run.states):
@@ -347,31 +360,40 @@ class LlamaEngine:
             L.llama_memory_seq_rm(self._mem, seq, -1, -1)
         for chain in run.samplers:
             L.llama_sampler_free(chain)
-        self._running.remove(run)
         with self._cv:
+            self._running.remove(run)
             self._free_seqs.extend(run.seqs)
             self._free_cells += run.cells
-        result = GenerationResult(
-            prompt_tokens=len(run.job.prompt.tokens),
-            shared_forced_tokens=run.shared_forced,
-            samples=[st.result for st in run.states],
-            error=run.error,
-        )
-        run.future.set_result(result)
+        resolve(run.future, _result(run))
+
+    def _stop_for(self, exc: BaseException) -> None:
+        """The loop died: record why, then resolve every job it held so no caller waits forever."""
+        why = f"{type(exc).__name__}: {exc}"
+        log.critical("the model engine stopped: %s", why, exc_info=exc)
+        with self._cv:
+            waiting = self._queue.stop(why)
+            admitted, self._admitted = self._admitted, []
+            running, self._running = self._running, []
+        # Waiting or admitted jobs decoded nothing: refuse them, nothing to charge.
+        for job, future, *_ in waiting + admitted:
+            reject(future, Unavailable(stopped_message(why)))
+        # Running jobs did run: report their usage so far so it is charged.
+        # llama.cpp is not touched here; its state is suspect and the process restarts.
+        for run in running:
+            try:
+                self._fail(run, "")
+                run.error = f"the model engine stopped: {why}"
+                resolve(run.future, _result(run, fatal=True))
+            except BaseException as inner:  # keep resolving the others
+                reject(run.future, Unavailable(stopped_message(why)))
+                log.error("could not report a running job's usage: %r", inner)
 
 
-def _llama_log(level: int, text: bytes, user_data: Any) -> None:
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug("llama.cpp: %s", text.decode(errors="replace").rstrip())
-
-
-# llama.cpp keeps one log callback for the whole process and may call it from
-# any context until exit, so the ctypes wrapper must outlive every engine: it
-# is the one piece of module state here, set once.
-_LOG_CALLBACK: list[Any] = []
-
-
-def _route_llama_logs(L: Any) -> None:
-    if not _LOG_CALLBACK:
-        _LOG_CALLBACK.append(L.llama_log_callback(_llama_log))
-        L.llama_log_set(_LOG_CALLBACK[0], None)
+def _result(run: _Running, fatal: bool = False) -> GenerationResult:
+    return GenerationResult(
+        prompt_tokens=len(run.job.prompt.tokens),
+        shared_forced_tokens=run.shared_forced,
+        samples=[st.result for st in run.states],
+        error=run.error,
+        fatal=fatal,
+    )

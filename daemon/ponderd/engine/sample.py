@@ -28,6 +28,8 @@ class SampleState:
     result: SampleResult = field(init=False)
     # Tokens to decode next for this sample (the last sampled one and/or forced ones).
     feed: list[int] = field(default_factory=list)
+    # What on_text raised, if it did: the sink is dropped and the engine fails the job.
+    sink_error: Exception | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.result = SampleResult(self.index)
@@ -123,7 +125,13 @@ class SampleState:
 
     def _emit(self, phase: str, text: str) -> None:
         if text and self.on_text is not None:
-            self.on_text(self.index, phase, text)
+            try:
+                self.on_text(self.index, phase, text)
+            except Exception as exc:
+                # A broken sink must not break this sample's bookkeeping (nor the
+                # engine loop): keep the error for the engine, send nothing more.
+                self.sink_error = exc
+                self.on_text = None
 
 
 def _partial_tag(text: str) -> int:
