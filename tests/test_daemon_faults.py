@@ -8,9 +8,13 @@ the tenant's counters equal the sum of its records.
 from __future__ import annotations
 
 import concurrent.futures
+import pathlib
 import random
 import sqlite3
+import subprocess
+import threading
 import time
+from typing import Iterator
 
 import grpc
 import pytest
@@ -30,12 +34,12 @@ def rows(d: DaemonThread, sql: str, args: tuple = ()) -> list[dict]:
         return [dict(r) for r in conn.execute(sql, args)]
 
 
-def wait_until(predicate, timeout: float = 30.0, what: str = "state") -> None:
+def wait_until(predicate, timeout: float = 30.0, what: object = "state") -> None:
     """Poll an observable state (the database, health), failing loudly if it never comes."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached in {timeout}s")
+            raise AssertionError(f"{what() if callable(what) else what} not reached in {timeout}s")
         time.sleep(0.05)
 
 
@@ -94,7 +98,12 @@ def test_a_cancel_storm_leaves_nothing_held_and_nothing_interrupted(daemon):
     assert codes.get("DEADLINE_EXCEEDED", 0) > 50, codes
     assert set(codes) <= {"OK", "DEADLINE_EXCEEDED", "UNAVAILABLE"}, codes
     # Within a few seconds of the last deadline, every request has ended and settled.
-    wait_until(lambda: not rows(daemon, "SELECT * FROM reservations") and not daemon.daemon.pipeline.live, 15, "no reservations")
+    pipeline = daemon.daemon.pipeline
+    wait_until(
+        lambda: not rows(daemon, "SELECT * FROM reservations") and not pipeline.live, 15,
+        lambda: f"no reservations (inflight {len(pipeline.inflight)}, live {len(pipeline.live)}, "
+        f"engine queue {daemon.daemon.engine.queue_depth()}, reservations {len(rows(daemon, 'SELECT * FROM reservations'))})",
+    )
     assert rows(daemon, "SELECT * FROM spend WHERE status = 'interrupted'") == []
     statuses = {r["status"] for r in rows(daemon, "SELECT DISTINCT status FROM spend")}
     assert statuses <= {"ok", "deadline", "refused"} and "deadline" in statuses
@@ -129,29 +138,61 @@ def test_overload_refuses_with_unavailable_and_charges_nothing(tmp_path):
         d.stop()
 
 
-def fill_database(d: DaemonThread) -> None:
-    """Make the file full: cap its size at what it has, then fill every free byte (SQLITE_FULL from now on)."""
+class SmallDisk:
+    """A 16 MiB tmpfs for the state directory, which the test can fill to the last byte and free again."""
 
-    def fill(db) -> None:
-        db.execute("CREATE TABLE IF NOT EXISTS ballast (b BLOB)")
-        pages = db.execute("PRAGMA page_count").fetchone()[0]
-        db.execute(f"PRAGMA max_page_count = {pages + 2}")
-        for size in (4000, 1000, 200, 40, 8, 1):
-            try:
-                while True:
-                    db.execute("INSERT INTO ballast VALUES (zeroblob(?))", [size])
-            except sqlite3.OperationalError:
-                pass
+    def __init__(self, root: pathlib.Path) -> None:
+        self.root = root
+        self.ballast = root / "ballast"
 
-    d.daemon.store._pool.submit(lambda: fill(d.daemon.store._db)).result()
+    def fill(self, d: DaemonThread) -> None:
+        # Empty the WAL first, so the next transaction must grow a file on a full disk.
+        conn = sqlite3.connect(d.settings.database)
+        try:
+            assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+        finally:
+            conn.close()
+        with self.ballast.open("wb", buffering=0) as f:
+            for chunk in (1 << 20, 4096, 1):
+                try:
+                    while True:
+                        f.write(b"\0" * chunk)
+                except OSError:
+                    pass
+
+    def free(self) -> None:
+        self.ballast.unlink()
 
 
-def free_database(d: DaemonThread) -> None:
-    def free(db) -> None:
-        db.execute("PRAGMA max_page_count = 1073741823")
-        db.execute("DELETE FROM ballast")
+def block_database(d: DaemonThread) -> threading.Event:
+    """Hold the daemon's database thread until the returned event is set."""
+    started, release = threading.Event(), threading.Event()
 
-    d.daemon.store._pool.submit(lambda: free(d.daemon.store._db)).result()
+    def hold(db) -> None:
+        started.set()
+        release.wait(60)
+
+    d.daemon.store._pool.submit(d.daemon.store._run, hold)
+    assert started.wait(30)
+    return release
+
+
+@pytest.fixture
+def small_disk(tmp_path: pathlib.Path) -> Iterator[SmallDisk]:
+    root = tmp_path / "disk"
+    root.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(root)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"a full disk needs a small tmpfs, and mounting one needs root: {mounted.stderr.decode().strip()}")
+    yield SmallDisk(root)
+    subprocess.run(["umount", "-l", str(root)], check=True)
+
+
+@pytest.fixture
+def daemon_on_small_disk(small_disk: SmallDisk) -> Iterator[DaemonThread]:
+    d = DaemonThread(make_settings(small_disk.root / "state")).start()
+    yield d
+    d.stop()
 
 
 def health(d: DaemonThread, service: str) -> int:
@@ -159,10 +200,11 @@ def health(d: DaemonThread, service: str) -> int:
         return health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service)).status
 
 
-def test_a_full_disk_is_unavailable_reported_and_recovered_from(daemon):
+def test_a_full_disk_is_unavailable_reported_and_recovered_from(daemon_on_small_disk, small_disk):
+    daemon = daemon_on_small_disk
     with daemon.client() as c:
         c.ask("Name a colour.", seed=1)
-        fill_database(daemon)
+        small_disk.fill(daemon)
         with pytest.raises(PonderError) as err:
             c.ask("Name a fruit.", seed=2)
         assert err.value.code == grpc.StatusCode.UNAVAILABLE
@@ -172,7 +214,7 @@ def test_a_full_disk_is_unavailable_reported_and_recovered_from(daemon):
         assert health(daemon, "") == health_pb2.HealthCheckResponse.NOT_SERVING
         assert health(daemon, "ponder.v1.Ponder") == health_pb2.HealthCheckResponse.NOT_SERVING
         assert rows(daemon, "SELECT * FROM reservations") == []
-        free_database(daemon)
+        small_disk.free()
         wait_until(lambda: health(daemon, "") == health_pb2.HealthCheckResponse.SERVING, what="SERVING again")
         r = c.ask("Name a fruit.", seed=2)
     assert r.cost > 0
@@ -180,19 +222,24 @@ def test_a_full_disk_is_unavailable_reported_and_recovered_from(daemon):
     assert_ledger_consistent(daemon)
 
 
-def test_a_full_disk_while_generating_keeps_the_charge_and_writes_it_when_space_returns(daemon):
-    request = ponder_pb2.AskRequest(prompt="Write a long story about a dragon.", hints=ponder_pb2.Hints(samples=4, thinking_tokens=64))
+def test_a_full_disk_while_generating_keeps_the_charge_and_writes_it_when_space_returns(daemon_on_small_disk, small_disk):
+    daemon = daemon_on_small_disk
+    request = ponder_pb2.AskRequest(prompt="Write a story about a dragon.", hints=ponder_pb2.Hints(samples=2, thinking_tokens=32))
     with grpc.insecure_channel(daemon.address) as ch:
         call = ponder_pb2_grpc.PonderStub(ch).Ask.future(request, metadata=metadata(daemon.token()), timeout=120)
-        # Fill the disk once the request holds its reservation, before it settles.
+        # Once the request holds its reservation, hold the database thread (so the
+        # settlement cannot land first, however fast the model is), fill the disk, let go.
         wait_until(lambda: rows(daemon, "SELECT * FROM reservations"), what="a reservation")
-        fill_database(daemon)
+        release = block_database(daemon)
+        small_disk.fill(daemon)
+        release.set()
         response = call.result()
     assert response.text and response.cost > 0
     (held,) = rows(daemon, "SELECT * FROM reservations")
     assert held["request_id"] == response.request_id
     assert rows(daemon, "SELECT * FROM spend") == []
-    free_database(daemon)
+    wait_until(lambda: health(daemon, "ponder.database") == health_pb2.HealthCheckResponse.NOT_SERVING)
+    small_disk.free()
     wait_until(lambda: rows(daemon, "SELECT * FROM spend"), what="the settlement written")
     (record,) = rows(daemon, "SELECT * FROM spend")
     assert (record["request_id"], record["status"]) == (response.request_id, "ok")

@@ -28,6 +28,7 @@ T = TypeVar("T")
 
 # Why a request was asked to stop; each is also the status of its spend record.
 CANCELLED, DEADLINE, DRAINED = "cancelled", "deadline", "drained"
+DEADLINE_SLACK = 0.1
 
 
 class Stop:
@@ -99,8 +100,9 @@ class Inflight:
     def _reason(self, deadline: float | None) -> str:
         if self.draining:
             return DRAINED
-        # gRPC cancels the handler when the deadline passes; allow for the hop.
-        if deadline is not None and time.monotonic() >= deadline - 0.005:
+        # The client's own timer fires at its deadline and its cancel can reach us a
+        # little before the server's timer: anything this close to the deadline is it.
+        if deadline is not None and time.monotonic() >= deadline - DEADLINE_SLACK:
             return DEADLINE
         return CANCELLED
 
