@@ -13,13 +13,16 @@ import pytest
 
 from ponder.client import PonderError
 from ponder.v1 import admin_pb2, admin_pb2_grpc, ponder_pb2
-from ponderd.validate import MAX_SECONDS, MIN_SECONDS
 
 pytestmark = pytest.mark.model
 
 ASK = "/ponder.v1.Ponder/Ask"
 ASK_STREAM = "/ponder.v1.Ponder/AskStream"
 SPEND_REPORT = "/ponder.v1.Admin/SpendReport"
+
+# google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+MIN_SECONDS = -62_135_596_800
+MAX_SECONDS = 253_402_300_799
 
 # AskRequest field 1 (prompt), wire type 2: tag 0x0a, length 2, then bytes that are not UTF-8.
 NOT_UTF8_PROMPT = b"\x0a\x02\xff\xfe"
