@@ -11,8 +11,8 @@ import stat
 from datetime import timedelta
 
 import pytest
-from conftest import DaemonThread, make_settings
 
+from conftest import DaemonThread, make_settings
 from ponderd import feedback, store
 
 
