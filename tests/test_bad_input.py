@@ -167,3 +167,14 @@ def test_the_daemon_still_answers_after_bad_input(shared_daemon):
         with pytest.raises(PonderError):
             c.ask("What is 2 + 2?", max_cost=float("nan"))
         assert c.ask("Say hi.", seed=2, thinking_tokens=0).text
+
+
+def test_every_servicer_method_is_wrapped_so_undecodable_requests_are_refused():
+    """An undecodable body reaches the handler as boundary.Undecodable; only `rpc`/`rpc_stream` refuse it."""
+    from ponderd.admin_service import AdminService
+    from ponderd.service import PonderService
+
+    for servicer, pb in ((PonderService, ponder_pb2), (AdminService, admin_pb2)):
+        service = pb.DESCRIPTOR.services_by_name[servicer.__name__.removesuffix("Service")]
+        unwrapped = [m.name for m in service.methods if not hasattr(getattr(servicer, m.name), "__wrapped__")]
+        assert unwrapped == [], f"wrap these with boundary.rpc or rpc_stream: {unwrapped}"
