@@ -13,7 +13,7 @@ from sqlite_utils import Database
 
 from ponder.v1 import admin_pb2, admin_pb2_grpc, ponder_pb2
 
-from . import convert, keys, ledger, spend
+from . import convert, keys, ledger, spend, validate
 from .assessment import adjust
 from .boundary import rpc
 from .errors import InvalidRequest
@@ -129,9 +129,9 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def SpendReport(self, request: admin_pb2.SpendReportRequest, context: grpc.aio.ServicerContext) -> admin_pb2.SpendReportResponse:
         now = self.d.clock.now()
         tenant = request.tenant or None
-        until = request.until.ToDatetime(tzinfo=now.tzinfo) if request.HasField("until") else now
+        until = validate.instant(request.until, "until") if request.HasField("until") else now
         if request.HasField("since"):
-            since = request.since.ToDatetime(tzinfo=now.tzinfo)
+            since = validate.instant(request.since, "since")
         elif tenant:
             since = (await self.d.budgets.balance(tenant)).window_start
         else:

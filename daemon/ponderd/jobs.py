@@ -11,8 +11,8 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Awaitable, Callable
 
+from . import retention
 from .errors import InvalidRequest
-from .ledger import iso
 
 if TYPE_CHECKING:
     from .app import Daemon
@@ -54,12 +54,10 @@ class Jobs:
         return f"settled {len(settled)} orphaned reservation(s)"
 
     async def prune_prompts(self) -> str:
+        # Every copy of a request's text: prompts, feedback's prompt copies, answers.
         days = self.d.settings.risk.keep_prompts_days
-        cutoff = iso(self.d.clock.now() - timedelta(days=days))
-        n = await self.d.store.call(
-            lambda db: db.execute("DELETE FROM prompts WHERE at < ?", [cutoff]).rowcount
-        )
-        return f"removed {n} prompt(s) older than {days} day(s)"
+        pruned = await self.d.store.call(retention.prune, self.d.clock.now() - timedelta(days=days))
+        return pruned.summary(days)
 
     async def retrain_risk(self) -> str:
         return (await self.d.retrainer.run()).summary()

@@ -41,6 +41,7 @@ from ponder.v1 import admin_pb2, admin_pb2_grpc, ponder_pb2, ponder_pb2_grpc
 from .admin_service import AdminService
 from .app import Daemon, build
 from .auth import AuthInterceptor
+from .boundary import add_servicer
 from .errors import PonderError
 from .inflight import DRAINED
 from .service import PonderService
@@ -64,8 +65,10 @@ def create_server(daemon: Daemon, listen: str) -> tuple[grpc.aio.Server, int, he
             ("grpc.so_reuseport", 0),
         ],
     )
-    ponder_pb2_grpc.add_PonderServicer_to_server(PonderService(daemon), server)
-    admin_pb2_grpc.add_AdminServicer_to_server(AdminService(daemon), server)
+    # Through boundary.add_servicer, a body that is not valid protobuf gets INVALID_ARGUMENT.
+    ponder, admin = ponder_pb2.DESCRIPTOR.services_by_name["Ponder"], admin_pb2.DESCRIPTOR.services_by_name["Admin"]
+    add_servicer(ponder_pb2_grpc.add_PonderServicer_to_server, PonderService(daemon), server, ponder)
+    add_servicer(admin_pb2_grpc.add_AdminServicer_to_server, AdminService(daemon), server, admin)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection((*SERVICES, "grpc.health.v1.Health", reflection.SERVICE_NAME), server)

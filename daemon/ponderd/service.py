@@ -9,7 +9,7 @@ import grpc
 
 from ponder.v1 import ponder_pb2, ponder_pb2_grpc
 
-from . import convert, feedback
+from . import convert, feedback, validate
 from .auth import principal
 from .boundary import rpc, rpc_stream
 from .engine import ANSWER
@@ -91,6 +91,7 @@ class PonderService(ponder_pb2_grpc.PonderServicer):
 
 
 def _input(request: ponder_pb2.AskRequest, context: grpc.aio.ServicerContext | None = None) -> AskInput:
+    validate.ask_request(request)
     return AskInput(
         prompt=request.prompt,
         system=request.system,

@@ -65,7 +65,8 @@ class RiskSettings:
     retrain_schedule: str = "30 3 * * *"
     # The high-severity recall the decision threshold is tuned to.
     high_recall_target: float = 0.95
-    # Keep request prompts this many days, so feedback can teach the classifier; 0 keeps none.
+    # Keep request prompts (and feedback's copies, and answers) this many days, so feedback
+    # can teach the classifier; 0 keeps no prompts. prune_prompts enforces it (retention.py).
     keep_prompts_days: int = 30
 
 

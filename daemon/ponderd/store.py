@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import pathlib
 import sqlite3
 from typing import Any, Callable, TypeVar
@@ -17,6 +18,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from .errors import StorageUnavailable
+from .private import owner_only, private_dir
 
 T = TypeVar("T")
 
@@ -135,7 +137,15 @@ def m002_heartbeat(db: Database) -> None:
 
 def connect(path: pathlib.Path) -> Database:
     """Open (creating if needed) the database and bring its schema up to date."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
+    # The file holds prompts, answers and spend: owner-only, whatever the umask.
+    # It is created 0600 here, before SQLite opens it, because SQLite gives the
+    # -wal and -shm files it creates later the main file's mode; that covers a
+    # -wal re-created long after start-up too, which a chmod after connect would
+    # not. (Narrowing the process umask around connect would also work, but the
+    # umask is process-wide and other threads create files meanwhile.)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    owner_only(path)
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     db = Database(conn)
     db.execute("PRAGMA journal_mode = WAL")
@@ -144,6 +154,9 @@ def connect(path: pathlib.Path) -> Database:
     db.execute("PRAGMA foreign_keys = ON")
     db.execute("PRAGMA busy_timeout = 5000")
     migrations.apply(db)
+    # Files an older version (or another tool) left readable by others.
+    for side in ("-wal", "-shm"):
+        owner_only(path.with_name(path.name + side))
     return db
 
 
