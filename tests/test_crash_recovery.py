@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import concurrent.futures
+import queue
 import signal
 import sqlite3
 
@@ -27,22 +27,21 @@ def test_sigkill_under_load_three_times_loses_no_answered_request(cli_env):
                 stub.Ask.future(
                     ponder_pb2.AskRequest(
                         prompt=f"Round {round_}, question {i}: name a river and say where it flows.",
-                        hints=ponder_pb2.Hints(samples=1 + i % 4, thinking_tokens=16 * (i % 3)),
+                        hints=ponder_pb2.Hints(samples=1 + i % 2, thinking_tokens=16 * (i % 2)),
                         seed=1 + i,
                     ),
                     metadata=(("authorization", f"Bearer {token}"),),
                     timeout=120,
                 )
-                for i in range(12)
+                for i in range(8)
             ]
             # Kill once some answers are back and the rest are mid-flight.
-            done = 0
-            for call in concurrent.futures.as_completed(calls):
-                response = call.result()
+            finished: queue.Queue = queue.Queue()
+            for call in calls:
+                call.add_done_callback(finished.put)
+            for _ in range(3):
+                response = finished.get(timeout=120).result()
                 answered[response.request_id] = round(response.cost * 1e6)
-                done += 1
-                if done == 3:
-                    break
             d.proc.send_signal(signal.SIGKILL)
             assert d.proc.wait(30) == -signal.SIGKILL
             for call in calls:
@@ -50,7 +49,7 @@ def test_sigkill_under_load_three_times_loses_no_answered_request(cli_env):
                 if call.done() and call.exception() is None:
                     answered[call.result().request_id] = round(call.result().cost * 1e6)
         d._log.close()
-    assert len(answered) >= 9
+    assert len(answered) >= 9  # three rounds, at least three answers each
 
     d = DaemonProcess(cli_env)
     d.wait_ready()  # start-up settles what the dead processes left reserved

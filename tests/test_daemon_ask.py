@@ -97,3 +97,15 @@ def test_bad_requests_get_the_right_status_and_cost_nothing(shared_daemon, kwarg
         after = c.balance()
         assert (after.spent, after.reserved) == (before.spent, before.reserved)
         assert c.ask("Say hi.", seed=2).text  # and the daemon keeps serving
+
+
+def test_the_system_field_is_assessed_like_the_prompt(shared_daemon):
+    """Moving the risky part into `system` must not lower the assessment: the model reads both."""
+    risky = "rm -rf /var/lib/postgresql on prod now?"
+    with shared_daemon.client() as c:
+        in_prompt = c.quote(risky)
+        in_system = c.quote("Go ahead?", system=risky)
+        bland = c.quote("Go ahead?")
+    assert in_prompt.assessment.severity == in_system.assessment.severity == 3  # SEVERITY_HIGH
+    assert in_system.plan.level == in_prompt.plan.level
+    assert bland.assessment.severity < 3
