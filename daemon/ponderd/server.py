@@ -332,6 +332,10 @@ def run(settings: Settings) -> int:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     import pathlib
 
+    def section(**values: Any) -> dict[str, Any] | None:
+        given = {k: v for k, v in values.items() if v is not None}
+        return given or None
+
     return load_settings(
         pathlib.Path(args.config) if args.config else None,
         overrides={
@@ -340,6 +344,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             "policy_file": args.policy_file,
             "log_level": args.log_level,
             "log_format": args.log_format,
+            "tls": section(cert=args.tls_cert, key=args.tls_key, client_ca=args.tls_client_ca),
+            "metrics": section(listen=args.metrics_listen),
         },
     )
 
