@@ -170,3 +170,18 @@ def test_the_metrics_port_closes_with_the_daemon(tmp_path):
     # close() shuts the HTTP server and its socket before stop returns.
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://{address}/metrics", timeout=5)
+
+
+def test_the_dashboard_and_the_docs_use_only_metrics_the_daemon_exports():
+    import pathlib
+    import re
+
+    from ponderd.telemetry import PrometheusTelemetry
+
+    registry = PrometheusTelemetry("127.0.0.1:0").registry  # never started: no port is bound
+    suffixes = {"counter": ("_total",), "histogram": ("", "_bucket", "_count", "_sum"), "gauge": ("",)}
+    exported = {f.name + end for f in registry.collect() for end in suffixes[f.type]}
+    docs = pathlib.Path(__file__).resolve().parent.parent / "docs"
+    for name in ("grafana-ponder.json", "operations.md"):
+        used = set(re.findall(r"ponder_[a-z_]+", (docs / name).read_text())) - {"ponder_pb2"}
+        assert used and used <= exported, f"{name} names metrics the daemon does not export: {sorted(used - exported)}"
