@@ -22,8 +22,12 @@ SMALL_POLICY = REPO / "tests" / "policies" / "small.toml"
 
 
 def make_settings(state_dir: pathlib.Path, policy: pathlib.Path = SMALL_POLICY, **overrides: Any) -> Settings:
-    """Settings for a test daemon: no environment leaks in, any free port, the small policy."""
-    values = {"state_dir": state_dir, "listen": "127.0.0.1:0", "policy_file": policy, "drain_seconds": 5}
+    """Settings for a test daemon: no environment leaks in, any free ports, the small policy."""
+    values = {
+        "state_dir": state_dir, "listen": "127.0.0.1:0", "policy_file": policy, "drain_seconds": 5,
+        # Several daemons run at once (and other checkouts' tests beside them): never the fixed default port.
+        "metrics": {"listen": "127.0.0.1:0"},
+    }
     values.update(overrides)
     return load_settings(env={}, overrides=values)
 
@@ -123,6 +127,7 @@ def cli_env(tmp_path: pathlib.Path) -> dict[str, str]:
     """Environment for running the real CLI in a subprocess without the developer's state."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PONDER_")}
     env["PONDER_STATE_DIR"] = str(tmp_path / "cli-state")
+    env["PONDER_METRICS_LISTEN"] = "127.0.0.1:0"
     return env
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import grpc
 from sqlite_utils import Database
@@ -15,8 +16,9 @@ from ponder.v1 import admin_pb2, admin_pb2_grpc, ponder_pb2
 
 from . import convert, keys, ledger, spend, validate
 from .assessment import adjust
-from .boundary import rpc
-from .errors import InvalidRequest
+from .boundary import rpc, status_code
+from .errors import InvalidRequest, PonderError
+from .logs import audit
 from .ledger import WINDOWS, to_credits, to_micros
 
 if TYPE_CHECKING:
@@ -48,6 +50,32 @@ def _window(window: str, default: str | None) -> str | None:
     return window
 
 
+def audited(action: str, fields: Callable[[Any, Any], dict[str, Any]]) -> Callable[..., Any]:
+    """Write one `ponder.audit` line per call, done or refused: action, acting key, target, outcome.
+
+    `fields(request, response)` names the target (response is None when the
+    call failed); it must never return a token.
+    """
+
+    def wrap(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(method)
+        async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                response = await method(self, request, context)
+            except PonderError as exc:
+                audit(action, status_code(exc).name, **fields(request, None))
+                raise
+            except Exception:
+                audit(action, "INTERNAL", **fields(request, None))
+                raise
+            audit(action, "OK", **fields(request, response))
+            return response
+
+        return handler
+
+    return wrap
+
+
 class AdminService(admin_pb2_grpc.AdminServicer):
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
@@ -67,6 +95,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         return await self.d.store.call(both)
 
     @rpc
+    @audited("create_tenant", lambda q, r: {"tenant": q.name, "budget": q.budget, "new_key_id": r.key_id if r else "-"})
     async def CreateTenant(self, request: admin_pb2.CreateTenantRequest, context: grpc.aio.ServicerContext) -> admin_pb2.CreateTenantResponse:
         name, budget, window = _name(request.name), _budget(request.budget), _window(request.window, "day")
         now = self.d.clock.now()
@@ -86,11 +115,13 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         return admin_pb2.ListTenantsResponse(tenants=[convert.tenant(v, self._currency) for v in views])
 
     @rpc
+    @audited("set_enabled", lambda q, r: {"tenant": q.name, "enabled": q.enabled})
     async def SetTenantEnabled(self, request: admin_pb2.SetTenantEnabledRequest, context: grpc.aio.ServicerContext) -> admin_pb2.Tenant:
         view = await self._mutate(self.d.ledger.set_enabled, request.name, request.enabled, self.d.clock.now())
         return convert.tenant(view, self._currency)
 
     @rpc
+    @audited("set_budget", lambda q, r: {"tenant": q.name, "budget": q.budget, "window": q.window or "-"})
     async def SetBudget(self, request: admin_pb2.SetBudgetRequest, context: grpc.aio.ServicerContext) -> admin_pb2.Tenant:
         view = await self.d.store.call(
             self.d.ledger.set_budget, request.name, _budget(request.budget), _window(request.window, None), self.d.clock.now()
@@ -98,6 +129,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         return convert.tenant(view, self._currency)
 
     @rpc
+    @audited("issue_key", lambda q, r: {"tenant": q.tenant or "-", "scope": q.scope, "new_key_id": r.key_id if r else "-"})
     async def IssueKey(self, request: admin_pb2.IssueKeyRequest, context: grpc.aio.ServicerContext) -> admin_pb2.IssueKeyResponse:
         scope = request.scope or "tenant"
         if scope not in ("tenant", "admin"):
@@ -108,6 +140,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         return admin_pb2.IssueKeyResponse(key_id=key_id, token=token)
 
     @rpc
+    @audited("revoke_key", lambda q, r: {"revoked_key_id": q.key_id})
     async def RevokeKey(self, request: admin_pb2.RevokeKeyRequest, context: grpc.aio.ServicerContext) -> admin_pb2.RevokeKeyResponse:
         await self._mutate(keys.revoke_key, request.key_id, self.d.clock.now())
         return admin_pb2.RevokeKeyResponse()
@@ -157,6 +190,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         )
 
     @rpc
+    @audited("reload", lambda q, r: {"policy": r.policy_version if r else "-", "risk_model": r.model_version if r else "-"})
     async def ReloadPolicy(self, request: admin_pb2.ReloadPolicyRequest, context: grpc.aio.ServicerContext) -> admin_pb2.ReloadPolicyResponse:
         policy, model = await asyncio.to_thread(self.d.reload)
         return admin_pb2.ReloadPolicyResponse(policy_version=policy.version, path=policy.path, model_version=model.version)
@@ -169,6 +203,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         return convert.assessment(adjust(score, self.d.policies.current(), request.tenant or None, request.text, None))
 
     @rpc
+    @audited("run_job", lambda q, r: {"job": q.name})
     async def RunJob(self, request: admin_pb2.RunJobRequest, context: grpc.aio.ServicerContext) -> admin_pb2.RunJobResponse:
         return admin_pb2.RunJobResponse(summary=await self.d.jobs.run(request.name))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlite_utils import Database
 
@@ -19,6 +19,8 @@ from .risk import Classifier, ClassifierHolder
 from .risk.retrain import Retrainer
 from .settings import Settings
 from .store import Store
+from .telemetry import MeteredBudgets, NullTelemetry, Telemetry, TimedClassifiers
+from .telemetry import create as create_telemetry
 
 log = logging.getLogger("ponder")
 
@@ -39,12 +41,19 @@ class Daemon:
     pipeline: Pipeline
     retrainer: Retrainer
     jobs: Jobs
+    telemetry: Telemetry = field(default_factory=NullTelemetry)
 
     def open(self) -> None:
-        """Open the database, write first-run credentials, load keys, start the model."""
+        """Open the database, write first-run credentials, load keys, start the model, serve metrics."""
         self.store.open()
         self.store.call_sync(self._bootstrap)
         self.engine.start()
+        self.telemetry.watch(
+            self.engine.queue_depth,
+            # Running requests hold (or are about to take) one; waiting settlements keep theirs.
+            lambda: len(self.pipeline.live) + len(self.budgets.unsettled()),
+        )
+        self.telemetry.start()
 
     def reload(self) -> tuple[Policy, Classifier]:
         """Re-read the policy file and the risk model: both come into force, or neither does.
@@ -60,8 +69,9 @@ class Daemon:
         return policy, model
 
     def close(self, free_model: bool = True) -> None:
-        """Stop the jobs, free the model (unless a request may still use it), close the database."""
+        """Stop the jobs and metrics, free the model (unless a request may still use it), close the database."""
         self.jobs.shutdown()
+        self.telemetry.close()
         if free_model:
             self.engine.close()
         self.store.close()
@@ -95,11 +105,18 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
     budgets = SqliteBudgets(store, ledger, clock)
     policies = PolicyHolder(settings.policy_file)
     classifier = ClassifierHolder(settings.state_dir, settings.risk.model_dir)
-    pipeline = Pipeline(policies, classifier, engine, budgets, clock, keep_prompts=settings.risk.keep_prompts_days > 0)
+    telemetry = create_telemetry(settings.metrics.listen)
+    # The pipeline sees metered wrappers; everything else uses the collaborators themselves.
+    pipeline = Pipeline(
+        policies, TimedClassifiers(classifier, telemetry),  # type: ignore[arg-type]
+        engine, MeteredBudgets(budgets, telemetry, lambda: engine.model_name), clock,
+        keep_prompts=settings.risk.keep_prompts_days > 0,
+    )
     retrainer = Retrainer(classifier, store, clock, settings.risk.high_recall_target)
     daemon = Daemon(
         settings, clock, store, ledger, budgets, keys.Keyring(), policies, classifier, engine, pipeline, retrainer,
         jobs=None,  # type: ignore[arg-type]
+        telemetry=telemetry,
     )
     daemon.jobs = Jobs(daemon)
     return daemon

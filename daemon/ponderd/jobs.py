@@ -60,7 +60,9 @@ class Jobs:
         return pruned.summary(days)
 
     async def retrain_risk(self) -> str:
-        return (await self.d.retrainer.run()).summary()
+        result = await self.d.retrainer.run()
+        self.d.telemetry.retrained(result.accepted)
+        return result.summary()
 
     def start(self) -> None:
         """Schedule the jobs on the running event loop."""

@@ -95,6 +95,7 @@ class Keyring:
         self._lock = threading.Lock()
         self._keys: dict[str, _KeyEntry] = {}
         self._disabled: frozenset[str] = frozenset()
+        self._tenants: frozenset[str] = frozenset()
 
     def refresh(self, db: Database) -> None:
         keys = {
@@ -103,9 +104,10 @@ class Keyring:
             )
             for row in db.query("SELECT key_id, scope, tenant, secret_sha256 FROM keys WHERE revoked_at IS NULL")
         }
-        disabled = frozenset(r["name"] for r in db.query("SELECT name FROM tenants WHERE enabled = 0"))
+        tenants = {r["name"]: r["enabled"] for r in db.query("SELECT name, enabled FROM tenants")}
+        disabled = frozenset(name for name, enabled in tenants.items() if not enabled)
         with self._lock:
-            self._keys, self._disabled = keys, disabled
+            self._keys, self._disabled, self._tenants = keys, disabled, frozenset(tenants)
 
     def authenticate(self, authorization: str | None) -> Principal:
         """Map an `authorization` metadata value to a principal, or raise."""
@@ -126,12 +128,28 @@ class Keyring:
         expected = entry.secret_sha256 if entry else b"\0" * 32
         if not hmac.compare_digest(presented, expected) or entry is None:
             raise Unauthenticated("unknown or revoked token: ask an admin for a new key")
-        if entry.principal.tenant in disabled:
-            raise PermissionDenied(
-                f"tenant {entry.principal.tenant!r} is disabled; an admin can enable it "
-                "with 'ponder admin tenant enable'"
-            )
+        _check_enabled(entry.principal.tenant, disabled)
         return entry.principal
+
+    def certificate(self, identity: str, tenant: str) -> Principal:
+        """The principal of a verified client certificate that [tls] identities maps to `tenant`."""
+        with self._lock:
+            known, disabled = tenant in self._tenants, self._disabled
+        if not known:
+            raise PermissionDenied(
+                f"client certificate {identity!r} is mapped to tenant {tenant!r}, which does not exist; "
+                "create it ('ponder admin tenant create') or fix [tls] identities"
+            )
+        _check_enabled(tenant, disabled)
+        # Shown as the acting key in logs; never a key in the keys table.
+        return Principal(f"cert:{identity}", "tenant", tenant)
+
+
+def _check_enabled(tenant: str | None, disabled: frozenset[str]) -> None:
+    if tenant in disabled:
+        raise PermissionDenied(
+            f"tenant {tenant!r} is disabled; an admin can enable it with 'ponder admin tenant enable'"
+        )
 
 
 def write_credential(path: pathlib.Path, token: str) -> None:

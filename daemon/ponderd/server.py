@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -38,12 +39,14 @@ from grpc_reflection.v1alpha import reflection
 
 from ponder.v1 import admin_pb2, admin_pb2_grpc, ponder_pb2, ponder_pb2_grpc
 
+from . import transport
 from .admin_service import AdminService
 from .app import Daemon, build
 from .auth import AuthInterceptor
 from .boundary import add_servicer
 from .errors import PonderError
 from .inflight import DRAINED
+from .logs import AccessInterceptor, JsonFormatter
 from .service import PonderService
 from .settings import Settings, SettingsError, default_state_dir, load_settings
 
@@ -55,10 +58,18 @@ SERVICES = (
 )
 
 
-def create_server(daemon: Daemon, listen: str) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer]:
-    """A gRPC server with Ponder, Admin, health and reflection, bound to `listen` (port 0: any free port)."""
+def create_server(daemon: Daemon, listen: str) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer, list[str]]:
+    """A gRPC server with Ponder, Admin, health and reflection, bound to `listen` (port 0: any free port).
+
+    `listen` may name several addresses (see transport.py); the port returned is
+    the first TCP listener's (0 when all are unix sockets), and the list the
+    addresses bound, for the endpoint file.
+    """
+    settings = dataclasses.replace(daemon.settings, listen=listen)
+    transport.check_exposure(settings)  # before anything is built: the message is the point
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(daemon.keyring)],
+        # The access log sits outside auth, so refused calls are logged too.
+        interceptors=[AccessInterceptor(daemon.telemetry), AuthInterceptor(daemon.keyring, settings.tls.identities)],
         options=[
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
             # Without this, a second daemon could bind the same port and split the traffic.
@@ -72,13 +83,8 @@ def create_server(daemon: Daemon, listen: str) -> tuple[grpc.aio.Server, int, he
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection((*SERVICES, "grpc.health.v1.Health", reflection.SERVICE_NAME), server)
-    try:
-        port = server.add_insecure_port(listen)
-    except RuntimeError:  # grpcio raises where older versions returned 0
-        port = 0
-    if port == 0:
-        raise OSError(f"could not listen on {listen}: is another process using it? set listen (PONDER_LISTEN) to a free HOST:PORT")
-    return server, port, health
+    port, bound = transport.bind(server, settings)
+    return server, port, health, bound
 
 
 def sd_notify(message: str) -> None:
@@ -133,10 +139,9 @@ class Server:
         # Anything still reserved now was left by a process that died mid-request.
         log.info("start-up: %s", await d.jobs.expire_reservations(grace=timedelta(0)))
         log.info("start-up: %s", await d.jobs.renew_windows())
-        host = self.settings.listen.rsplit(":", 1)[0]
-        self._grpc, self.port, self._health = create_server(d, self.settings.listen)
+        self._grpc, self.port, self._health, bound = create_server(d, self.settings.listen)
         await self._grpc.start()
-        self._write_endpoint(f"{host}:{self.port}")
+        self._write_endpoint(transport.endpoint_text(self.settings, bound))
         await self._report(True, True)
         d.jobs.start()
         if self.handle_signals:
@@ -145,8 +150,9 @@ class Server:
         sd_notify("READY=1")
         self.started.set()
         log.info(
-            "Ponder listening on %s:%d (model %s, policy %s, risk model %s)",
-            host, self.port, d.engine.model_name, d.policies.current().version, d.classifier.current().version,
+            "Ponder listening on %s%s (model %s, policy %s, risk model %s)",
+            ", ".join(bound), " (TLS)" if self.settings.tls.enabled else "",
+            d.engine.model_name, d.policies.current().version, d.classifier.current().version,
         )
         if (self.settings.state_dir / "local.token").exists():
             log.info("ask it, from a second terminal: %s", ask_hint(self.settings))
@@ -263,11 +269,11 @@ class Server:
             self.force_exit.set()
         self.should_exit.set()
 
-    def _write_endpoint(self, address: str) -> None:
+    def _write_endpoint(self, text: str) -> None:
         # Lets the CLI on this host find a daemon started on port 0 or a custom address.
         path = self.settings.state_dir / "endpoint"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(address + "\n")
+        tmp.write_text(text)
         tmp.replace(path)
 
 
@@ -293,19 +299,22 @@ def ask_hint(settings: Settings) -> str:
     return f'{env}{script} ask "What is 17 * 23?"'
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def configure_logging(level: str, fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
     # APScheduler narrates every job it adds at INFO; Ponder logs each run itself.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 def run(settings: Settings) -> int:
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
+        # Before the model loads: a refused listen should not take a minute to say so.
+        transport.check_exposure(settings)
         server = Server(build(settings))
         asyncio.run(server.serve())
     except PonderError as exc:
@@ -323,6 +332,10 @@ def run(settings: Settings) -> int:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     import pathlib
 
+    def section(**values: Any) -> dict[str, Any] | None:
+        given = {k: v for k, v in values.items() if v is not None}
+        return given or None
+
     return load_settings(
         pathlib.Path(args.config) if args.config else None,
         overrides={
@@ -330,6 +343,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             "state_dir": args.state_dir,
             "policy_file": args.policy_file,
             "log_level": args.log_level,
+            "log_format": args.log_format,
+            "tls": section(cert=args.tls_cert, key=args.tls_key, client_ca=args.tls_client_ca),
+            "metrics": section(listen=args.metrics_listen),
         },
     )
 

@@ -14,6 +14,7 @@ from .auth import principal
 from .boundary import rpc, rpc_stream
 from .engine import ANSWER
 from .errors import PermissionDenied
+from .logs import note
 from .pipeline import AskInput, Outcome, Quote
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ class PonderService(ponder_pb2_grpc.PonderServicer):
     @rpc
     async def Ask(self, request: ponder_pb2.AskRequest, context: grpc.aio.ServicerContext) -> ponder_pb2.AskResponse:
         outcome = await self.d.pipeline.ask(principal(), _input(request, context))
+        _note(outcome)
         return _response(outcome)
 
     @rpc_stream
@@ -44,6 +46,7 @@ class PonderService(ponder_pb2_grpc.PonderServicer):
                 kind, data = await events.get()
                 if kind == "plan":
                     request_id, quote = data
+                    note(request_id=request_id, level=quote.plan.level)
                     yield ponder_pb2.AskEvent(plan=_quote(quote), request_id=request_id)
                 elif kind == "delta":
                     sample, phase, text = data
@@ -54,6 +57,7 @@ class PonderService(ponder_pb2_grpc.PonderServicer):
                 else:
                     break
             outcome = await task
+            _note(outcome)
             yield ponder_pb2.AskEvent(result=_response(outcome), request_id=outcome.request_id)
         finally:
             if not task.done():
@@ -88,6 +92,11 @@ class PonderService(ponder_pb2_grpc.PonderServicer):
             self.d.clock.now(),
         )
         return ponder_pb2.FeedbackResponse(feedback_id=feedback_id)
+
+
+def _note(o: Outcome) -> None:
+    """The access line's request id, level and cost (never the prompt or the answer)."""
+    note(request_id=o.request_id, level=o.quote.plan.level, cost=o.cost_micros / 1e6)
 
 
 def _input(request: ponder_pb2.AskRequest, context: grpc.aio.ServicerContext | None = None) -> AskInput:

@@ -71,8 +71,41 @@ class RiskSettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    # PEM files. cert and key together turn TLS on for every TCP listener.
+    cert: pathlib.Path | None = None
+    key: pathlib.Path | None = None
+    # CA bundle client certificates must chain to: set, it makes TLS mutual
+    # (a client without a certificate it signed cannot connect at all).
+    client_ca: pathlib.Path | None = None
+    # Client-certificate identity (CN, or any SAN: DNS name, URI, e-mail, IP) -> tenant.
+    # A call from a mapped certificate needs no bearer token (see auth.py).
+    # Environment: PONDER_TLS_IDENTITIES="svc-a.internal=search-api,svc-b.internal=billing".
+    identities: dict[str, str] = field(default_factory=dict)
+    # Serve plaintext on a non-loopback address anyway: only behind something
+    # else that encrypts (a service mesh sidecar, a VPN). Never the default.
+    insecure: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert is not None
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    # Prometheus scrape endpoint (plain HTTP, /metrics); "" turns it off. It
+    # shows tenant names and spend, so keep it on loopback or a private network.
+    listen: str = "127.0.0.1:9464"
+
+
+@dataclass(frozen=True)
 class Settings:
+    # One address, or several separated by commas: HOST:PORT, or
+    # unix:///run/ponder/ponder.sock for callers on this host.
     listen: str = "127.0.0.1:50051"
+    # Permissions of a unix socket listener: 0600 (the daemon's user only) or
+    # 0660 (its group too); others never.
+    socket_mode: str = "0600"
     state_dir: pathlib.Path = field(default_factory=default_state_dir)
     policy_file: pathlib.Path = _CHECKOUT_POLICY
     # Budget windows start at midnight in this timezone.
@@ -87,8 +120,12 @@ class Settings:
     # On SIGTERM, in-flight requests get this long to finish.
     drain_seconds: float = 30.0
     log_level: str = "info"
+    # "text" (one readable line per event) or "json" (one JSON object per line).
+    log_format: str = "text"
     model: ModelSettings = field(default_factory=ModelSettings)
     risk: RiskSettings = field(default_factory=RiskSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @property
     def database(self) -> pathlib.Path:
@@ -99,7 +136,7 @@ class Settings:
         return ZoneInfo(self.timezone)
 
 
-_SECTIONS = {"model": ModelSettings, "risk": RiskSettings}
+_SECTIONS = {"model": ModelSettings, "risk": RiskSettings, "tls": TlsSettings, "metrics": MetricsSettings}
 
 
 def load_settings(
@@ -176,6 +213,8 @@ def _build(cls: type, values: Mapping[str, Any], where: str, prefix: str = "") -
 def _coerce(value: Any, f: dataclasses.Field, where: str, name: str) -> Any:
     kind = str(f.type)
     try:
+        if kind.startswith("dict"):
+            return _mapping(value)
         if "Path" in kind:
             return None if value in ("", None) else pathlib.Path(str(value)).expanduser()
         if kind == "bool":
@@ -197,6 +236,16 @@ def _coerce(value: Any, f: dataclasses.Field, where: str, name: str) -> Any:
         raise SettingsError(f"{where}: {name} must be a {kind}, not {value!r}") from None
 
 
+def _mapping(value: Any) -> dict[str, str]:
+    """A TOML table, or "a=x,b=y" from the environment."""
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    pairs = [p.strip() for p in str(value).split(",") if p.strip()]
+    if not all("=" in p for p in pairs):
+        raise ValueError
+    return {k.strip(): v.strip() for k, v in (p.split("=", 1) for p in pairs)}
+
+
 def _validate(s: Settings, where: str) -> None:
     try:
         ZoneInfo(s.timezone)
@@ -210,5 +259,23 @@ def _validate(s: Settings, where: str) -> None:
         raise SettingsError(f"{where}: model.n_seq_max must be >= 1 and model.n_ctx >= 256")
     if not 0.5 <= s.risk.high_recall_target <= 1.0:
         raise SettingsError(f"{where}: risk.high_recall_target must be between 0.5 and 1.0")
-    if ":" not in s.listen:
-        raise SettingsError(f"{where}: listen must be HOST:PORT, e.g. 127.0.0.1:50051")
+    for address in s.listen.split(","):
+        if ":" not in address.strip():
+            raise SettingsError(f"{where}: listen must be HOST:PORT, e.g. 127.0.0.1:50051, or unix:///PATH")
+    try:
+        mode = int(s.socket_mode, 8)
+    except ValueError:
+        mode = -1
+    if mode not in (0o600, 0o660):
+        raise SettingsError(f"{where}: socket_mode must be 0600 or 0660, not {s.socket_mode!r}")
+    if s.log_format not in ("text", "json"):
+        raise SettingsError(f"{where}: log_format must be text or json")
+    t = s.tls
+    if (t.cert is None) != (t.key is None):
+        raise SettingsError(f"{where}: set both tls.cert and tls.key (PONDER_TLS_CERT, PONDER_TLS_KEY), or neither")
+    if t.client_ca is not None and not t.enabled:
+        raise SettingsError(f"{where}: tls.client_ca needs tls.cert and tls.key: mutual TLS is TLS first")
+    if t.identities and t.client_ca is None:
+        raise SettingsError(f"{where}: tls.identities needs tls.client_ca: only verified client certificates can map to tenants")
+    if s.metrics.listen and ":" not in s.metrics.listen:
+        raise SettingsError(f"{where}: metrics.listen must be HOST:PORT, e.g. 127.0.0.1:9464, or \"\" to turn it off")

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any, Callable, Sequence
 
-from . import cli_admin, cli_local
+from . import cli_admin, cli_connect, cli_local
 from .cli_format import dump_json, print_answer, print_balance, print_quote
 from .client import PonderClient, PonderError
 
@@ -27,9 +27,7 @@ def _hint_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _connection_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--address", help="daemon HOST:PORT (or PONDER_ADDRESS; default: the local daemon)")
-    p.add_argument("--token", help="API key (or PONDER_TOKEN; default: the local quickstart key)")
+_connection_arguments = cli_connect.add_arguments
 
 
 def _ask_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -44,7 +42,7 @@ def _ask_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    with PonderClient(args.address, args.token) as client:
+    with PonderClient(args.address, args.token, **cli_connect.tls_options(args)) as client:
         kwargs = _ask_kwargs(args) | {"seed": args.seed, "explain": args.explain}
         if args.stream and not args.json:
             result = None
@@ -68,7 +66,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_quote(args: argparse.Namespace) -> int:
-    with PonderClient(args.address, args.token) as client:
+    with PonderClient(args.address, args.token, **cli_connect.tls_options(args)) as client:
         quote = client.quote(args.text, **_ask_kwargs(args), explain=args.explain)
     if args.json:
         dump_json(quote)
@@ -78,7 +76,7 @@ def cmd_quote(args: argparse.Namespace) -> int:
 
 
 def cmd_balance(args: argparse.Namespace) -> int:
-    with PonderClient(args.address, args.token) as client:
+    with PonderClient(args.address, args.token, **cli_connect.tls_options(args)) as client:
         balance = client.balance()
     if args.json:
         dump_json(balance)
@@ -88,7 +86,7 @@ def cmd_balance(args: argparse.Namespace) -> int:
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
-    with PonderClient(args.address, args.token) as client:
+    with PonderClient(args.address, args.token, **cli_connect.tls_options(args)) as client:
         feedback_id = client.feedback(
             args.request_id, args.correct, args.severity, args.needs_reasoning, args.comment or ""
         )
@@ -163,10 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     """The daemon's flags, shared by `ponder serve` and `ponderd`."""
     p.add_argument("--config", help="TOML config file (or PONDER_CONFIG)")
-    p.add_argument("--listen", help="HOST:PORT to listen on (or PONDER_LISTEN; default 127.0.0.1:50051)")
+    p.add_argument("--listen", help="HOST:PORT or unix:///PATH, or several, comma-separated (or PONDER_LISTEN; default 127.0.0.1:50051)")
     p.add_argument("--state-dir", help="database and credentials directory (or PONDER_STATE_DIR)")
     p.add_argument("--policy-file", help="policy TOML (or PONDER_POLICY_FILE; default policies/default.toml)")
     p.add_argument("--log-level", help="debug, info, warning or error (or PONDER_LOG_LEVEL)")
+    p.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON objects (or PONDER_LOG_FORMAT)")
+    p.add_argument("--tls-cert", help="server certificate chain, PEM (or PONDER_TLS_CERT; with --tls-key: TLS on)")
+    p.add_argument("--tls-key", help="the server certificate's private key (or PONDER_TLS_KEY)")
+    p.add_argument("--tls-client-ca", help="require client certificates this CA signed: mutual TLS (or PONDER_TLS_CLIENT_CA)")
+    p.add_argument("--metrics-listen", help='Prometheus metrics HOST:PORT, "" for none (or PONDER_METRICS_LISTEN; default 127.0.0.1:9464)')
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,12 +6,13 @@ import argparse
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from .cli_connect import tls_options
 from .cli_format import SEVERITY, assessment_line, dump_json, to_dict
 from .client import AdminClient
 
 
 def _admin(args: argparse.Namespace) -> AdminClient:
-    return AdminClient(args.address, args.token, timeout=args.timeout)
+    return AdminClient(args.address, args.token, timeout=args.timeout, **tls_options(args))
 
 
 def _when(text: str | None) -> datetime | None:

@@ -12,6 +12,7 @@ import pathlib
 import sys
 from typing import Any, Callable
 
+from .cli_connect import tls_options
 from .cli_format import dump_json
 from .client import AdminClient
 
@@ -150,7 +151,7 @@ def risk_explain(args: argparse.Namespace) -> int:
 
 
 def risk_retrain(args: argparse.Namespace) -> int:
-    with AdminClient(args.address, args.token, timeout=args.timeout) as admin:
+    with AdminClient(args.address, args.token, timeout=args.timeout, **tls_options(args)) as admin:
         print(admin.run_job("retrain_risk"))
     return 0
 

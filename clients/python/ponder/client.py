@@ -7,9 +7,18 @@
 
 Where it connects: `address`, else PONDER_ADDRESS, else the `endpoint` file the
 daemon writes in its state directory, else PONDER_LISTEN, else 127.0.0.1:50051.
+An address is HOST:PORT or unix:///PATH (a unix socket: plaintext, no TLS).
 Which key it sends: `token`, else PONDER_TOKEN (PONDER_ADMIN_TOKEN for admin
 calls), else `local.token` (`admin.token`) in the state directory
 (PONDER_STATE_DIR, default ~/.local/state/ponder).
+
+TLS: `tls_ca` (PONDER_TLS_CA), the CA bundle that signed the daemon's
+certificate; `tls_cert` and `tls_key` (PONDER_TLS_CERT, PONDER_TLS_KEY), this
+client's certificate for mutual TLS; `tls_server_name` (PONDER_TLS_SERVER_NAME),
+the name to verify when the address is not one the certificate names. Any of
+them, `tls=True`, PONDER_TLS=true, or an endpoint file that says `tls`, turns
+TLS on (without a CA: the system's roots). With a client certificate and no
+token given, no token is sent: the daemon may map the certificate to a tenant.
 """
 
 from __future__ import annotations
@@ -49,22 +58,66 @@ def state_dir() -> pathlib.Path:
     return pathlib.Path(base) / "ponder"
 
 
-def resolve_address(address: str | None = None) -> str:
+def resolve_endpoint(address: str | None = None) -> tuple[str, bool]:
+    """Where to connect, and whether the daemon's endpoint file says that address expects TLS."""
     if address:
-        return address
+        return address, False
     if os.environ.get("PONDER_ADDRESS"):
-        return os.environ["PONDER_ADDRESS"]
+        return os.environ["PONDER_ADDRESS"], False
     endpoint = state_dir() / "endpoint"
     if endpoint.is_file():
-        return endpoint.read_text().strip()
-    return os.environ.get("PONDER_LISTEN") or DEFAULT_ADDRESS
+        # Line 1: the address; a later line `tls`: it expects TLS (see ponderd/transport.py).
+        lines = endpoint.read_text().split()
+        if lines:
+            return lines[0], "tls" in lines[1:]
+    listen = os.environ.get("PONDER_LISTEN") or DEFAULT_ADDRESS
+    return listen.split(",")[0].strip(), False
 
 
-def resolve_token(token: str | None, env: str, filename: str) -> str:
+def resolve_address(address: str | None = None) -> str:
+    return resolve_endpoint(address)[0]
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return pathlib.Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise PonderError(grpc.StatusCode.INVALID_ARGUMENT, f"cannot read the {what} {path}: {exc.strerror}", []) from None
+
+
+def _channel(
+    address: str, tls: bool, ca: str | None, cert: str | None, key: str | None, server_name: str | None
+) -> grpc.Channel:
+    if bool(cert) != bool(key):
+        raise PonderError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "give both a client certificate and its key (--tls-cert and --tls-key, or PONDER_TLS_CERT and PONDER_TLS_KEY)",
+            [],
+        )
+    # A unix socket is plaintext: its file mode is its access control.
+    if address.startswith("unix:") or not (tls or ca or cert):
+        return grpc.insecure_channel(address)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_read(ca, "CA bundle") if ca else None,
+        private_key=_read(key, "client key") if key else None,
+        certificate_chain=_read(cert, "client certificate") if cert else None,
+    )
+    options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+    return grpc.secure_channel(address, credentials, options=options)
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true", "yes", "on")
+
+
+def resolve_token(token: str | None, env: str, filename: str, optional: bool = False) -> str | None:
+    """The key to send; None only when `optional` (a client certificate may stand in) and none is given."""
     if token:
         return token
     if os.environ.get(env):
         return os.environ[env]
+    if optional:
+        return None
     path = state_dir() / filename
     try:
         return path.read_text().strip()
@@ -95,14 +148,37 @@ def _decode(err: grpc.RpcError) -> PonderError:
 class _Base:
     _env, _file = "PONDER_TOKEN", "local.token"
 
-    def __init__(self, address: str | None = None, token: str | None = None, timeout: float | None = None) -> None:
-        self.address = resolve_address(address)
+    def __init__(
+        self,
+        address: str | None = None,
+        token: str | None = None,
+        timeout: float | None = None,
+        *,
+        tls: bool | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_server_name: str | None = None,
+    ) -> None:
+        self.address, endpoint_tls = resolve_endpoint(address)
         self._token = token
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(self.address)
+        env = os.environ
+        cert = tls_cert or env.get("PONDER_TLS_CERT")
+        # With a client certificate, the local token files are not a fallback: the certificate is the credential.
+        self._cert_auth = bool(cert)
+        self._channel = _channel(
+            self.address,
+            tls if tls is not None else (_truthy(env.get("PONDER_TLS")) or endpoint_tls),
+            tls_ca or env.get("PONDER_TLS_CA"),
+            cert,
+            tls_key or env.get("PONDER_TLS_KEY"),
+            tls_server_name or env.get("PONDER_TLS_SERVER_NAME"),
+        )
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {resolve_token(self._token, self._env, self._file)}"),)
+        token = resolve_token(self._token, self._env, self._file, optional=self._cert_auth)
+        return (("authorization", f"Bearer {token}"),) if token else ()
 
     def _call(self, method: Any, request: Any, timeout: float | None = None) -> Any:
         try:
@@ -138,8 +214,8 @@ def _hints(
 class PonderClient(_Base):
     """Calls the Ponder service with a tenant's key."""
 
-    def __init__(self, address: str | None = None, token: str | None = None, timeout: float | None = None) -> None:
-        super().__init__(address, token, timeout)
+    def __init__(self, address: str | None = None, token: str | None = None, timeout: float | None = None, **tls: Any) -> None:
+        super().__init__(address, token, timeout, **tls)
         self._stub = ponder_pb2_grpc.PonderStub(self._channel)
 
     def _request(self, prompt: str, system: str = "", seed: int = 0, explain: bool = False, **hints: Any) -> ponder_pb2.AskRequest:
@@ -188,8 +264,8 @@ class AdminClient(_Base):
 
     _env, _file = "PONDER_ADMIN_TOKEN", "admin.token"
 
-    def __init__(self, address: str | None = None, token: str | None = None, timeout: float | None = None) -> None:
-        super().__init__(address, token, timeout)
+    def __init__(self, address: str | None = None, token: str | None = None, timeout: float | None = None, **tls: Any) -> None:
+        super().__init__(address, token, timeout, **tls)
         self._stub = admin_pb2_grpc.AdminStub(self._channel)
 
     def create_tenant(self, name: str, budget: float, window: str = "day") -> admin_pb2.CreateTenantResponse:
