@@ -75,6 +75,7 @@ def test_asks_move_the_counters(daemon):
     assert value(after, "ponder_spend_credits_total", tenant="local") == pytest.approx(r.cost)
     assert value(after, "ponder_budget_remaining_credits", tenant="local") == pytest.approx(r.balance.remaining)
     assert value(after, "ponder_classifier_duration_seconds_count") >= 1
+    assert value(after, "ponder_planner_duration_seconds_count") >= 1
     assert value(after, "ponder_reservations_held") == 0
     assert ("ponder_engine_queue_depth", ()) in after
 

@@ -110,7 +110,7 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
     pipeline = Pipeline(
         policies, TimedClassifiers(classifier, telemetry),  # type: ignore[arg-type]
         engine, MeteredBudgets(budgets, telemetry, lambda: engine.model_name), clock,
-        keep_prompts=settings.risk.keep_prompts_days > 0,
+        keep_prompts=settings.risk.keep_prompts_days > 0, planned=telemetry.planned,
     )
     retrainer = Retrainer(classifier, store, clock, settings.risk.high_recall_target)
     daemon = Daemon(

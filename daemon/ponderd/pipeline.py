@@ -85,8 +85,11 @@ class Pipeline:
         budgets: Budgets,
         clock: Clock,
         keep_prompts: bool = True,
+        planned: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         self.policies = policies
+        # Told how long each plan took (telemetry's planner histogram).
+        self.planned = planned
         self.classifier = classifier
         self.engine = engine
         self.budgets = budgets
@@ -180,7 +183,9 @@ class Pipeline:
         text = f"{req.system}\n{req.prompt}" if req.system.strip() else req.prompt
         score = self.classifier.current().score(text, explain=req.explain)
         assessment = adjust(score, policy, tenant, text, req.hints.severity_floor)
+        began = self.clock.monotonic()
         candidates = plan_candidates(assessment, policy, rules, req.hints, len(prepared.tokens), self.engine.limits)
+        self.planned(self.clock.monotonic() - began)
         balance = await self.budgets.balance(tenant)
         # The quote shows the plan the budget covers now; ask re-checks atomically when reserving.
         fitting = [p for p in candidates if p.worst_case_micros <= balance.remaining_micros]
