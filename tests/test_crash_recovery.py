@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import signal
 import sqlite3
+from typing import Iterator
 
 import grpc
 import pytest
@@ -15,13 +17,24 @@ from ponder.v1 import ponder_pb2, ponder_pb2_grpc
 pytestmark = pytest.mark.model
 
 
+@contextlib.contextmanager
+def killed_at_exit(d: DaemonProcess) -> Iterator[None]:
+    """Never leave a daemon running if the test fails before it kills it."""
+    try:
+        yield
+    finally:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait(30)
+
+
 def test_sigkill_under_load_three_times_loses_no_answered_request(cli_env):
     answered: dict[str, int] = {}
     for round_ in range(3):
         d = DaemonProcess(cli_env)
         address = d.wait_ready()
         token = (d.state_dir / "local.token").read_text().strip()
-        with grpc.insecure_channel(address) as ch:
+        with grpc.insecure_channel(address) as ch, killed_at_exit(d):
             stub = ponder_pb2_grpc.PonderStub(ch)
             calls = [
                 stub.Ask.future(
