@@ -48,7 +48,8 @@ def test_shipped_model_was_trained_on_the_corpus_in_the_repo(model):
 def test_the_fast_path_matches_scikit_learn(model, heldout):
     texts = [e.text for e in heldout[:200]]
     p = model.parts
-    x = sparse.hstack([p["word"].transform(texts), p["char"].transform([model.char_input(t) for t in texts])]).tocsr()
+    words = [model.word_input(t) for t in texts]
+    x = sparse.hstack([p["word"].transform(words), p["char"].transform([model.char_input(t) for t in texts])]).tocsr()
     for head, key in (("severity", "severity"), ("reasoning", "reasoning")):
         d = p[head].decision_function(x)
         logits = d if d.ndim == 2 else np.stack([-d, d], axis=1)

@@ -82,6 +82,8 @@ def cv_gate(candidate: dict[str, dict[str, float]], incumbent: dict[str, dict[st
 def hyper_from(manifest: dict[str, Any]) -> Hyper:
     h = dict(manifest.get("hyper", {}))
     h.setdefault("digit_shape", False)  # artifacts from before the option read raw text
+    h.setdefault("stakes_cues", False)
+    h.setdefault("grouped_calibration", False)
     for key in ("word_ngrams", "char_ngrams"):
         if key in h:
             h[key] = tuple(h[key])

@@ -24,7 +24,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross
 
 from . import metrics, taxonomy
 from .corpus import Example, data_hash
-from .model import SEVERITIES, RiskModel, decide_severity, digit_shape
+from .model import SEVERITIES, RiskModel, decide_severity, digit_shape, with_cues
 
 FEEDBACK_WEIGHT = 3.0
 # The high threshold aims this far above the recall target on out-of-fold
@@ -49,6 +49,8 @@ class Hyper:
     # of domains the fold's model never saw: the situation the issue is about.
     # Random folds (False) tune it on familiar vocabulary and set it too high.
     grouped_calibration: bool = False
+    # Word n-grams also read one token per stakes cue (model.with_cues).
+    stakes_cues: bool = False
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,8 @@ def _train(
     y_nr = np.array([int(e.needs_reasoning) for e in data])
     word, char = vectorizers(h)
     char_texts = [digit_shape(t) for t in texts] if h.digit_shape else texts
-    x = sparse.hstack([word.fit_transform(texts), char.fit_transform(char_texts)]).tocsr()
+    word_texts = [with_cues(t) for t in texts] if h.stakes_cues else texts
+    x = sparse.hstack([word.fit_transform(word_texts), char.fit_transform(char_texts)]).tocsr()
     groups = domain_groups(data) if h.grouped_calibration else None
 
     selection: list[dict[str, Any]] = []
