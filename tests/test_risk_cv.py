@@ -79,7 +79,7 @@ def test_cross_validation_never_trains_on_a_group_it_scores(monkeypatch):
 def _fold_groups(examples, folds):
     groups = cv.groups_of(examples, "domain")
     fold_of = cv.assign_folds(groups, folds)
-    tag_of = {taxonomy.load().group_of(e.domain): e.domain for e in examples}
+    tag_of = {taxonomy.load().unit_of(e.domain): e.domain for e in examples}
     return [{tag_of[g] for g, f in fold_of.items() if f == k} for k in range(folds)]
 
 

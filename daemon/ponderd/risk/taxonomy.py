@@ -36,6 +36,13 @@ class Taxonomy:
         """The group a domain tag belongs to; KeyError for a tag the taxonomy does not list."""
         return self._by_tag[tag]
 
+    def unit_of(self, tag: str) -> str:
+        """What leave-one-domain-out holds out together: a high-stakes group whole
+        (its tags are one field: vet and pets, devops and cloud), an everyday tag
+        on its own (puzzles, or maths homework, not all background traffic at once)."""
+        group = self.groups[self._by_tag[tag]]
+        return group.id if group.stakes == "high" else f"{group.id}/{tag}"
+
     def writer_of(self, file_name: str) -> str:
         """The writer of a corpus file; a file the taxonomy does not name is its own writer."""
         return self.writers.get(file_name, file_name)

@@ -83,12 +83,12 @@ def _lr(c: float) -> LogisticRegression:
 
 
 def domain_groups(examples: Sequence[Example]) -> list[str]:
-    """Each example's taxonomy group; feedback (no domain) is one group of its own."""
+    """Each example's hold-out unit (taxonomy.unit_of); feedback (no domain) is one group of its own."""
     tax = taxonomy.load()
     out = []
     for e in examples:
         try:
-            out.append(tax.group_of(e.domain) if e.domain else taxonomy.FEEDBACK_GROUP)
+            out.append(tax.unit_of(e.domain) if e.domain else taxonomy.FEEDBACK_GROUP)
         except KeyError:
             out.append(e.domain)
     return out
