@@ -79,14 +79,14 @@ def test_cross_validation_never_trains_on_a_group_it_scores(monkeypatch):
 def _fold_groups(examples, folds):
     groups = cv.groups_of(examples, "domain")
     fold_of = cv.assign_folds(groups, folds)
-    tag_of = {taxonomy.load().unit_of(e.domain): e.domain for e in examples}
+    tag_of = {taxonomy.load().unit_of(e.domain, e.text): e.domain for e in examples}
     return [{tag_of[g] for g, f in fold_of.items() if f == k} for k in range(folds)]
 
 
 def test_writer_groups_come_from_the_taxonomy():
     ex = [Example("a", "low", False, "plain.jsonl:1", "chat"), Example("b", "low", False, "new.jsonl:3", "chat")]
     assert cv.groups_of(ex, "writer") == ["second writer (plain chat-box voice)", "new.jsonl"]
-    with pytest.raises(ValueError, match="domain, writer"):
+    with pytest.raises(ValueError, match="domain, tag, writer"):
         cv.groups_of(ex, "language")
 
 
@@ -121,3 +121,11 @@ def test_the_grouped_cv_gate(candidate, ok, words):
 )
 def test_stakes_cues(text, cues):
     assert stakes_cues(text) == cues
+
+
+def test_domain_units_hold_high_stakes_groups_whole_and_spread_everyday_traffic():
+    tax = taxonomy.load()
+    assert tax.unit_of("vet", "a") == tax.unit_of("pets", "b") == "vet"
+    spread = {tax.unit_of("puzzle", f"riddle {i}") for i in range(200)}
+    assert len(spread) == taxonomy.EVERYDAY_SLICES and all(u.startswith("everyday#") for u in spread)
+    assert tax.unit_of("puzzle", "riddle", spread=False) == "leisure/puzzle"

@@ -226,7 +226,7 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
 
     p = r.add_parser("eval", help="evaluate the model on labeled JSON lines files, or its recipe by grouped CV", description="Per-class precision/recall, macro-F1, confusion matrix and calibration on labeled files, taken together; or, with --cv, the training recipe cross-validated with whole domains or writers held out.")
     p.add_argument("files", nargs="*", metavar="FILE")
-    p.add_argument("--cv", choices=("domain", "writer"), help="hold out whole taxonomy domain groups or writers instead of reading files")
+    p.add_argument("--cv", choices=("domain", "tag", "writer"), help="hold out whole high-stakes domains (domain), every domain tag including everyday ones (tag), or writers, instead of reading files")
     p.add_argument("--folds", type=int, default=5, help="with --cv: deal groups into this many folds; 0 = one fold per group (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     with_model(p)

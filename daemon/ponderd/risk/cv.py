@@ -4,8 +4,11 @@ The fixed held-out split was written by the same writers, on the same topics,
 as the training files, so it cannot show what happens on a field the corpus
 has no vocabulary for. Here whole groups are held out instead:
 
-- `domain`: taxonomy groups (data/taxonomy.toml), e.g. all aviation queries,
-  high and look-alike, at once;
+- `domain`: the high-stakes taxonomy groups (data/taxonomy.toml), e.g. all
+  aviation queries, high and look-alike, at once; everyday traffic (chat,
+  homework, puzzles) is spread over the folds (taxonomy.unit_of);
+- `tag`: the harsher variant that also holds out each everyday tag whole
+  (no puzzles at all in training when puzzles are scored);
 - `writer`: all files of one writer (the taxonomy's [writers] table).
 
 Each fold runs the whole recipe (features, calibration, thresholds) on the
@@ -25,7 +28,8 @@ from . import taxonomy
 from .corpus import Example
 from .train import Hyper, Scored, domain_groups, predict, summarise, train
 
-KINDS = ("domain", "writer")
+KINDS = ("domain", "writer")  # what the gate and `ponder risk train --cv` run
+ALL_KINDS = ("domain", "tag", "writer")
 # What the retrain gate and `ponder risk train` run: 5 folds of each kind keep
 # a gate run to ten trainings (a few minutes on two cores).
 GATE_FOLDS = 5
@@ -51,12 +55,12 @@ class CVReport:
 
 
 def groups_of(examples: Sequence[Example], kind: str) -> list[str]:
-    if kind == "domain":
-        return domain_groups(examples)
+    if kind in ("domain", "tag"):
+        return domain_groups(examples, spread=kind == "domain")
     if kind == "writer":
         tax = taxonomy.load()
         return [tax.writer_of(e.file) if e.source else taxonomy.FEEDBACK_GROUP for e in examples]
-    raise ValueError(f"cross-validation kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    raise ValueError(f"cross-validation kind must be one of {', '.join(ALL_KINDS)}, not {kind!r}")
 
 
 def assign_folds(groups: Sequence[str], folds: int) -> dict[str, int]:

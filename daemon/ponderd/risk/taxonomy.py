@@ -5,12 +5,14 @@ from __future__ import annotations
 import functools
 import pathlib
 import tomllib
+import zlib
 from dataclasses import dataclass
 
 TAXONOMY_FILE = pathlib.Path(__file__).resolve().parent / "data" / "taxonomy.toml"
 # Labeled feedback has no domain or writer: it is its own group, never held out
 # on its own (grouped_folds spreads it), so a fold never tests on feedback alone.
 FEEDBACK_GROUP = "feedback"
+EVERYDAY_SLICES = 10
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,22 @@ class Taxonomy:
         """The group a domain tag belongs to; KeyError for a tag the taxonomy does not list."""
         return self._by_tag[tag]
 
-    def unit_of(self, tag: str) -> str:
-        """What leave-one-domain-out holds out together: a high-stakes group whole
-        (its tags are one field: vet and pets, devops and cloud), an everyday tag
-        on its own (puzzles, or maths homework, not all background traffic at once)."""
+    def unit_of(self, tag: str, text: str = "", spread: bool = True) -> str:
+        """What leave-one-domain-out holds out together.
+
+        A high-stakes group is held out whole (its tags are one field: vet and
+        pets, devops and cloud). Everyday traffic (chat, puzzles, homework) is
+        not a domain the issue is about and every deployment sees it, so by
+        default it is spread over EVERYDAY_SLICES pseudo-groups by a hash of the
+        text and lands in every fold's training data; with spread=False each
+        everyday tag is held out on its own (the harsher `tag` variant).
+        """
         group = self.groups[self._by_tag[tag]]
-        return group.id if group.stakes == "high" else f"{group.id}/{tag}"
+        if group.stakes == "high":
+            return group.id
+        if spread:
+            return f"everyday#{zlib.crc32(text.encode()) % EVERYDAY_SLICES}"
+        return f"{group.id}/{tag}"
 
     def writer_of(self, file_name: str) -> str:
         """The writer of a corpus file; a file the taxonomy does not name is its own writer."""
