@@ -30,10 +30,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("files", nargs="*")
     ap.add_argument("--policy", default=str(REPO / "policies" / "default.toml"))
+    ap.add_argument("--confidence", type=float, help="unsure_confidence to try instead of the policy's")
     args = ap.parse_args()
     files = [pathlib.Path(f) for f in args.files] or corpus.heldout_files()
     examples = [e for f in files for e in corpus.read_jsonl(f)]
     policy = load_policy(pathlib.Path(args.policy))
+    if args.confidence is not None:
+        policy = dataclasses.replace(policy, defaults=dataclasses.replace(policy.defaults, unsure_confidence=args.confidence))
     rules = policy.rules_for("acme")
     off = dataclasses.replace(rules, unsure_floor="")
     model = artifact.load(artifact.SHIPPED_DIR)

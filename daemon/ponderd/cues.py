@@ -15,8 +15,8 @@ the query carries something a wrong answer would act on:
 
 The classifier reads them as tokens (model.with_cues) and the policy's unsure
 floor uses them (assessment.adjust). One scan for numbers with what follows
-them and one keyword scan: about 20 µs a query, where one regular expression
-per cue scanning at every position cost ten times that.
+them and one keyword scan: 67 µs a query measured on a heavily loaded host, where one
+regular expression per cue scanning at every position cost 274 µs.
 """
 
 from __future__ import annotations
