@@ -85,7 +85,7 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
     policies = PolicyHolder(settings.policy_file)
     classifier = ClassifierHolder(settings.state_dir, settings.risk.model_dir)
     pipeline = Pipeline(policies, classifier, engine, budgets, clock, keep_prompts=settings.risk.keep_prompts_days > 0)
-    retrainer = Retrainer(classifier, store, clock, settings.risk.high_recall_target)
+    retrainer = Retrainer(classifier, store, clock, settings.risk.high_recall_target, settings.risk.retrain_cv_folds)
     daemon = Daemon(
         settings, clock, store, ledger, budgets, keys.Keyring(), policies, classifier, engine, pipeline, retrainer,
         jobs=None,  # type: ignore[arg-type]

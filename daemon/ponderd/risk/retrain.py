@@ -91,8 +91,11 @@ def hyper_from(manifest: dict[str, Any]) -> Hyper:
 
 
 class Retrainer:
-    def __init__(self, holder: ClassifierHolder, store: Any, clock: Any, recall_target: float) -> None:
+    def __init__(
+        self, holder: ClassifierHolder, store: Any, clock: Any, recall_target: float, cv_folds: int = GATE_FOLDS
+    ) -> None:
         self.holder = holder
+        self.cv_folds = cv_folds
         self.store = store
         self.clock = clock
         self.recall_target = recall_target
@@ -126,13 +129,14 @@ class Retrainer:
         candidate = report.model
         ok, reason = gate(report.heldout["summary"], incumbent_metrics)
         candidate_metrics = dict(report.heldout["summary"])
-        if ok:
+        if ok and self.cv_folds:
             # Only a candidate that holds the held-out split pays for cross-validation.
-            incumbent_cv = {k: v["summary"] for k, v in manifest.get("cv", {}).items() if k in KINDS}
+            recorded = manifest.get("cv", {})
+            incumbent_cv = {k: v["summary"] for k, v in recorded.items() if k in KINDS and v.get("folds") == self.cv_folds}
             for kind in KINDS:
                 if kind not in incumbent_cv:  # an artifact trained without --cv: measure its recipe now
-                    incumbent_cv[kind] = cross_validate(examples, kind, self.recall_target, hyper, GATE_FOLDS).summary
-            runs = {kind: cross_validate(examples, kind, self.recall_target, hyper, GATE_FOLDS, fb) for kind in KINDS}
+                    incumbent_cv[kind] = cross_validate(examples, kind, self.recall_target, hyper, self.cv_folds).summary
+            runs = {kind: cross_validate(examples, kind, self.recall_target, hyper, self.cv_folds, fb) for kind in KINDS}
             candidate.manifest["cv"] = {kind: r.to_json() for kind, r in runs.items()}
             ok, cv_reason = cv_gate({k: r.summary for k, r in runs.items()}, incumbent_cv)
             reason = f"{reason}; {cv_reason}"
