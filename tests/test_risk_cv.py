@@ -129,3 +129,40 @@ def test_domain_units_hold_high_stakes_groups_whole_and_spread_everyday_traffic(
     spread = {tax.unit_of("puzzle", f"riddle {i}") for i in range(200)}
     assert len(spread) == taxonomy.EVERYDAY_SLICES and all(u.startswith("everyday#") for u in spread)
     assert tax.unit_of("puzzle", "riddle", spread=False) == "leisure/puzzle"
+
+
+def test_the_retrainer_runs_the_grouped_gate_after_the_held_out_one(monkeypatch, tmp_path):
+    from ponderd.risk import retrain
+
+    summary = {"severity_macro_f1": 0.86, "high_recall": 0.96, "reasoning_f1": 0.9}
+
+    class Model:
+        version = "cand"
+        manifest: dict = {}
+
+    class Report:
+        model = Model()
+        heldout = {"summary": summary}
+
+    class Holder:
+        state_dir = tmp_path
+
+        def current(self):
+            m = Model()
+            m.manifest = {"data_hash": "old", "cv": {k: {"folds": 5, "summary": {"severity_macro_f1": 0.84, "high_recall": 0.97}} for k in cv.KINDS}}
+            return m
+
+    calls = []
+
+    def fake_cv(examples, kind, target, hyper, folds, feedback=()):
+        calls.append((kind, folds, len(feedback)))
+        return cv.CVReport(kind, folds, 9, {"summary": {"severity_macro_f1": 0.845, "high_recall": 0.95}})
+
+    monkeypatch.setattr(retrain, "train", lambda *a, **k: Report())
+    monkeypatch.setattr(retrain, "evaluate", lambda model, ex: {"summary": summary})
+    monkeypatch.setattr(retrain, "cross_validate", fake_cv)
+    r = retrain.Retrainer(Holder(), None, None, 0.95)
+    result = r._train_and_gate([Example("fb", "high", True)], set())
+    assert calls == [("domain", 5, 1), ("writer", 5, 1)]  # the incumbent's recorded figures are reused
+    assert not result.accepted and "domain high_recall 0.9700 -> 0.9500" in result.reason
+    assert result.candidate_metrics["cv_writer_high_recall"] == 0.95
