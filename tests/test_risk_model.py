@@ -200,3 +200,11 @@ def test_missing_manifest_is_refused(model_copy):
 def test_artifact_is_compressed_skops(model_copy):
     with zipfile.ZipFile(model_copy / artifact.MODEL_FILE) as z:
         assert "schema.json" in z.namelist()
+
+
+def test_stakes_cue_tokens_are_an_option_the_shipped_model_does_not_pay_for(model):
+    from ponderd.risk.model import with_cues
+
+    assert with_cues("heparin 18 units/kg/h, 72 kg") == "heparin 18 units/kg/h, 72 kg stakescuedose stakescuequantity"
+    assert with_cues("write a poem") == "write a poem"
+    assert model.manifest["hyper"]["stakes_cues"] is False and model.word_input("5 mg") == "5 mg"

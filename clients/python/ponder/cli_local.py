@@ -136,7 +136,7 @@ def risk_eval(args: argparse.Namespace) -> int:
     if args.cv:
         return _risk_cv(args)
     if not args.files:
-        print("ponder: give labeled files to evaluate, or --cv domain|writer", file=sys.stderr)
+        print("ponder: give labeled files to evaluate, or --cv domain|tag|writer", file=sys.stderr)
         return 2
     try:
         examples = [ex for f in args.files for ex in corpus.read_jsonl(pathlib.Path(f))]
