@@ -21,7 +21,7 @@ from ponderd.risk import artifact, corpus
 
 def sklearn_score(model, text: str) -> np.ndarray:
     p = model.parts
-    x = sparse.hstack([p["word"].transform([text]), p["char"].transform([model.char_input(text)])]).tocsr()
+    x = sparse.hstack([p["word"].transform([model.word_input(text)]), p["char"].transform([model.char_input(text)])]).tocsr()
     d = p["severity"].decision_function(x)[0]
     z = np.exp(model.manifest["temperatures"]["severity"] * d)
     nr = p["reasoning"].decision_function(x)[0]

@@ -54,7 +54,10 @@ def test_feedback_is_checked_and_stored(shared_daemon):
 
 
 def test_retraining_from_feedback_swaps_a_better_model_and_refuses_a_worse_one(tmp_path, weak_model):
-    settings = make_settings(tmp_path / "state", risk={"model_dir": str(weak_model), "retrain_schedule": ""})
+    # The grouped-CV half of the gate costs ten trainings or more (tests/test_risk_cv.py covers it); off here.
+    settings = make_settings(
+        tmp_path / "state", risk={"model_dir": str(weak_model), "retrain_schedule": "", "retrain_cv_folds": 0}
+    )
     d = DaemonThread(settings).start()
     try:
         with d.client() as c, d.admin() as admin:

@@ -118,3 +118,37 @@ def test_hint_values_outside_the_tenant_limits(hints, error, message):
 def test_allowed_hints_pass():
     check_hints(Hints(samples=8, thinking_tokens=64, level="thorough", severity_floor="high", max_cost=1.0),
                 POLICY.rules_for("local"), POLICY, "local", LIMITS)
+
+
+def unsure(severity: str, reasoning: bool, cues: tuple[str, ...]) -> Assessment:
+    score = RiskScore(severity, reasoning, {"low": 0.45, "medium": 0.5, "high": 0.05}, float(reasoning), "test")
+    return Assessment(severity, reasoning, score, (), cues)
+
+
+def test_unsure_floor_raises_the_plan_and_says_why():
+    rules = TenantRules("direct", "thorough", frozenset(), 8, 64, unsure_floor="careful")
+    plans = plan_candidates(unsure("low", False, ("dose",)), POLICY, rules, Hints(), 50, LIMITS)
+    assert [p.level for p in plans] == ["careful"]  # and the budget may not push it lower
+    assert "unsure: classifier confidence 0.50 < 0.6 and the query carries dose -> no lower than careful (raised to careful)" in plans[0].reasons
+
+
+def test_unsure_floor_raises_the_degradation_floor_of_a_higher_route():
+    rules = TenantRules("direct", "thorough", frozenset(), 8, 64, unsure_floor="brief")
+    plans = plan_candidates(unsure("medium", True, ("money",)), POLICY, rules, Hints(), 50, LIMITS)
+    assert [p.level for p in plans] == ["careful", "brief"]
+    assert any(r.startswith("unsure:") and r.endswith("no lower than brief") for r in plans[0].reasons)
+
+
+def test_unsure_floor_respects_the_tenant_cap_and_can_be_off():
+    capped = TenantRules("direct", "brief", frozenset(), 8, 64, unsure_floor="careful")
+    assert [p.level for p in plan_candidates(unsure("low", False, ("dose",)), POLICY, capped, Hints(), 50, LIMITS)] == ["brief"]
+    off = TenantRules("direct", "thorough", frozenset(), 8, 64, unsure_floor="")
+    plans = plan_candidates(unsure("low", False, ("dose",)), POLICY, off, Hints(), 50, LIMITS)
+    assert [p.level for p in plans] == ["direct"]
+    assert not any(r.startswith("unsure:") for r in plans[0].reasons)
+
+
+def test_no_cues_no_floor():
+    rules = TenantRules("direct", "thorough", frozenset(), 8, 64, unsure_floor="careful")
+    plans = plan_candidates(unsure("low", False, ()), POLICY, rules, Hints(), 50, LIMITS)
+    assert [p.level for p in plans] == ["direct"]

@@ -79,3 +79,39 @@ def test_default_policy_pins_destructive_commands_high():
     a = adjust(score(), policy, "acme", "quick one: DROP TABLE users; ok?", None)
     assert a.severity == "high"
     assert "destructive commands" in a.adjustments[0]
+
+
+def unsure_score(top=0.5):
+    return RiskScore("medium", False, {"low": 1 - top - 0.1, "medium": top, "high": 0.1}, 0.2, "m1")
+
+
+@pytest.mark.parametrize(
+    "top, text, cues",
+    [
+        (0.5, "pt 72 kg, heparin 18 units/kg/h, bag 25,000 units in 500 mL. rate?", ("dose", "quantity")),
+        (0.5, "appeal window 21 days from 12 Feb, today 2 Mar", ("deadline",)),
+        (0.5, "invoice 8,400 € to a German client, reverse charge?", ("money",)),
+        (0.5, "tell me about the history of rome", ()),  # unsure, but nothing at stake in the text
+        (0.9, "pt 72 kg, heparin 18 units/kg/h, rate?", ()),  # the classifier is sure
+    ],
+)
+def test_unsure_floor_fires_only_when_unsure_and_the_query_carries_stakes(top, text, cues):
+    a = adjust(unsure_score(top), load_policy(SMALL_POLICY), "acme", text, None)
+    assert a.unsure_cues == cues
+    assert a.severity == "medium"  # the floor moves the plan, not the label
+
+
+def test_unsure_floor_is_on_by_default_and_can_be_turned_off(tmp_path):
+    policy = load_policy(SMALL_POLICY)
+    assert policy.defaults.unsure_floor == "brief"  # the high route's floor
+    assert policy.defaults.unsure_confidence == 0.6
+    path = tmp_path / "off.toml"
+    path.write_text(SMALL_POLICY.read_text().replace("[defaults]", '[defaults]\nunsure_floor = "off"'))
+    off = load_policy(path)
+    assert off.defaults.unsure_floor == ""
+    assert adjust(unsure_score(), off, "acme", "give 500 mg now?", None).unsure_cues == ()
+
+
+def test_a_high_verdict_never_runs_the_unsure_check():
+    s = RiskScore("high", False, {"low": 0.3, "medium": 0.3, "high": 0.4}, 0.2, "m1")
+    assert adjust(s, load_policy(SMALL_POLICY), "acme", "give 500 mg now?", None).unsure_cues == ()

@@ -37,6 +37,17 @@ def test_shipped_model_meets_the_quality_bars_on_the_held_out_split(model, heldo
         assert model.manifest["metrics"][key] == pytest.approx(summary[key], abs=1e-9)
 
 
+def test_shipped_model_records_its_grouped_cross_validation(model):
+    # Written by `ponder risk train --cv` (make risk-model); the retrain gate compares against it.
+    cv = model.manifest["cv"]
+    assert set(cv) == {"domain", "writer"}
+    for kind, run in cv.items():
+        assert run["folds"] == 5 and run["summary"]["examples"] == model.manifest["examples"], kind
+        assert run["summary"]["high_recall"] >= 0.95, kind
+        # Below the 0.85 bar (docs/risk.md says by how much); this guards the documented figure.
+        assert run["summary"]["severity_macro_f1"] >= 0.82, kind
+
+
 def test_shipped_model_was_trained_on_the_corpus_in_the_repo(model):
     training = corpus.load(corpus.training_files())
     assert model.manifest["data_hash"] == corpus.data_hash(training)
@@ -48,7 +59,8 @@ def test_shipped_model_was_trained_on_the_corpus_in_the_repo(model):
 def test_the_fast_path_matches_scikit_learn(model, heldout):
     texts = [e.text for e in heldout[:200]]
     p = model.parts
-    x = sparse.hstack([p["word"].transform(texts), p["char"].transform([model.char_input(t) for t in texts])]).tocsr()
+    words = [model.word_input(t) for t in texts]
+    x = sparse.hstack([p["word"].transform(words), p["char"].transform([model.char_input(t) for t in texts])]).tocsr()
     for head, key in (("severity", "severity"), ("reasoning", "reasoning")):
         d = p[head].decision_function(x)
         logits = d if d.ndim == 2 else np.stack([-d, d], axis=1)
@@ -188,3 +200,11 @@ def test_missing_manifest_is_refused(model_copy):
 def test_artifact_is_compressed_skops(model_copy):
     with zipfile.ZipFile(model_copy / artifact.MODEL_FILE) as z:
         assert "schema.json" in z.namelist()
+
+
+def test_stakes_cue_tokens_are_an_option_the_shipped_model_does_not_pay_for(model):
+    from ponderd.risk.model import with_cues
+
+    assert with_cues("heparin 18 units/kg/h, 72 kg") == "heparin 18 units/kg/h, 72 kg stakescuedose stakescuequantity"
+    assert with_cues("write a poem") == "write a poem"
+    assert model.manifest["hyper"]["stakes_cues"] is False and model.word_input("5 mg") == "5 mg"

@@ -1,18 +1,26 @@
 """Check the risk corpus files: schema, duplicates, label counts.
 
 Usage: python tools/check_corpus.py [FILE ...]   (default: every corpus file)
-Exits 1 and names file:line for every problem.
+Exits 1 and names file:line for every problem: schema, duplicates (also of the
+independent writers' sets in bench/data, which must never leak into the
+corpus), domain tags the taxonomy does not list, training files whose writer
+the taxonomy does not name.
 """
 
 from __future__ import annotations
 
 import collections
+import difflib
 import json
 import pathlib
 import re
 import sys
+import tomllib
 
-CORPUS = pathlib.Path(__file__).resolve().parent.parent / "daemon/ponderd/risk/data/corpus"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "daemon/ponderd/risk/data/corpus"
+TAXONOMY = ROOT / "daemon/ponderd/risk/data/taxonomy.toml"
+BENCH = ROOT / "bench/data"
 FIELDS = {"text", "severity", "needs_reasoning", "lang", "domain", "hard"}
 REQUIRED = FIELDS - {"hard"}
 
@@ -24,12 +32,22 @@ def normalise(text: str) -> str:
 def main(argv: list[str]) -> int:
     files = [pathlib.Path(a) for a in argv] or sorted(CORPUS.glob("*.jsonl"))
     problems: list[str] = []
+    taxonomy = tomllib.loads(TAXONOMY.read_text(encoding="utf-8"))
+    group_of = {tag: g for g, t in taxonomy["groups"].items() for tag in t["tags"]}
+    writers = taxonomy.get("writers", {})
     seen: dict[str, str] = {}
+    for path in sorted(BENCH.glob("*.jsonl")):
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                seen[normalise(json.loads(line)["text"])] = f"bench/data/{path.name}:{n} (independent writers' set)"
+    groups: collections.Counter[str] = collections.Counter()
     combos: collections.Counter[tuple[str, bool]] = collections.Counter()
     per_file: collections.Counter[str] = collections.Counter()
     langs: collections.Counter[str] = collections.Counter()
     hard = 0
     for path in files:
+        if not path.name.endswith(".heldout.jsonl") and path.name not in writers:
+            problems.append(f"{path.name}: no writer named for it in {TAXONOMY.name} [writers]")
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             where = f"{path.name}:{n}"
             if not line.strip():
@@ -59,6 +77,12 @@ def main(argv: list[str]) -> int:
             if key in seen:
                 problems.append(f"{where}: duplicate of {seen[key]}")
             seen[key] = where
+            if row["domain"] not in group_of:
+                near = difflib.get_close_matches(str(row["domain"]), sorted(group_of), n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                problems.append(f"{where}: domain {row['domain']!r} is not in {TAXONOMY.name}{hint}")
+            else:
+                groups[group_of[row["domain"]]] += 1
             combos[(row["severity"], row["needs_reasoning"])] += 1
             per_file[path.name] += 1
             langs[row["lang"]] += 1
@@ -69,6 +93,7 @@ def main(argv: list[str]) -> int:
         print(f"  {name}: {count}")
     for sev in ("low", "medium", "high"):
         print(f"  {sev:6} reasoning={combos[(sev, True)]:5} direct={combos[(sev, False)]:5}")
+    print("  domain groups: " + ", ".join(f"{k}={v}" for k, v in sorted(groups.items())))
     print("  languages: " + ", ".join(f"{k}={v}" for k, v in langs.most_common()))
     for p in problems:
         print(p, file=sys.stderr)

@@ -112,7 +112,7 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
         engine, MeteredBudgets(budgets, telemetry, lambda: engine.model_name), clock,
         keep_prompts=settings.risk.keep_prompts_days > 0, planned=telemetry.planned,
     )
-    retrainer = Retrainer(classifier, store, clock, settings.risk.high_recall_target)
+    retrainer = Retrainer(classifier, store, clock, settings.risk.high_recall_target, settings.risk.retrain_cv_folds)
     daemon = Daemon(
         settings, clock, store, ledger, budgets, keys.Keyring(), policies, classifier, engine, pipeline, retrainer,
         jobs=None,  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .cues import stakes_cues
 from .policy import SEVERITIES, Policy
 
 RANK = {s: i for i, s in enumerate(SEVERITIES)}
@@ -36,6 +37,13 @@ class Assessment:
     needs_reasoning: bool
     score: RiskScore
     adjustments: tuple[str, ...] = field(default=())
+    # Stakes cues found in a query the classifier was unsure about (empty when
+    # the unsure floor did not fire); the planner raises the plan's floor.
+    unsure_cues: tuple[str, ...] = ()
+
+    @property
+    def confidence(self) -> float:
+        return max(self.score.severity_probs.values(), default=0.0)
 
 
 def adjust(score: RiskScore, policy: Policy, tenant: str | None, text: str, severity_floor: str | None) -> Assessment:
@@ -58,4 +66,18 @@ def adjust(score: RiskScore, policy: Policy, tenant: str | None, text: str, seve
     if severity_floor and RANK[severity_floor] > RANK[severity]:
         notes.append(f"client severity floor {severity_floor}")
         severity = severity_floor
-    return Assessment(severity, reasoning, score, tuple(notes))
+    return Assessment(severity, reasoning, score, tuple(notes), unsure(score, severity, policy, tenant, text))
+
+
+def unsure(score: RiskScore, severity: str, policy: Policy, tenant: str | None, text: str) -> tuple[str, ...]:
+    """Stakes cues, when the unsure floor applies: on, severity below high, classifier unsure.
+
+    Only a verdict below high can under-serve; the cue patterns run only then,
+    so confident verdicts pay nothing.
+    """
+    rules = policy.rules_for(tenant)
+    if not rules.unsure_floor or severity == "high":
+        return ()
+    if max(score.severity_probs.values(), default=0.0) >= rules.unsure_confidence:
+        return ()
+    return stakes_cues(text)

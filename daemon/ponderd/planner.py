@@ -122,7 +122,20 @@ def plan_candidates(
         elif policy.rank(target) > hi:
             target = rules.max_level
             reasons.append(f"capped at the tenant's max_level {target}")
-        floor_rank = min(max(policy.rank(route.floor), lo), policy.rank(target))
+        floor_rank = max(policy.rank(route.floor), lo)
+        if assessment.unsure_cues and rules.unsure_floor:
+            # Never above the tenant's max_level: the floor protects, it does not bill past the cap.
+            unsure_rank = min(policy.rank(rules.unsure_floor), hi)
+            floor_rank = max(floor_rank, unsure_rank)
+            raised = policy.rank(target) < unsure_rank
+            if raised:
+                target = policy.levels[unsure_rank].name
+            reasons.append(
+                f"unsure: classifier confidence {assessment.confidence:.2f} < {rules.unsure_confidence:g} and the query "
+                f"carries {', '.join(assessment.unsure_cues)} -> no lower than {policy.levels[unsure_rank].name}"
+                + (f" (raised to {target})" if raised else "")
+            )
+        floor_rank = min(floor_rank, policy.rank(target))
         floor = policy.levels[floor_rank].name
 
     exact = hints.samples is not None or hints.thinking_tokens is not None

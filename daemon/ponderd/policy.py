@@ -27,7 +27,10 @@ TOKEN_KINDS = ("prompt", "thinking", "answer")
 _TOP = {"version", "currency", "prices", "levels", "routing", "defaults", "tenants", "overrides"}
 _LEVEL = {"thinking_tokens", "samples", "answer_tokens"}
 _ROUTE = {"direct", "reasoning", "floor"}
-_RULES = {"min_level", "max_level", "hints", "max_samples", "max_thinking_tokens"}
+_RULES = {"min_level", "max_level", "hints", "max_samples", "max_thinking_tokens", "unsure_floor", "unsure_confidence"}
+# `unsure_floor = "off"` turns the unsure-stakes floor off.
+UNSURE_OFF = "off"
+UNSURE_CONFIDENCE = 0.6
 _OVERRIDE = {"tenants", "pattern", "severity_floor", "severity", "needs_reasoning", "note"}
 
 
@@ -68,6 +71,12 @@ class TenantRules:
     hints: frozenset[str]
     max_samples: int
     max_thinking_tokens: int
+    # When the classifier is unsure (top severity probability below
+    # unsure_confidence) and the query carries stakes cues (a dose, a quantity
+    # with a unit, a deadline, money), plans go no lower than this level.
+    # "" is off. See assessment.adjust and docs/policy.md.
+    unsure_floor: str = ""
+    unsure_confidence: float = UNSURE_CONFIDENCE
 
 
 @dataclass(frozen=True)
@@ -143,6 +152,12 @@ class _Checker:
             return options[0] if options else ""
         return value
 
+    def fraction(self, where: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            self.problems.append(f"{where}: must be a number from 0 to 1, not {value!r}")
+            return 0.0
+        return float(value)
+
     def price(self, where: str, value: Any) -> Decimal:
         try:
             if isinstance(value, bool):
@@ -215,6 +230,9 @@ def _parse(raw: dict, check: _Checker, path: str, sha: str) -> Policy:
         "hints": ["severity_floor", "max_cost"],
         "max_samples": max((lvl.samples for lvl in levels), default=1),
         "max_thinking_tokens": max((lvl.thinking_tokens for lvl in levels), default=0),
+        # On by default: no lower than what a high-severity query may be degraded to.
+        "unsure_floor": routing["high"].floor if "high" in routing else UNSURE_OFF,
+        "unsure_confidence": UNSURE_CONFIDENCE,
     }
     defaults = _rules(check, "defaults", raw.get("defaults", {}), base, names)
     default_raw = {**base, **(raw.get("defaults") or {})} if isinstance(raw.get("defaults", {}), dict) else base
@@ -252,12 +270,15 @@ def _rules(check: _Checker, where: str, table: Any, base: dict, names: list[str]
         hints = []
     for h in hints:
         check.choice(f"{where}.hints", h, HINTS)
+    unsure_floor = check.choice(f"{where}.unsure_floor", t["unsure_floor"], [*names, UNSURE_OFF])
     rules = TenantRules(
         min_level=check.choice(f"{where}.min_level", t["min_level"], names),
         max_level=check.choice(f"{where}.max_level", t["max_level"], names),
         hints=frozenset(h for h in hints if h in HINTS),
         max_samples=check.integer(f"{where}.max_samples", t["max_samples"], 1, 64),
         max_thinking_tokens=check.integer(f"{where}.max_thinking_tokens", t["max_thinking_tokens"], 0, 131072),
+        unsure_floor="" if unsure_floor == UNSURE_OFF else unsure_floor,
+        unsure_confidence=check.fraction(f"{where}.unsure_confidence", t["unsure_confidence"]),
     )
     if rules.min_level in names and rules.max_level in names and names.index(rules.min_level) > names.index(rules.max_level):
         check.problems.append(f"{where}: min_level {rules.min_level!r} is above max_level {rules.max_level!r}")

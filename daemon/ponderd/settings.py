@@ -65,6 +65,9 @@ class RiskSettings:
     retrain_schedule: str = "30 3 * * *"
     # The high-severity recall the decision threshold is tuned to.
     high_recall_target: float = 0.95
+    # Folds of the retrain gate's grouped cross-validation (domain and writer,
+    # docs/risk.md); 0 gates on the held-out split alone (faster, blinder).
+    retrain_cv_folds: int = 5
     # Keep request prompts (and feedback's copies, and answers) this many days, so feedback
     # can teach the classifier; 0 keeps no prompts. prune_prompts enforces it (retention.py).
     keep_prompts_days: int = 30
@@ -259,6 +262,8 @@ def _validate(s: Settings, where: str) -> None:
         raise SettingsError(f"{where}: model.n_seq_max must be >= 1 and model.n_ctx >= 256")
     if not 0.5 <= s.risk.high_recall_target <= 1.0:
         raise SettingsError(f"{where}: risk.high_recall_target must be between 0.5 and 1.0")
+    if not 0 <= s.risk.retrain_cv_folds <= 20 or s.risk.retrain_cv_folds == 1:
+        raise SettingsError(f"{where}: risk.retrain_cv_folds must be 0 (off) or from 2 to 20")
     for address in s.listen.split(","):
         if ":" not in address.strip():
             raise SettingsError(f"{where}: listen must be HOST:PORT, e.g. 127.0.0.1:50051, or unix:///PATH")

@@ -95,9 +95,17 @@ def risk_train(args: argparse.Namespace) -> int:
     from ponderd.risk.train import train
     from ponderd.settings import default_state_dir
 
-    report = train(
-        corpus.load(corpus.training_files()), corpus.load(corpus.heldout_files()), args.recall_target, select=args.select
-    )
+    examples = corpus.load(corpus.training_files())
+    report = train(examples, corpus.load(corpus.heldout_files()), args.recall_target, select=args.select)
+    if args.cv:
+        from ponderd.risk.cv import GATE_FOLDS, KINDS, cross_validate
+        from ponderd.risk.retrain import hyper_from
+
+        # What the retrain gate compares a candidate with (see risk/retrain.py).
+        hyper = hyper_from(report.model.manifest)
+        report.model.manifest["cv"] = {
+            kind: cross_validate(examples, kind, args.recall_target, hyper, GATE_FOLDS).to_json() for kind in KINDS
+        }
     holder_dir = default_state_dir() / "risk"
     output = pathlib.Path(args.output) if args.output else holder_dir / report.model.version
     artifact.save(report.model, output)
@@ -115,6 +123,10 @@ def risk_train(args: argparse.Namespace) -> int:
     print(f"thresholds: high >= {m['thresholds']['high']:.3f} (recall target {args.recall_target}), "
           f"needs_reasoning >= {m['thresholds']['reasoning']:.3f}")
     _print_report(report.heldout, "held-out files")
+    for kind, cv in m.get("cv", {}).items():
+        c = cv["summary"]
+        print(f"cv {kind}: {cv['folds']} folds over {cv['groups']} groups: macro-F1 {c['severity_macro_f1']:.3f}  "
+              f"high recall {c['high_recall']:.3f}  needs_reasoning F1 {c['reasoning_f1']:.3f}  ({cv['seconds']:.0f}s)")
     return 0
 
 
@@ -122,6 +134,11 @@ def risk_eval(args: argparse.Namespace) -> int:
     from ponderd.risk import corpus
     from ponderd.risk.train import evaluate
 
+    if args.cv:
+        return _risk_cv(args)
+    if not args.files:
+        print("ponder: give labeled files to evaluate, or --cv domain|tag|writer", file=sys.stderr)
+        return 2
     try:
         examples = [ex for f in args.files for ex in corpus.read_jsonl(pathlib.Path(f))]
     except (OSError, ValueError) as exc:
@@ -134,6 +151,31 @@ def risk_eval(args: argparse.Namespace) -> int:
     else:
         print(f"model {model.version}")
         _print_report(report, ", ".join(args.files) if len(args.files) < 4 else f"{len(args.files)} files")
+    return 0
+
+
+def _risk_cv(args: argparse.Namespace) -> int:
+    """Grouped cross-validation of the model's training recipe (its hyper-parameters) on the corpus."""
+    from ponderd.risk import corpus
+    from ponderd.risk.cv import cross_validate
+    from ponderd.risk.retrain import hyper_from
+
+    if args.files:
+        print("ponder: --cv trains on the repository's corpus; it takes no files", file=sys.stderr)
+        return 2
+    model = _risk_model(args)
+    target = float(model.manifest.get("recall_target", 0.95))
+    cv = cross_validate(corpus.load(corpus.training_files()), args.cv, target, hyper_from(model.manifest), args.folds)
+    if args.json:
+        dump_json(cv.to_json() | {"report": cv.report, "model_version": model.version})
+        return 0
+    folds = "one fold per group" if cv.folds == cv.groups else f"{cv.folds} folds"
+    print(f"recipe of model {model.version}, {args.cv} groups held out ({cv.groups} groups, {folds}, {cv.seconds:.0f}s)")
+    _print_report(cv.report, "pooled over folds")
+    print(f"by {args.cv} (examples, macro-F1, high support, high recall):")
+    for g, r in sorted(cv.per_group.items(), key=lambda kv: kv[1]["high_recall"] if kv[1]["high_support"] else 2):
+        recall = f"{r['high_recall']:.3f}" if r["high_support"] else "-"
+        print(f"  {g:<40} {int(r['examples']):>5}  {r['severity_macro_f1']:.3f}  {int(r['high_support']):>4}  {recall}")
     return 0
 
 
@@ -179,11 +221,14 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     p.add_argument("--output", help="model directory to write (default: a new version in the state dir, made current)")
     p.add_argument("--select", action="store_true", help="choose regularisation by cross-validation (slower)")
     p.add_argument("--recall-target", type=float, default=0.95, help="high-severity recall to tune for (default 0.95)")
+    p.add_argument("--cv", action="store_true", help="also run domain and writer grouped CV (5 folds each) and record it in the manifest for the retrain gate")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=risk_train)
 
-    p = r.add_parser("eval", help="evaluate the model on labeled JSON lines files", description="Per-class precision/recall, macro-F1, confusion matrix and calibration on labeled files, taken together.")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p = r.add_parser("eval", help="evaluate the model on labeled JSON lines files, or its recipe by grouped CV", description="Per-class precision/recall, macro-F1, confusion matrix and calibration on labeled files, taken together; or, with --cv, the training recipe cross-validated with whole domains or writers held out.")
+    p.add_argument("files", nargs="*", metavar="FILE")
+    p.add_argument("--cv", choices=("domain", "tag", "writer"), help="hold out whole high-stakes domains (domain), every domain tag including everyday ones (tag), or writers, instead of reading files")
+    p.add_argument("--folds", type=int, default=5, help="with --cv: deal groups into this many folds; 0 = one fold per group (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     with_model(p)
     p.set_defaults(handler=risk_eval)

@@ -17,7 +17,12 @@ class Example:
     text: str
     severity: str
     needs_reasoning: bool
-    source: str = ""
+    source: str = ""  # "file.jsonl:line"
+    domain: str = ""  # the line's domain tag (see data/taxonomy.toml)
+
+    @property
+    def file(self) -> str:
+        return self.source.rsplit(":", 1)[0]
 
 
 def read_jsonl(path: pathlib.Path) -> list[Example]:
@@ -33,7 +38,7 @@ def read_jsonl(path: pathlib.Path) -> list[Example]:
             raise ValueError(f"{path}:{n}: not a labeled example ({exc})") from None
         if sev not in SEVERITIES or not isinstance(nr, bool) or not isinstance(text, str) or not text.strip():
             raise ValueError(f"{path}:{n}: needs text, severity (low|medium|high) and needs_reasoning (true|false)")
-        out.append(Example(text, sev, nr, f"{path.name}:{n}"))
+        out.append(Example(text, sev, nr, f"{path.name}:{n}", str(row.get("domain", ""))))
     return out
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..assessment import Contribution, RiskScore
+from ..cues import stakes_cues
 
 SEVERITIES = ("low", "medium", "high")
 _DIGIT = re.compile(r"\d")
@@ -29,6 +30,17 @@ def digit_shape(text: str) -> str:
     unseen features and arithmetic looks like nothing at all.
     """
     return _DIGIT.sub("0", text)
+
+
+def with_cues(text: str) -> str:
+    """The text plus one token per stakes cue it carries: what the word n-grams read.
+
+    A dose, a quantity with a unit, a deadline or money is a sign of stakes in
+    any field; as tokens, the model can learn that sign once and apply it to
+    fields whose vocabulary it has never seen (docs/risk.md).
+    """
+    cues = stakes_cues(text)
+    return text + "".join(f" stakescue{c}" for c in cues) if cues else text
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,7 @@ class RiskModel:
         self._vecs = [_Vectorizer(word, 0, "word"), _Vectorizer(char, len(word.vocabulary_), "char")]
         # Older artifacts read raw text with both vectorizers.
         self.char_input = digit_shape if manifest.get("hyper", {}).get("digit_shape") else _same
+        self.word_input = with_cues if manifest.get("hyper", {}).get("stakes_cues") else _same
         temps = manifest["temperatures"]
         self._sev = _Head(parts["severity"], float(temps["severity"]))
         self._nr = _Head(parts["reasoning"], float(temps["reasoning"]))
@@ -91,7 +104,7 @@ class RiskModel:
         self._bias = np.concatenate([self._sev.intercept, self._nr.intercept])
 
     def features(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        (wi, wv), (ci, cv) = self._vecs[0].features(text), self._vecs[1].features(self.char_input(text))
+        (wi, wv), (ci, cv) = self._vecs[0].features(self.word_input(text)), self._vecs[1].features(self.char_input(text))
         return np.concatenate([wi, ci]), np.concatenate([wv, cv])
 
     def _probabilities(self, idx: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, float]:
