@@ -41,7 +41,8 @@ def test_ready_reload_drain_and_clean_exit(cli_env, tmp_path):
     sock.settimeout(120)
     policy = tmp_path / "policy.toml"
     shutil.copy(SMALL_POLICY, policy)
-    env = cli_env | {"NOTIFY_SOCKET": str(notify)}
+    # A drain long enough for the running request to finish on a slow, busy machine.
+    env = cli_env | {"NOTIFY_SOCKET": str(notify), "PONDER_DRAIN_SECONDS": "300"}
     d = DaemonProcess(env, "--policy-file", str(policy), program="ponderd")
     address = d.wait_ready()
     assert sock.recv(100) == b"READY=1"
@@ -76,7 +77,7 @@ def test_ready_reload_drain_and_clean_exit(cli_env, tmp_path):
     t = threading.Thread(target=long_ask)
     t.start()
     wait_until(lambda: reservations(d) == 1)
-    assert d.stop() == 0
+    assert d.stop(300) == 0
     t.join(60)
     assert result["r"].usage.answer_tokens > 0
     assert sock.recv(100) == b"STOPPING=1"

@@ -172,7 +172,9 @@ class Server:
             # pipeline, not by gRPC, so each settles and its caller hears why;
             # gRPC's own cut-off comes later, as a backstop.
             stopping = self._spawn(self._grpc.stop(grace + SETTLE_WAIT))
-            if not await self._first(inflight.wait_idle(), self.force_exit.wait(), timeout=grace):
+            # Until every request has ended, the grace has passed, or a second signal came.
+            await self._first(inflight.wait_idle(), self.force_exit.wait(), timeout=grace)
+            if len(inflight):
                 log.warning("drain: stopping %d request(s) still running", inflight.stop_all(DRAINED))
             settled = await inflight.wait_idle(SETTLE_WAIT)
             if not settled:
@@ -234,15 +236,14 @@ class Server:
                 await self._health.set(name, status)
 
     @staticmethod
-    async def _first(*aws: Awaitable[Any], timeout: float | None = None) -> bool:
-        """Wait for the first of `aws` to finish, or `timeout`; True unless the timeout came first."""
+    async def _first(*aws: Awaitable[Any], timeout: float | None = None) -> None:
+        """Wait until the first of `aws` finishes, or `timeout` passes."""
         tasks = [asyncio.ensure_future(a) for a in aws]
         try:
-            done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for t in tasks:
                 t.cancel()
-        return bool(done)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
