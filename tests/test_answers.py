@@ -81,6 +81,12 @@ CHOICE = [
     ("Between (A) and (B), it must be (B).", "B"),
     ("Let me think.\nC)\n", "C"),
     ("E", "E"),
+    # What SmolLM2 writes, as seen: a later phrase without a letter does not hide an earlier one.
+    ("Answer: A. carrot\n\nThis answer is incorrect.", "A"),
+    ("The correct option is C. Red.\n\nThe reason is the sunset.", "C"),
+    ("A) cat\n\nExplanation: The answer C) fish is a fish", "C"),
+    ("A. red", "A"),
+    ("A) cat.", "A"),
     ("Answer: Paris", ""),  # a word that starts with a capital is not a letter choice
     ("A cat sat on the mat.", ""),  # nor is the article
     ("The answer is 42", ""),

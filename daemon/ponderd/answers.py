@@ -47,10 +47,13 @@ _MARKDOWN = re.compile(r"[*_`#>]+")
 _ARTICLE = re.compile(r"^(?:the|a|an)\s+", re.IGNORECASE)
 # A choice letter: upper case, or any case inside brackets; never the start of a word.
 _CHOICE = r"(?:\(([A-Ja-j])\)|\[([A-Ja-j])\]|\b([A-J])(?![\w'’]))"
-_CHOICE_AT_START = re.compile(r"^\W{0,3}?" + _CHOICE)
+_CHOICE_AT_START = re.compile(r"^\W{0,3}?(?:" + _CHOICE + r"|([a-j])\W*$)")
+_CHOICE_MARKER = re.compile(
+    r"\b(?:final\s+answer|answer|option|choice)\b[^:=\n]{0,30}?(?:\bis\b|:|=)\s*(.+)", re.IGNORECASE
+)
 _CHOICE_NAMED = re.compile(r"\b(?:option|choice|letter)\s+" + r"\(?([A-Ja-j])\b\)?", re.IGNORECASE)
-_CHOICE_BRACKETED = re.compile(r"\(([A-J])\)")
-_CHOICE_LINE = re.compile(r"^\s*([A-J])[).:]\s*$|^\s*\(?([A-J])\)?[.!]?\s*$", re.MULTILINE)
+_CHOICE_BRACKETED = re.compile(r"\(([A-J])\)|(?<![\w(])([A-J])\)")
+_CHOICE_LINE = re.compile(r"^\s*([A-J])[).:](?:\s|$)|^\s*\(?([A-J])\)?[.!]?\s*$", re.MULTILINE)
 MAX_LEN = 120
 # Past this, a "number" answer is a digit string the vote compares as it is.
 _MAX_DIGITS = 40
@@ -89,15 +92,13 @@ def extract_choice(text: str) -> str:
     boxed = _BOXED.findall(text)
     if boxed:
         return _choice_at_start(_MARKDOWN.sub("", boxed[-1]).strip())
-    marked = _last_marked(text)
-    if marked is not None:
-        letter = _choice_at_start(_MARKDOWN.sub("", marked).strip())
+    plain = _MARKDOWN.sub("", text)
+    # The last answer phrase that names a letter: a later "this answer is wrong" does not hide it.
+    for m in reversed([m for line in plain.splitlines() if (m := _CHOICE_MARKER.search(line))]):
+        letter = _choice_at_start(m.group(1).strip())
         if letter:
             return letter
-        if re.fullmatch(r"[a-j]", marked.strip(" .!*_`()[]")):
-            return marked.strip(" .!*_`()[]").upper()
-    # No answer phrase names a letter: the last "option C", "(C)" or line that is only a letter.
-    plain = _MARKDOWN.sub("", text)
+    # No answer phrase names a letter: the last "option C", "(C)", "C)", or line that starts with one.
     found = [
         (m.start(), next(g for g in m.groups() if g))
         for pattern in (_CHOICE_NAMED, _CHOICE_BRACKETED, _CHOICE_LINE)

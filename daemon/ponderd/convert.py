@@ -45,6 +45,7 @@ def hints(msg: ponder_pb2.Hints) -> Hints:
         samples=msg.samples or None,
         thinking_tokens=msg.thinking_tokens if msg.HasField("thinking_tokens") else None,
         level=msg.level or None,
+        answer_format=msg.answer_format or None,
     )
 
 
@@ -76,6 +77,7 @@ def plan(p: Plan) -> ponder_pb2.Plan:
         worst_case_cost=to_credits(p.worst_case_micros),
         reasons=list(p.reasons),
         policy_version=p.policy_version,
+        answer_format=p.answer_format,
     )
 
 

@@ -145,7 +145,7 @@ class Pipeline:
         plan = quote.plan
         job = GenerationJob(
             prepared, plan.samples, plan.thinking_tokens, plan.answer_tokens,
-            req.seed or secrets.randbits(31), answers.extract_answer, voting.vote_decided, _text_sink(events),
+            req.seed or secrets.randbits(31), answers.extractor(plan.answer_format), voting.vote_decided, _text_sink(events),
         )
         stop.on_stop(job.cancel)
         try:

@@ -22,18 +22,20 @@ SEVERITY_MEDIUM: Severity
 SEVERITY_HIGH: Severity
 
 class Hints(_message.Message):
-    __slots__ = ("severity_floor", "max_cost", "samples", "thinking_tokens", "level")
+    __slots__ = ("severity_floor", "max_cost", "samples", "thinking_tokens", "level", "answer_format")
     SEVERITY_FLOOR_FIELD_NUMBER: _ClassVar[int]
     MAX_COST_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     THINKING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     LEVEL_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FORMAT_FIELD_NUMBER: _ClassVar[int]
     severity_floor: Severity
     max_cost: float
     samples: int
     thinking_tokens: int
     level: str
-    def __init__(self, severity_floor: _Optional[_Union[Severity, str]] = ..., max_cost: _Optional[float] = ..., samples: _Optional[int] = ..., thinking_tokens: _Optional[int] = ..., level: _Optional[str] = ...) -> None: ...
+    answer_format: str
+    def __init__(self, severity_floor: _Optional[_Union[Severity, str]] = ..., max_cost: _Optional[float] = ..., samples: _Optional[int] = ..., thinking_tokens: _Optional[int] = ..., level: _Optional[str] = ..., answer_format: _Optional[str] = ...) -> None: ...
 
 class AskRequest(_message.Message):
     __slots__ = ("prompt", "system", "hints", "seed", "explain")
@@ -89,7 +91,7 @@ class Assessment(_message.Message):
     def __init__(self, severity: _Optional[_Union[Severity, str]] = ..., needs_reasoning: _Optional[bool] = ..., severity_probs: _Optional[_Mapping[str, float]] = ..., needs_reasoning_prob: _Optional[float] = ..., model_version: _Optional[str] = ..., adjustments: _Optional[_Iterable[str]] = ..., explanation: _Optional[_Iterable[_Union[Contribution, _Mapping]]] = ..., model_severity: _Optional[_Union[Severity, str]] = ..., model_needs_reasoning: _Optional[bool] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("level", "thinking_tokens", "samples", "answer_tokens", "worst_case_cost", "reasons", "policy_version")
+    __slots__ = ("level", "thinking_tokens", "samples", "answer_tokens", "worst_case_cost", "reasons", "policy_version", "answer_format")
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     THINKING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +99,7 @@ class Plan(_message.Message):
     WORST_CASE_COST_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FORMAT_FIELD_NUMBER: _ClassVar[int]
     level: str
     thinking_tokens: int
     samples: int
@@ -104,7 +107,8 @@ class Plan(_message.Message):
     worst_case_cost: float
     reasons: _containers.RepeatedScalarFieldContainer[str]
     policy_version: str
-    def __init__(self, level: _Optional[str] = ..., thinking_tokens: _Optional[int] = ..., samples: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., worst_case_cost: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., policy_version: _Optional[str] = ...) -> None: ...
+    answer_format: str
+    def __init__(self, level: _Optional[str] = ..., thinking_tokens: _Optional[int] = ..., samples: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., worst_case_cost: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., policy_version: _Optional[str] = ..., answer_format: _Optional[str] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "thinking_tokens", "answer_tokens", "forced_tokens", "samples_run", "samples_stopped")
