@@ -39,7 +39,7 @@ class EngineLimits:
     n_ctx_seq: int
     n_seq_max: int
     # Tokens Ponder inserts: once after the prompt to open thinking, per sample
-    # to close it at the cap, once to skip it when thinking is off.
+    # to close it at the cap (with the wrap-up text), once to skip it when thinking is off.
     forced_open: int = 0
     forced_close: int = 0
     forced_skip: int = 0

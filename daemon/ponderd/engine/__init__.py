@@ -26,6 +26,9 @@ class PreparedPrompt:
     close_thinking: tuple[int, ...]
     # Forced after the prompt when thinking is off but the model would think anyway.
     skip_thinking: tuple[int, ...]
+    # Forced after close_thinking at the thinking cap only, and its text (model.wrap_up).
+    wrap_up: tuple[int, ...] = ()
+    wrap_up_text: str = ""
 
 
 @dataclass

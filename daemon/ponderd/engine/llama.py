@@ -98,11 +98,15 @@ class LlamaEngine:
         self._native = self._detect_native()
         self._open = self.tokenize(OPEN_TAG)
         self._close = self.tokenize(CLOSE_TAG)
+        # Settings text, not markup: tokenised as plain text so it cannot force special tokens.
+        self._wrap = self.tokenize(s.wrap_up, special=False) if s.wrap_up else ()
         n_ctx = L.llama_n_ctx(self._ctx)
         n_ctx_seq = min(L.llama_n_ctx_seq(self._ctx), L.llama_model_n_ctx_train(self._model))
         probe = self.prepare("", "")
         self.limits = EngineLimits(
-            n_ctx, n_ctx_seq, s.n_seq_max, len(probe.open_thinking), len(probe.close_thinking), len(probe.skip_thinking)
+            n_ctx, n_ctx_seq, s.n_seq_max, len(probe.open_thinking),
+            # The worst case per sample: capped, so closed and wrapped up.
+            len(probe.close_thinking) + len(probe.wrap_up), len(probe.skip_thinking),
         )
         self._free_seqs = list(range(s.n_seq_max))
         self._free_cells = n_ctx
@@ -150,7 +154,7 @@ class LlamaEngine:
             skip = self.tokenize(("" if opened else OPEN_TAG) + CLOSE_TAG)
         else:
             open_, skip = self._open, ()
-        return PreparedPrompt(self.tokenize(text), open_, self._close, skip)
+        return PreparedPrompt(self.tokenize(text), open_, self._close, skip, self._wrap, self.settings.wrap_up)
 
     async def generate(self, job: GenerationJob) -> GenerationResult:
         future = self._submit(job)
@@ -235,7 +239,8 @@ class LlamaEngine:
     def _cells_needed(self, job: GenerationJob) -> int:
         p = job.prompt
         prefix = len(p.open_thinking) if job.thinking_cap else len(p.skip_thinking)
-        per_sample = job.thinking_cap + job.answer_cap + (len(p.close_thinking) if job.thinking_cap else 0)
+        forced = len(p.close_thinking) + len(p.wrap_up) if job.thinking_cap else 0
+        per_sample = job.thinking_cap + job.answer_cap + forced
         return len(p.tokens) + prefix + job.samples * per_sample
 
     def _start_next(self) -> None:
@@ -245,7 +250,10 @@ class LlamaEngine:
         tokens = list(p.tokens) + list(prefix)
         run = _Running(
             job, future, seqs,
-            [SampleState(i, job.thinking_cap, job.answer_cap, p.close_thinking, job.on_text) for i in range(job.samples)],
+            [
+                SampleState(i, job.thinking_cap, job.answer_cap, p.close_thinking, job.on_text, p.wrap_up, p.wrap_up_text)
+                for i in range(job.samples)
+            ],
             [native.sampler(self._L, self.settings, job.seed + i) for i in range(job.samples)],
             [len(tokens)] * job.samples,
             self._cells_needed(job),

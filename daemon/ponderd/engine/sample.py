@@ -24,6 +24,10 @@ class SampleState:
     close_tokens: tuple[int, ...]
     # Called with (sample index, phase, text) as text is produced.
     on_text: Callable[[int, str, str], None] | None = None
+    # Forced after close_tokens at the cap only, so a capped sample answers at once;
+    # its text opens the answer, as the model reads it.
+    wrap_up: tuple[int, ...] = ()
+    wrap_up_text: str = ""
     phase: str = THINKING
     result: SampleResult = field(init=False)
     # Tokens to decode next for this sample (the last sampled one and/or forced ones).
@@ -84,10 +88,14 @@ class SampleState:
 
     def _close(self, capped: bool) -> None:
         self.result.thinking_capped = capped
-        self.result.forced_tokens += len(self.close_tokens)
-        self.feed = self.feed + list(self.close_tokens) if capped else list(self.close_tokens)
+        forced = list(self.close_tokens) + (list(self.wrap_up) if capped else [])
+        self.result.forced_tokens += len(forced)
+        # Capped: the cap-th token is not decoded yet, so it goes first.
+        self.feed = self.feed + forced if capped else forced
         self.result.thinking += self._decoder.decode(b"", final=True)
         self._to_answer()
+        if capped and self.wrap_up:
+            self._answer_text(self.wrap_up_text)
 
     def _to_answer(self) -> None:
         self.phase = ANSWER
