@@ -105,6 +105,7 @@ def sample(s: SampleResult) -> ponder_pb2.Sample:
         answer_tokens=s.answer_tokens,
         finish_reason=s.finish_reason,
         thinking_capped=s.thinking_capped,
+        confidence=s.confidence,
     )
 
 
@@ -137,4 +138,7 @@ def spend_record(row: dict[str, Any]) -> admin_pb2.SpendRecord:
         latency_seconds=row["latency_ms"] / 1000,
         status=row["status"],
         error=row["error"],
+        # Absent (None) for rows from before it was measured: the field stays unset.
+        confidence_mean=row.get("confidence_mean"),
+        confidence_min=row.get("confidence_min"),
     )

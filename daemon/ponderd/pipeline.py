@@ -240,7 +240,15 @@ class Pipeline:
             samples_stopped=result.samples_stopped if result else 0,
             cost_micros=cost, latency_ms=int(1000 * (self.clock.monotonic() - started)),
             status=status, error=error, answer=answer,
+            **_confidence(result),
         )
+
+
+def _confidence(result: GenerationResult | None) -> dict[str, float | None]:
+    ran = [s.confidence for s in result.samples if s.thinking_tokens or s.answer_tokens] if result else []
+    if not ran:
+        return {"confidence_mean": None, "confidence_min": None}
+    return {"confidence_mean": sum(ran) / len(ran), "confidence_min": min(ran)}
 
 
 def _why(reason: str) -> str:

@@ -70,6 +70,9 @@ class SampleResult:
     # "stop", "length", "vote_decided", "cancelled", "error"
     finish_reason: str = ""
     thinking_capped: bool = False
+    # Geometric-mean probability of the least certain window of sampled tokens
+    # (engine/confidence.py); 0.0 when the sample produced no token.
+    confidence: float = 0.0
 
 
 @dataclass

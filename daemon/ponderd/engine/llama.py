@@ -27,6 +27,7 @@ from ..planner import EngineLimits
 from ..settings import ModelSettings
 from . import GenerationJob, GenerationResult, PreparedPrompt, native
 from .jobs import JobQueue, cancelled_before_start, reject, resolve, stopped_message
+from .confidence import token_logprob
 from .model_file import resolve_model_path
 from .sample import SampleState
 
@@ -81,6 +82,7 @@ class LlamaEngine:
         if not self._model:
             raise FailedPrecondition(f"llama.cpp could not load {path}; is it a GGUF model file?")
         self._vocab = L.llama_model_get_vocab(self._model)
+        self._n_vocab = L.llama_vocab_n_tokens(self._vocab)
         s = self.settings
         cp = L.llama_context_default_params()
         cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = s.n_ctx, s.n_batch, s.n_batch, s.n_seq_max
@@ -270,7 +272,7 @@ class LlamaEngine:
             for i, state in enumerate(run.states):
                 # A sample that ends at once can settle the vote and stop the rest.
                 if not state.done:
-                    self._accept(run, i, self._L.llama_sampler_sample(run.samplers[i], self._ctx, last))
+                    self._accept(run, i, self._L.llama_sampler_sample(run.samplers[i], self._ctx, last), last)
         except native.EngineFault:
             raise
         except Exception as exc:  # one bad job must not stop the loop
@@ -323,17 +325,19 @@ class LlamaEngine:
             else:
                 for run, i, idx in outputs:
                     if not run.states[i].done:
-                        self._accept(run, i, L.llama_sampler_sample(run.samplers[i], self._ctx, idx))
+                        self._accept(run, i, L.llama_sampler_sample(run.samplers[i], self._ctx, idx), idx)
         for run in list(self._running):
             self._finish_if_done(run)
 
-    def _accept(self, run: _Running, i: int, token: int) -> None:
+    def _accept(self, run: _Running, i: int, token: int, idx: int) -> None:
         # Whatever a job's callbacks (or its bookkeeping) raise fails that job
         # only; the try costs nothing until something raises.
         st, job, what = run.states[i], run.job, "the sample bookkeeping"
         try:
             L = self._L
-            st.accept(token, native.piece(L, self._vocab, token), bool(L.llama_vocab_is_eog(self._vocab, token)))
+            # About 0.1-0.2 ms per token for SmolLM2's 49k-token vocabulary (docs/benchmarks.md).
+            logprob = token_logprob(native.logits(L, self._ctx, idx, self._n_vocab), token)
+            st.accept(token, native.piece(L, self._vocab, token), bool(L.llama_vocab_is_eog(self._vocab, token)), logprob)
             if st.sink_error is not None:
                 what = "the text sink (on_text)"
                 raise st.sink_error

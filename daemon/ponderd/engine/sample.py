@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import ANSWER, THINKING, SampleResult
+from .confidence import WindowConfidence
 
 CLOSE_TAG = "</think>"
 
@@ -41,6 +42,7 @@ class SampleState:
         self._raw_thinking = ""
         # Answer text that may be the start of a stray </think>, held until it is not.
         self._held = ""
+        self._confidence = WindowConfidence()
         if self.thinking_cap == 0:
             self.phase = ANSWER
 
@@ -48,10 +50,12 @@ class SampleState:
     def done(self) -> bool:
         return self.phase == "done"
 
-    def accept(self, token: int, piece: bytes, is_eog: bool) -> None:
-        """Take one sampled token; set `feed` to what must be decoded next."""
+    def accept(self, token: int, piece: bytes, is_eog: bool, logprob: float | None = None) -> None:
+        """Take one sampled token (and its log-probability, if known); set `feed` to what must be decoded next."""
         if self.done:
             raise RuntimeError("sample already finished")
+        if logprob is not None and not is_eog:
+            self._confidence.add(logprob)
         if self.phase == THINKING:
             self._think(token, piece, is_eog)
         else:
@@ -128,6 +132,7 @@ class SampleState:
         self.result.text = self.result.text.strip()
         self.result.thinking = self.result.thinking.strip()
         self.result.finish_reason = reason
+        self.result.confidence = self._confidence.value
         self.phase = "done"
         self.feed = []
 

@@ -135,7 +135,7 @@ class Vote(_message.Message):
     def __init__(self, answer: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class Sample(_message.Message):
-    __slots__ = ("index", "thinking", "text", "answer", "thinking_tokens", "answer_tokens", "finish_reason", "thinking_capped")
+    __slots__ = ("index", "thinking", "text", "answer", "thinking_tokens", "answer_tokens", "finish_reason", "thinking_capped", "confidence")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     THINKING_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +144,7 @@ class Sample(_message.Message):
     ANSWER_TOKENS_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     THINKING_CAPPED_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     index: int
     thinking: str
     text: str
@@ -152,7 +153,8 @@ class Sample(_message.Message):
     answer_tokens: int
     finish_reason: str
     thinking_capped: bool
-    def __init__(self, index: _Optional[int] = ..., thinking: _Optional[str] = ..., text: _Optional[str] = ..., answer: _Optional[str] = ..., thinking_tokens: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., thinking_capped: _Optional[bool] = ...) -> None: ...
+    confidence: float
+    def __init__(self, index: _Optional[int] = ..., thinking: _Optional[str] = ..., text: _Optional[str] = ..., answer: _Optional[str] = ..., thinking_tokens: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., thinking_capped: _Optional[bool] = ..., confidence: _Optional[float] = ...) -> None: ...
 
 class AskResponse(_message.Message):
     __slots__ = ("request_id", "text", "answer", "votes", "assessment", "plan", "usage", "cost", "balance", "samples", "latency_seconds")
