@@ -139,3 +139,12 @@ def test_free_text_is_not_voted_so_it_plans_one_sample_and_reserves_for_one():
     assert [p.samples for p in voted] == [5, 3, 1] and [p.samples for p in free] == [1, 1, 1]
     assert free[0].worst_case_micros < voted[0].worst_case_micros
     assert "answer_format free: free text is not voted, so one sample" in free[0].reasons
+
+
+def test_plans_carry_the_levels_vote():
+    from dataclasses import replace
+
+    weighted = replace(POLICY, levels=tuple(replace(lvl, vote="weighted") for lvl in POLICY.levels))
+    plans = plan_candidates(assess("high", True), weighted, POLICY.rules_for("local"), Hints(), 50, LIMITS)
+    assert {p.vote for p in plans} == {"weighted"} and plans[0].to_json()["vote"] == "weighted"
+    assert {p.vote for p in plan_candidates(assess("high", True), POLICY, POLICY.defaults, Hints(), 50, LIMITS)} == {"majority"}

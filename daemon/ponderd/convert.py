@@ -78,6 +78,7 @@ def plan(p: Plan) -> ponder_pb2.Plan:
         reasons=list(p.reasons),
         policy_version=p.policy_version,
         answer_format=p.answer_format,
+        vote=p.vote,
     )
 
 

@@ -70,6 +70,8 @@ class Outcome:
     cost_micros: int
     balance: BalanceView
     latency_s: float
+    # The summed confidence behind each answer, when the plan's vote is weighted.
+    weights: dict[str, float] = field(default_factory=dict)
 
 
 # Events for streaming callers: ("plan", Quote) once, then ("delta", (sample, phase, text)).
@@ -145,7 +147,8 @@ class Pipeline:
         plan = quote.plan
         job = GenerationJob(
             prepared, plan.samples, plan.thinking_tokens, plan.answer_tokens,
-            req.seed or secrets.randbits(31), answers.extractor(plan.answer_format), voting.vote_decided, _text_sink(events),
+            req.seed or secrets.randbits(31), answers.extractor(plan.answer_format),
+            voting.vote_decided if plan.vote == "majority" else voting.never_decided, _text_sink(events),
         )
         stop.on_stop(job.cancel)
         try:
@@ -193,7 +196,10 @@ class Pipeline:
     ) -> Outcome:
         """Charge what ran and write the record; then return the outcome, or raise what the status means."""
         done = [s for s in result.samples if s.finish_reason in ("stop", "length")]
-        answer, index = voting.winner([s.answer for s in done])
+        said = [s.answer for s in done]
+        weighted = quote.plan.vote == "weighted"
+        confidences = [s.confidence for s in done]
+        answer, index = voting.weighted_winner(said, confidences) if weighted else voting.winner(said)
         text = done[index].text if done else ""
         # A job the engine never started decoded nothing, not even its prompt.
         ran = bool(result.samples)
@@ -216,9 +222,13 @@ class Pipeline:
             log.warning("request %s used %d micros but reserved only %d", request_id, cost, charged)
         if status != "ok":
             raise _ended(status, error, charged, fatal=result.fatal)
+        counts = dict(voting.tally(said))
+        weights = dict(voting.weighted_tally(said, confidences)) if weighted else {}
+        # Weighted: the heaviest answer first, each still with its count of samples.
+        votes = [(a, counts[a]) for a in weights] if weighted else list(counts.items())
         return Outcome(
-            request_id, quote, result, text, answer, voting.tally([s.answer for s in done]), charged,
-            balance, self.clock.monotonic() - started,
+            request_id, quote, result, text, answer, votes, charged,
+            balance, self.clock.monotonic() - started, weights,
         )
 
     def _row(

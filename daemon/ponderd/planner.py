@@ -57,6 +57,7 @@ class Plan:
     policy_version: str
     reasons: tuple[str, ...] = ()
     answer_format: str = "auto"
+    vote: str = "majority"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +68,7 @@ class Plan:
             "worst_case_micros": self.worst_case_micros,
             "policy_version": self.policy_version,
             "answer_format": self.answer_format,
+            "vote": self.vote,
         }
 
 
@@ -143,13 +145,13 @@ def plan_candidates(
         policy.levels[r] for r in range(policy.rank(target), policy.rank(floor) - 1, -1)
     ]
     plans: list[Plan] = []
-    shapes: set[tuple[int, int, int, str]] = set()
+    shapes: set[tuple[int, int, int, str, str]] = set()
     for i, level in enumerate(ladder):
         why = list(reasons)
         if i:
             why.append(f"budget: degraded from {target} to {level.name}")
         plan = _fit(_apply_hints(level, hints, why), prompt_tokens, limits, policy, why)
-        shape = (plan.thinking_tokens, plan.samples, plan.answer_tokens, plan.answer_format)
+        shape = (plan.thinking_tokens, plan.samples, plan.answer_tokens, plan.answer_format, plan.vote)
         if shape not in shapes:
             shapes.add(shape)
             plans.append(plan)
@@ -223,4 +225,5 @@ def _fit(level: Level, prompt: int, limits: EngineLimits, policy: Policy, why: l
         policy_version=policy.version,
         reasons=tuple(why),
         answer_format=level.answer_format,
+        vote=level.vote,
     )

@@ -35,3 +35,35 @@ def winner(answers: Sequence[str]) -> tuple[str, int]:
         return "", 0
     best = votes[0][0]
     return best, list(answers).index(best)
+
+
+# Weighted votes (DeepConf): each sample's answer counts its confidence, in
+# (0, 1], instead of 1, so a few sure samples can outvote many guessing ones.
+VOTES = ("majority", "weighted")
+
+
+def never_decided(answers: Sequence[str], remaining: int) -> bool:
+    """The weighted vote's early-stop rule: none yet. A sample still running may weigh
+    anything up to 1, so the count rule above is not sound for weights; every sample runs."""
+    return False
+
+
+def weighted_tally(answers: Sequence[str], weights: Sequence[float]) -> list[tuple[str, float]]:
+    """Answers with their summed weights, heaviest first; ties keep arrival order. Empty answers do not vote."""
+    if len(answers) != len(weights):
+        raise ValueError(f"{len(answers)} answers but {len(weights)} weights")
+    sums: dict[str, float] = {}
+    for a, w in zip(answers, weights):
+        if a:
+            sums[a] = sums.get(a, 0.0) + w
+    order = {a: i for i, a in reversed(list(enumerate(answers)))}
+    return sorted(sums.items(), key=lambda item: (-item[1], order[item[0]]))
+
+
+def weighted_winner(answers: Sequence[str], weights: Sequence[float]) -> tuple[str, int]:
+    """The heaviest answer and the index of the first sample that gave it ((\"\", 0) if none)."""
+    votes = weighted_tally(answers, weights)
+    if not votes:
+        return "", 0
+    best = votes[0][0]
+    return best, list(answers).index(best)

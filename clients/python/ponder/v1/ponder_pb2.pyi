@@ -91,7 +91,7 @@ class Assessment(_message.Message):
     def __init__(self, severity: _Optional[_Union[Severity, str]] = ..., needs_reasoning: _Optional[bool] = ..., severity_probs: _Optional[_Mapping[str, float]] = ..., needs_reasoning_prob: _Optional[float] = ..., model_version: _Optional[str] = ..., adjustments: _Optional[_Iterable[str]] = ..., explanation: _Optional[_Iterable[_Union[Contribution, _Mapping]]] = ..., model_severity: _Optional[_Union[Severity, str]] = ..., model_needs_reasoning: _Optional[bool] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("level", "thinking_tokens", "samples", "answer_tokens", "worst_case_cost", "reasons", "policy_version", "answer_format")
+    __slots__ = ("level", "thinking_tokens", "samples", "answer_tokens", "worst_case_cost", "reasons", "policy_version", "answer_format", "vote")
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     THINKING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,7 @@ class Plan(_message.Message):
     REASONS_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     ANSWER_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    VOTE_FIELD_NUMBER: _ClassVar[int]
     level: str
     thinking_tokens: int
     samples: int
@@ -108,7 +109,8 @@ class Plan(_message.Message):
     reasons: _containers.RepeatedScalarFieldContainer[str]
     policy_version: str
     answer_format: str
-    def __init__(self, level: _Optional[str] = ..., thinking_tokens: _Optional[int] = ..., samples: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., worst_case_cost: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., policy_version: _Optional[str] = ..., answer_format: _Optional[str] = ...) -> None: ...
+    vote: str
+    def __init__(self, level: _Optional[str] = ..., thinking_tokens: _Optional[int] = ..., samples: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., worst_case_cost: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., policy_version: _Optional[str] = ..., answer_format: _Optional[str] = ..., vote: _Optional[str] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "thinking_tokens", "answer_tokens", "forced_tokens", "samples_run", "samples_stopped")
@@ -127,12 +129,14 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., thinking_tokens: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., forced_tokens: _Optional[int] = ..., samples_run: _Optional[int] = ..., samples_stopped: _Optional[int] = ...) -> None: ...
 
 class Vote(_message.Message):
-    __slots__ = ("answer", "count")
+    __slots__ = ("answer", "count", "weight")
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
     answer: str
     count: int
-    def __init__(self, answer: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+    weight: float
+    def __init__(self, answer: _Optional[str] = ..., count: _Optional[int] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class Sample(_message.Message):
     __slots__ = ("index", "thinking", "text", "answer", "thinking_tokens", "answer_tokens", "finish_reason", "thinking_capped", "confidence")
