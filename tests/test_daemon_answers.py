@@ -3,8 +3,10 @@
 import grpc
 import pytest
 
+from conftest import SMALL_POLICY, DaemonThread, make_settings
 from ponder.client import PonderError
 from ponderd.answers import extractor
+from ponderd.voting import weighted_tally
 
 pytestmark = pytest.mark.model
 
@@ -55,3 +57,21 @@ def test_an_unknown_format_is_refused_with_a_hint(shared_daemon):
         c.ask("What is 2 + 2?", answer_format="numbers")
     assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "did you mean 'number'?" in err.value.message
+
+
+def test_a_weighted_level_votes_by_confidence(tmp_path):
+    policy = tmp_path / "weighted.toml"
+    policy.write_text(SMALL_POLICY.read_text().replace("[levels.careful]\n", '[levels.careful]\nvote = "weighted"\n'))
+    d = DaemonThread(make_settings(tmp_path / "state", policy=policy)).start()
+    try:
+        with d.client() as c:
+            r = c.ask("What is 2 + 3? Reply with just the number.", level="careful", seed=11)
+    finally:
+        d.stop()
+    assert r.plan.vote == "weighted" and r.usage.samples_stopped == 0  # a weighted vote stops nothing early
+    done = [s for s in r.samples if s.finish_reason in ("stop", "length")]
+    expected = weighted_tally([s.answer for s in done], [s.confidence for s in done])
+    assert [(v.answer, v.weight) for v in r.votes] == [(a, pytest.approx(w)) for a, w in expected]
+    assert all(v.count == sum(1 for s in done if s.answer == v.answer) for v in r.votes)
+    if r.votes:
+        assert r.answer == r.votes[0].answer
