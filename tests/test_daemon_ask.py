@@ -33,6 +33,10 @@ def test_ask_charges_the_tenant_and_writes_its_spend_record(daemon):
     assert (row["prompt_tokens"], row["answer_tokens"]) == (r.usage.prompt_tokens, r.usage.answer_tokens)
     assert row["severity"] in ("low", "medium", "high") and row["level"] == r.plan.level
     assert row["latency_ms"] > 0
+    ran = [s.confidence for s in r.samples if s.thinking_tokens or s.answer_tokens]
+    assert ran and all(0 < c <= 1 for c in ran)
+    assert row["confidence_min"] == pytest.approx(min(ran))
+    assert row["confidence_mean"] == pytest.approx(sum(ran) / len(ran))
 
 
 @pytest.mark.parametrize("cap", [0, 1, 5, 12])

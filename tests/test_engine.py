@@ -1,17 +1,25 @@
 """The llama.cpp engine itself, with the real embedded model: batching, admission, caps, cancellation."""
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
 from ponderd.answers import extract_answer
 from ponderd.engine import GenerationJob
 from ponderd.engine.llama import CLOSE_TAG, OPEN_TAG, LlamaEngine
+from conftest import SMALL_POLICY
+from ponderd.assessment import Assessment, RiskScore
 from ponderd.errors import Unavailable
+from ponderd.planner import Hints, plan_candidates
+from ponderd.policy import TenantRules, load_policy
 from ponderd.settings import ModelSettings
 from ponderd.voting import vote_decided
 
 pytestmark = pytest.mark.model
+
+POLICY = load_policy(SMALL_POLICY)
+ASSESS = Assessment("low", False, RiskScore("low", False, {"low": 1.0, "medium": 0.0, "high": 0.0}, 0.0, "test"))
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +45,9 @@ def gather(e, jobs):
 def test_limits_come_from_the_context(engine):
     limits = engine.limits
     assert (limits.n_ctx, limits.n_seq_max) == (1024, 8)
-    assert limits.forced_open == len(engine.tokenize(OPEN_TAG)) and limits.forced_close == len(engine.tokenize(CLOSE_TAG))
+    wrap_up = engine.tokenize(engine.settings.wrap_up, special=False)
+    assert limits.forced_open == len(engine.tokenize(OPEN_TAG))
+    assert limits.forced_close == len(engine.tokenize(CLOSE_TAG)) + len(wrap_up) and wrap_up
     assert limits.forced_skip == 0  # SmolLM2 is not a native reasoning model: no think block to skip
 
 
@@ -56,6 +66,18 @@ def test_same_seed_same_samples(engine):
     a, b = gather(engine, [make_job(engine, seed=42), make_job(engine, seed=42)])
     assert [s.text for s in a.samples] == [s.text for s in b.samples]
     assert [s.thinking for s in a.samples] == [s.thinking for s in b.samples]
+    assert [s.confidence for s in a.samples] == pytest.approx([s.confidence for s in b.samples])
+
+
+def test_confidence_is_read_from_the_logits_of_the_tokens_sampled(engine):
+    # A question the model knows scores above an open-ended invention, every sample of it
+    # (seen: 0.59-0.78 against 0.14-0.29).
+    echo = make_job(engine, prompt="What is the capital of France?", samples=3, thinking=0, answer=16, seed=2)
+    story = make_job(engine, prompt="Invent a strange word and define it.", samples=3, thinking=0, answer=16, seed=2)
+    sure, unsure = gather(engine, [echo, story])
+    for s in sure.samples + unsure.samples:
+        assert 0.0 < s.confidence <= 1.0, s
+    assert min(s.confidence for s in sure.samples) > max(s.confidence for s in unsure.samples)
 
 
 def test_a_decided_vote_stops_the_other_samples(engine):
@@ -108,6 +130,34 @@ def test_a_full_queue_is_refused(engine):
     assert len(refused) >= 8 - 4 - 1  # 4 may wait, 1 may already run
     assert "already waiting for the model" in refused[0].message
     assert engine.queue_depth() == 0
+
+
+def test_a_capped_sample_answers_after_the_wrap_up_and_the_reservation_is_exact(engine):
+    # Thinking and answer caps both reached: every token the plan reserved was used, no more.
+    hints = Hints(samples=3, thinking_tokens=6)
+    job = make_job(engine, prompt="What is 12 + 30?", samples=3, thinking=6, answer=3, seed=4)
+    rules = TenantRules("direct", "direct", frozenset(), 8, 64)
+    level = replace(POLICY.levels[0], answer_tokens=3)
+    (plan,) = plan_candidates(ASSESS, replace(POLICY, levels=(level,)), rules, hints, len(job.prompt.tokens), engine.limits)
+    (r,) = gather(engine, [job])
+    wrap = engine.settings.wrap_up
+    for s in r.samples:
+        assert s.thinking_capped and s.thinking_tokens == 6
+        assert s.text.startswith(wrap) and len(s.text) > len(wrap)  # the model's own answer follows it
+        assert s.answer_tokens == 3 and s.finish_reason == "length"
+    assert r.forced_tokens == plan.forced_tokens
+    assert (r.thinking_tokens, r.answer_tokens) == (plan.samples * plan.thinking_tokens, plan.samples * plan.answer_tokens)
+
+
+def test_an_empty_wrap_up_only_closes_the_block():
+    e = LlamaEngine(ModelSettings(n_ctx=512, n_seq_max=2, wrap_up=""), max_queue=2)
+    e.start()
+    try:
+        assert e.limits.forced_close == len(e.tokenize(CLOSE_TAG))
+        (r,) = gather(e, [make_job(e, samples=1, thinking=3, answer=3, seed=4)])
+        assert r.samples[0].thinking_capped and r.forced_tokens == len(e.tokenize(OPEN_TAG)) + len(e.tokenize(CLOSE_TAG))
+    finally:
+        e.close()
 
 
 def test_native_mode_opens_and_skips_the_think_block_itself():

@@ -95,6 +95,7 @@ def test_context_shrinks_samples_then_refuses_a_prompt_that_cannot_fit():
         (Hints(level="careful"), PermissionDenied, "may not send the level hint"),
         (Hints(max_cost=-1), InvalidRequest, "max_cost must be >= 0"),
         (Hints(severity_floor="extreme"), InvalidRequest, "severity_floor must be one of"),
+        (Hints(answer_format="number"), PermissionDenied, "may not send the answer_format hint"),
     ],
 )
 def test_hints_a_default_tenant_may_not_send(hints, error, message):
@@ -108,6 +109,8 @@ def test_hints_a_default_tenant_may_not_send(hints, error, message):
         (Hints(samples=9), InvalidRequest, "samples must be from 1 to 8"),
         (Hints(thinking_tokens=65), InvalidRequest, "thinking_tokens must be at most 64"),
         (Hints(level="nope"), InvalidRequest, "no level 'nope'"),
+        (Hints(answer_format="numbr"), InvalidRequest, "answer_format must be one of .* not 'numbr' \\(did you mean 'number'\\?\\)"),
+        (Hints(answer_format="free", samples=3), InvalidRequest, "answer_format 'free' is not voted"),
     ],
 )
 def test_hint_values_outside_the_tenant_limits(hints, error, message):
@@ -116,8 +119,8 @@ def test_hint_values_outside_the_tenant_limits(hints, error, message):
 
 
 def test_allowed_hints_pass():
-    check_hints(Hints(samples=8, thinking_tokens=64, level="thorough", severity_floor="high", max_cost=1.0),
-                POLICY.rules_for("local"), POLICY, "local", LIMITS)
+    check_hints(Hints(samples=8, thinking_tokens=64, level="thorough", severity_floor="high", max_cost=1.0,
+                      answer_format="choice"), POLICY.rules_for("local"), POLICY, "local", LIMITS)
 
 
 def unsure(severity: str, reasoning: bool, cues: tuple[str, ...]) -> Assessment:
@@ -152,3 +155,30 @@ def test_no_cues_no_floor():
     rules = TenantRules("direct", "thorough", frozenset(), 8, 64, unsure_floor="careful")
     plans = plan_candidates(unsure("low", False, ()), POLICY, rules, Hints(), 50, LIMITS)
     assert [p.level for p in plans] == ["direct"]
+
+
+def test_plans_carry_the_levels_answer_format_unless_the_client_names_one():
+    plans = plan_candidates(assess("high", True), POLICY, POLICY.rules_for("local"), Hints(), 50, LIMITS)
+    assert {p.answer_format for p in plans} == {"auto"}
+    plans = plan_candidates(assess("high", True), POLICY, POLICY.rules_for("local"), Hints(answer_format="choice"), 50, LIMITS)
+    assert {p.answer_format for p in plans} == {"choice"}
+    assert all("client asked for answer_format choice" in p.reasons for p in plans)
+    assert plans[0].to_json()["answer_format"] == "choice"
+
+
+def test_free_text_is_not_voted_so_it_plans_one_sample_and_reserves_for_one():
+    voted = plan_candidates(assess("high", True), POLICY, POLICY.rules_for("local"), Hints(), 50, LIMITS)
+    free = plan_candidates(assess("high", True), POLICY, POLICY.rules_for("local"), Hints(answer_format="free"), 50, LIMITS)
+    assert [p.level for p in free] == [p.level for p in voted] == ["thorough", "careful", "brief"]
+    assert [p.samples for p in voted] == [5, 3, 1] and [p.samples for p in free] == [1, 1, 1]
+    assert free[0].worst_case_micros < voted[0].worst_case_micros
+    assert "answer_format free: free text is not voted, so one sample" in free[0].reasons
+
+
+def test_plans_carry_the_levels_vote():
+    from dataclasses import replace
+
+    weighted = replace(POLICY, levels=tuple(replace(lvl, vote="weighted") for lvl in POLICY.levels))
+    plans = plan_candidates(assess("high", True), weighted, POLICY.rules_for("local"), Hints(), 50, LIMITS)
+    assert {p.vote for p in plans} == {"weighted"} and plans[0].to_json()["vote"] == "weighted"
+    assert {p.vote for p in plan_candidates(assess("high", True), POLICY, POLICY.defaults, Hints(), 50, LIMITS)} == {"majority"}

@@ -96,3 +96,46 @@ def test_a_stray_closing_tag_after_thinking_is_not_answer_text(pieces, text):
     st, _ = run(1, 10, [(1, "t"), *pieces, (EOG, "")], events)
     assert st.result.text == text
     assert "".join(t for phase, t in events if phase == "answer").strip() == text
+
+
+WRAP = (801, 802)  # what the engine would force after CLOSE at the cap: "Time is up. The answer is"
+
+
+def run_wrapped(cap, answer_cap, pieces, events=None):
+    st = SampleState(0, cap, answer_cap, CLOSE, (lambda i, phase, text: events.append((phase, text))) if events is not None else None,
+                     WRAP, "The answer is")
+    feeds = []
+    for token, text in pieces:
+        if st.done:
+            break
+        st.accept(token, text.encode(), token == EOG)
+        feeds.append(list(st.feed))
+    return st, feeds
+
+
+def test_at_the_cap_the_wrap_up_is_forced_after_the_close_and_opens_the_answer():
+    events = []
+    st, feeds = run_wrapped(2, 3, [(1, "a"), (2, "b"), (3, " 42"), (EOG, "")], events)
+    r = st.result
+    assert feeds[1] == [2, *CLOSE, *WRAP]
+    assert (r.thinking, r.thinking_tokens, r.thinking_capped) == ("ab", 2, True)
+    assert (r.text, r.answer_tokens, r.forced_tokens) == ("The answer is 42", 1, len(CLOSE) + len(WRAP))
+    assert events == [("thinking", "a"), ("thinking", "b"), ("answer", "The answer is"), ("answer", " 42")]
+
+
+@pytest.mark.parametrize(
+    "pieces, forced, text",
+    [
+        ([(1, "a"), (EOG, ""), (3, "42"), (EOG, "")], CLOSE, "42"),  # the model stopped thinking itself: no wrap-up
+        ([(1, "a"), (2, "</think>"), (3, "42"), (EOG, "")], (), "42"),  # it closed the block itself
+    ],
+)
+def test_the_wrap_up_is_forced_only_at_the_cap(pieces, forced, text):
+    st, feeds = run_wrapped(5, 3, pieces)
+    assert (st.result.text, st.result.forced_tokens, st.result.thinking_capped) == (text, len(forced), False)
+    assert not any(set(WRAP) & set(f) for f in feeds)
+
+
+def test_with_a_zero_cap_there_is_nothing_to_close_or_wrap_up():
+    st, feeds = run_wrapped(0, 2, [(1, "x"), (EOG, "")])
+    assert (st.result.text, st.result.forced_tokens) == ("x", 0)

@@ -45,6 +45,7 @@ def hints(msg: ponder_pb2.Hints) -> Hints:
         samples=msg.samples or None,
         thinking_tokens=msg.thinking_tokens if msg.HasField("thinking_tokens") else None,
         level=msg.level or None,
+        answer_format=msg.answer_format or None,
     )
 
 
@@ -76,6 +77,8 @@ def plan(p: Plan) -> ponder_pb2.Plan:
         worst_case_cost=to_credits(p.worst_case_micros),
         reasons=list(p.reasons),
         policy_version=p.policy_version,
+        answer_format=p.answer_format,
+        vote=p.vote,
     )
 
 
@@ -103,6 +106,7 @@ def sample(s: SampleResult) -> ponder_pb2.Sample:
         answer_tokens=s.answer_tokens,
         finish_reason=s.finish_reason,
         thinking_capped=s.thinking_capped,
+        confidence=s.confidence,
     )
 
 
@@ -135,4 +139,7 @@ def spend_record(row: dict[str, Any]) -> admin_pb2.SpendRecord:
         latency_seconds=row["latency_ms"] / 1000,
         status=row["status"],
         error=row["error"],
+        # Absent (None) for rows from before it was measured: the field stays unset.
+        confidence_mean=row.get("confidence_mean"),
+        confidence_min=row.get("confidence_min"),
     )

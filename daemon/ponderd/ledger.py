@@ -118,6 +118,9 @@ class SpendRow:
     status: str
     error: str = ""
     answer: str = ""
+    # Over the samples that produced tokens; None when none did.
+    confidence_mean: float | None = None
+    confidence_min: float | None = None
 
 
 class Ledger:

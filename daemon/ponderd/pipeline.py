@@ -70,6 +70,8 @@ class Outcome:
     cost_micros: int
     balance: BalanceView
     latency_s: float
+    # The summed confidence behind each answer, when the plan's vote is weighted.
+    weights: dict[str, float] = field(default_factory=dict)
 
 
 # Events for streaming callers: ("plan", Quote) once, then ("delta", (sample, phase, text)).
@@ -148,7 +150,8 @@ class Pipeline:
         plan = quote.plan
         job = GenerationJob(
             prepared, plan.samples, plan.thinking_tokens, plan.answer_tokens,
-            req.seed or secrets.randbits(31), answers.extract_answer, voting.vote_decided, _text_sink(events),
+            req.seed or secrets.randbits(31), answers.extractor(plan.answer_format),
+            voting.vote_decided if plan.vote == "majority" else voting.never_decided, _text_sink(events),
         )
         stop.on_stop(job.cancel)
         try:
@@ -198,7 +201,10 @@ class Pipeline:
     ) -> Outcome:
         """Charge what ran and write the record; then return the outcome, or raise what the status means."""
         done = [s for s in result.samples if s.finish_reason in ("stop", "length")]
-        answer, index = voting.winner([s.answer for s in done])
+        said = [s.answer for s in done]
+        weighted = quote.plan.vote == "weighted"
+        confidences = [s.confidence for s in done]
+        answer, index = voting.weighted_winner(said, confidences) if weighted else voting.winner(said)
         text = done[index].text if done else ""
         # A job the engine never started decoded nothing, not even its prompt.
         ran = bool(result.samples)
@@ -221,9 +227,13 @@ class Pipeline:
             log.warning("request %s used %d micros but reserved only %d", request_id, cost, charged)
         if status != "ok":
             raise _ended(status, error, charged, fatal=result.fatal)
+        counts = dict(voting.tally(said))
+        weights = dict(voting.weighted_tally(said, confidences)) if weighted else {}
+        # Weighted: the heaviest answer first, each still with its count of samples.
+        votes = [(a, counts[a]) for a in weights] if weighted else list(counts.items())
         return Outcome(
-            request_id, quote, result, text, answer, voting.tally([s.answer for s in done]), charged,
-            balance, self.clock.monotonic() - started,
+            request_id, quote, result, text, answer, votes, charged,
+            balance, self.clock.monotonic() - started, weights,
         )
 
     def _row(
@@ -245,7 +255,15 @@ class Pipeline:
             samples_stopped=result.samples_stopped if result else 0,
             cost_micros=cost, latency_ms=int(1000 * (self.clock.monotonic() - started)),
             status=status, error=error, answer=answer,
+            **_confidence(result),
         )
+
+
+def _confidence(result: GenerationResult | None) -> dict[str, float | None]:
+    ran = [s.confidence for s in result.samples if s.thinking_tokens or s.answer_tokens] if result else []
+    if not ran:
+        return {"confidence_mean": None, "confidence_min": None}
+    return {"confidence_mean": sum(ran) / len(ran), "confidence_min": min(ran)}
 
 
 def _why(reason: str) -> str:

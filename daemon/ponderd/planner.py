@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .answers import ANSWER_FORMATS
 from .assessment import Assessment
 from .errors import FailedPrecondition, InvalidRequest, PermissionDenied
 from .ledger import to_credits, to_micros
@@ -22,6 +24,8 @@ class Hints:
     samples: int | None = None
     thinking_tokens: int | None = None
     level: str | None = None
+    # What kind of answer to vote on (answers.ANSWER_FORMATS), instead of the level's.
+    answer_format: str | None = None
 
     def sent(self) -> list[str]:
         return [name for name, value in vars(self).items() if value is not None]
@@ -35,7 +39,7 @@ class EngineLimits:
     n_ctx_seq: int
     n_seq_max: int
     # Tokens Ponder inserts: once after the prompt to open thinking, per sample
-    # to close it at the cap, once to skip it when thinking is off.
+    # to close it at the cap (with the wrap-up text), once to skip it when thinking is off.
     forced_open: int = 0
     forced_close: int = 0
     forced_skip: int = 0
@@ -52,6 +56,8 @@ class Plan:
     worst_case_micros: int
     policy_version: str
     reasons: tuple[str, ...] = ()
+    answer_format: str = "auto"
+    vote: str = "majority"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -61,6 +67,8 @@ class Plan:
             "answer_tokens": self.answer_tokens,
             "worst_case_micros": self.worst_case_micros,
             "policy_version": self.policy_version,
+            "answer_format": self.answer_format,
+            "vote": self.vote,
         }
 
 
@@ -85,6 +93,13 @@ def check_hints(hints: Hints, rules: TenantRules, policy: Policy, tenant: str, l
             f"thinking_tokens must be at most {rules.max_thinking_tokens} for tenant {tenant!r}, "
             f"not {hints.thinking_tokens}"
         )
+    if hints.answer_format is not None:
+        if hints.answer_format not in ANSWER_FORMATS:
+            near = difflib.get_close_matches(hints.answer_format, ANSWER_FORMATS, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise InvalidRequest(f"answer_format must be one of {', '.join(ANSWER_FORMATS)}, not {hints.answer_format!r}{hint}")
+        if hints.answer_format == "free" and (hints.samples or 1) > 1:
+            raise InvalidRequest("answer_format 'free' is not voted, so it takes one sample: drop the samples hint or pick another format")
     if hints.level is not None:
         names = [lvl.name for lvl in policy.levels]
         if hints.level not in names:
@@ -143,13 +158,13 @@ def plan_candidates(
         policy.levels[r] for r in range(policy.rank(target), policy.rank(floor) - 1, -1)
     ]
     plans: list[Plan] = []
-    shapes: set[tuple[int, int, int]] = set()
+    shapes: set[tuple[int, int, int, str, str]] = set()
     for i, level in enumerate(ladder):
         why = list(reasons)
         if i:
             why.append(f"budget: degraded from {target} to {level.name}")
         plan = _fit(_apply_hints(level, hints, why), prompt_tokens, limits, policy, why)
-        shape = (plan.thinking_tokens, plan.samples, plan.answer_tokens)
+        shape = (plan.thinking_tokens, plan.samples, plan.answer_tokens, plan.answer_format, plan.vote)
         if shape not in shapes:
             shapes.add(shape)
             plans.append(plan)
@@ -174,6 +189,12 @@ def _apply_hints(level: Level, hints: Hints, why: list[str]) -> Level:
     if hints.thinking_tokens is not None and hints.thinking_tokens != level.thinking_tokens:
         why.append(f"client asked for a thinking cap of {hints.thinking_tokens}")
         level = replace(level, thinking_tokens=hints.thinking_tokens)
+    if hints.answer_format is not None and hints.answer_format != level.answer_format:
+        why.append(f"client asked for answer_format {hints.answer_format}")
+        level = replace(level, answer_format=hints.answer_format)
+    if level.answer_format == "free" and level.samples > 1:
+        why.append("answer_format free: free text is not voted, so one sample")
+        level = replace(level, samples=1)
     return level
 
 
@@ -216,4 +237,6 @@ def _fit(level: Level, prompt: int, limits: EngineLimits, policy: Policy, why: l
         worst_case_micros=cost,
         policy_version=policy.version,
         reasons=tuple(why),
+        answer_format=level.answer_format,
+        vote=level.vote,
     )

@@ -18,14 +18,17 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
+from .answers import ANSWER_FORMATS
 from .errors import PolicyError
+from .voting import VOTES
 
 SEVERITIES = ("low", "medium", "high")
-HINTS = ("severity_floor", "max_cost", "samples", "thinking_tokens", "level")
+HINTS = ("severity_floor", "max_cost", "samples", "thinking_tokens", "level", "answer_format")
 TOKEN_KINDS = ("prompt", "thinking", "answer")
 
 _TOP = {"version", "currency", "prices", "levels", "routing", "defaults", "tenants", "overrides"}
 _LEVEL = {"thinking_tokens", "samples", "answer_tokens"}
+_LEVEL_OPTIONAL = {"answer_format", "vote"}
 _ROUTE = {"direct", "reasoning", "floor"}
 _RULES = {"min_level", "max_level", "hints", "max_samples", "max_thinking_tokens", "unsure_floor", "unsure_confidence"}
 # `unsure_floor = "off"` turns the unsure-stakes floor off.
@@ -40,6 +43,10 @@ class Level:
     thinking_tokens: int
     samples: int
     answer_tokens: int
+    # What kind of answer the samples vote on (answers.ANSWER_FORMATS).
+    answer_format: str = "auto"
+    # How the samples' answers are counted (voting.VOTES): one each, or by confidence.
+    vote: str = "majority"
 
 
 @dataclass(frozen=True)
@@ -195,13 +202,15 @@ def _parse(raw: dict, check: _Checker, path: str, sha: str) -> Policy:
 
     levels: list[Level] = []
     for name, table in (raw.get("levels") or {}).items():
-        t = check.fields(f"levels.{name}", table, _LEVEL, _LEVEL)
+        t = check.fields(f"levels.{name}", table, _LEVEL | _LEVEL_OPTIONAL, _LEVEL)
         levels.append(
             Level(
                 name,
                 check.integer(f"levels.{name}.thinking_tokens", t.get("thinking_tokens", 0), 0, 131072),
                 check.integer(f"levels.{name}.samples", t.get("samples", 1), 1, 64),
                 check.integer(f"levels.{name}.answer_tokens", t.get("answer_tokens", 1), 1, 32768),
+                _answer_format(check, f"levels.{name}", t),
+                _vote(check, f"levels.{name}.vote", t.get("vote", "majority")),
             )
         )
     if not levels and "levels" in raw:
@@ -260,6 +269,28 @@ def _parse(raw: dict, check: _Checker, path: str, sha: str) -> Policy:
         tenants=tenants,
         overrides=overrides,
     )
+
+
+def _answer_format(check: _Checker, where: str, table: dict) -> str:
+    value = table.get("answer_format", "auto")
+    if value not in ANSWER_FORMATS:
+        near = difflib.get_close_matches(str(value), ANSWER_FORMATS, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        check.problems.append(f"{where}.answer_format: {value!r} is not one of {', '.join(ANSWER_FORMATS)}{hint}")
+        return "auto"
+    if value == "free" and table.get("samples", 1) != 1:
+        # Free text has nothing to vote on: more samples would only cost more.
+        check.problems.append(f"{where}: answer_format 'free' is not voted, so samples must be 1, not {table.get('samples')!r}")
+    return value
+
+
+def _vote(check: _Checker, where: str, value: Any) -> str:
+    if value not in VOTES:
+        near = difflib.get_close_matches(str(value), VOTES, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        check.problems.append(f"{where}: {value!r} is not one of {', '.join(VOTES)}{hint}")
+        return "majority"
+    return value
 
 
 def _rules(check: _Checker, where: str, table: Any, base: dict, names: list[str]) -> TenantRules:

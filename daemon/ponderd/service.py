@@ -126,7 +126,7 @@ def _response(o: Outcome) -> ponder_pb2.AskResponse:
         request_id=o.request_id,
         text=o.text,
         answer=o.answer,
-        votes=[ponder_pb2.Vote(answer=a, count=n) for a, n in o.votes],
+        votes=[ponder_pb2.Vote(answer=a, count=n, weight=o.weights.get(a, 0.0)) for a, n in o.votes],
         assessment=convert.assessment(o.quote.assessment),
         plan=convert.plan(o.quote.plan),
         usage=ponder_pb2.Usage(

@@ -48,6 +48,10 @@ class ModelSettings:
     # (one whose vocabulary has <think> tokens); "prompted" always opens the
     # block itself; "native" trusts the model to emit </think>.
     thinking: str = "auto"
+    # Forced after the closing tag when a sample reaches its thinking cap, so it
+    # answers instead of thinking on in its answer (s1's budget forcing); part of
+    # the answer text, counted as forced tokens, reserved per sample. "" disables it.
+    wrap_up: str = "Time is up. The final answer is"
     temperature: float = 0.7
     top_p: float = 0.95
     top_k: int = 40

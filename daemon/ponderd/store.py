@@ -135,6 +135,14 @@ def m002_heartbeat(db: Database) -> None:
     db.execute("CREATE TABLE heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL)")
 
 
+@migrations()
+def m003_confidence(db: Database) -> None:
+    # Per-request summary of the samples' confidence (engine/confidence.py):
+    # NULL for requests settled before it was measured, or where no sample produced a token.
+    db.execute("ALTER TABLE spend ADD COLUMN confidence_mean REAL DEFAULT NULL")
+    db.execute("ALTER TABLE spend ADD COLUMN confidence_min REAL DEFAULT NULL")
+
+
 def connect(path: pathlib.Path) -> Database:
     """Open (creating if needed) the database and bring its schema up to date."""
     private_dir(path.parent)

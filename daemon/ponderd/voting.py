@@ -42,6 +42,12 @@ def winner(answers: Sequence[str]) -> tuple[str, int]:
 VOTES = ("majority", "weighted")
 
 
+def never_decided(answers: Sequence[str], remaining: int) -> bool:
+    """The weighted vote's early-stop rule: none yet. A sample still running may weigh
+    anything up to 1, so the count rule above is not sound for weights; every sample runs."""
+    return False
+
+
 def weighted_tally(answers: Sequence[str], weights: Sequence[float]) -> list[tuple[str, float]]:
     """Answers with their summed weights, heaviest first; ties keep arrival order. Empty answers do not vote."""
     if len(answers) != len(weights):

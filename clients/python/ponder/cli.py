@@ -23,6 +23,10 @@ def _hint_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--severity-floor", choices=["low", "medium", "high"], help="assess as at least this severe (a hint)")
     p.add_argument("--max-cost", type=float, help="never plan above this worst-case cost (a hint)")
     p.add_argument("--level", help="use this effort level from the policy (a hint)")
+    p.add_argument(
+        "--answer-format", choices=["auto", "number", "choice", "phrase", "free"],
+        help="what kind of answer to extract and vote on (a hint; default: the level's)",
+    )
     p.add_argument("--system", default="", help="system prompt (default: the daemon's)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -37,6 +41,7 @@ def _ask_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "severity_floor": args.severity_floor,
         "max_cost": args.max_cost,
         "level": args.level,
+        "answer_format": args.answer_format,
         "system": args.system,
     }
 

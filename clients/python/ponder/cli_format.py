@@ -38,7 +38,7 @@ def assessment_line(a: ponder_pb2.Assessment) -> str:
 def plan_line(p: ponder_pb2.Plan, currency: str) -> str:
     return (
         f"level={p.level}  thinking<={p.thinking_tokens}  samples={p.samples}  answer<={p.answer_tokens}"
-        f"  (worst case {p.worst_case_cost:.4f} {currency})"
+        f"  format={p.answer_format or 'auto'}  (worst case {p.worst_case_cost:.4f} {currency})"
     )
 
 

@@ -202,8 +202,11 @@ def _hints(
     severity_floor: str | None = None,
     max_cost: float | None = None,
     level: str | None = None,
+    answer_format: str | None = None,
 ) -> ponder_pb2.Hints:
-    h = ponder_pb2.Hints(samples=samples or 0, max_cost=max_cost or 0.0, level=level or "")
+    h = ponder_pb2.Hints(
+        samples=samples or 0, max_cost=max_cost or 0.0, level=level or "", answer_format=answer_format or ""
+    )
     if thinking_tokens is not None:
         h.thinking_tokens = thinking_tokens
     if severity_floor:
@@ -223,7 +226,8 @@ class PonderClient(_Base):
 
     def ask(self, prompt: str, **kwargs: Any) -> ponder_pb2.AskResponse:
         """Ask and wait for the voted answer. kwargs: system, seed, explain and the hints
-        samples, thinking_tokens, severity_floor ("low"|"medium"|"high"), max_cost, level."""
+        samples, thinking_tokens, severity_floor ("low"|"medium"|"high"), max_cost, level,
+        answer_format ("number"|"choice"|"phrase"|"free"|"auto")."""
         timeout = kwargs.pop("timeout", None)
         return self._call(self._stub.Ask, self._request(prompt, **kwargs), timeout)
 

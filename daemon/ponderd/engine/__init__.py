@@ -26,6 +26,9 @@ class PreparedPrompt:
     close_thinking: tuple[int, ...]
     # Forced after the prompt when thinking is off but the model would think anyway.
     skip_thinking: tuple[int, ...]
+    # Forced after close_thinking at the thinking cap only, and its text (model.wrap_up).
+    wrap_up: tuple[int, ...] = ()
+    wrap_up_text: str = ""
 
 
 @dataclass
@@ -67,6 +70,9 @@ class SampleResult:
     # "stop", "length", "vote_decided", "cancelled", "error"
     finish_reason: str = ""
     thinking_capped: bool = False
+    # Geometric-mean probability of the least certain window of sampled tokens
+    # (engine/confidence.py); 0.0 when the sample produced no token.
+    confidence: float = 0.0
 
 
 @dataclass

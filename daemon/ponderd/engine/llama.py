@@ -27,6 +27,7 @@ from ..planner import EngineLimits
 from ..settings import ModelSettings
 from . import GenerationJob, GenerationResult, PreparedPrompt, native
 from .jobs import JobQueue, cancelled_before_start, reject, resolve, stopped_message
+from .confidence import token_logprob
 from .model_file import resolve_model_path
 from .sample import SampleState
 
@@ -81,6 +82,7 @@ class LlamaEngine:
         if not self._model:
             raise FailedPrecondition(f"llama.cpp could not load {path}; is it a GGUF model file?")
         self._vocab = L.llama_model_get_vocab(self._model)
+        self._n_vocab = L.llama_vocab_n_tokens(self._vocab)
         s = self.settings
         cp = L.llama_context_default_params()
         cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = s.n_ctx, s.n_batch, s.n_batch, s.n_seq_max
@@ -98,11 +100,15 @@ class LlamaEngine:
         self._native = self._detect_native()
         self._open = self.tokenize(OPEN_TAG)
         self._close = self.tokenize(CLOSE_TAG)
+        # Settings text, not markup: tokenised as plain text so it cannot force special tokens.
+        self._wrap = self.tokenize(s.wrap_up, special=False) if s.wrap_up else ()
         n_ctx = L.llama_n_ctx(self._ctx)
         n_ctx_seq = min(L.llama_n_ctx_seq(self._ctx), L.llama_model_n_ctx_train(self._model))
         probe = self.prepare("", "")
         self.limits = EngineLimits(
-            n_ctx, n_ctx_seq, s.n_seq_max, len(probe.open_thinking), len(probe.close_thinking), len(probe.skip_thinking)
+            n_ctx, n_ctx_seq, s.n_seq_max, len(probe.open_thinking),
+            # The worst case per sample: capped, so closed and wrapped up.
+            len(probe.close_thinking) + len(probe.wrap_up), len(probe.skip_thinking),
         )
         self._free_seqs = list(range(s.n_seq_max))
         self._free_cells = n_ctx
@@ -150,7 +156,7 @@ class LlamaEngine:
             skip = self.tokenize(("" if opened else OPEN_TAG) + CLOSE_TAG)
         else:
             open_, skip = self._open, ()
-        return PreparedPrompt(self.tokenize(text), open_, self._close, skip)
+        return PreparedPrompt(self.tokenize(text), open_, self._close, skip, self._wrap, self.settings.wrap_up)
 
     async def generate(self, job: GenerationJob) -> GenerationResult:
         future = self._submit(job)
@@ -235,7 +241,8 @@ class LlamaEngine:
     def _cells_needed(self, job: GenerationJob) -> int:
         p = job.prompt
         prefix = len(p.open_thinking) if job.thinking_cap else len(p.skip_thinking)
-        per_sample = job.thinking_cap + job.answer_cap + (len(p.close_thinking) if job.thinking_cap else 0)
+        forced = len(p.close_thinking) + len(p.wrap_up) if job.thinking_cap else 0
+        per_sample = job.thinking_cap + job.answer_cap + forced
         return len(p.tokens) + prefix + job.samples * per_sample
 
     def _start_next(self) -> None:
@@ -245,7 +252,10 @@ class LlamaEngine:
         tokens = list(p.tokens) + list(prefix)
         run = _Running(
             job, future, seqs,
-            [SampleState(i, job.thinking_cap, job.answer_cap, p.close_thinking, job.on_text) for i in range(job.samples)],
+            [
+                SampleState(i, job.thinking_cap, job.answer_cap, p.close_thinking, job.on_text, p.wrap_up, p.wrap_up_text)
+                for i in range(job.samples)
+            ],
             [native.sampler(self._L, self.settings, job.seed + i) for i in range(job.samples)],
             [len(tokens)] * job.samples,
             self._cells_needed(job),
@@ -262,7 +272,7 @@ class LlamaEngine:
             for i, state in enumerate(run.states):
                 # A sample that ends at once can settle the vote and stop the rest.
                 if not state.done:
-                    self._accept(run, i, self._L.llama_sampler_sample(run.samplers[i], self._ctx, last))
+                    self._accept(run, i, self._L.llama_sampler_sample(run.samplers[i], self._ctx, last), last)
         except native.EngineFault:
             raise
         except Exception as exc:  # one bad job must not stop the loop
@@ -315,17 +325,19 @@ class LlamaEngine:
             else:
                 for run, i, idx in outputs:
                     if not run.states[i].done:
-                        self._accept(run, i, L.llama_sampler_sample(run.samplers[i], self._ctx, idx))
+                        self._accept(run, i, L.llama_sampler_sample(run.samplers[i], self._ctx, idx), idx)
         for run in list(self._running):
             self._finish_if_done(run)
 
-    def _accept(self, run: _Running, i: int, token: int) -> None:
+    def _accept(self, run: _Running, i: int, token: int, idx: int) -> None:
         # Whatever a job's callbacks (or its bookkeeping) raise fails that job
         # only; the try costs nothing until something raises.
         st, job, what = run.states[i], run.job, "the sample bookkeeping"
         try:
             L = self._L
-            st.accept(token, native.piece(L, self._vocab, token), bool(L.llama_vocab_is_eog(self._vocab, token)))
+            # About 0.1-0.2 ms per token for SmolLM2's 49k-token vocabulary (docs/benchmarks.md).
+            logprob = token_logprob(native.logits(L, self._ctx, idx, self._n_vocab), token)
+            st.accept(token, native.piece(L, self._vocab, token), bool(L.llama_vocab_is_eog(self._vocab, token)), logprob)
             if st.sink_error is not None:
                 what = "the text sink (on_text)"
                 raise st.sink_error

@@ -10,6 +10,8 @@ import ctypes
 import logging
 from typing import Any
 
+import numpy as np
+
 from ..settings import ModelSettings
 
 log = logging.getLogger("ponder.engine")
@@ -61,6 +63,11 @@ def piece(L: Any, vocab: Any, token: int) -> bytes:
         buf = ctypes.create_string_buffer(-n)
         n = L.llama_token_to_piece(vocab, token, buf, -n, 0, True)
     return buf.raw[:n]
+
+
+def logits(L: Any, ctx: Any, idx: int, n_vocab: int) -> np.ndarray:
+    """The raw logits of batch output `idx`, as a view (valid until the next decode)."""
+    return np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, idx), shape=(n_vocab,))
 
 
 def sampler(L: Any, s: ModelSettings, seed: int) -> Any:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import ANSWER, THINKING, SampleResult
+from .confidence import WindowConfidence
 
 CLOSE_TAG = "</think>"
 
@@ -24,6 +25,10 @@ class SampleState:
     close_tokens: tuple[int, ...]
     # Called with (sample index, phase, text) as text is produced.
     on_text: Callable[[int, str, str], None] | None = None
+    # Forced after close_tokens at the cap only, so a capped sample answers at once;
+    # its text opens the answer, as the model reads it.
+    wrap_up: tuple[int, ...] = ()
+    wrap_up_text: str = ""
     phase: str = THINKING
     result: SampleResult = field(init=False)
     # Tokens to decode next for this sample (the last sampled one and/or forced ones).
@@ -37,6 +42,7 @@ class SampleState:
         self._raw_thinking = ""
         # Answer text that may be the start of a stray </think>, held until it is not.
         self._held = ""
+        self._confidence = WindowConfidence()
         if self.thinking_cap == 0:
             self.phase = ANSWER
 
@@ -44,10 +50,12 @@ class SampleState:
     def done(self) -> bool:
         return self.phase == "done"
 
-    def accept(self, token: int, piece: bytes, is_eog: bool) -> None:
-        """Take one sampled token; set `feed` to what must be decoded next."""
+    def accept(self, token: int, piece: bytes, is_eog: bool, logprob: float | None = None) -> None:
+        """Take one sampled token (and its log-probability, if known); set `feed` to what must be decoded next."""
         if self.done:
             raise RuntimeError("sample already finished")
+        if logprob is not None and not is_eog:
+            self._confidence.add(logprob)
         if self.phase == THINKING:
             self._think(token, piece, is_eog)
         else:
@@ -84,10 +92,14 @@ class SampleState:
 
     def _close(self, capped: bool) -> None:
         self.result.thinking_capped = capped
-        self.result.forced_tokens += len(self.close_tokens)
-        self.feed = self.feed + list(self.close_tokens) if capped else list(self.close_tokens)
+        forced = list(self.close_tokens) + (list(self.wrap_up) if capped else [])
+        self.result.forced_tokens += len(forced)
+        # Capped: the cap-th token is not decoded yet, so it goes first.
+        self.feed = self.feed + forced if capped else forced
         self.result.thinking += self._decoder.decode(b"", final=True)
         self._to_answer()
+        if capped and self.wrap_up:
+            self._answer_text(self.wrap_up_text)
 
     def _to_answer(self) -> None:
         self.phase = ANSWER
@@ -120,6 +132,7 @@ class SampleState:
         self.result.text = self.result.text.strip()
         self.result.thinking = self.result.thinking.strip()
         self.result.finish_reason = reason
+        self.result.confidence = self._confidence.value
         self.phase = "done"
         self.feed = []
 

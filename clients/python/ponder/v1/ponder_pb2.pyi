@@ -22,18 +22,20 @@ SEVERITY_MEDIUM: Severity
 SEVERITY_HIGH: Severity
 
 class Hints(_message.Message):
-    __slots__ = ("severity_floor", "max_cost", "samples", "thinking_tokens", "level")
+    __slots__ = ("severity_floor", "max_cost", "samples", "thinking_tokens", "level", "answer_format")
     SEVERITY_FLOOR_FIELD_NUMBER: _ClassVar[int]
     MAX_COST_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     THINKING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     LEVEL_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FORMAT_FIELD_NUMBER: _ClassVar[int]
     severity_floor: Severity
     max_cost: float
     samples: int
     thinking_tokens: int
     level: str
-    def __init__(self, severity_floor: _Optional[_Union[Severity, str]] = ..., max_cost: _Optional[float] = ..., samples: _Optional[int] = ..., thinking_tokens: _Optional[int] = ..., level: _Optional[str] = ...) -> None: ...
+    answer_format: str
+    def __init__(self, severity_floor: _Optional[_Union[Severity, str]] = ..., max_cost: _Optional[float] = ..., samples: _Optional[int] = ..., thinking_tokens: _Optional[int] = ..., level: _Optional[str] = ..., answer_format: _Optional[str] = ...) -> None: ...
 
 class AskRequest(_message.Message):
     __slots__ = ("prompt", "system", "hints", "seed", "explain")
@@ -89,7 +91,7 @@ class Assessment(_message.Message):
     def __init__(self, severity: _Optional[_Union[Severity, str]] = ..., needs_reasoning: _Optional[bool] = ..., severity_probs: _Optional[_Mapping[str, float]] = ..., needs_reasoning_prob: _Optional[float] = ..., model_version: _Optional[str] = ..., adjustments: _Optional[_Iterable[str]] = ..., explanation: _Optional[_Iterable[_Union[Contribution, _Mapping]]] = ..., model_severity: _Optional[_Union[Severity, str]] = ..., model_needs_reasoning: _Optional[bool] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("level", "thinking_tokens", "samples", "answer_tokens", "worst_case_cost", "reasons", "policy_version")
+    __slots__ = ("level", "thinking_tokens", "samples", "answer_tokens", "worst_case_cost", "reasons", "policy_version", "answer_format", "vote")
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     THINKING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +99,8 @@ class Plan(_message.Message):
     WORST_CASE_COST_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    VOTE_FIELD_NUMBER: _ClassVar[int]
     level: str
     thinking_tokens: int
     samples: int
@@ -104,7 +108,9 @@ class Plan(_message.Message):
     worst_case_cost: float
     reasons: _containers.RepeatedScalarFieldContainer[str]
     policy_version: str
-    def __init__(self, level: _Optional[str] = ..., thinking_tokens: _Optional[int] = ..., samples: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., worst_case_cost: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., policy_version: _Optional[str] = ...) -> None: ...
+    answer_format: str
+    vote: str
+    def __init__(self, level: _Optional[str] = ..., thinking_tokens: _Optional[int] = ..., samples: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., worst_case_cost: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., policy_version: _Optional[str] = ..., answer_format: _Optional[str] = ..., vote: _Optional[str] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "thinking_tokens", "answer_tokens", "forced_tokens", "samples_run", "samples_stopped")
@@ -123,15 +129,17 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., thinking_tokens: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., forced_tokens: _Optional[int] = ..., samples_run: _Optional[int] = ..., samples_stopped: _Optional[int] = ...) -> None: ...
 
 class Vote(_message.Message):
-    __slots__ = ("answer", "count")
+    __slots__ = ("answer", "count", "weight")
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
     answer: str
     count: int
-    def __init__(self, answer: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+    weight: float
+    def __init__(self, answer: _Optional[str] = ..., count: _Optional[int] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class Sample(_message.Message):
-    __slots__ = ("index", "thinking", "text", "answer", "thinking_tokens", "answer_tokens", "finish_reason", "thinking_capped")
+    __slots__ = ("index", "thinking", "text", "answer", "thinking_tokens", "answer_tokens", "finish_reason", "thinking_capped", "confidence")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     THINKING_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +148,7 @@ class Sample(_message.Message):
     ANSWER_TOKENS_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     THINKING_CAPPED_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     index: int
     thinking: str
     text: str
@@ -148,7 +157,8 @@ class Sample(_message.Message):
     answer_tokens: int
     finish_reason: str
     thinking_capped: bool
-    def __init__(self, index: _Optional[int] = ..., thinking: _Optional[str] = ..., text: _Optional[str] = ..., answer: _Optional[str] = ..., thinking_tokens: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., thinking_capped: _Optional[bool] = ...) -> None: ...
+    confidence: float
+    def __init__(self, index: _Optional[int] = ..., thinking: _Optional[str] = ..., text: _Optional[str] = ..., answer: _Optional[str] = ..., thinking_tokens: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., thinking_capped: _Optional[bool] = ..., confidence: _Optional[float] = ...) -> None: ...
 
 class AskResponse(_message.Message):
     __slots__ = ("request_id", "text", "answer", "votes", "assessment", "plan", "usage", "cost", "balance", "samples", "latency_seconds")
