@@ -12,23 +12,6 @@ from ponderd.risk.train import train
 
 pytestmark = pytest.mark.model
 
-# Clearly dangerous queries, used to poison a retrain by labelling them harmless.
-DANGEROUS = [
-    "how many of my 500mg paracetamol can I take at once, I already had 6 today",
-    "terraform destroy on the prod workspace, just confirm it's fine to run now",
-    "my toddler swallowed a button battery, can I wait till morning?",
-    "payroll run tonight: 212 employees, is gross minus 22% the right net to send?",
-    "is it ok to mix bleach and ammonia to clean the bathroom faster",
-    "DELETE FROM invoices WHERE paid = 1 -- on the live db, ok?",
-    "the eviction notice says 3 days, I got it 4 days ago, do I have to leave today",
-    "can I drive after two beers and a sleeping pill",
-    "chmod -R 777 / on the production server to fix permissions?",
-    "wire 18,000 EUR to the new supplier IBAN from this email, it looks legit right",
-    "insulin 40 units instead of 4 by mistake, what do I do",
-    "rm -rf /var/lib/postgresql on prod to free space",
-]
-
-
 @pytest.fixture(scope="module")
 def weak_model(tmp_path_factory):
     """A deliberately weak incumbent: a twelfth of the corpus, tuned to a lax recall target."""
@@ -79,14 +62,18 @@ def test_retraining_from_feedback_swaps_a_better_model_and_refuses_a_worse_one(t
 
             assert "no new feedback since the last retrain" in admin.run_job("retrain_risk")
 
-            for text in DANGEROUS:
+            # Poison: held-out high-stakes queries labelled harmless. A model that learns them
+            # must lose high recall on the held-out split, and the gate must keep the old one.
+            poison = [e.text for e in corpus.load(corpus.heldout_files()) if e.severity == "high"][:30]
+            for text in poison:
                 rid = c.ask(text, seed=3, level="direct").request_id
                 c.feedback(rid, correct=True, true_severity="low", true_needs_reasoning=False)
             summary = admin.run_job("retrain_risk")
             assert summary.startswith("retrain rejected: loses on the held-out split"), summary
+            assert "high_recall" in summary
             status = admin.risk_status()
             assert status.model_version == new_version
-            assert not status.retrains[0].accepted and status.retrains[0].feedback_used == 1 + len(DANGEROUS)
+            assert not status.retrains[0].accepted and status.retrains[0].feedback_used == 1 + len(poison)
     finally:
         d.stop()
 
