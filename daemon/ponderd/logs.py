@@ -75,7 +75,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             inner = handler.unary_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                record, started, code = self._begin(), time.perf_counter(), "OK"
+                record, started, code = self._begin(context), time.perf_counter(), "OK"
                 try:
                     return await inner(request, context)
                 except asyncio.CancelledError:
@@ -85,14 +85,14 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
                     code = _code(context, "UNKNOWN")
                     raise
                 finally:
-                    self._end(method, record, context, code, started)
+                    self._end(method, record, code, started)
 
             return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
         if handler.unary_stream:
             inner_stream = handler.unary_stream
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                record, started, code = self._begin(), time.perf_counter(), "OK"
+                record, started, code = self._begin(context), time.perf_counter(), "OK"
                 try:
                     async for item in inner_stream(request, context):
                         yield item
@@ -103,18 +103,20 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
                     code = _code(context, "UNKNOWN")
                     raise
                 finally:
-                    self._end(method, record, context, code, started)
+                    self._end(method, record, code, started)
 
             return grpc.unary_stream_rpc_method_handler(stream, handler.request_deserializer, handler.response_serializer)
         return handler
 
     @staticmethod
-    def _begin() -> dict[str, Any]:
-        record: dict[str, Any] = {}
+    def _begin(context: grpc.aio.ServicerContext) -> dict[str, Any]:
+        # The peer is read now, while the call is alive: grpc's aio context can crash
+        # the process when asked after a streaming call was cancelled.
+        record: dict[str, Any] = {"peer": context.peer() or "-"}
         _record.set(record)
         return record
 
-    def _end(self, method: str, record: dict[str, Any], context: grpc.aio.ServicerContext, code: str, started: float) -> None:
+    def _end(self, method: str, record: dict[str, Any], code: str, started: float) -> None:
         seconds = time.perf_counter() - started
         self.telemetry.rpc(method, code, seconds)
         who = current_principal()
@@ -127,7 +129,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             "status": code,
             "cost": f"{record['cost']:.6f}" if "cost" in record else "-",
             "latency_ms": int(seconds * 1000),
-            "peer": context.peer() or "-",
+            "peer": record["peer"],
         }
         access_log.info("%s", _pairs(entry), extra={"fields": {"access": entry}})
 
