@@ -108,8 +108,8 @@ def test_the_system_field_is_assessed_like_the_prompt(shared_daemon):
     risky = "rm -rf /var/lib/postgresql on prod now?"
     with shared_daemon.client() as c:
         in_prompt = c.quote(risky)
-        in_system = c.quote("Go ahead?", system=risky)
-        bland = c.quote("Go ahead?")
+        in_system = c.quote("Name a fruit.", system=risky)
+        bland = c.quote("Name a fruit.")
     assert in_prompt.assessment.severity == in_system.assessment.severity == 3  # SEVERITY_HIGH
     assert in_system.plan.level == in_prompt.plan.level
     assert bland.assessment.severity < 3
