@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from sqlite_utils import Database
 
 from . import keys
+from .accuracy import AccuracyEstimates
+from .models import ServedModels
 from .clock import Clock, SystemClock
 from .engine import Engine
 from .jobs import Jobs
@@ -37,16 +39,18 @@ class Daemon:
     keyring: keys.Keyring
     policies: PolicyHolder
     classifier: ClassifierHolder
-    engine: Engine
+    engine: ServedModels
     pipeline: Pipeline
     retrainer: Retrainer
     jobs: Jobs
     telemetry: Telemetry = field(default_factory=NullTelemetry)
+    accuracy: AccuracyEstimates = field(default_factory=AccuracyEstimates)
 
     def open(self) -> None:
         """Open the database, write first-run credentials, load keys, start the model, serve metrics."""
         self.store.open()
         self.store.call_sync(self._bootstrap)
+        self.store.call_sync(self.accuracy.load)
         self.engine.start()
         self.telemetry.watch(
             self.engine.queue_depth,
@@ -94,29 +98,39 @@ class Daemon:
 
 
 def build(settings: Settings, clock: Clock | None = None, engine: Engine | None = None) -> Daemon:
-    """Wire a daemon from settings. Nothing starts until `open`."""
+    """Wire a daemon from settings. Nothing starts until `open`.
+
+    `engine` replaces the primary model's engine (tests); other models always get a llama.cpp engine.
+    """
     clock = clock or SystemClock()
-    if engine is None:
+    engines: dict[str, Engine] = {}
+    for name, model_settings in settings.served_models.items():
+        if engine is not None and name == settings.model.name:
+            engines[name] = engine
+            continue
         from .engine.llama import LlamaEngine
 
-        engine = LlamaEngine(settings.model, settings.max_queue)
+        engines[name] = LlamaEngine(model_settings, settings.max_queue)
+    models = ServedModels(engines, settings.model.name)
     store = Store(settings.database)
     ledger = Ledger(settings.zone)
     budgets = SqliteBudgets(store, ledger, clock)
-    policies = PolicyHolder(settings.policy_file)
+    policies = PolicyHolder(settings.policy_file, models.names)
+    accuracy = AccuracyEstimates(settings.accuracy.prior_weight, settings.accuracy.min_new_outcomes)
     classifier = ClassifierHolder(settings.state_dir, settings.risk.model_dir)
     telemetry = create_telemetry(settings.metrics.listen)
     # The pipeline sees metered wrappers; everything else uses the collaborators themselves.
     pipeline = Pipeline(
         policies, TimedClassifiers(classifier, telemetry),  # type: ignore[arg-type]
-        engine, MeteredBudgets(budgets, telemetry, lambda: engine.model_name), clock,
+        models, MeteredBudgets(budgets, telemetry, lambda: models.model_name), clock,
         keep_prompts=settings.risk.keep_prompts_days > 0, planned=telemetry.planned,
+        accuracy=lambda: accuracy.current(policies.current().profile),
     )
     retrainer = Retrainer(classifier, store, clock, settings.risk.high_recall_target, settings.risk.retrain_cv_folds)
     daemon = Daemon(
-        settings, clock, store, ledger, budgets, keys.Keyring(), policies, classifier, engine, pipeline, retrainer,
+        settings, clock, store, ledger, budgets, keys.Keyring(), policies, classifier, models, pipeline, retrainer,
         jobs=None,  # type: ignore[arg-type]
-        telemetry=telemetry,
+        telemetry=telemetry, accuracy=accuracy,
     )
     daemon.jobs = Jobs(daemon)
     return daemon

@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ponder.v1 import admin_pb2, ponder_pb2
 
 from .assessment import Assessment, Contribution
+from .checks import Check, CheckError, parse_check
 from .engine import SampleResult
 from .errors import InvalidRequest
 from .ledger import BalanceView, parse_iso, to_credits
@@ -49,6 +50,28 @@ def hints(msg: ponder_pb2.Hints) -> Hints:
     )
 
 
+def check(msg: ponder_pb2.AskRequest) -> Check | None:
+    """The request's Check as a checker, None when it sent none; a malformed one is INVALID_ARGUMENT."""
+    if not msg.HasField("check"):
+        return None
+    c = msg.check
+    spec: dict[str, Any] = {}
+    if c.HasField("number"):
+        spec["number"] = c.number
+    if c.regex:
+        spec["regex"] = c.regex
+    if c.choice:
+        spec["choice"] = c.choice
+    if c.any_of:
+        spec["any_of"] = list(c.any_of)
+    if not spec:
+        raise InvalidRequest("check is empty: set one of number, regex, choice or any_of, or leave check unset")
+    try:
+        return parse_check(spec)
+    except CheckError as exc:
+        raise InvalidRequest(f"check: {exc}") from None
+
+
 def contributions(items: tuple[Contribution, ...]) -> list[ponder_pb2.Contribution]:
     return [ponder_pb2.Contribution(axis=c.axis, feature=c.feature, weight=c.weight) for c in items]
 
@@ -79,6 +102,8 @@ def plan(p: Plan) -> ponder_pb2.Plan:
         policy_version=p.policy_version,
         answer_format=p.answer_format,
         vote=p.vote,
+        model=p.model,
+        expected_loss=p.expected_loss,
     )
 
 
@@ -142,4 +167,6 @@ def spend_record(row: dict[str, Any]) -> admin_pb2.SpendRecord:
         # Absent (None) for rows from before it was measured: the field stays unset.
         confidence_mean=row.get("confidence_mean"),
         confidence_min=row.get("confidence_min"),
+        model=row.get("model") or "",
+        verified=None if row.get("verified") is None else bool(row["verified"]),
     )

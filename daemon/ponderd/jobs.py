@@ -31,6 +31,7 @@ class Jobs:
             "expire_reservations": self.expire_reservations,
             "prune_prompts": self.prune_prompts,
             "retrain_risk": self.retrain_risk,
+            "update_accuracy": self.update_accuracy,
         }
         self._scheduler = None
 
@@ -64,6 +65,10 @@ class Jobs:
         self.d.telemetry.retrained(result.accepted)
         return result.summary()
 
+    async def update_accuracy(self) -> str:
+        result = await self.d.store.call(self.d.accuracy.update, self.d.clock.now())
+        return result.summary()
+
     def start(self) -> None:
         """Schedule the jobs on the running event loop."""
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -82,6 +87,13 @@ class Jobs:
                 CronTrigger.from_crontab(self.d.settings.risk.retrain_schedule, timezone=zone),
                 id="retrain_risk",
                 name="retrain_risk",
+            )
+        if self.d.settings.accuracy.update_schedule:
+            s.add_job(
+                self._safe("update_accuracy"),
+                CronTrigger.from_crontab(self.d.settings.accuracy.update_schedule, timezone=zone),
+                id="update_accuracy",
+                name="update_accuracy",
             )
         s.start()
         self._scheduler = s

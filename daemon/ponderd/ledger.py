@@ -121,6 +121,10 @@ class SpendRow:
     # Over the samples that produced tokens; None when none did.
     confidence_mean: float | None = None
     confidence_min: float | None = None
+    # The served model that ran it ("" before several models could be served).
+    model: str = ""
+    # Whether the answer passed the request's check; None when it sent none.
+    verified: bool | None = None
 
 
 class Ledger:

@@ -19,6 +19,7 @@ from .assessment import Assessment, adjust
 from .clock import Clock
 from .engine import Engine, GenerationJob, GenerationResult, PreparedPrompt
 from .budgets import Budgets
+from .checks import Check
 from .errors import (
     BudgetExhausted,
     Cancelled,
@@ -32,7 +33,8 @@ from .errors import (
 from .inflight import CANCELLED, DEADLINE, DRAINED, Inflight, Stop
 from .keys import Principal
 from .ledger import BalanceView, SpendRow, iso, to_credits
-from .planner import Hints, Plan, check_hints, plan_candidates
+from .models import ServedModels
+from .planner import Hints, Plan, Served, check_hints, plan_candidates
 from .policy import Policy, PolicyHolder
 from .risk import ClassifierHolder
 
@@ -48,6 +50,9 @@ class AskInput:
     explain: bool = False
     # Seconds the caller allows (its gRPC deadline), to tell a deadline from a disconnect.
     timeout: float | None = None
+    # What a right answer looks like, when the caller knows (checks.Check): the
+    # voted answer is verified and the outcome kept for accuracy learning.
+    check: Check | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,8 @@ class Outcome:
     latency_s: float
     # The summed confidence behind each answer, when the plan's vote is weighted.
     weights: dict[str, float] = field(default_factory=dict)
+    # Whether the answer passed the request's check; None without one.
+    verified: bool | None = None
 
 
 # Events for streaming callers: ("plan", Quote) once, then ("delta", (sample, phase, text)).
@@ -88,12 +95,16 @@ class Pipeline:
         clock: Clock,
         keep_prompts: bool = True,
         planned: Callable[[float], None] = lambda seconds: None,
+        accuracy: Callable[[], Any] = lambda: None,
     ) -> None:
         self.policies = policies
+        # The learned accuracy estimates for expected-loss planning (accuracy.py); None: the policy's profile.
+        self.accuracy = accuracy
         # Told how long each plan took (telemetry's planner histogram).
         self.planned = planned
         self.classifier = classifier
-        self.engine = engine
+        # One engine per served model; a lone engine is the primary model.
+        self.engine = ServedModels.single(engine)
         self.budgets = budgets
         self.clock = clock
         self.keep_prompts = keep_prompts
@@ -139,7 +150,7 @@ class Pipeline:
             self.live.discard(request_id)
 
     async def _generate(
-        self, request_id: str, tenant: str, req: AskInput, quote: Quote, prepared: PreparedPrompt,
+        self, request_id: str, tenant: str, req: AskInput, quote: Quote, prepared: dict[str, PreparedPrompt],
         events: EventSink | None, stop: Stop, started: float,
     ) -> Outcome:
         nothing = GenerationResult(0, 0, [])
@@ -148,14 +159,15 @@ class Pipeline:
         if events:
             events("plan", (request_id, quote))
         plan = quote.plan
+        model = plan.model or self.engine.primary
         job = GenerationJob(
-            prepared, plan.samples, plan.thinking_tokens, plan.answer_tokens,
+            prepared[model], plan.samples, plan.thinking_tokens, plan.answer_tokens,
             req.seed or secrets.randbits(31), answers.extractor(plan.answer_format),
             voting.vote_decided if plan.vote == "majority" else voting.never_decided, _text_sink(events),
         )
         stop.on_stop(job.cancel)
         try:
-            result = await self.engine.generate(job)
+            result = await self.engine.get(model).generate(job)
         except PonderError as exc:
             # The engine refused the job (queue full, shutting down): nothing ran, nothing is charged.
             await self._settle(request_id, tenant, req, quote, nothing, started, "refused", exc.message)
@@ -174,26 +186,42 @@ class Pipeline:
             status, error = "ok", ""
         return await self._settle(request_id, tenant, req, quote, result, started, status, error)
 
-    async def _plan(self, who: Principal, req: AskInput) -> tuple[Quote, PreparedPrompt, list[Plan]]:
+    async def _plan(self, who: Principal, req: AskInput) -> tuple[Quote, dict[str, PreparedPrompt], list[Plan]]:
         tenant = _tenant(who)
         if not req.prompt.strip():
             raise InvalidRequest("the prompt is empty: put the question in 'prompt'")
         policy = self.policies.current()
         rules = policy.rules_for(tenant)
         check_hints(req.hints, rules, policy, tenant, self.engine.limits)
-        prepared = await asyncio.to_thread(self.engine.prepare, req.system, req.prompt)
+        prepared = await asyncio.to_thread(self._prepare, policy, req)
         # Assess, and match override rules against, everything the model will read.
         text = f"{req.system}\n{req.prompt}" if req.system.strip() else req.prompt
         score = self.classifier.current().score(text, explain=req.explain)
         assessment = adjust(score, policy, tenant, text, req.hints.severity_floor)
         began = self.clock.monotonic()
-        candidates = plan_candidates(assessment, policy, rules, req.hints, len(prepared.tokens), self.engine.limits)
+        models = self.engine
+        others = {
+            name: Served(models.get(name).limits, len(prepared[name].tokens) if name in prepared else 0, models.down(name))
+            for name in models.others()
+        }
+        candidates = plan_candidates(
+            assessment, policy, rules, req.hints, len(prepared[models.primary].tokens), models.limits,
+            primary=models.primary, others=others, accuracy=self.accuracy(),
+        )
         self.planned(self.clock.monotonic() - began)
         balance = await self.budgets.balance(tenant)
         # The quote shows the plan the budget covers now; ask re-checks atomically when reserving.
         fitting = [p for p in candidates if p.worst_case_micros <= balance.remaining_micros]
-        quote = Quote(assessment, (fitting or candidates)[0], len(prepared.tokens), balance, policy)
+        chosen = (fitting or candidates)[0]
+        quote = Quote(assessment, chosen, chosen.prompt_tokens, balance, policy)
         return quote, prepared, candidates
+
+    def _prepare(self, policy: Policy, req: AskInput) -> dict[str, PreparedPrompt]:
+        """The prompt in each model's own template and tokens: the primary's, and any other model's that a level uses and that serves."""
+        models = self.engine
+        used = {lvl.model for lvl in policy.levels} - {""}
+        names = [models.primary] + [n for n in models.others() if n in used and not models.down(n)]
+        return {name: models.get(name).prepare(req.system, req.prompt) for name in names}
 
     async def _settle(
         self, request_id: str, tenant: str, req: AskInput, quote: Quote, result: GenerationResult,
@@ -208,12 +236,13 @@ class Pipeline:
         text = done[index].text if done else ""
         # A job the engine never started decoded nothing, not even its prompt.
         ran = bool(result.samples)
-        cost = quote.policy.prices.micros(
+        cost = quote.policy.prices_for(quote.plan.model).micros(
             result.prompt_tokens + result.forced_tokens, result.thinking_tokens, result.answer_tokens
         ) if ran else 0
+        # Only a finished request's answer is judged: a cut-short one says nothing about its level.
+        verified = req.check.verify(answer) if req.check is not None and status == "ok" else None
         row = self._row(request_id, tenant, quote, result if ran else None, cost, started, status, error, answer)
-        if not ran:
-            row = replace(row, prompt_tokens=0)
+        row = replace(row, verified=verified, prompt_tokens=row.prompt_tokens if ran else 0)
         balance = quote.balance
         try:
             charged = await self.budgets.settle(row, req.prompt if self.keep_prompts else None)
@@ -233,7 +262,7 @@ class Pipeline:
         votes = [(a, counts[a]) for a in weights] if weighted else list(counts.items())
         return Outcome(
             request_id, quote, result, text, answer, votes, charged,
-            balance, self.clock.monotonic() - started, weights,
+            balance, self.clock.monotonic() - started, weights, verified,
         )
 
     def _row(
@@ -245,7 +274,7 @@ class Pipeline:
             request_id=request_id, tenant=tenant, at=iso(self.clock.now()),
             severity=a.severity, needs_reasoning=a.needs_reasoning,
             model_severity=a.score.severity, model_needs_reasoning=a.score.needs_reasoning,
-            risk_model=a.score.model_version, policy_version=p.policy_version, level=p.level,
+            risk_model=a.score.model_version, policy_version=p.policy_version, level=p.level, model=p.model,
             thinking_cap=p.thinking_tokens, answer_cap=p.answer_tokens, samples_planned=p.samples,
             prompt_tokens=result.prompt_tokens if result else quote.prompt_tokens,
             thinking_tokens=result.thinking_tokens if result else 0,

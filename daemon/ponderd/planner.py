@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Mapping
 
 from .answers import ANSWER_FORMATS
 from .assessment import Assessment
-from .errors import FailedPrecondition, InvalidRequest, PermissionDenied
+from .errors import FailedPrecondition, InvalidRequest, PermissionDenied, Unavailable
+from .expected_loss import Choice, choose
 from .ledger import to_credits, to_micros
 from .policy import SEVERITIES, Level, Policy, TenantRules
 
@@ -46,6 +47,17 @@ class EngineLimits:
 
 
 @dataclass(frozen=True)
+class Served:
+    """A model other than the primary one, as the planner sees it for one prompt."""
+
+    limits: EngineLimits
+    # The prompt's length in this model's tokens (each model has its own tokenizer).
+    prompt_tokens: int
+    # Why the model cannot serve now ("" when it can): failed to load, stopped.
+    down: str = ""
+
+
+@dataclass(frozen=True)
 class Plan:
     level: str
     thinking_tokens: int
@@ -58,10 +70,15 @@ class Plan:
     reasons: tuple[str, ...] = ()
     answer_format: str = "auto"
     vote: str = "majority"
+    # The served model that runs the plan (its name in the settings).
+    model: str = ""
+    # Expected-loss mode: the plan's expected cost plus expected loss, in credits.
+    expected_loss: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "level": self.level,
+            "model": self.model,
             "thinking_tokens": self.thinking_tokens,
             "samples": self.samples,
             "answer_tokens": self.answer_tokens,
@@ -118,19 +135,38 @@ def plan_candidates(
     hints: Hints,
     prompt_tokens: int,
     limits: EngineLimits,
+    *,
+    primary: str = "",
+    others: Mapping[str, Served] | None = None,
+    accuracy: Any = None,
 ) -> list[Plan]:
-    """The plans to try, best first: the routed level, then down the ladder to the floor."""
+    """The plans to try, best first: the chosen level, then down the ladder to the floor.
+
+    `prompt_tokens` and `limits` are the primary model's (named `primary`);
+    `others` has every other served model. `accuracy` (profile.Profile, or the
+    learned estimates over it) replaces the policy's profile in expected_loss mode.
+    """
+    served: dict[str, Served] = {"": Served(limits, prompt_tokens), **(others or {})}
+    if primary:
+        served[primary] = served[""]
+
+    def down(level: Level) -> str:
+        s = served.get(level.model)
+        return f"model {level.model!r} is not served" if s is None else s.down
+
     route = policy.routing[assessment.severity]
     reasons: list[str] = []
+    lo, hi = policy.rank(rules.min_level), policy.rank(rules.max_level)
     if hints.level is not None:
         target = hints.level
         floor = target
         reasons.append(f"client asked for level {target}")
+        if down(policy.level(target)):
+            raise Unavailable(f"level {target} cannot run now: {down(policy.level(target))}; retry later or ask for another level")
     else:
         target = route.reasoning if assessment.needs_reasoning else route.direct
         kind = "needs reasoning" if assessment.needs_reasoning else "direct"
         reasons.append(f"routing: severity {assessment.severity}, {kind} -> {target}")
-        lo, hi = policy.rank(rules.min_level), policy.rank(rules.max_level)
         if policy.rank(target) < lo:
             target = rules.min_level
             reasons.append(f"raised to the tenant's min_level {target}")
@@ -154,20 +190,40 @@ def plan_candidates(
         floor = policy.levels[floor_rank].name
 
     exact = hints.samples is not None or hints.thinking_tokens is not None
-    ladder = [policy.level(target)] if exact else [
-        policy.levels[r] for r in range(policy.rank(target), policy.rank(floor) - 1, -1)
-    ]
+    if exact or hints.level is not None:
+        ladder = [policy.level(target)]
+    else:
+        ladder = [policy.levels[r] for r in range(policy.rank(target), policy.rank(floor) - 1, -1)]
+        ladder = _around_unavailable(ladder, policy, hi, down, reasons)
+
+    def fit(level: Level, why: list[str]) -> Plan:
+        level_served = served[level.model]
+        return _fit(
+            _apply_hints(level, hints, why), level_served.prompt_tokens, level_served.limits, policy, why,
+            level.model or primary,
+        )
+
     plans: list[Plan] = []
-    shapes: set[tuple[int, int, int, str, str]] = set()
-    for i, level in enumerate(ladder):
-        why = list(reasons)
-        if i:
-            why.append(f"budget: degraded from {target} to {level.name}")
-        plan = _fit(_apply_hints(level, hints, why), prompt_tokens, limits, policy, why)
-        shape = (plan.thinking_tokens, plan.samples, plan.answer_tokens, plan.answer_format, plan.vote)
-        if shape not in shapes:
-            shapes.add(shape)
-            plans.append(plan)
+    if policy.planning.mode == "expected_loss" and hints.level is None and not exact:
+        plans = _by_expected_loss(
+            assessment, policy, accuracy if accuracy is not None else policy.profile,
+            [policy.levels[r] for r in range(policy.rank(floor), hi + 1) if not down(policy.levels[r])],
+            fit, reasons,
+        )
+    if not plans:
+        shapes: set[tuple[str, int, int, int, str, str]] = set()
+        for i, level in enumerate(ladder):
+            why = list(reasons)
+            if i:
+                why.append(f"budget: degraded from {ladder[0].name} to {level.name}")
+            plan = fit(level, why)
+            shape = (plan.model, plan.thinking_tokens, plan.samples, plan.answer_tokens, plan.answer_format, plan.vote)
+            if shape not in shapes:
+                shapes.add(shape)
+                plans.append(plan)
+    if others:
+        # Several models: say which one runs each plan.
+        plans = [replace(p, reasons=p.reasons + (f"level {p.level} runs on model {p.model}",)) for p in plans]
 
     if hints.max_cost:
         cap = to_micros(hints.max_cost)
@@ -180,6 +236,51 @@ def plan_candidates(
             )
         plans = within
     return plans
+
+
+def _around_unavailable(ladder: list[Level], policy: Policy, hi: int, down: Any, reasons: list[str]) -> list[Level]:
+    """Drop levels whose model cannot serve; with none left, step up to the nearest that can (if the policy allows)."""
+    gone = [lvl for lvl in ladder if down(lvl)]
+    if not gone:
+        return ladder
+    for lvl in gone:
+        reasons.append(f"level {lvl.name} skipped: {down(lvl)}")
+    left = [lvl for lvl in ladder if not down(lvl)]
+    if left:
+        return left
+    why = "; ".join(f"{lvl.name}: {down(lvl)}" for lvl in gone)
+    if policy.planning.unavailable == "route_around":
+        for r in range(policy.rank(ladder[0].name) + 1, hi + 1):
+            if not down(policy.levels[r]):
+                reasons.append(f"stepped up to {policy.levels[r].name}: no level at or below {ladder[0].name} can run")
+                return [policy.levels[r]]
+    raise Unavailable(f"no level this request may use can run now ({why}); retry later")
+
+
+def _by_expected_loss(
+    assessment: Assessment, policy: Policy, accuracy: Any, levels: list[Level], fit: Any, reasons: list[str],
+) -> list[Plan]:
+    """Expected-loss mode: the chosen plan, then cheaper ones by expected total; [] falls back to routing."""
+    if accuracy is None:
+        reasons.append("expected loss: no accuracy profile loaded, so the routing table decided")
+        return []
+    # The routing table did not decide here: keep only the reasons that still hold (unsure floor, skipped levels).
+    kept = [r for r in reasons if r.startswith(("unsure", "level "))]
+    plans = {lvl.name: fit(lvl, list(kept)) for lvl in levels}
+    ranked: list[Choice] = choose(assessment, policy, accuracy, list(plans.values()))
+    if not ranked:
+        reasons.append("expected loss: no allowed level is in the accuracy profile, so the routing table decided")
+        return []
+    best = ranked[0]
+    chosen = plans[best.level]
+    said = [best.reason(policy.currency)] + ([f"next best {ranked[1].reason(policy.currency)}"] if len(ranked) > 1 else [])
+    out = [replace(chosen, reasons=chosen.reasons + tuple(said), expected_loss=best.total)]
+    for c in ranked[1:]:
+        p = plans[c.level]
+        if p.worst_case_micros < chosen.worst_case_micros:
+            why = (f"budget: degraded from {chosen.level} to {p.level}, the next lowest expected total", c.reason(policy.currency))
+            out.append(replace(p, reasons=p.reasons + why, expected_loss=c.total))
+    return out
 
 
 def _apply_hints(level: Level, hints: Hints, why: list[str]) -> Level:
@@ -198,7 +299,7 @@ def _apply_hints(level: Level, hints: Hints, why: list[str]) -> Level:
     return level
 
 
-def _fit(level: Level, prompt: int, limits: EngineLimits, policy: Policy, why: list[str]) -> Plan:
+def _fit(level: Level, prompt: int, limits: EngineLimits, policy: Policy, why: list[str], model: str = "") -> Plan:
     """Shrink a level to what the context can hold; refuse a prompt that leaves no room to answer."""
     thinking, answer, samples = level.thinking_tokens, level.answer_tokens, level.samples
     shared = limits.forced_open if thinking else limits.forced_skip
@@ -226,7 +327,7 @@ def _fit(level: Level, prompt: int, limits: EngineLimits, policy: Policy, why: l
         why.append(f"context: {fit} samples fit at once, not {samples}")
         samples = fit
     forced = shared + samples * close
-    cost = policy.prices.micros(prompt + forced, samples * thinking, samples * answer)
+    cost = policy.prices_for(level.model).micros(prompt + forced, samples * thinking, samples * answer)
     return Plan(
         level=level.name,
         thinking_tokens=thinking,
@@ -239,4 +340,5 @@ def _fit(level: Level, prompt: int, limits: EngineLimits, policy: Policy, why: l
         reasons=tuple(why),
         answer_format=level.answer_format,
         vote=level.vote,
+        model=model,
     )

@@ -14,9 +14,9 @@ import pathlib
 import re
 import threading
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Sequence
 
 from .answers import ANSWER_FORMATS
 from .errors import PolicyError
@@ -26,9 +26,14 @@ SEVERITIES = ("low", "medium", "high")
 HINTS = ("severity_floor", "max_cost", "samples", "thinking_tokens", "level", "answer_format")
 TOKEN_KINDS = ("prompt", "thinking", "answer")
 
-_TOP = {"version", "currency", "prices", "levels", "routing", "defaults", "tenants", "overrides"}
+_TOP = {"version", "currency", "prices", "model_prices", "levels", "routing", "planning", "defaults", "tenants", "overrides"}
 _LEVEL = {"thinking_tokens", "samples", "answer_tokens"}
-_LEVEL_OPTIONAL = {"answer_format", "vote"}
+_LEVEL_OPTIONAL = {"answer_format", "vote", "model"}
+_PLANNING = {"mode", "loss", "profile", "unavailable"}
+PLANNING_MODES = ("routing", "expected_loss")
+# What the planner does when a level's model is not serving: use the nearest
+# level on a model that is (saying so), or refuse the request.
+UNAVAILABLE = ("route_around", "refuse")
 _ROUTE = {"direct", "reasoning", "floor"}
 _RULES = {"min_level", "max_level", "hints", "max_samples", "max_thinking_tokens", "unsure_floor", "unsure_confidence"}
 # `unsure_floor = "off"` turns the unsure-stakes floor off.
@@ -47,6 +52,9 @@ class Level:
     answer_format: str = "auto"
     # How the samples' answers are counted (voting.VOTES): one each, or by confidence.
     vote: str = "majority"
+    # The served model that runs this level (settings: [model] name or a
+    # [models.NAME] table); "" is the primary model.
+    model: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,19 @@ class Route:
     reasoning: str
     # Budget degradation never goes below this level for this severity.
     floor: str
+
+
+@dataclass(frozen=True)
+class Planning:
+    """How a level is chosen: the routing table, or the lowest expected cost plus expected loss."""
+
+    mode: str = "routing"
+    # Credits a wrong answer costs, by severity (expected_loss mode).
+    loss: dict[str, float] = field(default_factory=dict)
+    # The accuracy profile (`ponder calibrate`) the expected losses come from;
+    # relative paths are relative to the policy file. None: no profile.
+    profile_path: pathlib.Path | None = None
+    unavailable: str = "route_around"
 
 
 @dataclass(frozen=True)
@@ -114,6 +135,14 @@ class Policy:
     defaults: TenantRules
     tenants: dict[str, TenantRules]
     overrides: tuple[Override, ...]
+    planning: Planning = field(default_factory=Planning)
+    # Prices of models other than the primary one; a model not listed costs `prices`.
+    model_prices: dict[str, Prices] = field(default_factory=dict)
+    # The accuracy profile named by planning.profile, loaded with the policy (profile.Profile).
+    profile: Any = None
+
+    def prices_for(self, model: str) -> Prices:
+        return self.model_prices.get(model, self.prices)
 
     def level(self, name: str) -> Level:
         return self.levels[self.rank(name)]
@@ -178,8 +207,12 @@ class _Checker:
             return Decimal(0)
 
 
-def load_policy(path: pathlib.Path) -> Policy:
-    """Read and validate a policy file; PolicyError lists every problem found."""
+def load_policy(path: pathlib.Path, models: Sequence[str] | None = None) -> Policy:
+    """Read and validate a policy file; PolicyError lists every problem found.
+
+    `models`: the served models' names, primary first, to check the levels'
+    `model` against (None, as in `ponder policy check` without a config: unchecked).
+    """
     try:
         raw_bytes = path.read_bytes()
     except OSError as exc:
@@ -189,16 +222,39 @@ def load_policy(path: pathlib.Path) -> Policy:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise PolicyError(str(path), [f"not valid TOML ({exc})"]) from None
     check = _Checker()
-    policy = _parse(raw, check, str(path), hashlib.sha256(raw_bytes).hexdigest())
+    policy = _parse(raw, check, str(path), hashlib.sha256(raw_bytes).hexdigest(), models)
+    profile = _profile(check, path, policy.planning)
     if check.problems:
         raise PolicyError(str(path), check.problems)
-    return policy
+    return replace(policy, profile=profile)
 
 
-def _parse(raw: dict, check: _Checker, path: str, sha: str) -> Policy:
+def _profile(check: _Checker, path: pathlib.Path, planning: Planning) -> Any:
+    if planning.profile_path is None:
+        return None
+    from .profile import Profile, ProfileError  # the profile reader pulls in nothing the policy needs otherwise
+
+    try:
+        return Profile.load((path.parent / planning.profile_path).resolve())
+    except ProfileError as exc:
+        check.problems.append(f"planning.profile: {exc}")
+        return None
+
+
+def _parse(raw: dict, check: _Checker, path: str, sha: str, models: Sequence[str] | None) -> Policy:
     check.fields("policy", raw, _TOP, {"version", "prices", "levels", "routing"})
-    prices_raw = check.fields("prices", raw.get("prices", {}), set(TOKEN_KINDS), set(TOKEN_KINDS))
-    prices = Prices(*(check.price(f"prices.{k}", prices_raw.get(k, 0)) for k in TOKEN_KINDS))
+    prices = _prices(check, "prices", raw.get("prices", {}))
+    mp = raw.get("model_prices", {})
+    model_prices = {
+        name: _prices(check, f"model_prices.{name}", table)
+        for name, table in check.fields("model_prices", mp, set(mp) if isinstance(mp, dict) else set()).items()
+    }
+    if models is not None:
+        for name in model_prices:
+            if name == models[0]:
+                check.problems.append(f"model_prices.{name}: {name!r} is the primary model, whose prices are [prices]")
+            else:
+                check.choice("model_prices", name, list(models[1:]))
 
     levels: list[Level] = []
     for name, table in (raw.get("levels") or {}).items():
@@ -211,12 +267,19 @@ def _parse(raw: dict, check: _Checker, path: str, sha: str) -> Policy:
                 check.integer(f"levels.{name}.answer_tokens", t.get("answer_tokens", 1), 1, 32768),
                 _answer_format(check, f"levels.{name}", t),
                 _vote(check, f"levels.{name}.vote", t.get("vote", "majority")),
+                _model(check, f"levels.{name}.model", t.get("model", ""), models),
             )
         )
     if not levels and "levels" in raw:
         check.problems.append("levels: define at least one level")
+
+    def generation_cost(level: Level) -> Decimal:
+        # What a level's samples can cost at most, on its own model's prices (the prompt aside).
+        p = model_prices.get(level.model or (models[0] if models else ""), prices)
+        return (p.thinking * level.thinking_tokens + p.answer * level.answer_tokens) * level.samples
+
     for lo, hi in zip(levels, levels[1:]):
-        if (hi.thinking_tokens + hi.answer_tokens) * hi.samples < (lo.thinking_tokens + lo.answer_tokens) * lo.samples:
+        if generation_cost(hi) < generation_cost(lo):
             check.problems.append(
                 f"levels: {hi.name!r} costs less than {lo.name!r} listed before it; list levels cheapest first"
             )
@@ -253,6 +316,7 @@ def _parse(raw: dict, check: _Checker, path: str, sha: str) -> Policy:
     overrides = tuple(
         _override(check, i, table, names) for i, table in enumerate(raw.get("overrides") or [], start=1)
     )
+    planning = _planning(check, raw.get("planning", {}))
     version = raw.get("version")
     if not isinstance(version, str) or not version:
         check.problems.append("version: must be a non-empty string naming this policy revision")
@@ -268,6 +332,44 @@ def _parse(raw: dict, check: _Checker, path: str, sha: str) -> Policy:
         defaults=defaults,
         tenants=tenants,
         overrides=overrides,
+        planning=planning,
+        model_prices=model_prices,
+    )
+
+
+def _prices(check: _Checker, where: str, table: Any) -> Prices:
+    t = check.fields(where, table, set(TOKEN_KINDS), set(TOKEN_KINDS))
+    return Prices(*(check.price(f"{where}.{k}", t.get(k, 0)) for k in TOKEN_KINDS))
+
+
+def _model(check: _Checker, where: str, value: Any, models: Sequence[str] | None) -> str:
+    if not isinstance(value, str):
+        check.problems.append(f"{where}: must be a model name, not {value!r}")
+        return ""
+    if value and models is not None and value not in models:
+        near = difflib.get_close_matches(value, list(models), n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        check.problems.append(f"{where}: no served model {value!r}{hint}; the daemon serves {', '.join(models)}")
+    # "" and the primary's own name are the same model: say it one way.
+    return "" if models and value == models[0] else value
+
+
+def _planning(check: _Checker, table: Any) -> Planning:
+    t = check.fields("planning", table, _PLANNING)
+    mode = check.choice("planning.mode", t.get("mode", "routing"), PLANNING_MODES)
+    loss_raw = check.fields("planning.loss", t.get("loss", {}), set(SEVERITIES), set(SEVERITIES) if mode == "expected_loss" else set())
+    loss = {sev: float(check.price(f"planning.loss.{sev}", v)) for sev, v in loss_raw.items()}
+    profile = t.get("profile")
+    if profile is not None and (not isinstance(profile, str) or not profile):
+        check.problems.append("planning.profile: must be the path of an accuracy profile (`ponder calibrate` writes one)")
+        profile = None
+    if mode == "expected_loss" and profile is None:
+        check.problems.append("planning: mode 'expected_loss' needs profile = \"PATH\" (write one with `ponder calibrate`)")
+    return Planning(
+        mode=mode,
+        loss=loss,
+        profile_path=pathlib.Path(profile) if profile else None,
+        unavailable=check.choice("planning.unavailable", t.get("unavailable", "route_around"), UNAVAILABLE),
     )
 
 
@@ -349,9 +451,10 @@ def _override(check: _Checker, number: int, table: Any, names: list[str]) -> Ove
 class PolicyHolder:
     """The policy in force. `reload` validates the new file whole before swapping it in."""
 
-    def __init__(self, path: pathlib.Path) -> None:
+    def __init__(self, path: pathlib.Path, models: Sequence[str] | None = None) -> None:
         self.path = path
-        self._policy = load_policy(path)
+        self.models = models
+        self._policy = load_policy(path, models)
         self._lock = threading.Lock()
         self.last_error: str | None = None
 
@@ -362,7 +465,7 @@ class PolicyHolder:
     def load(self) -> Policy:
         """Read and validate the file's current content without putting it in force (PolicyError if bad)."""
         try:
-            return load_policy(self.path)
+            return load_policy(self.path, self.models)
         except PolicyError as exc:
             self.last_error = str(exc)
             raise

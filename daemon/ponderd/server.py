@@ -218,7 +218,10 @@ class Server:
         """Set health: the engine and the database apart, and asks (overall, Ponder) only when both work."""
         if self._health is None:
             return
+        models = self.daemon.engine
         states = {
+            # Each other model apart: while one is down its levels are routed around, and asks go on.
+            **{f"{ENGINE_HEALTH}.{name}": engine_ok and not models.down(name) for name in models.others()},
             ENGINE_HEALTH: engine_ok,
             DATABASE_HEALTH: database_ok,
             "": engine_ok and database_ok,
@@ -227,6 +230,8 @@ class Server:
         }
         for name, ok in states.items():
             if self._reported.get(name) != ok:
+                if name.startswith(f"{ENGINE_HEALTH}.") and not ok and engine_ok:
+                    log.error("%s; its levels are routed around", models.down(name.split(".", 2)[2]))
                 if name == DATABASE_HEALTH and not ok:
                     log.error("database cannot be written: %s; asks get UNAVAILABLE until it can", self.daemon.store.fault)
                 elif name == DATABASE_HEALTH and name in self._reported:

@@ -108,6 +108,7 @@ def _input(request: ponder_pb2.AskRequest, context: grpc.aio.ServicerContext | N
         seed=request.seed,
         explain=request.explain,
         timeout=context.time_remaining() if context is not None else None,
+        check=convert.check(request),
     )
 
 
@@ -141,4 +142,5 @@ def _response(o: Outcome) -> ponder_pb2.AskResponse:
         balance=convert.balance(o.balance, o.quote.policy.currency),
         samples=[convert.sample(s) for s in r.samples],
         latency_seconds=o.latency_s,
+        verified=o.verified,
     )

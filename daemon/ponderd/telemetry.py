@@ -214,9 +214,9 @@ class MeteredBudgets:
             charged = await self._inner.settle(row, prompt_text)
         except StorageUnavailable:
             # Written once the database takes writes again, at this cost: count it now, once.
-            self._telemetry.settled(row, row.cost_micros, self._model())
+            self._telemetry.settled(row, row.cost_micros, row.model or self._model())
             raise
-        self._telemetry.settled(row, charged, self._model())
+        self._telemetry.settled(row, charged, row.model or self._model())
         return charged
 
     async def refuse(self, row: SpendRow) -> None:
@@ -225,9 +225,9 @@ class MeteredBudgets:
         try:
             await self._inner.refuse(row)
         except StorageUnavailable:
-            self._telemetry.settled(row, 0, self._model())
+            self._telemetry.settled(row, 0, row.model or self._model())
             raise
-        self._telemetry.settled(row, 0, self._model())
+        self._telemetry.settled(row, 0, row.model or self._model())
 
     async def balance(self, tenant: str) -> BalanceView:
         view = await self._inner.balance(tenant)

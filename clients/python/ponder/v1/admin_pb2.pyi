@@ -166,7 +166,7 @@ class SpendLine(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., requests: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., thinking_tokens: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., cost: _Optional[float] = ..., by_status: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class SpendRecord(_message.Message):
-    __slots__ = ("request_id", "tenant", "at", "severity", "needs_reasoning", "level", "thinking_cap", "samples_planned", "usage", "reserved", "cost", "latency_seconds", "status", "error", "confidence_mean", "confidence_min")
+    __slots__ = ("request_id", "tenant", "at", "severity", "needs_reasoning", "level", "thinking_cap", "samples_planned", "usage", "reserved", "cost", "latency_seconds", "status", "error", "confidence_mean", "confidence_min", "model", "verified")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
@@ -183,6 +183,8 @@ class SpendRecord(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_MEAN_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_MIN_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     tenant: str
     at: _timestamp_pb2.Timestamp
@@ -199,7 +201,9 @@ class SpendRecord(_message.Message):
     error: str
     confidence_mean: float
     confidence_min: float
-    def __init__(self, request_id: _Optional[str] = ..., tenant: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., severity: _Optional[_Union[_ponder_pb2.Severity, str]] = ..., needs_reasoning: _Optional[bool] = ..., level: _Optional[str] = ..., thinking_cap: _Optional[int] = ..., samples_planned: _Optional[int] = ..., usage: _Optional[_Union[_ponder_pb2.Usage, _Mapping]] = ..., reserved: _Optional[float] = ..., cost: _Optional[float] = ..., latency_seconds: _Optional[float] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., confidence_mean: _Optional[float] = ..., confidence_min: _Optional[float] = ...) -> None: ...
+    model: str
+    verified: bool
+    def __init__(self, request_id: _Optional[str] = ..., tenant: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., severity: _Optional[_Union[_ponder_pb2.Severity, str]] = ..., needs_reasoning: _Optional[bool] = ..., level: _Optional[str] = ..., thinking_cap: _Optional[int] = ..., samples_planned: _Optional[int] = ..., usage: _Optional[_Union[_ponder_pb2.Usage, _Mapping]] = ..., reserved: _Optional[float] = ..., cost: _Optional[float] = ..., latency_seconds: _Optional[float] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., confidence_mean: _Optional[float] = ..., confidence_min: _Optional[float] = ..., model: _Optional[str] = ..., verified: _Optional[bool] = ...) -> None: ...
 
 class SpendReportResponse(_message.Message):
     __slots__ = ("lines", "records", "since", "until")

@@ -166,7 +166,8 @@ class AdminServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RunJob(self, request, context):
-        """Run a scheduled job now: "renew_windows", "retrain_risk", "expire_reservations".
+        """Run a scheduled job now: "renew_windows", "retrain_risk", "expire_reservations",
+        "prune_prompts", "update_accuracy".
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,18 +38,32 @@ class Hints(_message.Message):
     def __init__(self, severity_floor: _Optional[_Union[Severity, str]] = ..., max_cost: _Optional[float] = ..., samples: _Optional[int] = ..., thinking_tokens: _Optional[int] = ..., level: _Optional[str] = ..., answer_format: _Optional[str] = ...) -> None: ...
 
 class AskRequest(_message.Message):
-    __slots__ = ("prompt", "system", "hints", "seed", "explain")
+    __slots__ = ("prompt", "system", "hints", "seed", "explain", "check")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_FIELD_NUMBER: _ClassVar[int]
     HINTS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    CHECK_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     system: str
     hints: Hints
     seed: int
     explain: bool
-    def __init__(self, prompt: _Optional[str] = ..., system: _Optional[str] = ..., hints: _Optional[_Union[Hints, _Mapping]] = ..., seed: _Optional[int] = ..., explain: _Optional[bool] = ...) -> None: ...
+    check: Check
+    def __init__(self, prompt: _Optional[str] = ..., system: _Optional[str] = ..., hints: _Optional[_Union[Hints, _Mapping]] = ..., seed: _Optional[int] = ..., explain: _Optional[bool] = ..., check: _Optional[_Union[Check, _Mapping]] = ...) -> None: ...
+
+class Check(_message.Message):
+    __slots__ = ("number", "regex", "choice", "any_of")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    REGEX_FIELD_NUMBER: _ClassVar[int]
+    CHOICE_FIELD_NUMBER: _ClassVar[int]
+    ANY_OF_FIELD_NUMBER: _ClassVar[int]
+    number: float
+    regex: str
+    choice: str
+    any_of: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, number: _Optional[float] = ..., regex: _Optional[str] = ..., choice: _Optional[str] = ..., any_of: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Contribution(_message.Message):
     __slots__ = ("axis", "feature", "weight")
@@ -91,7 +105,7 @@ class Assessment(_message.Message):
     def __init__(self, severity: _Optional[_Union[Severity, str]] = ..., needs_reasoning: _Optional[bool] = ..., severity_probs: _Optional[_Mapping[str, float]] = ..., needs_reasoning_prob: _Optional[float] = ..., model_version: _Optional[str] = ..., adjustments: _Optional[_Iterable[str]] = ..., explanation: _Optional[_Iterable[_Union[Contribution, _Mapping]]] = ..., model_severity: _Optional[_Union[Severity, str]] = ..., model_needs_reasoning: _Optional[bool] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("level", "thinking_tokens", "samples", "answer_tokens", "worst_case_cost", "reasons", "policy_version", "answer_format", "vote")
+    __slots__ = ("level", "thinking_tokens", "samples", "answer_tokens", "worst_case_cost", "reasons", "policy_version", "answer_format", "vote", "model", "expected_loss")
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     THINKING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +115,8 @@ class Plan(_message.Message):
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     ANSWER_FORMAT_FIELD_NUMBER: _ClassVar[int]
     VOTE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_LOSS_FIELD_NUMBER: _ClassVar[int]
     level: str
     thinking_tokens: int
     samples: int
@@ -110,7 +126,9 @@ class Plan(_message.Message):
     policy_version: str
     answer_format: str
     vote: str
-    def __init__(self, level: _Optional[str] = ..., thinking_tokens: _Optional[int] = ..., samples: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., worst_case_cost: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., policy_version: _Optional[str] = ..., answer_format: _Optional[str] = ..., vote: _Optional[str] = ...) -> None: ...
+    model: str
+    expected_loss: float
+    def __init__(self, level: _Optional[str] = ..., thinking_tokens: _Optional[int] = ..., samples: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., worst_case_cost: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., policy_version: _Optional[str] = ..., answer_format: _Optional[str] = ..., vote: _Optional[str] = ..., model: _Optional[str] = ..., expected_loss: _Optional[float] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "thinking_tokens", "answer_tokens", "forced_tokens", "samples_run", "samples_stopped")
@@ -161,7 +179,7 @@ class Sample(_message.Message):
     def __init__(self, index: _Optional[int] = ..., thinking: _Optional[str] = ..., text: _Optional[str] = ..., answer: _Optional[str] = ..., thinking_tokens: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., thinking_capped: _Optional[bool] = ..., confidence: _Optional[float] = ...) -> None: ...
 
 class AskResponse(_message.Message):
-    __slots__ = ("request_id", "text", "answer", "votes", "assessment", "plan", "usage", "cost", "balance", "samples", "latency_seconds")
+    __slots__ = ("request_id", "text", "answer", "votes", "assessment", "plan", "usage", "cost", "balance", "samples", "latency_seconds", "verified")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     ANSWER_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +191,7 @@ class AskResponse(_message.Message):
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     LATENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     text: str
     answer: str
@@ -184,7 +203,8 @@ class AskResponse(_message.Message):
     balance: Balance
     samples: _containers.RepeatedCompositeFieldContainer[Sample]
     latency_seconds: float
-    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., answer: _Optional[str] = ..., votes: _Optional[_Iterable[_Union[Vote, _Mapping]]] = ..., assessment: _Optional[_Union[Assessment, _Mapping]] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost: _Optional[float] = ..., balance: _Optional[_Union[Balance, _Mapping]] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., latency_seconds: _Optional[float] = ...) -> None: ...
+    verified: bool
+    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., answer: _Optional[str] = ..., votes: _Optional[_Iterable[_Union[Vote, _Mapping]]] = ..., assessment: _Optional[_Union[Assessment, _Mapping]] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost: _Optional[float] = ..., balance: _Optional[_Union[Balance, _Mapping]] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., latency_seconds: _Optional[float] = ..., verified: _Optional[bool] = ...) -> None: ...
 
 class QuoteResponse(_message.Message):
     __slots__ = ("assessment", "plan", "prompt_tokens", "balance")
