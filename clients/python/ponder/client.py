@@ -214,6 +214,23 @@ def _hints(
     return h
 
 
+def _check(spec: dict[str, Any] | None) -> ponder_pb2.Check | None:
+    """{"number": 42} | {"regex": "..."} | {"choice": "B"} | {"any_of": ["Paris"]} as a Check message."""
+    if spec is None:
+        return None
+    check = ponder_pb2.Check()
+    for key, value in spec.items():
+        if key == "any_of":
+            check.any_of.extend(value)
+        elif key == "number":
+            check.number = float(value)
+        elif key in ("regex", "choice"):
+            setattr(check, key, value)
+        else:
+            raise ValueError(f"unknown check {key!r}: use number, regex, choice or any_of")
+    return check
+
+
 class PonderClient(_Base):
     """Calls the Ponder service with a tenant's key."""
 
@@ -221,13 +238,19 @@ class PonderClient(_Base):
         super().__init__(address, token, timeout, **tls)
         self._stub = ponder_pb2_grpc.PonderStub(self._channel)
 
-    def _request(self, prompt: str, system: str = "", seed: int = 0, explain: bool = False, **hints: Any) -> ponder_pb2.AskRequest:
-        return ponder_pb2.AskRequest(prompt=prompt, system=system, seed=seed, explain=explain, hints=_hints(**hints))
+    def _request(
+        self, prompt: str, system: str = "", seed: int = 0, explain: bool = False, check: dict[str, Any] | None = None,
+        **hints: Any,
+    ) -> ponder_pb2.AskRequest:
+        return ponder_pb2.AskRequest(
+            prompt=prompt, system=system, seed=seed, explain=explain, hints=_hints(**hints), check=_check(check)
+        )
 
     def ask(self, prompt: str, **kwargs: Any) -> ponder_pb2.AskResponse:
         """Ask and wait for the voted answer. kwargs: system, seed, explain and the hints
         samples, thinking_tokens, severity_floor ("low"|"medium"|"high"), max_cost, level,
-        answer_format ("number"|"choice"|"phrase"|"free"|"auto")."""
+        answer_format ("number"|"choice"|"phrase"|"free"|"auto"); check, a dict such as
+        {"number": 42} that the daemon verifies the answer against (AskResponse.verified)."""
         timeout = kwargs.pop("timeout", None)
         return self._call(self._stub.Ask, self._request(prompt, **kwargs), timeout)
 
