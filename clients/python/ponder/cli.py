@@ -7,6 +7,7 @@ prints machine-readable output. `ponder COMMAND --help` explains each one.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any, Callable, Sequence
 
@@ -46,9 +47,21 @@ def _ask_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _check_spec(text: str) -> dict[str, Any]:
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError:
+        spec = None
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise argparse.ArgumentTypeError(
+            'a check is a JSON object with one key: {"number": 42}, {"regex": "..."}, {"choice": "B"} or {"any_of": ["Paris"]}'
+        )
+    return spec
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
     with PonderClient(args.address, args.token, **cli_connect.tls_options(args)) as client:
-        kwargs = _ask_kwargs(args) | {"seed": args.seed, "explain": args.explain}
+        kwargs = _ask_kwargs(args) | {"seed": args.seed, "explain": args.explain, "check": args.check}
         if args.stream and not args.json:
             result = None
             for event in client.ask_stream(args.text, **kwargs):
@@ -129,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="fixed sampling seed (0: random)")
     p.add_argument("--explain", action="store_true", help="show why the query got its assessment")
     p.add_argument("--stream", action="store_true", help="print the answer as it is produced")
+    p.add_argument("--check", type=_check_spec, metavar="JSON",
+                   help='verify the answer, e.g. \'{"number": 42}\' (also regex, choice, any_of); teaches the daemon what its levels buy')
     _connection_arguments(p)
     p.set_defaults(handler=cmd_ask)
 

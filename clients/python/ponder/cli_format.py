@@ -37,7 +37,7 @@ def assessment_line(a: ponder_pb2.Assessment) -> str:
 
 def plan_line(p: ponder_pb2.Plan, currency: str) -> str:
     return (
-        f"level={p.level}  thinking<={p.thinking_tokens}  samples={p.samples}  answer<={p.answer_tokens}"
+        f"level={p.level}{f'  model={p.model}' if p.model else ''}  thinking<={p.thinking_tokens}  samples={p.samples}  answer<={p.answer_tokens}"
         f"  format={p.answer_format or 'auto'}  (worst case {p.worst_case_cost:.4f} {currency})"
     )
 
@@ -70,6 +70,8 @@ def print_answer(r: ponder_pb2.AskResponse, text: bool = True) -> None:
         f"prompt {u.prompt_tokens}, thinking {u.thinking_tokens}, answer {u.answer_tokens}, forced {u.forced_tokens} tokens;"
         f" {u.samples_run} sample(s) run{stopped}",
     )
+    if r.HasField("verified"):
+        _row("verified", "right (the answer passed the check)" if r.verified else "wrong (the answer failed the check)")
     _row("cost", f"{r.cost:.4f} {currency}  in {r.latency_seconds:.2f}s")
     _row("balance", _balance_text(r.balance))
     _row("request", r.request_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import sys
 from typing import Any, Callable
@@ -43,9 +44,18 @@ def _score_dict(score: Any) -> dict[str, Any]:
 def policy_check(args: argparse.Namespace) -> int:
     from ponderd.errors import PolicyError
     from ponderd.policy import load_policy
+    from ponderd.settings import SettingsError, load_settings
 
+    models = None
+    if args.config or os.environ.get("PONDER_CONFIG"):
+        # The daemon's config names the served models: check the levels' `model` against them.
+        try:
+            models = list(load_settings(pathlib.Path(args.config) if args.config else None).served_models)
+        except SettingsError as exc:
+            print(exc, file=sys.stderr)
+            return 1
     try:
-        policy = load_policy(pathlib.Path(args.file))
+        policy = load_policy(pathlib.Path(args.file), models)
     except PolicyError as exc:
         for problem in exc.problems:
             print(f"{exc.path}: {problem}", file=sys.stderr)
@@ -203,6 +213,7 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     pol = policy.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = pol.add_parser("check", help="validate a policy file without a daemon", description="Validate a policy file; print every problem.")
     p.add_argument("file")
+    p.add_argument("--config", help="the daemon's config file, to check the levels' models against it (default: $PONDER_CONFIG)")
     p.set_defaults(handler=policy_check)
 
     risk = sub.add_parser("risk", help="score, train, evaluate and explain the risk classifier",
