@@ -88,9 +88,10 @@ class LevelProfile:
         return self.mean_thinking_tokens / s, self.mean_answer_tokens / s
 
     def to_json(self) -> dict[str, Any]:
+        # Full precision: a saved profile loads back equal to what was saved.
         out: dict[str, Any] = {"model": self.model, "n": self.n, "correct": self.correct,
-                               "accuracy": round(self.accuracy, 6), "ci95": [round(x, 6) for x in self.ci95]}
-        out.update({k: round(getattr(self, k), 6) for k in _MEANS})
+                               "accuracy": self.accuracy, "ci95": list(self.ci95)}
+        out.update({k: getattr(self, k) for k in _MEANS})
         out["slices"] = {k: {"n": n, "correct": c} for k, (n, c) in sorted(self.slices.items())}
         return out
 
