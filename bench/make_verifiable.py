@@ -60,7 +60,9 @@ def items(rng: random.Random) -> list[dict]:
         sev = SEVERITIES[i % 3]
         add("sum1", SUM_FRAMES[sev].format(a=a, b=b) + " Reply with just the number.", {"number": a + b}, sev, False)
     for i, (country, names) in enumerate(CAPITALS):
-        add("capital", f"What is the capital of {country}? Reply with one word.", {"any_of": names},
+        # A regex, not any_of: the model says "The capital of France is Paris.", whose phrase is the whole sentence.
+        pattern = r"\b(?:" + "|".join(n.lower() for n in names) + r")\b"
+        add("capital", f"What is the capital of {country}? Reply with one word.", {"regex": pattern},
             SEVERITIES[0] if i % 4 else "medium", False)
     for i in range(20):
         a, b = rng.sample(range(10, 100), 2)

@@ -315,6 +315,7 @@ def main(args: argparse.Namespace) -> int:
             levels = choose_levels(args, client, version)
             for level in levels:
                 client.quote(first.text, level=level, **fmt)
+            out.parent.mkdir(parents=True, exist_ok=True)
             if args.restart:
                 results_path.unlink(missing_ok=True)
             rows = read_results(results_path)
