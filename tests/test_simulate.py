@@ -144,7 +144,7 @@ def test_simulate_projects_more_spend_when_everything_goes_to_a_dearer_level(dae
     text = _simulate(daemon, cli_env, str(candidate), "--since", "1h")
     assert text.returncode == 0, text.stderr
     for g in groups:
-        assert any(line.split("│")[1:3] == [f" {g['tenant']} ", f" {g['severity']} "]
+        assert any([cell.strip() for cell in line.split("│")[1:3]] == [g["tenant"], g["severity"]]
                    for line in text.stdout.splitlines() if "│" in line), text.stdout
     assert "~ estimated: 0 request(s) from the profile" in " ".join(text.stdout.split())
     assert "pass --profile" in text.stdout
