@@ -160,7 +160,7 @@ def _model(r: Any) -> str:
     # The response names its model once the daemon routes between models; until then, "".
     for message in (r.plan, r):
         try:
-            value = getattr(message, "model")
+            value = message.model
         except AttributeError:
             continue
         if isinstance(value, str) and value:
@@ -296,7 +296,10 @@ def choose_levels(args: argparse.Namespace, client: Any, daemon_version: str) ->
 def main(args: argparse.Namespace) -> int:
     """The `ponder calibrate` command (registered by ponder/cli_local.py)."""
     from ponder.cli_connect import tls_options
-    from ponder.client import PonderClient, PonderError
+
+    # A failed call raises ponder.client.PonderError, which the CLI prints as `ponder: STATUS: message`;
+    # the results so far stay in the results file for a rerun.
+    from ponder.client import PonderClient
 
     from . import calibrate_report as report
 
@@ -336,8 +339,6 @@ def main(args: argparse.Namespace) -> int:
     except CalibrateError as exc:
         print(f"ponder: {exc}", file=sys.stderr)
         return 1
-    except PonderError:
-        raise  # the CLI prints it as `ponder: STATUS: message`; results so far are kept for a rerun
     if args.json:
         json.dump({"profile": profile.to_json(), "profile_path": str(out), "results": str(results_path),
                    "plot": str(plot_path), "new_requests": len(pairs)}, sys.stdout, indent=2)
