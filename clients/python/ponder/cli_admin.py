@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable
 
 from .cli_connect import tls_options
 from .cli_format import SEVERITY, assessment_line, dump_json, to_dict
+from .cli_time import parse_since
 from .client import AdminClient
 
 
@@ -15,11 +16,13 @@ def _admin(args: argparse.Namespace) -> AdminClient:
     return AdminClient(args.address, args.token, timeout=args.timeout, **tls_options(args))
 
 
-def _when(text: str | None) -> datetime | None:
+def _when(text: str | None, flag: str) -> datetime | None:
     if not text:
         return None
-    when = datetime.fromisoformat(text)
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    try:
+        return parse_since(text)
+    except ValueError as exc:
+        raise SystemExit(f"ponder: {flag}: {exc}") from None
 
 
 def _tenant_line(t: Any) -> str:
@@ -90,7 +93,7 @@ def key_list(args: argparse.Namespace) -> int:
 
 def spend(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
-        r = admin.spend(args.tenant or "", _when(args.since), _when(args.until), args.records)
+        r = admin.spend(args.tenant or "", _when(args.since, "--since"), _when(args.until, "--until"), args.records)
     if args.json:
         dump_json(r)
         return 0
@@ -200,8 +203,8 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
 
     p = command(groups, "spend", spend, "spend by tenant over a period")
     p.add_argument("--tenant", help="one tenant (default: all)")
-    p.add_argument("--since", help="ISO time (default: start of the window or of today)")
-    p.add_argument("--until", help="ISO time (default: now)")
+    p.add_argument("--since", help="7d, 24h, yesterday or an ISO time (default: start of the window or of today)")
+    p.add_argument("--until", help="the same forms as --since (default: now)")
     p.add_argument("--records", type=int, default=0, help="also list up to N spend records")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
