@@ -13,8 +13,8 @@ and the item is scored by the answer its chosen level gave. An Ask with the
 same seed at that level gives the same answer, so this is the strategy's
 outcome without paying for each strategy's run again.
 
-Losses (credits a wrong answer costs): low 0.01, medium 0.1, high 2.0 — a wrong
-high-severity answer costs about a hundred cheap answers. "Total loss" is the
+Losses (credits a wrong answer costs), the issue's example: low 0.05, medium 1, high 40 — a wrong
+high-severity answer costs about a thousand cheap answers. "Total loss" is the
 realized cost plus the losses of the wrong answers.
 """
 
@@ -37,7 +37,7 @@ from ponderd.profile import wilson  # noqa: E402
 
 POLICY = HERE / "policies" / "decisions.toml"
 DATA = HERE / "data" / "verifiable.jsonl"
-LOSS = {"low": 0.01, "medium": 0.1, "high": 2.0}
+LOSS = {"low": 0.05, "medium": 1.0, "high": 40.0}
 TERSE_SYSTEM = "Answer with the final answer only: a number, a word or a letter, nothing else."
 TERSE_LEVELS = ("terse1", "terse3", "terse6")
 

@@ -25,7 +25,7 @@ from .assessment import Assessment, RiskScore
 from .errors import PolicyError
 from .errors import PonderError as DomainError
 from .ledger import to_credits
-from .planner import EngineLimits, Hints, Plan, plan_candidates
+from .planner import EngineLimits, Hints, Plan, Served, plan_candidates
 from .policy import Policy, load_policy
 from .profile import Profile, ProfileError
 
@@ -48,23 +48,33 @@ class Record:
     forced_tokens: int
     cost: float
     status: str
+    # The served model that ran it ("" in records from before models were named).
+    model: str = ""
 
     @classmethod
     def from_proto(cls, r: Any) -> Record:
         u = r.usage
         return cls(r.tenant, SEVERITY_NAMES.get(r.severity, "low"), bool(r.needs_reasoning), r.level, r.thinking_cap,
                    r.samples_planned, u.prompt_tokens, u.thinking_tokens, u.answer_tokens, u.forced_tokens, r.cost,
-                   r.status)
+                   r.status, getattr(r, "model", ""))
 
 
 def plan_for(record: Record, policy: Policy, limits: EngineLimits, profile: Profile | None = None) -> Plan:
     """The candidate's first plan for a logged request: the one call into the planner.
 
-    The profile is passed so this stays the one place to change when plan_candidates
-    learns to use it (and models); the record's assessment stands in for the classifier's."""
-    score = RiskScore(record.severity, record.needs_reasoning, {}, 0.0, "spend-record")
+    The record's assessment stands in for the classifier's (taken as certain:
+    the record keeps the labels, not the probabilities). Every model the
+    candidate's levels name is taken as serving, with the same limits and the
+    prompt's recorded length (each model's tokenizer would differ a little).
+    The profile, when given, replaces the candidate's own for expected-loss planning."""
+    probs = {record.severity: 1.0}
+    score = RiskScore(record.severity, record.needs_reasoning, probs, float(record.needs_reasoning), "spend-record")
     assessment = Assessment(record.severity, record.needs_reasoning, score)
-    plans = plan_candidates(assessment, policy, policy.rules_for(record.tenant), Hints(), record.prompt_tokens, limits)
+    others = {lvl.model: Served(limits, record.prompt_tokens) for lvl in policy.levels if lvl.model}
+    plans = plan_candidates(
+        assessment, policy, policy.rules_for(record.tenant), Hints(), record.prompt_tokens, limits,
+        others=others, accuracy=profile,
+    )
     return plans[0]
 
 
@@ -103,15 +113,16 @@ class Group:
 
 def project_cost(record: Record, plan: Plan, policy: Policy, profile: Profile | None) -> tuple[float, str]:
     """The record's cost under the plan, and how it was found: "exact", "profile" or "worst_case"."""
-    if plan.level == record.level and plan.thinking_tokens == record.thinking_cap and plan.samples == record.samples_planned:
-        micros = policy.prices.micros(record.prompt_tokens + record.forced_tokens, record.thinking_tokens, record.answer_tokens)
+    same_model = (plan.model or "") == (record.model or plan.model or "")
+    if plan.level == record.level and same_model and plan.thinking_tokens == record.thinking_cap and plan.samples == record.samples_planned:
+        micros = policy.prices_for(plan.model).micros(record.prompt_tokens + record.forced_tokens, record.thinking_tokens, record.answer_tokens)
         return to_credits(micros), "exact"
     lvl = profile.levels.get(plan.level) if profile else None
     if lvl is None:
         return to_credits(plan.worst_case_micros), "worst_case"
     thinking, answer = lvl.per_sample()
     thinking, answer = min(thinking, plan.thinking_tokens), min(answer, plan.answer_tokens)
-    micros = policy.prices.micros(plan.prompt_tokens + plan.forced_tokens, round(plan.samples * thinking),
+    micros = policy.prices_for(plan.model).micros(plan.prompt_tokens + plan.forced_tokens, round(plan.samples * thinking),
                                   round(plan.samples * answer))
     return to_credits(micros), "profile"
 
@@ -211,13 +222,15 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"ponder: --since: {exc}", file=sys.stderr)
         return 1
-    profile = None
+    # The candidate's own profile (planning.profile) unless --profile names another.
+    profile = policy.profile
     if args.profile:
         try:
             profile = Profile.load(args.profile)
         except ProfileError as exc:
             print(f"ponder: {exc}", file=sys.stderr)
             return 1
+    profile_path = args.profile or (str(policy.planning.profile_path) if policy.profile is not None else None)
     limits = EngineLimits(n_ctx=args.n_ctx, n_ctx_seq=args.n_ctx, n_seq_max=64)
     with AdminClient(args.address, args.token, timeout=args.timeout, **tls_options(args)) as admin:
         report = admin.spend(args.tenant or "", since, None, records=args.limit)
@@ -227,9 +240,9 @@ def main(args: argparse.Namespace) -> int:
     truncated = len(records) >= args.limit
     if args.json:
         json.dump({"candidate": {"path": str(args.candidate), "version": policy.version},
-                   "since": window[0], "until": window[1], "profile": args.profile, "truncated": truncated,
+                   "since": window[0], "until": window[1], "profile": profile_path, "truncated": truncated,
                    "groups": [g.to_json() for g in groups]}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        print_report(groups, policy, *window, args.profile, truncated)
+        print_report(groups, policy, *window, profile_path, truncated)
     return 0
