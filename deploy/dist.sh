@@ -31,6 +31,7 @@ projects=$(find . -name pyproject.toml -not -path './.venv/*' -not -path './buil
 : >"$tmp/requirements.txt"
 for dir in $projects; do
   echo "dist: wheel for $dir"
+  rm -rf "$dir/build"  # setuptools would pack stale modules left there by an earlier build
   "$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$tmp" "$dir"
   "$PYTHON" - "$dir/pyproject.toml" >>"$tmp/requirements.txt" <<'PY'
 import sys, tomllib
