@@ -164,8 +164,12 @@ for unit in ponderd.service ponder-backup.service ponder-backup.timer; do
   fi
 done
 
-if [ -n "$ROOT" ] || [ ! -d /run/systemd/system ]; then
-  say "done (staged in ${ROOT:-/}; systemd not touched)"
+if [ -n "$ROOT" ]; then
+  say "done (staged in $ROOT; systemd not touched)"
+  exit 0
+fi
+if [ ! -d /run/systemd/system ]; then
+  say "done; systemd is not running here: once it is, systemctl enable --now ponder-backup.timer ponderd"
   exit 0
 fi
 systemctl daemon-reload

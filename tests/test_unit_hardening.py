@@ -96,3 +96,26 @@ class SandboxedDaemon(DaemonProcess):
         command = [*prefix, str(ponderd), "--listen", "127.0.0.1:0", "--policy-file", str(SMALL_POLICY)]
         # exec all the way down: the signal reaches the daemon itself.
         self.proc = sp.Popen(command, env=env, stdout=self._log, stderr=sp.STDOUT)
+
+
+def test_the_backup_runs_under_its_units_confinement(tmp_path):
+    reason = _sandbox_available()
+    if reason:
+        pytest.skip(reason)
+    import sqlite3
+
+    state = tmp_path / "state"
+    state.mkdir()
+    db = sqlite3.connect(state / "ponder.db")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE t (x)")
+    db.execute("INSERT INTO t VALUES (42)")
+    db.commit()
+    sandbox = ["unshare", "--mount", "--propagation", "private", "--",
+               sys.executable, str(REPO / "tests/sandbox.py"), str(REPO / "systemd/ponder-backup.service"), "--"]
+    run = subprocess.run([*sandbox, sys.executable, "-m", "ponderd.backup", "--state-dir", str(state), "--keep", "1"],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "PONDER_CONFIG": ""})
+    db.close()
+    assert run.returncode == 0, run.stderr
+    [copy] = (state / "backups").glob("ponder-*.db")
+    assert sqlite3.connect(copy).execute("SELECT x FROM t").fetchall() == [(42,)]
