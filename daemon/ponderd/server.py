@@ -58,12 +58,15 @@ SERVICES = (
 )
 
 
-def create_server(daemon: Daemon, listen: str) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer, list[str]]:
+def create_server(
+    daemon: Daemon, listen: str, certificates: transport.TlsCertificates | None = None,
+) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer, list[str]]:
     """A gRPC server with Ponder, Admin, health and reflection, bound to `listen` (port 0: any free port).
 
     `listen` may name several addresses (see transport.py); the port returned is
     the first TCP listener's (0 when all are unix sockets), and the list the
-    addresses bound, for the endpoint file.
+    addresses bound, for the endpoint file. TLS listeners use `certificates`
+    (the Server's, so SIGHUP reloads them), or the files read once.
     """
     settings = dataclasses.replace(daemon.settings, listen=listen)
     transport.check_exposure(settings)  # before anything is built: the message is the point
@@ -83,7 +86,7 @@ def create_server(daemon: Daemon, listen: str) -> tuple[grpc.aio.Server, int, he
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection((*SERVICES, "grpc.health.v1.Health", reflection.SERVICE_NAME), server)
-    port, bound = transport.bind(server, settings)
+    port, bound = transport.bind(server, settings, certificates)
     return server, port, health, bound
 
 
@@ -122,6 +125,8 @@ class Server:
         # Background tasks are kept here: asyncio holds only weak references.
         self._tasks: set[asyncio.Task[None]] = set()
         self._reported: dict[str, bool] = {}
+        # The listener's TLS files, re-read on SIGHUP (None without TLS).
+        self._certificates: transport.TlsCertificates | None = None
 
     async def serve(self) -> None:
         try:
@@ -139,7 +144,9 @@ class Server:
         # Anything still reserved now was left by a process that died mid-request.
         log.info("start-up: %s", await d.jobs.expire_reservations(grace=timedelta(0)))
         log.info("start-up: %s", await d.jobs.renew_windows())
-        self._grpc, self.port, self._health, bound = create_server(d, self.settings.listen)
+        if self.settings.tls.enabled:
+            self._certificates = transport.TlsCertificates(self.settings.tls)
+        self._grpc, self.port, self._health, bound = create_server(d, self.settings.listen, self._certificates)
         await self._grpc.start()
         self._write_endpoint(transport.endpoint_text(self.settings, bound))
         await self._report(True, True)
@@ -262,6 +269,12 @@ class Server:
             log.info("reloaded: policy %s, risk model %s", policy.version, model.version)
         except PonderError as exc:
             log.error("reload refused, keeping the policy and risk model in force: %s", exc.message)
+        # Apart from the policy's all-or-nothing: a bad certificate keeps only itself.
+        if self._certificates is not None:
+            try:
+                log.info("reloaded the TLS certificate for new connections: %s", self._certificates.reload())
+            except PonderError as exc:
+                log.error("TLS reload refused, new connections keep the certificate in force: %s", exc.message)
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()

@@ -9,21 +9,30 @@ that CA signed can connect at all. A unix socket is plaintext: its file mode
 A plaintext TCP listener on anything but loopback is refused unless `[tls]
 insecure = true` says so: a bearer token sent in clear on a network is a
 token given away.
+
+The certificate, key and client CA are re-read on SIGHUP (`systemctl reload
+ponderd`) without a restart: `TlsCertificates` hands gRPC's dynamic
+credentials a new configuration, which every connection made afterwards gets;
+connections already open keep theirs. A file that does not load (unreadable,
+not PEM, a key that does not match the certificate) keeps the one in force.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import pathlib
 import socket
+import ssl
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 import grpc
 
 from .errors import FailedPrecondition
-from .settings import Settings
+from .settings import Settings, TlsSettings
 
 
 @dataclass(frozen=True)
@@ -75,23 +84,65 @@ def check_exposure(settings: Settings) -> None:
             )
 
 
+class TlsCertificates:
+    """The listener's certificate, key and client CA: read at start, and again by reload()."""
+
+    def __init__(self, tls: TlsSettings) -> None:
+        self._tls = tls
+        self._lock = threading.Lock()
+        self._pending: grpc.ServerCertificateConfiguration | None = None
+        self._initial, self.fingerprint = self._read()
+
+    def _read(self) -> tuple[grpc.ServerCertificateConfiguration, str]:
+        t = self._tls
+        assert t.cert is not None and t.key is not None  # settings require both or neither
+        try:
+            cert, key = t.cert.read_bytes(), t.key.read_bytes()
+            client_ca = t.client_ca.read_bytes() if t.client_ca else None
+            # OpenSSL's own check: both parse, and the key is the certificate's.
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(t.cert, t.key)
+            if t.client_ca:
+                context.load_verify_locations(t.client_ca)
+            # A file replaced between the two reads would pair what was never checked together.
+            if cert != t.cert.read_bytes() or key != t.key.read_bytes():
+                raise FailedPrecondition("a TLS file changed while it was read; reload again once it is written")
+        except (OSError, ssl.SSLError) as exc:
+            raise FailedPrecondition(f"cannot use the TLS files: {exc}; check [tls] cert, key and client_ca") from None
+        config = grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=client_ca)
+        der = ssl.PEM_cert_to_DER_cert(cert.decode("ascii", "replace"))
+        return config, "sha256:" + hashlib.sha256(der).hexdigest()[:16]
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.dynamic_ssl_server_credentials(
+            self._initial, self._fetch, require_client_authentication=self._tls.client_ca is not None
+        )
+
+    def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        # gRPC asks before each handshake; None keeps the configuration it has.
+        with self._lock:
+            pending, self._pending = self._pending, None
+        return pending
+
+    def reload(self) -> str:
+        """Re-read the files; new connections get them. Raises FailedPrecondition (keeping the old) if they do not load."""
+        config, fingerprint = self._read()
+        with self._lock:
+            self._pending, self.fingerprint = config, fingerprint
+        return f"{self._tls.cert} ({fingerprint})"
+
+
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
-    t = settings.tls
-    if not t.enabled:
-        return None
-    assert t.cert is not None and t.key is not None  # settings require both or neither
-    try:
-        pair = (t.key.read_bytes(), t.cert.read_bytes())
-        client_ca = t.client_ca.read_bytes() if t.client_ca else None
-    except OSError as exc:
-        raise FailedPrecondition(f"cannot read a TLS file: {exc}; check [tls] cert, key and client_ca") from None
-    return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=client_ca is not None)
+    return TlsCertificates(settings.tls).credentials() if settings.tls.enabled else None
 
 
-def bind(server: grpc.aio.Server, settings: Settings) -> tuple[int, list[str]]:
-    """Add every listener to `server`; return the first TCP port bound (0: none) and the bound addresses."""
+def bind(server: grpc.aio.Server, settings: Settings, certificates: TlsCertificates | None = None) -> tuple[int, list[str]]:
+    """Add every listener to `server`; return the first TCP port bound (0: none) and the bound addresses.
+
+    With `certificates`, TCP listeners use them (and follow their reloads).
+    """
     check_exposure(settings)
-    credentials = server_credentials(settings)
+    credentials = certificates.credentials() if certificates is not None else server_credentials(settings)
     first_port, bound = 0, []
     for lst in listeners(settings.listen):
         if lst.unix:
