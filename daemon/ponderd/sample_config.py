@@ -83,6 +83,12 @@ def _lines(cls: type, section: str | None, active: dict[str, str]) -> list[str]:
     for f in dataclasses.fields(cls):
         if section is None and f.name in _SECTIONS:
             continue
+        if section is None and f.name == "models":
+            # Tables, not a value: shown as prose so that switching every default on adds no model.
+            out += ["", *(f"# {c}" for c in comments.get(f.name, [])),
+                    "# Each is a table with [model]'s keys, e.g. a [models.reasoner] table with",
+                    '# path = "/var/lib/ponder/models/reasoner.gguf" and kind = "reasoning". No environment variable.']
+            continue
         env = f"{ENV_PREFIX}{section + '_' if section else ''}{f.name}".upper()
         out.append("")
         text = HOST_COMMENTS[f.name] if f.name in active else comments.get(f.name, [])
