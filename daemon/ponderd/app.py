@@ -12,7 +12,7 @@ from .accuracy import AccuracyEstimates
 from .models import ServedModels
 from .clock import Clock, SystemClock
 from .engine import Engine
-from .jobs import Jobs
+from .jobs import Jobs, Schedules
 from .budgets import SqliteBudgets
 from .ledger import Ledger, to_micros
 from .pipeline import Pipeline
@@ -127,10 +127,13 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
         accuracy=lambda: accuracy.current(policies.current().profile),
     )
     retrainer = Retrainer(classifier, store, clock, settings.risk.high_recall_target, settings.risk.retrain_cv_folds)
-    daemon = Daemon(
-        settings, clock, store, ledger, budgets, keys.Keyring(), policies, classifier, models, pipeline, retrainer,
-        jobs=None,  # type: ignore[arg-type]
-        telemetry=telemetry, accuracy=accuracy,
+    schedules = Schedules(settings.zone, settings.risk.retrain_schedule, settings.accuracy.update_schedule,
+                          settings.risk.keep_prompts_days)
+    # Running requests, and settlements waiting for the disk, own their reservations: not orphans.
+    jobs = Jobs(
+        schedules, clock, store, ledger, lambda: set(pipeline.live) | budgets.unsettled(), retrainer, accuracy, telemetry,
     )
-    daemon.jobs = Jobs(daemon)
-    return daemon
+    return Daemon(
+        settings, clock, store, ledger, budgets, keys.Keyring(), policies, classifier, models, pipeline, retrainer,
+        jobs, telemetry=telemetry, accuracy=accuracy,
+    )

@@ -8,14 +8,19 @@ Times come from the injected clock.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import Any, Awaitable, Callable
+from zoneinfo import ZoneInfo
 
 from . import retention
+from .accuracy import AccuracyEstimates
+from .clock import Clock
 from .errors import InvalidRequest
-
-if TYPE_CHECKING:
-    from .app import Daemon
+from .ledger import Ledger
+from .risk.retrain import Retrainer
+from .store import Store
+from .telemetry import Telemetry
 
 log = logging.getLogger("ponder.jobs")
 
@@ -23,9 +28,38 @@ log = logging.getLogger("ponder.jobs")
 ORPHAN_GRACE = timedelta(minutes=10)
 
 
+@dataclass(frozen=True)
+class Schedules:
+    """When the configurable jobs run: cron expressions in `zone`; "" turns one off."""
+
+    zone: ZoneInfo
+    retrain_risk: str
+    update_accuracy: str
+    # prune_prompts removes request text older than this.
+    keep_prompts_days: int
+
+
 class Jobs:
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
+    def __init__(
+        self,
+        schedules: Schedules,
+        clock: Clock,
+        store: Store,
+        ledger: Ledger,
+        owned: Callable[[], set[str]],
+        retrainer: Retrainer,
+        accuracy: AccuracyEstimates,
+        telemetry: Telemetry,
+    ) -> None:
+        """`owned`: request ids whose reservations are not orphans (running, or waiting to settle)."""
+        self.schedules = schedules
+        self.clock = clock
+        self.store = store
+        self.ledger = ledger
+        self.owned = owned
+        self.retrainer = retrainer
+        self.accuracy = accuracy
+        self.telemetry = telemetry
         self.registry: dict[str, Callable[[], Awaitable[str]]] = {
             "renew_windows": self.renew_windows,
             "expire_reservations": self.expire_reservations,
@@ -33,7 +67,7 @@ class Jobs:
             "retrain_risk": self.retrain_risk,
             "update_accuracy": self.update_accuracy,
         }
-        self._scheduler = None
+        self._scheduler: Any = None
 
     async def run(self, name: str) -> str:
         job = self.registry.get(name)
@@ -44,29 +78,28 @@ class Jobs:
         return summary
 
     async def renew_windows(self) -> str:
-        renewed = await self.d.store.call(self.d.ledger.renew_windows, self.d.clock.now())
+        renewed = await self.store.call(self.ledger.renew_windows, self.clock.now())
         return f"renewed {len(renewed)} tenant window(s)" + (f": {', '.join(renewed)}" if renewed else "")
 
     async def expire_reservations(self, grace: timedelta = ORPHAN_GRACE) -> str:
-        now = self.d.clock.now()
+        now = self.clock.now()
         # Running requests, and settlements waiting for the disk, are owned: only a crash leaves true orphans.
-        owned = set(self.d.pipeline.live) | self.d.budgets.unsettled()
-        settled = await self.d.store.call(self.d.ledger.settle_orphans, owned, now - grace, now)
+        settled = await self.store.call(self.ledger.settle_orphans, self.owned(), now - grace, now)
         return f"settled {len(settled)} orphaned reservation(s)"
 
     async def prune_prompts(self) -> str:
         # Every copy of a request's text: prompts, feedback's prompt copies, answers.
-        days = self.d.settings.risk.keep_prompts_days
-        pruned = await self.d.store.call(retention.prune, self.d.clock.now() - timedelta(days=days))
+        days = self.schedules.keep_prompts_days
+        pruned = await self.store.call(retention.prune, self.clock.now() - timedelta(days=days))
         return pruned.summary(days)
 
     async def retrain_risk(self) -> str:
-        result = await self.d.retrainer.run()
-        self.d.telemetry.retrained(result.accepted)
+        result = await self.retrainer.run()
+        self.telemetry.retrained(result.accepted)
         return result.summary()
 
     async def update_accuracy(self) -> str:
-        result = await self.d.store.call(self.d.accuracy.update, self.d.clock.now())
+        result = await self.store.call(self.accuracy.update, self.clock.now())
         return result.summary()
 
     def start(self) -> None:
@@ -75,23 +108,23 @@ class Jobs:
         from apscheduler.triggers.cron import CronTrigger
         from apscheduler.triggers.interval import IntervalTrigger
 
-        zone = self.d.settings.zone
+        zone = self.schedules.zone
         s = AsyncIOScheduler(timezone=zone)
         # Windows start at local midnight (weeks on Monday, months on the 1st); run just after.
         s.add_job(self._safe("renew_windows"), CronTrigger(hour=0, minute=0, second=5, timezone=zone), id="renew_windows", name="renew_windows")
         s.add_job(self._safe("expire_reservations"), IntervalTrigger(minutes=5), id="expire_reservations", name="expire_reservations")
         s.add_job(self._safe("prune_prompts"), CronTrigger(hour=4, minute=15, timezone=zone), id="prune_prompts", name="prune_prompts")
-        if self.d.settings.risk.retrain_schedule:
+        if self.schedules.retrain_risk:
             s.add_job(
                 self._safe("retrain_risk"),
-                CronTrigger.from_crontab(self.d.settings.risk.retrain_schedule, timezone=zone),
+                CronTrigger.from_crontab(self.schedules.retrain_risk, timezone=zone),
                 id="retrain_risk",
                 name="retrain_risk",
             )
-        if self.d.settings.accuracy.update_schedule:
+        if self.schedules.update_accuracy:
             s.add_job(
                 self._safe("update_accuracy"),
-                CronTrigger.from_crontab(self.d.settings.accuracy.update_schedule, timezone=zone),
+                CronTrigger.from_crontab(self.schedules.update_accuracy, timezone=zone),
                 id="update_accuracy",
                 name="update_accuracy",
             )
