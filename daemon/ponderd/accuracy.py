@@ -112,7 +112,7 @@ class AccuracyEstimates:
             result = UpdateResult(
                 False, total, max(new, 0), f"{max(new, 0)} new outcome(s) < min_new_outcomes {self.min_new_outcomes}"
             )
-        db["accuracy_updates"].insert(
+        db.table("accuracy_updates").insert(
             {
                 "at": iso(now),
                 "outcomes": total,

@@ -21,7 +21,7 @@ SEVERITY_TO_PB = {
     "medium": ponder_pb2.SEVERITY_MEDIUM,
     "high": ponder_pb2.SEVERITY_HIGH,
 }
-SEVERITY_FROM_PB = {v: k for k, v in SEVERITY_TO_PB.items()}
+SEVERITY_FROM_PB: dict[int, str] = {v: k for k, v in SEVERITY_TO_PB.items()}
 
 
 def timestamp(when: datetime) -> Timestamp:

@@ -32,7 +32,7 @@ def record(
         raise NotFound(f"no request {request_id!r} for tenant {tenant!r}; use the request_id that Ask returned")
     prompt = db.execute("SELECT text FROM prompts WHERE request_id = ?", [request_id]).fetchone()
     feedback_id = secrets.token_hex(8)
-    db["feedback"].insert(
+    db.table("feedback").insert(
         {
             "feedback_id": feedback_id,
             "request_id": request_id,

@@ -58,7 +58,7 @@ def issue_key(db: Database, tenant: str | None, scope: str, label: str, now: dat
     if scope == "tenant" and not db["tenants"].count_where("name = ?", [tenant]):
         raise NotFound(f"no tenant named {tenant!r}")
     key_id, secret, token = new_token()
-    db["keys"].insert(
+    db.table("keys").insert(
         {
             "key_id": key_id,
             "tenant": tenant if scope == "tenant" else None,
@@ -75,7 +75,7 @@ def issue_key(db: Database, tenant: str | None, scope: str, label: str, now: dat
 def revoke_key(db: Database, key_id: str, now: datetime) -> None:
     if not db["keys"].count_where("key_id = ? AND revoked_at IS NULL", [key_id]):
         raise NotFound(f"no active key {key_id!r}; 'ponder admin key list' shows them")
-    db["keys"].update(key_id, {"revoked_at": iso(now)})
+    db.table("keys").update(key_id, {"revoked_at": iso(now)})
 
 
 def list_keys(db: Database, tenant: str | None) -> list[dict[str, Any]]:

@@ -84,7 +84,9 @@ class BalanceView:
 class Candidate(Protocol):
     """A plan the ledger may reserve: the best first, in the caller's order."""
 
-    worst_case_micros: int
+    @property
+    def worst_case_micros(self) -> int:
+        """The most the plan can cost, in micro-credits."""
 
     def to_json(self) -> dict[str, Any]:
         """The plan as stored with its reservation."""
@@ -139,7 +141,7 @@ class Ledger:
         with db.atomic():
             if db["tenants"].count_where("name = ?", [name]):
                 raise AlreadyExists(f"tenant {name!r} exists already; pick another name or use 'admin budget set'")
-            db["tenants"].insert(
+            db.table("tenants").insert(
                 {
                     "name": name,
                     "enabled": 1,
@@ -164,12 +166,12 @@ class Ledger:
                 changes["window"] = window
                 changes["window_start"] = iso(window_start(now, window, self.zone))
                 changes["spent_micros"] = 0
-            db["tenants"].update(name, changes)
+            db.table("tenants").update(name, changes)
         return self.balance(db, name, now)
 
     def set_enabled(self, db: Database, name: str, enabled: bool, now: datetime) -> BalanceView:
         self._row(db, name)
-        db["tenants"].update(name, {"enabled": int(enabled)})
+        db.table("tenants").update(name, {"enabled": int(enabled)})
         return self.balance(db, name, now)
 
     def balances(self, db: Database, now: datetime) -> list[BalanceView]:
@@ -203,7 +205,7 @@ class Ledger:
             remaining = row["budget_micros"] - row["spent_micros"] - row["reserved_micros"]
             for index, cand in enumerate(candidates):
                 if cand.worst_case_micros <= remaining:
-                    db["reservations"].insert(
+                    db.table("reservations").insert(
                         {
                             "request_id": request_id,
                             "tenant": tenant,
@@ -258,9 +260,9 @@ class Ledger:
                 "needs_reasoning": int(row.needs_reasoning),
                 "model_needs_reasoning": int(row.model_needs_reasoning),
             }
-            db["spend"].insert(record)
+            db.table("spend").insert(record)
             if prompt_text is not None:
-                db["prompts"].insert({"request_id": row.request_id, "at": row.at, "text": prompt_text})
+                db.table("prompts").insert({"request_id": row.request_id, "at": row.at, "text": prompt_text})
         return charged
 
     def record_refusal(self, db: Database, row: SpendRow) -> None:
@@ -273,7 +275,7 @@ class Ledger:
             "model_needs_reasoning": int(row.model_needs_reasoning),
         }
         # A retried refusal whose first write did commit stays one record.
-        db["spend"].insert(record, ignore=True)
+        db.table("spend").insert(record, ignore=True)
 
     def open_reservations(self, db: Database) -> list[dict[str, Any]]:
         return list(db.query("SELECT * FROM reservations ORDER BY created_at"))

@@ -270,6 +270,7 @@ class Pipeline:
         started: float, status: str, error: str, answer: str = "",
     ) -> SpendRow:
         a, p = quote.assessment, quote.plan
+        mean, least = _confidence(result)
         return SpendRow(
             request_id=request_id, tenant=tenant, at=iso(self.clock.now()),
             severity=a.severity, needs_reasoning=a.needs_reasoning,
@@ -284,15 +285,16 @@ class Pipeline:
             samples_stopped=result.samples_stopped if result else 0,
             cost_micros=cost, latency_ms=int(1000 * (self.clock.monotonic() - started)),
             status=status, error=error, answer=answer,
-            **_confidence(result),
+            confidence_mean=mean, confidence_min=least,
         )
 
 
-def _confidence(result: GenerationResult | None) -> dict[str, float | None]:
+def _confidence(result: GenerationResult | None) -> tuple[float | None, float | None]:
+    """Mean and lowest confidence over the samples that produced tokens; None without any."""
     ran = [s.confidence for s in result.samples if s.thinking_tokens or s.answer_tokens] if result else []
     if not ran:
-        return {"confidence_mean": None, "confidence_min": None}
-    return {"confidence_mean": sum(ran) / len(ran), "confidence_min": min(ran)}
+        return None, None
+    return sum(ran) / len(ran), min(ran)
 
 
 def _why(reason: str) -> str:

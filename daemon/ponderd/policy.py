@@ -164,7 +164,7 @@ class _Checker:
     def __init__(self) -> None:
         self.problems: list[str] = []
 
-    def fields(self, where: str, table: Any, allowed: set[str], required: set[str] = frozenset()) -> dict:
+    def fields(self, where: str, table: Any, allowed: set[str], required: set[str] | frozenset[str] = frozenset()) -> dict:
         if not isinstance(table, dict):
             self.problems.append(f"{where}: must be a table")
             return {}

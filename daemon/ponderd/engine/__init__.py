@@ -109,8 +109,13 @@ class GenerationResult:
 
 
 class Engine(Protocol):
-    limits: EngineLimits
-    model_name: str
+    @property
+    def limits(self) -> EngineLimits:
+        """What the model's context holds (known once started)."""
+
+    @property
+    def model_name(self) -> str:
+        """The model file's name (known once started)."""
 
     def start(self) -> None:
         """Load the model and start the owner thread."""

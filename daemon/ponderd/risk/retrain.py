@@ -149,7 +149,7 @@ class Retrainer:
         return result
 
     def _log(self, db: Any, result: RetrainResult) -> None:
-        db["retrains"].insert(
+        db.table("retrains").insert(
             {
                 "at": iso(self.clock.now()),
                 "candidate_version": result.candidate_version,
