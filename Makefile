@@ -20,7 +20,7 @@ LISTEN ?= 127.0.0.1:50051
 # where client commands on this host find the daemon and its local key.
 STATE_DIR ?=
 
-.PHONY: setup run test proto bench risk-model check clean
+.PHONY: setup tools run test proto lint-protos bench risk-model check clean
 
 setup: $(STAMP)
 
@@ -41,8 +41,20 @@ $(STAMP): pyproject.toml
 run: setup
 	$(BIN)/ponder serve --listen $(LISTEN) $(if $(STATE_DIR),--state-dir $(STATE_DIR))
 
-test: setup
+test: setup tools
 	$(BIN)/python -m pytest
+
+# Test tools from npm (pinned by package-lock.json): buf lints the protos. Without
+# npm this says so and the tests that need them skip (under CI=true they fail).
+BUF := tools/buf/node_modules/.bin/buf
+tools: $(BUF)
+
+$(BUF): tools/buf/package.json tools/buf/package-lock.json
+	@if command -v npm >/dev/null; then npm ci --prefix tools/buf --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm is missing: buf is not installed (apt-get install nodejs npm)"; fi
+
+lint-protos: tools
+	$(BUF) lint
 
 # Generated code: never edit clients/python/ponder/v1/*_pb2*.py by hand.
 proto: setup

@@ -132,7 +132,7 @@ def test_the_handshake_refuses(mtls, pki, cert, ca):
 def test_a_plaintext_client_is_refused_by_a_tls_listener(mtls):
     with grpc.insecure_channel(mtls.address) as ch:
         with pytest.raises(grpc.RpcError) as err:
-            ponder_pb2_grpc.PonderStub(ch).GetBalance(ponder_pb2.GetBalanceRequest(), timeout=30)
+            ponder_pb2_grpc.PonderServiceStub(ch).GetBalance(ponder_pb2.GetBalanceRequest(), timeout=30)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
 

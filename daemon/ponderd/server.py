@@ -53,8 +53,8 @@ from .settings import Settings, SettingsError, default_state_dir, load_settings
 log = logging.getLogger("ponder.server")
 
 SERVICES = (
-    ponder_pb2.DESCRIPTOR.services_by_name["Ponder"].full_name,
-    admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+    ponder_pb2.DESCRIPTOR.services_by_name["PonderService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
 
 
@@ -77,9 +77,9 @@ def create_server(daemon: Daemon, listen: str) -> tuple[grpc.aio.Server, int, he
         ],
     )
     # Through boundary.add_servicer, a body that is not valid protobuf gets INVALID_ARGUMENT.
-    ponder, admin = ponder_pb2.DESCRIPTOR.services_by_name["Ponder"], admin_pb2.DESCRIPTOR.services_by_name["Admin"]
-    add_servicer(ponder_pb2_grpc.add_PonderServicer_to_server, PonderService(daemon), server, ponder)
-    add_servicer(admin_pb2_grpc.add_AdminServicer_to_server, AdminService(daemon), server, admin)
+    ponder, admin = ponder_pb2.DESCRIPTOR.services_by_name["PonderService"], admin_pb2.DESCRIPTOR.services_by_name["AdminService"]
+    add_servicer(ponder_pb2_grpc.add_PonderServiceServicer_to_server, PonderService(daemon), server, ponder)
+    add_servicer(admin_pb2_grpc.add_AdminServiceServicer_to_server, AdminService(daemon), server, admin)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection((*SERVICES, "grpc.health.v1.Health", reflection.SERVICE_NAME), server)

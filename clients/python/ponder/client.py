@@ -219,31 +219,33 @@ class PonderClient(_Base):
 
     def __init__(self, address: str | None = None, token: str | None = None, timeout: float | None = None, **tls: Any) -> None:
         super().__init__(address, token, timeout, **tls)
-        self._stub = ponder_pb2_grpc.PonderStub(self._channel)
+        self._stub = ponder_pb2_grpc.PonderServiceStub(self._channel)
 
-    def _request(self, prompt: str, system: str = "", seed: int = 0, explain: bool = False, **hints: Any) -> ponder_pb2.AskRequest:
-        return ponder_pb2.AskRequest(prompt=prompt, system=system, seed=seed, explain=explain, hints=_hints(**hints))
+    @staticmethod
+    def _request(cls: Any, prompt: str, system: str = "", seed: int = 0, explain: bool = False, **hints: Any) -> Any:
+        """An AskRequest, AskStreamRequest or QuoteRequest (the same fields)."""
+        return cls(prompt=prompt, system=system, seed=seed, explain=explain, hints=_hints(**hints))
 
     def ask(self, prompt: str, **kwargs: Any) -> ponder_pb2.AskResponse:
         """Ask and wait for the voted answer. kwargs: system, seed, explain and the hints
         samples, thinking_tokens, severity_floor ("low"|"medium"|"high"), max_cost, level,
         answer_format ("number"|"choice"|"phrase"|"free"|"auto")."""
         timeout = kwargs.pop("timeout", None)
-        return self._call(self._stub.Ask, self._request(prompt, **kwargs), timeout)
+        return self._call(self._stub.Ask, self._request(ponder_pb2.AskRequest, prompt, **kwargs), timeout)
 
-    def ask_stream(self, prompt: str, **kwargs: Any) -> Iterator[ponder_pb2.AskEvent]:
+    def ask_stream(self, prompt: str, **kwargs: Any) -> Iterator[ponder_pb2.AskStreamResponse]:
         """The plan, then thinking/answer text as it is produced, then the result."""
         timeout = kwargs.pop("timeout", None)
         try:
-            yield from self._stub.AskStream(self._request(prompt, **kwargs), metadata=self._metadata(), timeout=timeout or self.timeout)
+            yield from self._stub.AskStream(self._request(ponder_pb2.AskStreamRequest, prompt, **kwargs), metadata=self._metadata(), timeout=timeout or self.timeout)
         except grpc.RpcError as err:
             raise _decode(err) from None
 
     def quote(self, prompt: str, **kwargs: Any) -> ponder_pb2.QuoteResponse:
-        return self._call(self._stub.Quote, self._request(prompt, **kwargs))
+        return self._call(self._stub.Quote, self._request(ponder_pb2.QuoteRequest, prompt, **kwargs))
 
     def balance(self) -> ponder_pb2.Balance:
-        return self._call(self._stub.GetBalance, ponder_pb2.GetBalanceRequest())
+        return self._call(self._stub.GetBalance, ponder_pb2.GetBalanceRequest()).balance
 
     def feedback(
         self,
@@ -270,7 +272,7 @@ class AdminClient(_Base):
 
     def __init__(self, address: str | None = None, token: str | None = None, timeout: float | None = None, **tls: Any) -> None:
         super().__init__(address, token, timeout, **tls)
-        self._stub = admin_pb2_grpc.AdminStub(self._channel)
+        self._stub = admin_pb2_grpc.AdminServiceStub(self._channel)
 
     def create_tenant(self, name: str, budget: float, window: str = "day") -> admin_pb2.CreateTenantResponse:
         return self._call(self._stub.CreateTenant, admin_pb2.CreateTenantRequest(name=name, budget=budget, window=window))
@@ -279,10 +281,10 @@ class AdminClient(_Base):
         return list(self._call(self._stub.ListTenants, admin_pb2.ListTenantsRequest()).tenants)
 
     def set_enabled(self, name: str, enabled: bool) -> admin_pb2.Tenant:
-        return self._call(self._stub.SetTenantEnabled, admin_pb2.SetTenantEnabledRequest(name=name, enabled=enabled))
+        return self._call(self._stub.SetTenantEnabled, admin_pb2.SetTenantEnabledRequest(name=name, enabled=enabled)).tenant
 
     def set_budget(self, name: str, budget: float, window: str = "") -> admin_pb2.Tenant:
-        return self._call(self._stub.SetBudget, admin_pb2.SetBudgetRequest(name=name, budget=budget, window=window))
+        return self._call(self._stub.SetBudget, admin_pb2.SetBudgetRequest(name=name, budget=budget, window=window)).tenant
 
     def issue_key(self, tenant: str = "", scope: str = "tenant", label: str = "") -> admin_pb2.IssueKeyResponse:
         return self._call(self._stub.IssueKey, admin_pb2.IssueKeyRequest(tenant=tenant, scope=scope, label=label))
@@ -307,7 +309,7 @@ class AdminClient(_Base):
         return self._call(self._stub.ReloadPolicy, admin_pb2.ReloadPolicyRequest())
 
     def explain(self, text: str, tenant: str = "") -> ponder_pb2.Assessment:
-        return self._call(self._stub.Explain, admin_pb2.ExplainRequest(text=text, tenant=tenant))
+        return self._call(self._stub.Explain, admin_pb2.ExplainRequest(text=text, tenant=tenant)).assessment
 
     def run_job(self, name: str, timeout: float | None = None) -> str:
         return self._call(self._stub.RunJob, admin_pb2.RunJobRequest(name=name), timeout).summary

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16ponder/v1/ponder.proto\x12\tponder.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaf\x01\n\x05Hints\x12+\n\x0eseverity_floor\x18\x01 \x01(\x0e\x32\x13.ponder.v1.Severity\x12\x10\n\x08max_cost\x18\x02 \x01(\x01\x12\x0f\n\x07samples\x18\x03 \x01(\r\x12\x1c\n\x0fthinking_tokens\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\r\n\x05level\x18\x05 \x01(\t\x12\x15\n\ranswer_format\x18\x06 \x01(\tB\x12\n\x10_thinking_tokens\"l\n\nAskRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x0e\n\x06system\x18\x02 \x01(\t\x12\x1f\n\x05hints\x18\x03 \x01(\x0b\x32\x10.ponder.v1.Hints\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x0f\n\x07\x65xplain\x18\x05 \x01(\x08\"=\n\x0c\x43ontribution\x12\x0c\n\x04\x61xis\x18\x01 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x01\"\x88\x03\n\nAssessment\x12%\n\x08severity\x18\x01 \x01(\x0e\x32\x13.ponder.v1.Severity\x12\x17\n\x0fneeds_reasoning\x18\x02 \x01(\x08\x12@\n\x0eseverity_probs\x18\x03 \x03(\x0b\x32(.ponder.v1.Assessment.SeverityProbsEntry\x12\x1c\n\x14needs_reasoning_prob\x18\x04 \x01(\x01\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x13\n\x0b\x61\x64justments\x18\x06 \x03(\t\x12,\n\x0b\x65xplanation\x18\x07 \x03(\x0b\x32\x17.ponder.v1.Contribution\x12+\n\x0emodel_severity\x18\x08 \x01(\x0e\x32\x13.ponder.v1.Severity\x12\x1d\n\x15model_needs_reasoning\x18\t \x01(\x08\x1a\x34\n\x12SeverityProbsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xbd\x01\n\x04Plan\x12\r\n\x05level\x18\x01 \x01(\t\x12\x17\n\x0fthinking_tokens\x18\x02 \x01(\r\x12\x0f\n\x07samples\x18\x03 \x01(\r\x12\x15\n\ranswer_tokens\x18\x04 \x01(\r\x12\x17\n\x0fworst_case_cost\x18\x05 \x01(\x01\x12\x0f\n\x07reasons\x18\x06 \x03(\t\x12\x16\n\x0epolicy_version\x18\x07 \x01(\t\x12\x15\n\ranswer_format\x18\x08 \x01(\t\x12\x0c\n\x04vote\x18\t \x01(\t\"\x93\x01\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x17\n\x0fthinking_tokens\x18\x02 \x01(\r\x12\x15\n\ranswer_tokens\x18\x03 \x01(\r\x12\x15\n\rforced_tokens\x18\x04 \x01(\r\x12\x13\n\x0bsamples_run\x18\x05 \x01(\r\x12\x17\n\x0fsamples_stopped\x18\x06 \x01(\r\"5\n\x04Vote\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x0e\n\x06weight\x18\x03 \x01(\x01\"\xbb\x01\n\x06Sample\x12\r\n\x05index\x18\x01 \x01(\r\x12\x10\n\x08thinking\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x04 \x01(\t\x12\x17\n\x0fthinking_tokens\x18\x05 \x01(\r\x12\x15\n\ranswer_tokens\x18\x06 \x01(\r\x12\x15\n\rfinish_reason\x18\x07 \x01(\t\x12\x17\n\x0fthinking_capped\x18\x08 \x01(\x08\x12\x12\n\nconfidence\x18\t \x01(\x01\"\xba\x02\n\x0b\x41skResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x03 \x01(\t\x12\x1e\n\x05votes\x18\x04 \x03(\x0b\x32\x0f.ponder.v1.Vote\x12)\n\nassessment\x18\x05 \x01(\x0b\x32\x15.ponder.v1.Assessment\x12\x1d\n\x04plan\x18\x06 \x01(\x0b\x32\x0f.ponder.v1.Plan\x12\x1f\n\x05usage\x18\x07 \x01(\x0b\x32\x10.ponder.v1.Usage\x12\x0c\n\x04\x63ost\x18\x08 \x01(\x01\x12#\n\x07\x62\x61lance\x18\t \x01(\x0b\x32\x12.ponder.v1.Balance\x12\"\n\x07samples\x18\n \x03(\x0b\x32\x11.ponder.v1.Sample\x12\x17\n\x0flatency_seconds\x18\x0b \x01(\x01\"\x95\x01\n\rQuoteResponse\x12)\n\nassessment\x18\x01 \x01(\x0b\x32\x15.ponder.v1.Assessment\x12\x1d\n\x04plan\x18\x02 \x01(\x0b\x32\x0f.ponder.v1.Plan\x12\x15\n\rprompt_tokens\x18\x03 \x01(\r\x12#\n\x07\x62\x61lance\x18\x04 \x01(\x0b\x32\x12.ponder.v1.Balance\"\x9a\x01\n\tTextDelta\x12\x0e\n\x06sample\x18\x01 \x01(\r\x12)\n\x05phase\x18\x02 \x01(\x0e\x32\x1a.ponder.v1.TextDelta.Phase\x12\x0c\n\x04text\x18\x03 \x01(\t\"D\n\x05Phase\x12\x15\n\x11PHASE_UNSPECIFIED\x10\x00\x12\x12\n\x0ePHASE_THINKING\x10\x01\x12\x10\n\x0cPHASE_ANSWER\x10\x02\"\xa2\x01\n\x08\x41skEvent\x12(\n\x04plan\x18\x01 \x01(\x0b\x32\x18.ponder.v1.QuoteResponseH\x00\x12%\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x14.ponder.v1.TextDeltaH\x00\x12(\n\x06result\x18\x03 \x01(\x0b\x32\x16.ponder.v1.AskResponseH\x00\x12\x12\n\nrequest_id\x18\x04 \x01(\tB\x07\n\x05\x65vent\"\x13\n\x11GetBalanceRequest\"\xe1\x01\n\x07\x42\x61lance\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06\x62udget\x18\x02 \x01(\x01\x12\r\n\x05spent\x18\x03 \x01(\x01\x12\x10\n\x08reserved\x18\x04 \x01(\x01\x12\x11\n\tremaining\x18\x05 \x01(\x01\x12\x0e\n\x06window\x18\x06 \x01(\t\x12\x30\n\x0cwindow_start\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x63urrency\x18\t \x01(\t\"\xc0\x01\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x07\x63orrect\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12*\n\rtrue_severity\x18\x03 \x01(\x0e\x32\x13.ponder.v1.Severity\x12!\n\x14true_needs_reasoning\x18\x04 \x01(\x08H\x01\x88\x01\x01\x12\x0f\n\x07\x63omment\x18\x05 \x01(\tB\n\n\x08_correctB\x17\n\x15_true_needs_reasoning\"\'\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x13\n\x0b\x66\x65\x65\x64\x62\x61\x63k_id\x18\x01 \x01(\t*^\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cSEVERITY_LOW\x10\x01\x12\x13\n\x0fSEVERITY_MEDIUM\x10\x02\x12\x11\n\rSEVERITY_HIGH\x10\x03\x32\xb8\x02\n\x06Ponder\x12\x34\n\x03\x41sk\x12\x15.ponder.v1.AskRequest\x1a\x16.ponder.v1.AskResponse\x12\x39\n\tAskStream\x12\x15.ponder.v1.AskRequest\x1a\x13.ponder.v1.AskEvent0\x01\x12\x38\n\x05Quote\x12\x15.ponder.v1.AskRequest\x1a\x18.ponder.v1.QuoteResponse\x12>\n\nGetBalance\x12\x1c.ponder.v1.GetBalanceRequest\x1a\x12.ponder.v1.Balance\x12\x43\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1a.ponder.v1.FeedbackRequest\x1a\x1b.ponder.v1.FeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16ponder/v1/ponder.proto\x12\tponder.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaf\x01\n\x05Hints\x12+\n\x0eseverity_floor\x18\x01 \x01(\x0e\x32\x13.ponder.v1.Severity\x12\x10\n\x08max_cost\x18\x02 \x01(\x01\x12\x0f\n\x07samples\x18\x03 \x01(\r\x12\x1c\n\x0fthinking_tokens\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\r\n\x05level\x18\x05 \x01(\t\x12\x15\n\ranswer_format\x18\x06 \x01(\tB\x12\n\x10_thinking_tokens\"l\n\nAskRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x0e\n\x06system\x18\x02 \x01(\t\x12\x1f\n\x05hints\x18\x03 \x01(\x0b\x32\x10.ponder.v1.Hints\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x0f\n\x07\x65xplain\x18\x05 \x01(\x08\"r\n\x10\x41skStreamRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x0e\n\x06system\x18\x02 \x01(\t\x12\x1f\n\x05hints\x18\x03 \x01(\x0b\x32\x10.ponder.v1.Hints\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x0f\n\x07\x65xplain\x18\x05 \x01(\x08\"n\n\x0cQuoteRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x0e\n\x06system\x18\x02 \x01(\t\x12\x1f\n\x05hints\x18\x03 \x01(\x0b\x32\x10.ponder.v1.Hints\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x0f\n\x07\x65xplain\x18\x05 \x01(\x08\"=\n\x0c\x43ontribution\x12\x0c\n\x04\x61xis\x18\x01 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x01\"\x88\x03\n\nAssessment\x12%\n\x08severity\x18\x01 \x01(\x0e\x32\x13.ponder.v1.Severity\x12\x17\n\x0fneeds_reasoning\x18\x02 \x01(\x08\x12@\n\x0eseverity_probs\x18\x03 \x03(\x0b\x32(.ponder.v1.Assessment.SeverityProbsEntry\x12\x1c\n\x14needs_reasoning_prob\x18\x04 \x01(\x01\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x13\n\x0b\x61\x64justments\x18\x06 \x03(\t\x12,\n\x0b\x65xplanation\x18\x07 \x03(\x0b\x32\x17.ponder.v1.Contribution\x12+\n\x0emodel_severity\x18\x08 \x01(\x0e\x32\x13.ponder.v1.Severity\x12\x1d\n\x15model_needs_reasoning\x18\t \x01(\x08\x1a\x34\n\x12SeverityProbsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xbd\x01\n\x04Plan\x12\r\n\x05level\x18\x01 \x01(\t\x12\x17\n\x0fthinking_tokens\x18\x02 \x01(\r\x12\x0f\n\x07samples\x18\x03 \x01(\r\x12\x15\n\ranswer_tokens\x18\x04 \x01(\r\x12\x17\n\x0fworst_case_cost\x18\x05 \x01(\x01\x12\x0f\n\x07reasons\x18\x06 \x03(\t\x12\x16\n\x0epolicy_version\x18\x07 \x01(\t\x12\x15\n\ranswer_format\x18\x08 \x01(\t\x12\x0c\n\x04vote\x18\t \x01(\t\"\x93\x01\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x17\n\x0fthinking_tokens\x18\x02 \x01(\r\x12\x15\n\ranswer_tokens\x18\x03 \x01(\r\x12\x15\n\rforced_tokens\x18\x04 \x01(\r\x12\x13\n\x0bsamples_run\x18\x05 \x01(\r\x12\x17\n\x0fsamples_stopped\x18\x06 \x01(\r\"5\n\x04Vote\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x0e\n\x06weight\x18\x03 \x01(\x01\"\xbb\x01\n\x06Sample\x12\r\n\x05index\x18\x01 \x01(\r\x12\x10\n\x08thinking\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x04 \x01(\t\x12\x17\n\x0fthinking_tokens\x18\x05 \x01(\r\x12\x15\n\ranswer_tokens\x18\x06 \x01(\r\x12\x15\n\rfinish_reason\x18\x07 \x01(\t\x12\x17\n\x0fthinking_capped\x18\x08 \x01(\x08\x12\x12\n\nconfidence\x18\t \x01(\x01\"\xba\x02\n\x0b\x41skResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x03 \x01(\t\x12\x1e\n\x05votes\x18\x04 \x03(\x0b\x32\x0f.ponder.v1.Vote\x12)\n\nassessment\x18\x05 \x01(\x0b\x32\x15.ponder.v1.Assessment\x12\x1d\n\x04plan\x18\x06 \x01(\x0b\x32\x0f.ponder.v1.Plan\x12\x1f\n\x05usage\x18\x07 \x01(\x0b\x32\x10.ponder.v1.Usage\x12\x0c\n\x04\x63ost\x18\x08 \x01(\x01\x12#\n\x07\x62\x61lance\x18\t \x01(\x0b\x32\x12.ponder.v1.Balance\x12\"\n\x07samples\x18\n \x03(\x0b\x32\x11.ponder.v1.Sample\x12\x17\n\x0flatency_seconds\x18\x0b \x01(\x01\"\x95\x01\n\rQuoteResponse\x12)\n\nassessment\x18\x01 \x01(\x0b\x32\x15.ponder.v1.Assessment\x12\x1d\n\x04plan\x18\x02 \x01(\x0b\x32\x0f.ponder.v1.Plan\x12\x15\n\rprompt_tokens\x18\x03 \x01(\r\x12#\n\x07\x62\x61lance\x18\x04 \x01(\x0b\x32\x12.ponder.v1.Balance\"\x9a\x01\n\tTextDelta\x12\x0e\n\x06sample\x18\x01 \x01(\r\x12)\n\x05phase\x18\x02 \x01(\x0e\x32\x1a.ponder.v1.TextDelta.Phase\x12\x0c\n\x04text\x18\x03 \x01(\t\"D\n\x05Phase\x12\x15\n\x11PHASE_UNSPECIFIED\x10\x00\x12\x12\n\x0ePHASE_THINKING\x10\x01\x12\x10\n\x0cPHASE_ANSWER\x10\x02\"\xab\x01\n\x11\x41skStreamResponse\x12(\n\x04plan\x18\x01 \x01(\x0b\x32\x18.ponder.v1.QuoteResponseH\x00\x12%\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x14.ponder.v1.TextDeltaH\x00\x12(\n\x06result\x18\x03 \x01(\x0b\x32\x16.ponder.v1.AskResponseH\x00\x12\x12\n\nrequest_id\x18\x04 \x01(\tB\x07\n\x05\x65vent\"\x13\n\x11GetBalanceRequest\"9\n\x12GetBalanceResponse\x12#\n\x07\x62\x61lance\x18\x01 \x01(\x0b\x32\x12.ponder.v1.Balance\"\xe1\x01\n\x07\x42\x61lance\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06\x62udget\x18\x02 \x01(\x01\x12\r\n\x05spent\x18\x03 \x01(\x01\x12\x10\n\x08reserved\x18\x04 \x01(\x01\x12\x11\n\tremaining\x18\x05 \x01(\x01\x12\x0e\n\x06window\x18\x06 \x01(\t\x12\x30\n\x0cwindow_start\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x63urrency\x18\t \x01(\t\"\xc0\x01\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x07\x63orrect\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12*\n\rtrue_severity\x18\x03 \x01(\x0e\x32\x13.ponder.v1.Severity\x12!\n\x14true_needs_reasoning\x18\x04 \x01(\x08H\x01\x88\x01\x01\x12\x0f\n\x07\x63omment\x18\x05 \x01(\tB\n\n\x08_correctB\x17\n\x15_true_needs_reasoning\"\'\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x13\n\x0b\x66\x65\x65\x64\x62\x61\x63k_id\x18\x01 \x01(\t*^\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cSEVERITY_LOW\x10\x01\x12\x13\n\x0fSEVERITY_MEDIUM\x10\x02\x12\x11\n\rSEVERITY_HIGH\x10\x03\x32\xdb\x02\n\rPonderService\x12\x34\n\x03\x41sk\x12\x15.ponder.v1.AskRequest\x1a\x16.ponder.v1.AskResponse\x12H\n\tAskStream\x12\x1b.ponder.v1.AskStreamRequest\x1a\x1c.ponder.v1.AskStreamResponse0\x01\x12:\n\x05Quote\x12\x17.ponder.v1.QuoteRequest\x1a\x18.ponder.v1.QuoteResponse\x12I\n\nGetBalance\x12\x1c.ponder.v1.GetBalanceRequest\x1a\x1d.ponder.v1.GetBalanceResponse\x12\x43\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1a.ponder.v1.FeedbackRequest\x1a\x1b.ponder.v1.FeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,44 +34,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ASSESSMENT_SEVERITYPROBSENTRY']._loaded_options = None
   _globals['_ASSESSMENT_SEVERITYPROBSENTRY']._serialized_options = b'8\001'
-  _globals['_SEVERITY']._serialized_start=2679
-  _globals['_SEVERITY']._serialized_end=2773
+  _globals['_SEVERITY']._serialized_start=2975
+  _globals['_SEVERITY']._serialized_end=3069
   _globals['_HINTS']._serialized_start=71
   _globals['_HINTS']._serialized_end=246
   _globals['_ASKREQUEST']._serialized_start=248
   _globals['_ASKREQUEST']._serialized_end=356
-  _globals['_CONTRIBUTION']._serialized_start=358
-  _globals['_CONTRIBUTION']._serialized_end=419
-  _globals['_ASSESSMENT']._serialized_start=422
-  _globals['_ASSESSMENT']._serialized_end=814
-  _globals['_ASSESSMENT_SEVERITYPROBSENTRY']._serialized_start=762
-  _globals['_ASSESSMENT_SEVERITYPROBSENTRY']._serialized_end=814
-  _globals['_PLAN']._serialized_start=817
-  _globals['_PLAN']._serialized_end=1006
-  _globals['_USAGE']._serialized_start=1009
-  _globals['_USAGE']._serialized_end=1156
-  _globals['_VOTE']._serialized_start=1158
-  _globals['_VOTE']._serialized_end=1211
-  _globals['_SAMPLE']._serialized_start=1214
-  _globals['_SAMPLE']._serialized_end=1401
-  _globals['_ASKRESPONSE']._serialized_start=1404
-  _globals['_ASKRESPONSE']._serialized_end=1718
-  _globals['_QUOTERESPONSE']._serialized_start=1721
-  _globals['_QUOTERESPONSE']._serialized_end=1870
-  _globals['_TEXTDELTA']._serialized_start=1873
-  _globals['_TEXTDELTA']._serialized_end=2027
-  _globals['_TEXTDELTA_PHASE']._serialized_start=1959
-  _globals['_TEXTDELTA_PHASE']._serialized_end=2027
-  _globals['_ASKEVENT']._serialized_start=2030
-  _globals['_ASKEVENT']._serialized_end=2192
-  _globals['_GETBALANCEREQUEST']._serialized_start=2194
-  _globals['_GETBALANCEREQUEST']._serialized_end=2213
-  _globals['_BALANCE']._serialized_start=2216
-  _globals['_BALANCE']._serialized_end=2441
-  _globals['_FEEDBACKREQUEST']._serialized_start=2444
-  _globals['_FEEDBACKREQUEST']._serialized_end=2636
-  _globals['_FEEDBACKRESPONSE']._serialized_start=2638
-  _globals['_FEEDBACKRESPONSE']._serialized_end=2677
-  _globals['_PONDER']._serialized_start=2776
-  _globals['_PONDER']._serialized_end=3088
+  _globals['_ASKSTREAMREQUEST']._serialized_start=358
+  _globals['_ASKSTREAMREQUEST']._serialized_end=472
+  _globals['_QUOTEREQUEST']._serialized_start=474
+  _globals['_QUOTEREQUEST']._serialized_end=584
+  _globals['_CONTRIBUTION']._serialized_start=586
+  _globals['_CONTRIBUTION']._serialized_end=647
+  _globals['_ASSESSMENT']._serialized_start=650
+  _globals['_ASSESSMENT']._serialized_end=1042
+  _globals['_ASSESSMENT_SEVERITYPROBSENTRY']._serialized_start=990
+  _globals['_ASSESSMENT_SEVERITYPROBSENTRY']._serialized_end=1042
+  _globals['_PLAN']._serialized_start=1045
+  _globals['_PLAN']._serialized_end=1234
+  _globals['_USAGE']._serialized_start=1237
+  _globals['_USAGE']._serialized_end=1384
+  _globals['_VOTE']._serialized_start=1386
+  _globals['_VOTE']._serialized_end=1439
+  _globals['_SAMPLE']._serialized_start=1442
+  _globals['_SAMPLE']._serialized_end=1629
+  _globals['_ASKRESPONSE']._serialized_start=1632
+  _globals['_ASKRESPONSE']._serialized_end=1946
+  _globals['_QUOTERESPONSE']._serialized_start=1949
+  _globals['_QUOTERESPONSE']._serialized_end=2098
+  _globals['_TEXTDELTA']._serialized_start=2101
+  _globals['_TEXTDELTA']._serialized_end=2255
+  _globals['_TEXTDELTA_PHASE']._serialized_start=2187
+  _globals['_TEXTDELTA_PHASE']._serialized_end=2255
+  _globals['_ASKSTREAMRESPONSE']._serialized_start=2258
+  _globals['_ASKSTREAMRESPONSE']._serialized_end=2429
+  _globals['_GETBALANCEREQUEST']._serialized_start=2431
+  _globals['_GETBALANCEREQUEST']._serialized_end=2450
+  _globals['_GETBALANCERESPONSE']._serialized_start=2452
+  _globals['_GETBALANCERESPONSE']._serialized_end=2509
+  _globals['_BALANCE']._serialized_start=2512
+  _globals['_BALANCE']._serialized_end=2737
+  _globals['_FEEDBACKREQUEST']._serialized_start=2740
+  _globals['_FEEDBACKREQUEST']._serialized_end=2932
+  _globals['_FEEDBACKRESPONSE']._serialized_start=2934
+  _globals['_FEEDBACKRESPONSE']._serialized_end=2973
+  _globals['_PONDERSERVICE']._serialized_start=3072
+  _globals['_PONDERSERVICE']._serialized_end=3419
 # @@protoc_insertion_point(module_scope)
