@@ -35,11 +35,10 @@ from typing import Any, Awaitable, Coroutine, Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 
 from ponder.v1 import admin_pb2, admin_pb2_grpc, ponder_pb2, ponder_pb2_grpc
 
-from . import transport
+from . import reflection, transport
 from .admin_service import AdminService
 from .app import Daemon, build
 from .auth import AuthInterceptor
@@ -59,7 +58,7 @@ SERVICES = (
 
 
 def create_server(daemon: Daemon, listen: str) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer, list[str]]:
-    """A gRPC server with Ponder, Admin, health and reflection, bound to `listen` (port 0: any free port).
+    """A gRPC server with PonderService, AdminService, health and reflection (v1 and v1alpha), bound to `listen` (port 0: any free port).
 
     `listen` may name several addresses (see transport.py); the port returned is
     the first TCP listener's (0 when all are unix sockets), and the list the
@@ -82,7 +81,7 @@ def create_server(daemon: Daemon, listen: str) -> tuple[grpc.aio.Server, int, he
     add_servicer(admin_pb2_grpc.add_AdminServiceServicer_to_server, AdminService(daemon), server, admin)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection((*SERVICES, "grpc.health.v1.Health", reflection.SERVICE_NAME), server)
+    reflection.enable((*SERVICES, "grpc.health.v1.Health"), server)
     port, bound = transport.bind(server, settings)
     return server, port, health, bound
 
