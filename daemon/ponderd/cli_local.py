@@ -1,7 +1,8 @@
-"""Commands that work on local files, without a daemon: `ponder policy check`, `ponder risk …`.
+"""Daemon-side commands that work on local files: `ponder policy check`, `ponder risk …`.
 
-They import the daemon package (and scikit-learn) only when run, so the rest of
-the CLI starts fast and works with the client package alone.
+Registered into the `ponder` CLI by ponderd/cli.py (the `ponder.commands`
+plugin) and into `ponderd`. They import the engine and scikit-learn only when
+run, so the CLI starts fast.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import pathlib
 import sys
 from typing import Any, Callable
 
-from .cli_connect import tls_options
-from .cli_format import dump_json
-from .client import AdminClient
+from ponder.cli_connect import tls_options
+from ponder.cli_format import dump_json
+from ponder.client import AdminClient
 
 
 def _risk_model(args: argparse.Namespace) -> Any:

@@ -47,7 +47,7 @@ from .errors import PonderError
 from .inflight import DRAINED
 from .logs import AccessInterceptor, JsonFormatter
 from .service import PonderService
-from .settings import Settings, SettingsError, default_state_dir, load_settings
+from .settings import Settings, default_state_dir, load_settings
 
 log = logging.getLogger("ponder.server")
 
@@ -351,17 +351,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ponder.cli import add_serve_arguments
+    """`ponderd` (its commands live in ponderd/cli.py; kept here for scripts installed before the split)."""
+    from .cli import main as cli_main
 
-    parser = argparse.ArgumentParser(prog="ponderd", description="Run the Ponder daemon in the foreground.")
-    add_serve_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        settings = settings_from_args(args)
-    except SettingsError as exc:
-        print(f"ponderd: {exc}", file=sys.stderr)
-        return 2
-    return run(settings)
+    return cli_main(argv)
 
 
 if __name__ == "__main__":
