@@ -48,9 +48,14 @@ def policy_check(args: argparse.Namespace) -> int:
     try:
         policy = load_policy(pathlib.Path(args.file))
     except PolicyError as exc:
+        if args.json:
+            dump_json({"file": args.file, "ok": False, "problems": exc.problems})
         for problem in exc.problems:
             print(f"{exc.path}: {problem}", file=sys.stderr)
         return 1
+    if args.json:
+        dump_json({"file": args.file, "ok": True, "version": policy.version, "levels": [lvl.name for lvl in policy.levels]})
+        return 0
     levels = ", ".join(lvl.name for lvl in policy.levels)
     print(f"{args.file}: ok (version {policy.version}; levels {levels}; {len(policy.tenants)} tenant table(s); "
           f"{len(policy.overrides)} override(s))")
@@ -195,7 +200,11 @@ def risk_explain(args: argparse.Namespace) -> int:
 
 def risk_retrain(args: argparse.Namespace) -> int:
     with AdminClient(args.address, args.token, timeout=args.timeout, **tls_options(args)) as admin:
-        print(admin.run_job("retrain_risk"))
+        summary = admin.run_job("retrain_risk")
+    if args.json:
+        dump_json({"job": "retrain_risk", "summary": summary})
+    else:
+        print(summary)
     return 0
 
 
@@ -204,6 +213,7 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     pol = policy.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = pol.add_parser("check", help="validate a policy file without a daemon", description="Validate a policy file; print every problem.")
     p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="print one JSON object (problems too)")
     p.set_defaults(handler=policy_check)
 
     risk = sub.add_parser("risk", help="score, train, evaluate and explain the risk classifier",
@@ -243,4 +253,5 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     p = r.add_parser("retrain", help="run the daemon's retraining job now", description="Run the daemon's retrain_risk job now (needs an admin key).")
     connection(p)
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=risk_retrain)

@@ -7,11 +7,12 @@ prints machine-readable output. `ponder COMMAND --help` explains each one.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any, Callable, Sequence
 
 from . import cli_admin, cli_connect, plugins
-from .cli_format import dump_json, print_answer, print_balance, print_quote
+from .cli_format import dump_json, print_answer, print_balance, print_quote, to_dict
 from .client import PonderClient, PonderError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -49,7 +50,12 @@ def _ask_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_ask(args: argparse.Namespace) -> int:
     with PonderClient(args.address, args.token, **cli_connect.tls_options(args)) as client:
         kwargs = _ask_kwargs(args) | {"seed": args.seed, "explain": args.explain}
-        if args.stream and not args.json:
+        if args.stream and args.json:
+            # One JSON object per line, per event: the plan, each text delta, the result.
+            for event in client.ask_stream(args.text, **kwargs):
+                print(json.dumps(to_dict(event), ensure_ascii=False), flush=True)
+            return 0
+        if args.stream:
             result = None
             for event in client.ask_stream(args.text, **kwargs):
                 kind = event.WhichOneof("event")
@@ -95,7 +101,10 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         feedback_id = client.feedback(
             args.request_id, args.correct, args.severity, args.needs_reasoning, args.comment or ""
         )
-    print(f"feedback {feedback_id} recorded for request {args.request_id}")
+    if args.json:
+        dump_json({"feedback_id": feedback_id, "request_id": args.request_id})
+    else:
+        print(f"feedback {feedback_id} recorded for request {args.request_id}")
     return 0
 
 
@@ -109,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     _hint_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="fixed sampling seed (0: random)")
     p.add_argument("--explain", action="store_true", help="show why the query got its assessment")
-    p.add_argument("--stream", action="store_true", help="print the answer as it is produced")
+    p.add_argument("--stream", action="store_true", help="print the answer as it is produced (with --json: one JSON object per event, per line)")
     _connection_arguments(p)
     p.set_defaults(handler=cmd_ask)
 
@@ -136,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     nr.add_argument("--needs-reasoning", dest="needs_reasoning", action="store_true", default=None, help="it truly needed reasoning")
     nr.add_argument("--no-reasoning", dest="needs_reasoning", action="store_false", help="it truly did not need reasoning")
     p.add_argument("--comment", help="free text for the admins")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     _connection_arguments(p)
     p.set_defaults(handler=cmd_feedback)
 
