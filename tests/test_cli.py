@@ -56,17 +56,30 @@ def test_admin_commands(served, cli_env):
     denied = ponder(cli_env, "balance", "--token", token, check=False)
     assert denied.returncode == 1 and denied.stderr.startswith("ponder: PERMISSION_DENIED: tenant 'acme' is disabled")
     ponder(cli_env, "admin", "tenant", "enable", "acme")
-    issued = ponder(cli_env, "admin", "key", "issue", "acme", "--label", "ci").stdout
-    key_id = issued.split()[1].rstrip(";")
+    issued = ponder(cli_env, "admin", "key", "issue", "acme", "--label", "ci")
+    # The once-only token alone on stdout, for TOKEN=$(ponder admin key issue …); the note on stderr.
+    assert issued.stdout.startswith("pnd_") and len(issued.stdout.split()) == 1 and "shown once" in issued.stderr
+    key_id = json.loads(ponder(cli_env, "admin", "key", "issue", "acme", "--json").stdout)["key_id"]
     assert key_id in ponder(cli_env, "admin", "key", "list", "--tenant", "acme").stdout
     assert "revoked" in ponder(cli_env, "admin", "key", "revoke", key_id).stdout
     ponder(cli_env, "ask", "Say hi.", "--token", token)
-    report = json.loads(ponder(cli_env, "admin", "spend", "--json", "--records", "5").stdout)
+    report = json.loads(ponder(cli_env, "admin", "spend", "--json", "--records", "5", "--since", "yesterday").stdout)
     assert {line["tenant"] for line in report["lines"]} == {"acme"}
+    assert json.loads(ponder(cli_env, "admin", "tenant", "disable", "acme", "--json").stdout)["enabled"] is False
+    assert ponder(cli_env, "admin", "tenant", "list").stdout.startswith("TENANT ")
+    bad = ponder(cli_env, "admin", "spend", "--since", "last tuesday", check=False)
+    assert bad.returncode == 2 and "'last tuesday' is not a time" in bad.stderr and "Traceback" not in bad.stderr
     assert "policy test-small-1" in ponder(cli_env, "admin", "policy", "reload").stdout
     assert "renewed" in ponder(cli_env, "admin", "job", "run", "renew_windows").stdout
     assert "risk model in service" in ponder(cli_env, "admin", "risk", "status").stdout
     assert "severity=" in ponder(cli_env, "admin", "explain", "rm -rf / on prod?").stdout
+
+
+def test_ask_json_stream_prints_one_object_per_event(served, cli_env):
+    lines = ponder(cli_env, "ask", "Say hi.", "--json", "--stream", "--samples", "1", "--thinking-tokens", "0").stdout.splitlines()
+    events = [json.loads(line) for line in lines]
+    assert "plan" in events[0] and "result" in events[-1] and any("delta" in e for e in events)
+    assert events[-1]["result"]["request_id"] == events[0]["request_id"]
 
 
 def test_errors_are_one_line_with_the_status(served, cli_env):

@@ -35,7 +35,7 @@ def test_sigkill_under_load_three_times_loses_no_answered_request(cli_env):
         address = d.wait_ready()
         token = (d.state_dir / "local.token").read_text().strip()
         with grpc.insecure_channel(address) as ch, killed_at_exit(d):
-            stub = ponder_pb2_grpc.PonderStub(ch)
+            stub = ponder_pb2_grpc.PonderServiceStub(ch)
             calls = [
                 stub.Ask.future(
                     ponder_pb2.AskRequest(

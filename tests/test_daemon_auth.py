@@ -27,7 +27,7 @@ def code_of(call):
 def test_unknown_or_missing_tokens_are_unauthenticated(shared_daemon, token, message):
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
     with grpc.insecure_channel(shared_daemon.address) as ch:
-        stub = ponder_pb2_grpc.PonderStub(ch)
+        stub = ponder_pb2_grpc.PonderServiceStub(ch)
         with pytest.raises(grpc.RpcError) as err:
             stub.GetBalance(ponder_pb2.GetBalanceRequest(), metadata=metadata)
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED and message in err.value.details()
@@ -73,7 +73,7 @@ def test_a_hint_the_policy_does_not_allow_is_permission_denied(daemon):
 def test_health_and_reflection_need_no_key(shared_daemon):
     with grpc.insecure_channel(shared_daemon.address) as ch:
         health = health_pb2_grpc.HealthStub(ch)
-        for service in ("", "ponder.v1.Ponder", "ponder.v1.Admin"):
+        for service in ("", "ponder.v1.PonderService", "ponder.v1.AdminService"):
             assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == health_pb2.HealthCheckResponse.SERVING
 
 
@@ -85,4 +85,4 @@ def test_tokens_never_reach_the_log(daemon, caplog):
     with pytest.raises(PonderError):
         bad.balance()
     assert daemon.token("local") not in caplog.text and "secretsecret" not in caplog.text
-    assert "refused /ponder.v1.Ponder/GetBalance" in caplog.text
+    assert "refused /ponder.v1.PonderService/GetBalance" in caplog.text

@@ -68,7 +68,7 @@ def test_a_cancel_storm_leaves_nothing_held_and_nothing_interrupted(daemon):
     def reports() -> int:
         n = 0
         with grpc.insecure_channel(daemon.address) as ch:
-            stub = admin_pb2_grpc.AdminStub(ch)
+            stub = admin_pb2_grpc.AdminServiceStub(ch)
             while not stop_reports:
                 stub.SpendReport(admin_pb2.SpendReportRequest(records=True, limit=500), metadata=metadata(daemon.token("admin")))
                 n += 1
@@ -77,7 +77,7 @@ def test_a_cancel_storm_leaves_nothing_held_and_nothing_interrupted(daemon):
     codes: dict[str, int] = {}
     with concurrent.futures.ThreadPoolExecutor(2) as pool, grpc.insecure_channel(daemon.address) as ch:
         report_jobs = [pool.submit(reports) for _ in range(2)]
-        stub = ponder_pb2_grpc.PonderStub(ch)
+        stub = ponder_pb2_grpc.PonderServiceStub(ch)
         for wave in range(10):
             calls = []
             for i in range(24):
@@ -116,7 +116,7 @@ def test_overload_refuses_with_unavailable_and_charges_nothing(tmp_path):
     d = DaemonThread(make_settings(tmp_path / "state", max_queue=1)).start()
     try:
         with grpc.insecure_channel(d.address) as ch:
-            stub = ponder_pb2_grpc.PonderStub(ch)
+            stub = ponder_pb2_grpc.PonderServiceStub(ch)
             request = ponder_pb2.AskRequest(prompt="Name a river.", hints=ponder_pb2.Hints(samples=8, thinking_tokens=32))
             calls = [stub.Ask.future(request, metadata=metadata(d.token()), timeout=120) for _ in range(10)]
             codes = []
@@ -212,7 +212,7 @@ def test_a_full_disk_is_unavailable_reported_and_recovered_from(daemon_on_small_
         # Health says so: the database and asks are NOT_SERVING; admin reads still work.
         wait_until(lambda: health(daemon, "ponder.database") == health_pb2.HealthCheckResponse.NOT_SERVING)
         assert health(daemon, "") == health_pb2.HealthCheckResponse.NOT_SERVING
-        assert health(daemon, "ponder.v1.Ponder") == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert health(daemon, "ponder.v1.PonderService") == health_pb2.HealthCheckResponse.NOT_SERVING
         assert rows(daemon, "SELECT * FROM reservations") == []
         small_disk.free()
         wait_until(lambda: health(daemon, "") == health_pb2.HealthCheckResponse.SERVING, what="SERVING again")
@@ -226,7 +226,7 @@ def test_a_full_disk_while_generating_keeps_the_charge_and_writes_it_when_space_
     daemon = daemon_on_small_disk
     request = ponder_pb2.AskRequest(prompt="Write a story about a dragon.", hints=ponder_pb2.Hints(samples=2, thinking_tokens=32))
     with grpc.insecure_channel(daemon.address) as ch:
-        call = ponder_pb2_grpc.PonderStub(ch).Ask.future(request, metadata=metadata(daemon.token()), timeout=120)
+        call = ponder_pb2_grpc.PonderServiceStub(ch).Ask.future(request, metadata=metadata(daemon.token()), timeout=120)
         # Once the request holds its reservation, hold the database thread (so the
         # settlement cannot land first, however fast the model is), fill the disk, let go.
         wait_until(lambda: rows(daemon, "SELECT * FROM reservations"), what="a reservation")
@@ -284,7 +284,7 @@ def test_a_dead_engine_fails_health_and_stops_the_daemon_with_exit_code_1(tmp_pa
     request = ponder_pb2.AskRequest(prompt="Name a river.", hints=ponder_pb2.Hints(samples=2, thinking_tokens=16))
     with grpc.insecure_channel(d.address) as ch:
         with pytest.raises(grpc.RpcError) as err:
-            ponder_pb2_grpc.PonderStub(ch).Ask(request, metadata=metadata(d.token()), timeout=60)
+            ponder_pb2_grpc.PonderServiceStub(ch).Ask(request, metadata=metadata(d.token()), timeout=60)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "engine stopped" in err.value.details()
     d._thread.join(60)

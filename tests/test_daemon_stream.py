@@ -32,11 +32,11 @@ def test_a_cancelled_call_settles_what_it_used_and_releases_its_reservation(daem
     with daemon.client() as c:
         before = c.balance()
     metadata = (("authorization", f"Bearer {daemon.token()}"),)
-    request = ponder_pb2.AskRequest(
+    request = ponder_pb2.AskStreamRequest(
         prompt="Write a long story about a dragon.", hints=ponder_pb2.Hints(samples=4, thinking_tokens=64, level="thorough")
     )
     with grpc.insecure_channel(daemon.address) as ch:
-        stream = ponder_pb2_grpc.PonderStub(ch).AskStream(request, metadata=metadata)
+        stream = ponder_pb2_grpc.PonderServiceStub(ch).AskStream(request, metadata=metadata)
         seen = 0
         for event in stream:
             seen += event.WhichOneof("event") == "delta"
@@ -66,7 +66,7 @@ def test_unary_calls_cancelled_by_deadline_are_settled_too(daemon):
     request = ponder_pb2.AskRequest(prompt="Tell me everything about rivers.", hints=ponder_pb2.Hints(samples=8, thinking_tokens=64))
     with grpc.insecure_channel(daemon.address) as ch:
         with pytest.raises(grpc.RpcError) as err:
-            ponder_pb2_grpc.PonderStub(ch).Ask(request, metadata=metadata, timeout=0.5)
+            ponder_pb2_grpc.PonderServiceStub(ch).Ask(request, metadata=metadata, timeout=0.5)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     deadline = time.time() + 30
     status = None

@@ -132,7 +132,7 @@ def test_the_handshake_refuses(mtls, pki, cert, ca):
 def test_a_plaintext_client_is_refused_by_a_tls_listener(mtls):
     with grpc.insecure_channel(mtls.address) as ch:
         with pytest.raises(grpc.RpcError) as err:
-            ponder_pb2_grpc.PonderStub(ch).GetBalance(ponder_pb2.GetBalanceRequest(), timeout=30)
+            ponder_pb2_grpc.PonderServiceStub(ch).GetBalance(ponder_pb2.GetBalanceRequest(), timeout=30)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
@@ -222,3 +222,43 @@ def test_settings_name_what_is_missing(tmp_path):
     env = {"PONDER_TLS_IDENTITIES": "svc-a=search, spiffe://x/y=billing", "PONDER_TLS_CERT": "/c", "PONDER_TLS_KEY": "/k",
            "PONDER_TLS_CLIENT_CA": "/ca"}
     assert load_settings(env=env).tls.identities == {"svc-a": "search", "spiffe://x/y": "billing"}
+
+
+def test_the_asyncio_client_calls_over_mutual_tls(mtls, pki):
+    import asyncio
+
+    from ponder.aio import AsyncPonderClient
+
+    async def main():
+        pair = pki["svc-a"]
+        async with AsyncPonderClient(
+            mtls.address, None, tls_ca=str(pki["ca"].path), tls_cert=str(pair.cert), tls_key=str(pair.key)
+        ) as c:
+            return await c.balance()
+
+    assert asyncio.run(main()).tenant == "local"
+
+
+NODE_TLS_CALL = """
+const { connect, decodeError } = require("./ponder");
+const { ponder, close } = connect({ address: process.argv[1], token: process.argv[2],
+  ca: process.argv[3], cert: process.argv[4], key: process.argv[5] });
+ponder.GetBalance({}, { deadline: Date.now() + 60e3 }, (err, reply) => {
+  close();
+  if (err) { console.error(JSON.stringify(decodeError(err))); process.exit(1); }
+  console.log(reply.balance.tenant);
+});
+"""
+
+
+def test_the_node_client_calls_over_mutual_tls(mtls, pki):
+    from test_node_client import NODE_DIR, node_or_skip
+
+    node = node_or_skip()
+    pair = pki["svc-a"]
+    run = subprocess.run(
+        [node, "-e", NODE_TLS_CALL, mtls.address, mtls.token("local"), str(pki["ca"].path), str(pair.cert), str(pair.key)],
+        cwd=NODE_DIR, capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "local"

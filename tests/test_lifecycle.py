@@ -51,7 +51,7 @@ def test_ready_reload_drain_and_clean_exit(cli_env, tmp_path):
     assert f'PONDER_STATE_DIR={d.state_dir} ' in d.log.read_text() and ' ask "What is 17 * 23?"' in d.log.read_text()
     with grpc.insecure_channel(address) as ch:
         health = health_pb2_grpc.HealthStub(ch)
-        assert health.Check(health_pb2.HealthCheckRequest(service="ponder.v1.Ponder")).status == health_pb2.HealthCheckResponse.SERVING
+        assert health.Check(health_pb2.HealthCheckRequest(service="ponder.v1.PonderService")).status == health_pb2.HealthCheckResponse.SERVING
 
     # SIGHUP re-reads the policy; a bad file is refused and the good one stays.
     policy.write_text(SMALL_POLICY.read_text().replace('"test-small-1"', '"test-small-2"'))
@@ -95,7 +95,7 @@ def test_a_second_signal_cuts_the_drain_short_and_the_request_is_recorded_as_dra
         prompt="Write a long story about a lighthouse.", hints=ponder_pb2.Hints(samples=8, thinking_tokens=64)
     )
     with grpc.insecure_channel(address) as ch:
-        call = ponder_pb2_grpc.PonderStub(ch).Ask.future(
+        call = ponder_pb2_grpc.PonderServiceStub(ch).Ask.future(
             request, metadata=(("authorization", f"Bearer {token}"),), timeout=120
         )
         wait_until(lambda: reservations(d) == 1)

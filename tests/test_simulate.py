@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SMALL_POLICY
-from ponder.cli_time import parse_since
+from ponder.dates import parse_when as parse_since
 from ponderd.ledger import to_credits
 from ponderd.planner import EngineLimits
 from ponderd.policy import load_policy
@@ -41,7 +41,7 @@ def test_since_reads_spans_days_and_iso_dates(text, when):
 
 
 def test_since_says_which_forms_work():
-    with pytest.raises(ValueError, match="cannot read 'last week' as a time; use a span"):
+    with pytest.raises(ValueError, match="'last week' is not a time: use ISO 8601"):
         parse_since("last week", NOW)
 
 

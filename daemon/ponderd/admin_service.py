@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 import grpc
 from sqlite_utils import Database
 
-from ponder.v1 import admin_pb2, admin_pb2_grpc, ponder_pb2
+from ponder.v1 import admin_pb2, admin_pb2_grpc
 
 from . import convert, keys, ledger, spend, validate
 from .assessment import adjust
@@ -76,7 +76,7 @@ def audited(action: str, fields: Callable[[Any, Any], dict[str, Any]]) -> Callab
     return wrap
 
 
-class AdminService(admin_pb2_grpc.AdminServicer):
+class AdminService(admin_pb2_grpc.AdminServiceServicer):
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
 
@@ -116,17 +116,17 @@ class AdminService(admin_pb2_grpc.AdminServicer):
 
     @rpc
     @audited("set_enabled", lambda q, r: {"tenant": q.name, "enabled": q.enabled})
-    async def SetTenantEnabled(self, request: admin_pb2.SetTenantEnabledRequest, context: grpc.aio.ServicerContext) -> admin_pb2.Tenant:
+    async def SetTenantEnabled(self, request: admin_pb2.SetTenantEnabledRequest, context: grpc.aio.ServicerContext) -> admin_pb2.SetTenantEnabledResponse:
         view = await self._mutate(self.d.ledger.set_enabled, request.name, request.enabled, self.d.clock.now())
-        return convert.tenant(view, self._currency)
+        return admin_pb2.SetTenantEnabledResponse(tenant=convert.tenant(view, self._currency))
 
     @rpc
     @audited("set_budget", lambda q, r: {"tenant": q.name, "budget": q.budget, "window": q.window or "-"})
-    async def SetBudget(self, request: admin_pb2.SetBudgetRequest, context: grpc.aio.ServicerContext) -> admin_pb2.Tenant:
+    async def SetBudget(self, request: admin_pb2.SetBudgetRequest, context: grpc.aio.ServicerContext) -> admin_pb2.SetBudgetResponse:
         view = await self.d.store.call(
             self.d.ledger.set_budget, request.name, _budget(request.budget), _window(request.window, None), self.d.clock.now()
         )
-        return convert.tenant(view, self._currency)
+        return admin_pb2.SetBudgetResponse(tenant=convert.tenant(view, self._currency))
 
     @rpc
     @audited("issue_key", lambda q, r: {"tenant": q.tenant or "-", "scope": q.scope, "new_key_id": r.key_id if r else "-"})
@@ -196,11 +196,12 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         return admin_pb2.ReloadPolicyResponse(policy_version=policy.version, path=policy.path, model_version=model.version)
 
     @rpc
-    async def Explain(self, request: admin_pb2.ExplainRequest, context: grpc.aio.ServicerContext) -> ponder_pb2.Assessment:
+    async def Explain(self, request: admin_pb2.ExplainRequest, context: grpc.aio.ServicerContext) -> admin_pb2.ExplainResponse:
         if not request.text.strip():
             raise InvalidRequest("text is empty: send the query to explain")
         score = self.d.classifier.current().score(request.text, explain=True)
-        return convert.assessment(adjust(score, self.d.policies.current(), request.tenant or None, request.text, None))
+        assessment = adjust(score, self.d.policies.current(), request.tenant or None, request.text, None)
+        return admin_pb2.ExplainResponse(assessment=convert.assessment(assessment))
 
     @rpc
     @audited("run_job", lambda q, r: {"job": q.name})

@@ -35,7 +35,7 @@ log = logging.getLogger("ponder.auth")
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("ponder_principal")
 
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-ADMIN_SERVICE = "/ponder.v1.Admin/"
+ADMIN_SERVICE = "/ponder.v1.AdminService/"
 
 
 def principal() -> Principal:

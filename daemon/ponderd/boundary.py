@@ -11,15 +11,20 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
 
 import grpc
-from google.protobuf import any_pb2, descriptor
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.protobuf import descriptor, duration_pb2, message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from . import errors
 
 log = logging.getLogger("ponder.rpc")
+
+# ErrorInfo.domain of every error the daemon sends.
+ERROR_DOMAIN = "ponder"
 
 STATUS: dict[type[errors.PonderError], grpc.StatusCode] = {
     errors.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
@@ -43,34 +48,38 @@ def status_code(exc: errors.PonderError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def _details(exc: errors.PonderError) -> list[any_pb2.Any]:
-    packed = []
+def rich_status(exc: errors.PonderError) -> status_pb2.Status:
+    """The google.rpc.Status a caller receives: code, message, and always an ErrorInfo.
+
+    The details per reason are the table in protos/ponder/v1/ponder.proto
+    (and docs/errors.md): QuotaFailure for an exhausted budget,
+    PreconditionFailure for an invalid policy, RetryInfo when retrying helps.
+    """
+    metadata: dict[str, str] = {}
+    details: list[message.Message] = []
     if isinstance(exc, errors.BudgetExhausted):
         d = exc.detail
-        quota = error_details_pb2.QuotaFailure(
-            violations=[
-                error_details_pb2.QuotaFailure.Violation(
-                    subject=f"tenant:{d.tenant}",
-                    description=(
-                        f"needs {d.needed_micros / 1e6:.6f} credits, {d.remaining_micros / 1e6:.6f} left; "
-                        f"renews at {d.window_end}"
-                    ),
-                )
-            ]
+        details.append(
+            error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=f"tenant:{d.tenant}",
+                        description=(
+                            f"needs {d.needed_micros / 1e6:.6f} credits, {d.remaining_micros / 1e6:.6f} left; "
+                            f"renews at {d.window_end}"
+                        ),
+                    )
+                ]
+            )
         )
-        info = error_details_pb2.ErrorInfo(
-            reason="BUDGET_EXHAUSTED",
-            domain="ponder",
-            metadata={
-                "tenant": d.tenant,
-                "needed_micros": str(d.needed_micros),
-                "remaining_micros": str(d.remaining_micros),
-                "window_end": d.window_end,
-            },
-        )
-        packed += [quota, info]
+        metadata = {
+            "tenant": d.tenant,
+            "needed_micros": str(d.needed_micros),
+            "remaining_micros": str(d.remaining_micros),
+            "window_end": d.window_end,
+        }
     elif isinstance(exc, errors.PolicyError):
-        packed.append(
+        details.append(
             error_details_pb2.PreconditionFailure(
                 violations=[
                     error_details_pb2.PreconditionFailure.Violation(type="POLICY", subject=exc.path, description=p)
@@ -78,20 +87,24 @@ def _details(exc: errors.PonderError) -> list[any_pb2.Any]:
                 ]
             )
         )
-    out = []
-    for message in packed:
-        a = any_pb2.Any()
-        a.Pack(message)
-        out.append(a)
-    return out
+    elif isinstance(exc, errors.Unavailable):
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(timedelta(seconds=exc.retry_after_seconds))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    info = error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN, metadata=metadata)
+    status = status_pb2.Status(code=status_code(exc).value[0], message=exc.message)
+    for detail in (info, *details):
+        status.details.add().Pack(detail)
+    return status
 
 
 async def abort(context: grpc.aio.ServicerContext, exc: errors.PonderError) -> None:
-    code = status_code(exc)
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=exc.message, details=_details(exc))
-    await context.abort(
-        code, exc.message, trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),)
-    )
+    status = rpc_status.to_status(rich_status(exc))
+    trailers = tuple(status.trailing_metadata)
+    if isinstance(exc, errors.Unavailable):
+        # What RetryInfo says, in the form gRPC's own retry policy reads (gRFC A6 server pushback).
+        trailers += (("grpc-retry-pushback-ms", str(int(exc.retry_after_seconds * 1000))),)
+    await context.abort(status.code, status.details, trailing_metadata=trailers)
 
 
 def rpc(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -106,7 +119,7 @@ def rpc(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
             await abort(context, exc)
         except Exception:
             log.exception("unhandled error in %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; the daemon's log has the details")
+            await abort(context, errors.PonderError("internal error; the daemon's log has the details"))
 
     return handler
 
@@ -124,7 +137,7 @@ def rpc_stream(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., Async
             await abort(context, exc)
         except Exception:
             log.exception("unhandled error in %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; the daemon's log has the details")
+            await abort(context, errors.PonderError("internal error; the daemon's log has the details"))
 
     return handler
 

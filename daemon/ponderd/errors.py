@@ -6,7 +6,14 @@ from dataclasses import dataclass
 
 
 class PonderError(Exception):
-    """Base of every error a caller may see."""
+    """Base of every error a caller may see.
+
+    `reason` is the ErrorInfo reason the caller receives (the table in
+    protos/ponder/v1/ponder.proto and docs/errors.md): stable, UPPER_SNAKE,
+    one per class, for programs to branch on instead of the message.
+    """
+
+    reason = "INTERNAL"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -16,29 +23,43 @@ class PonderError(Exception):
 class InvalidRequest(PonderError):
     """The request itself is malformed: fix the request."""
 
+    reason = "INVALID_REQUEST"
+
 
 class Unauthenticated(PonderError):
     """No valid credential came with the call."""
+
+    reason = "UNAUTHENTICATED"
 
 
 class PermissionDenied(PonderError):
     """The credential is valid but may not do this."""
 
+    reason = "PERMISSION_DENIED"
+
 
 class NotFound(PonderError):
     """The named thing does not exist (or is not the caller's)."""
+
+    reason = "NOT_FOUND"
 
 
 class AlreadyExists(PonderError):
     """The named thing exists already."""
 
+    reason = "ALREADY_EXISTS"
+
 
 class FailedPrecondition(PonderError):
     """The system is not in a state that allows this; change the state, not the call."""
 
+    reason = "FAILED_PRECONDITION"
+
 
 class PolicyError(FailedPrecondition):
     """A policy file failed validation; the old policy stays in force."""
+
+    reason = "POLICY_INVALID"
 
     def __init__(self, path: str, problems: list[str]) -> None:
         self.path = path
@@ -48,6 +69,8 @@ class PolicyError(FailedPrecondition):
 
 class ArtifactError(FailedPrecondition):
     """A risk-model artifact was refused; the model in service stays."""
+
+    reason = "RISK_MODEL_REFUSED"
 
 
 @dataclass(frozen=True)
@@ -61,6 +84,8 @@ class QuotaDetail:
 class BudgetExhausted(PonderError):
     """Even the cheapest allowed plan costs more than the tenant has left."""
 
+    reason = "BUDGET_EXHAUSTED"
+
     def __init__(self, message: str, detail: QuotaDetail) -> None:
         super().__init__(message)
         self.detail = detail
@@ -69,14 +94,25 @@ class BudgetExhausted(PonderError):
 class Unavailable(PonderError):
     """The daemon cannot take the call now (draining, overloaded); retry later."""
 
+    reason = "UNAVAILABLE"
+    # Sent as RetryInfo: the clients' retry policy backs off on its own; this tells others when.
+    retry_after_seconds = 1.0
+
 
 class StorageUnavailable(Unavailable):
     """The database cannot be written (disk full, I/O error): nothing was charged; retry when it recovers."""
+
+    reason = "STORAGE_UNAVAILABLE"
+    retry_after_seconds = 5.0
 
 
 class Cancelled(PonderError):
     """The caller went away or the request was stopped."""
 
+    reason = "CANCELLED"
+
 
 class EngineFailure(PonderError):
     """The model failed while generating; what it used is still settled."""
+
+    reason = "ENGINE_FAILURE"

@@ -35,11 +35,10 @@ from typing import Any, Awaitable, Coroutine, Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 
 from ponder.v1 import admin_pb2, admin_pb2_grpc, ponder_pb2, ponder_pb2_grpc
 
-from . import transport
+from . import reflection, transport
 from .admin_service import AdminService
 from .app import Daemon, build
 from .auth import AuthInterceptor
@@ -48,20 +47,20 @@ from .errors import PonderError
 from .inflight import DRAINED
 from .logs import AccessInterceptor, JsonFormatter
 from .service import PonderService
-from .settings import Settings, SettingsError, default_state_dir, load_settings
+from .settings import Settings, default_state_dir, load_settings
 
 log = logging.getLogger("ponder.server")
 
 SERVICES = (
-    ponder_pb2.DESCRIPTOR.services_by_name["Ponder"].full_name,
-    admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+    ponder_pb2.DESCRIPTOR.services_by_name["PonderService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
 
 
 def create_server(
     daemon: Daemon, listen: str, certificates: transport.TlsCertificates | None = None,
 ) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer, list[str]]:
-    """A gRPC server with Ponder, Admin, health and reflection, bound to `listen` (port 0: any free port).
+    """A gRPC server with PonderService, AdminService, health and reflection (v1 and v1alpha), bound to `listen` (port 0: any free port).
 
     `listen` may name several addresses (see transport.py); the port returned is
     the first TCP listener's (0 when all are unix sockets), and the list the
@@ -80,12 +79,12 @@ def create_server(
         ],
     )
     # Through boundary.add_servicer, a body that is not valid protobuf gets INVALID_ARGUMENT.
-    ponder, admin = ponder_pb2.DESCRIPTOR.services_by_name["Ponder"], admin_pb2.DESCRIPTOR.services_by_name["Admin"]
-    add_servicer(ponder_pb2_grpc.add_PonderServicer_to_server, PonderService(daemon), server, ponder)
-    add_servicer(admin_pb2_grpc.add_AdminServicer_to_server, AdminService(daemon), server, admin)
+    ponder, admin = ponder_pb2.DESCRIPTOR.services_by_name["PonderService"], admin_pb2.DESCRIPTOR.services_by_name["AdminService"]
+    add_servicer(ponder_pb2_grpc.add_PonderServiceServicer_to_server, PonderService(daemon), server, ponder)
+    add_servicer(admin_pb2_grpc.add_AdminServiceServicer_to_server, AdminService(daemon), server, admin)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection((*SERVICES, "grpc.health.v1.Health", reflection.SERVICE_NAME), server)
+    reflection.enable((*SERVICES, "grpc.health.v1.Health"), server)
     port, bound = transport.bind(server, settings, certificates)
     return server, port, health, bound
 
@@ -370,17 +369,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ponder.cli import add_serve_arguments
+    """`ponderd` (its commands live in ponderd/cli.py; kept here for scripts installed before the split)."""
+    from .cli import main as cli_main
 
-    parser = argparse.ArgumentParser(prog="ponderd", description="Run the Ponder daemon in the foreground.")
-    add_serve_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        settings = settings_from_args(args)
-    except SettingsError as exc:
-        print(f"ponderd: {exc}", file=sys.stderr)
-        return 2
-    return run(settings)
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,11 @@ from .pipeline import AskInput, Outcome, Quote
 if TYPE_CHECKING:
     from .app import Daemon
 
+# Ask, AskStream and Quote each have their own request message (buf's rule), with the same fields.
+AnyAskRequest = ponder_pb2.AskRequest | ponder_pb2.AskStreamRequest | ponder_pb2.QuoteRequest
 
-class PonderService(ponder_pb2_grpc.PonderServicer):
+
+class PonderService(ponder_pb2_grpc.PonderServiceServicer):
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
 
@@ -33,8 +36,8 @@ class PonderService(ponder_pb2_grpc.PonderServicer):
 
     @rpc_stream
     async def AskStream(
-        self, request: ponder_pb2.AskRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[ponder_pb2.AskEvent]:
+        self, request: ponder_pb2.AskStreamRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[ponder_pb2.AskStreamResponse]:
         events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         task = asyncio.ensure_future(
             self.d.pipeline.ask(principal(), _input(request, context), lambda kind, data: events.put_nowait((kind, data)))
@@ -47,18 +50,18 @@ class PonderService(ponder_pb2_grpc.PonderServicer):
                 if kind == "plan":
                     request_id, quote = data
                     note(request_id=request_id, level=quote.plan.level)
-                    yield ponder_pb2.AskEvent(plan=_quote(quote), request_id=request_id)
+                    yield ponder_pb2.AskStreamResponse(plan=_quote(quote), request_id=request_id)
                 elif kind == "delta":
                     sample, phase, text = data
                     pb_phase = ponder_pb2.TextDelta.PHASE_ANSWER if phase == ANSWER else ponder_pb2.TextDelta.PHASE_THINKING
-                    yield ponder_pb2.AskEvent(
+                    yield ponder_pb2.AskStreamResponse(
                         delta=ponder_pb2.TextDelta(sample=sample, phase=pb_phase, text=text), request_id=request_id
                     )
                 else:
                     break
             outcome = await task
             _note(outcome)
-            yield ponder_pb2.AskEvent(result=_response(outcome), request_id=outcome.request_id)
+            yield ponder_pb2.AskStreamResponse(result=_response(outcome), request_id=outcome.request_id)
         finally:
             if not task.done():
                 # The client went away mid-stream: cancelling the pipeline settles what was used.
@@ -66,15 +69,16 @@ class PonderService(ponder_pb2_grpc.PonderServicer):
                 await asyncio.gather(task, return_exceptions=True)
 
     @rpc
-    async def Quote(self, request: ponder_pb2.AskRequest, context: grpc.aio.ServicerContext) -> ponder_pb2.QuoteResponse:
+    async def Quote(self, request: ponder_pb2.QuoteRequest, context: grpc.aio.ServicerContext) -> ponder_pb2.QuoteResponse:
         return _quote(await self.d.pipeline.quote(principal(), _input(request)))
 
     @rpc
-    async def GetBalance(self, request: ponder_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext) -> ponder_pb2.Balance:
+    async def GetBalance(self, request: ponder_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext) -> ponder_pb2.GetBalanceResponse:
         who = principal()
         if who.tenant is None:
             raise PermissionDenied("an admin key has no balance; use 'ponder admin tenant list'")
-        return convert.balance(await self.d.budgets.balance(who.tenant), self.d.policies.current().currency)
+        balance = convert.balance(await self.d.budgets.balance(who.tenant), self.d.policies.current().currency)
+        return ponder_pb2.GetBalanceResponse(balance=balance)
 
     @rpc
     async def Feedback(self, request: ponder_pb2.FeedbackRequest, context: grpc.aio.ServicerContext) -> ponder_pb2.FeedbackResponse:
@@ -99,7 +103,7 @@ def _note(o: Outcome) -> None:
     note(request_id=o.request_id, level=o.quote.plan.level, cost=o.cost_micros / 1e6)
 
 
-def _input(request: ponder_pb2.AskRequest, context: grpc.aio.ServicerContext | None = None) -> AskInput:
+def _input(request: AnyAskRequest, context: grpc.aio.ServicerContext | None = None) -> AskInput:
     validate.ask_request(request)
     return AskInput(
         prompt=request.prompt,

@@ -208,7 +208,7 @@ def print_report(groups: list[Group], policy: Policy, since: str, until: str, pr
 def main(args: argparse.Namespace) -> int:
     """The `ponder policy simulate` command (registered by ponder/cli_local.py)."""
     from ponder.cli_connect import tls_options
-    from ponder.cli_time import parse_since
+    from ponder.dates import parse_when
     from ponder.client import AdminClient
 
     try:
@@ -218,7 +218,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"{exc.path}: {problem}", file=sys.stderr)
         return 1
     try:
-        since = parse_since(args.since)
+        since = parse_when(args.since)
     except ValueError as exc:
         print(f"ponder: --since: {exc}", file=sys.stderr)
         return 1

@@ -24,7 +24,7 @@ MIN_SECONDS = -62_135_596_800
 MAX_SECONDS = 253_402_300_799
 
 
-def ask_request(request: ponder_pb2.AskRequest) -> None:
+def ask_request(request: ponder_pb2.AskRequest | ponder_pb2.AskStreamRequest | ponder_pb2.QuoteRequest) -> None:
     """Refuse an Ask/AskStream/Quote request the pipeline must not see."""
     # The tokenizer and llama.cpp take C strings: a NUL would cut the text short
     # (and a prompt of NULs only would pass as non-empty).

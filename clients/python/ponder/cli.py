@@ -11,8 +11,8 @@ import json
 import sys
 from typing import Any, Callable, Sequence
 
-from . import cli_admin, cli_connect, cli_local
-from .cli_format import dump_json, print_answer, print_balance, print_quote
+from . import cli_admin, cli_connect, plugins
+from .cli_format import dump_json, print_answer, print_balance, print_quote, to_dict
 from .client import PonderClient, PonderError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -62,7 +62,12 @@ def _check_spec(text: str) -> dict[str, Any]:
 def cmd_ask(args: argparse.Namespace) -> int:
     with PonderClient(args.address, args.token, **cli_connect.tls_options(args)) as client:
         kwargs = _ask_kwargs(args) | {"seed": args.seed, "explain": args.explain, "check": args.check}
-        if args.stream and not args.json:
+        if args.stream and args.json:
+            # One JSON object per line, per event: the plan, each text delta, the result.
+            for event in client.ask_stream(args.text, **kwargs):
+                print(json.dumps(to_dict(event), ensure_ascii=False), flush=True)
+            return 0
+        if args.stream:
             result = None
             for event in client.ask_stream(args.text, **kwargs):
                 kind = event.WhichOneof("event")
@@ -108,32 +113,16 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         feedback_id = client.feedback(
             args.request_id, args.correct, args.severity, args.needs_reasoning, args.comment or ""
         )
-    print(f"feedback {feedback_id} recorded for request {args.request_id}")
+    if args.json:
+        dump_json({"feedback_id": feedback_id, "request_id": args.request_id})
+    else:
+        print(f"feedback {feedback_id} recorded for request {args.request_id}")
     return 0
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        from ponderd.server import run, settings_from_args
-        from ponderd.settings import SettingsError
-    except ImportError:
-        print("ponder: serve needs the daemon package: pip install ponder (this is the client only)", file=sys.stderr)
-        return 2
-    try:
-        settings = settings_from_args(args)
-    except SettingsError as exc:
-        print(f"ponder: {exc}", file=sys.stderr)
-        return 2
-    return run(settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ponder", description=__doc__.splitlines()[0].split(": ", 1)[1])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    p = sub.add_parser("serve", help="run the daemon in the foreground", description="Run the daemon in the foreground.")
-    add_serve_arguments(p)
-    p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("ask", help="ask a question; print the answer, assessment, plan and cost",
                        description="Ask a question; print the answer, the assessment, the plan and what it cost.")
@@ -141,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     _hint_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="fixed sampling seed (0: random)")
     p.add_argument("--explain", action="store_true", help="show why the query got its assessment")
-    p.add_argument("--stream", action="store_true", help="print the answer as it is produced")
+    p.add_argument("--stream", action="store_true", help="print the answer as it is produced (with --json: one JSON object per event, per line)")
     p.add_argument("--check", type=_check_spec, metavar="JSON",
                    help='verify the answer, e.g. \'{"number": 42}\' (also regex, choice, any_of); teaches the daemon what its levels buy')
     _connection_arguments(p)
@@ -170,31 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
     nr.add_argument("--needs-reasoning", dest="needs_reasoning", action="store_true", default=None, help="it truly needed reasoning")
     nr.add_argument("--no-reasoning", dest="needs_reasoning", action="store_false", help="it truly did not need reasoning")
     p.add_argument("--comment", help="free text for the admins")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     _connection_arguments(p)
     p.set_defaults(handler=cmd_feedback)
 
     cli_admin.add_commands(sub, _connection_arguments)
-    cli_local.add_commands(sub, _connection_arguments)
+    plugins.add_commands(sub, _connection_arguments)
     return parser
 
 
-def add_serve_arguments(p: argparse.ArgumentParser) -> None:
-    """The daemon's flags, shared by `ponder serve` and `ponderd`."""
-    p.add_argument("--config", help="TOML config file (or PONDER_CONFIG)")
-    p.add_argument("--listen", help="HOST:PORT or unix:///PATH, or several, comma-separated (or PONDER_LISTEN; default 127.0.0.1:50051)")
-    p.add_argument("--state-dir", help="database and credentials directory (or PONDER_STATE_DIR)")
-    p.add_argument("--policy-file", help="policy TOML (or PONDER_POLICY_FILE; default policies/default.toml)")
-    p.add_argument("--log-level", help="debug, info, warning or error (or PONDER_LOG_LEVEL)")
-    p.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON objects (or PONDER_LOG_FORMAT)")
-    p.add_argument("--tls-cert", help="server certificate chain, PEM (or PONDER_TLS_CERT; with --tls-key: TLS on)")
-    p.add_argument("--tls-key", help="the server certificate's private key (or PONDER_TLS_KEY)")
-    p.add_argument("--tls-client-ca", help="require client certificates this CA signed: mutual TLS (or PONDER_TLS_CLIENT_CA)")
-    p.add_argument("--metrics-listen", help='Prometheus metrics HOST:PORT, "" for none (or PONDER_METRICS_LISTEN; default 127.0.0.1:9464)')
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    return run_handler(build_parser().parse_args(argv))
+
+
+def run_handler(args: argparse.Namespace) -> int:
+    """Run a parsed command: a failed call prints one line, `ponder: STATUS: message`, and exits 1."""
     try:
         return args.handler(args)
     except PonderError as exc:

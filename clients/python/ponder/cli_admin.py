@@ -3,32 +3,35 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
+import sys
 from typing import Any, Callable
 
 from .cli_connect import tls_options
 from .cli_format import SEVERITY, assessment_line, dump_json, to_dict
-from .cli_time import parse_since
 from .client import AdminClient
+from .dates import when_argument
 
 
 def _admin(args: argparse.Namespace) -> AdminClient:
     return AdminClient(args.address, args.token, timeout=args.timeout, **tls_options(args))
 
 
-def _when(text: str | None, flag: str) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return parse_since(text)
-    except ValueError as exc:
-        raise SystemExit(f"ponder: {flag}: {exc}") from None
+TENANT_HEADER = f"{'TENANT':<20} {'REMAINING':>12}   {'BUDGET':<12} {'CURRENCY':<8} {'WINDOW':<6} STATE"
 
 
 def _tenant_line(t: Any) -> str:
     b = t.balance
-    state = "" if t.enabled else "  DISABLED"
-    return f"{t.name:<20} {b.remaining:>12.4f} / {b.budget:<12.4f} {b.currency} per {b.window}{state}"
+    state = "enabled" if t.enabled else "DISABLED"
+    return f"{t.name:<20} {b.remaining:>12.4f} / {b.budget:<12.4f} {b.currency:<8} {b.window:<6} {state}"
+
+
+def _tenant_reply(args: argparse.Namespace, tenant: Any) -> int:
+    if args.json:
+        dump_json(tenant)
+    else:
+        print(TENANT_HEADER)
+        print(_tenant_line(tenant))
+    return 0
 
 
 def tenant_create(args: argparse.Namespace) -> int:
@@ -37,8 +40,10 @@ def tenant_create(args: argparse.Namespace) -> int:
     if args.json:
         dump_json(r)
     else:
+        print(TENANT_HEADER)
         print(_tenant_line(r.tenant))
-        print(f"token (shown once; store it now): {r.token}")
+        print(f"key {r.key_id}; its token is on the next line, shown once: store it now", file=sys.stderr)
+        print(r.token)
     return 0
 
 
@@ -48,6 +53,7 @@ def tenant_list(args: argparse.Namespace) -> int:
     if args.json:
         dump_json([to_dict(t) for t in tenants])
     else:
+        print(TENANT_HEADER)
         for t in tenants:
             print(_tenant_line(t))
     return 0
@@ -55,27 +61,33 @@ def tenant_list(args: argparse.Namespace) -> int:
 
 def tenant_enable(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
-        print(_tenant_line(admin.set_enabled(args.name, args.enabled)))
-    return 0
+        return _tenant_reply(args, admin.set_enabled(args.name, args.enabled))
 
 
 def budget_set(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
-        print(_tenant_line(admin.set_budget(args.name, args.amount, args.window or "")))
-    return 0
+        return _tenant_reply(args, admin.set_budget(args.name, args.amount, args.window or ""))
 
 
 def key_issue(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         r = admin.issue_key(args.tenant or "", "admin" if args.admin else "tenant", args.label or "")
-    print(f"key {r.key_id}; token (shown once): {r.token}")
+    if args.json:
+        dump_json(r)
+        return 0
+    # The token alone on stdout (`TOKEN=$(ponder admin key issue …)`); the note on stderr.
+    print(f"key {r.key_id}; its token is on the next line, shown once: store it now", file=sys.stderr)
+    print(r.token)
     return 0
 
 
 def key_revoke(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         admin.revoke_key(args.key_id)
-    print(f"revoked {args.key_id}")
+    if args.json:
+        dump_json({"key_id": args.key_id, "revoked": True})
+    else:
+        print(f"revoked {args.key_id}")
     return 0
 
 
@@ -85,6 +97,7 @@ def key_list(args: argparse.Namespace) -> int:
     if args.json:
         dump_json([to_dict(k) for k in keys])
         return 0
+    print(f"{'KEY':<12}  {'SCOPE':<6} {'TENANT':<20} {'STATE':<8} LABEL")
     for k in keys:
         state = "revoked" if k.revoked else "active"
         print(f"{k.key_id}  {k.scope:<6} {k.tenant or '-':<20} {state:<8} {k.label}")
@@ -93,7 +106,7 @@ def key_list(args: argparse.Namespace) -> int:
 
 def spend(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
-        r = admin.spend(args.tenant or "", _when(args.since, "--since"), _when(args.until, "--until"), args.records)
+        r = admin.spend(args.tenant or "", args.since, args.until, args.records)
     if args.json:
         dump_json(r)
         return 0
@@ -115,6 +128,9 @@ def spend(args: argparse.Namespace) -> int:
 def policy_reload(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         r = admin.reload_policy()
+    if args.json:
+        dump_json(r)
+        return 0
     print(f"policy {r.policy_version} from {r.path} in force; risk model {r.model_version}")
     return 0
 
@@ -135,7 +151,11 @@ def explain(args: argparse.Namespace) -> int:
 
 def job_run(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
-        print(admin.run_job(args.name))
+        summary = admin.run_job(args.name)
+    if args.json:
+        dump_json({"job": args.name, "summary": summary})
+    else:
+        print(summary)
     return 0
 
 
@@ -162,7 +182,12 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     def command(group: Any, name: str, handler: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         p = group.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
         connection(p)
-        p.add_argument("--timeout", type=float, default=None, help="seconds to wait for the daemon")
+        # The shared connection flags name the tenant key's variable; an admin command reads another.
+        for action in p._actions:
+            if action.dest == "token":
+                action.help = "admin API key (or PONDER_ADMIN_TOKEN; default: the local admin.token)"
+        p.add_argument("--timeout", type=float, default=None, help="seconds to wait for the daemon (default: per command)")
+        p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(handler=handler)
         return p
 
@@ -172,9 +197,7 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     p.add_argument("name")
     p.add_argument("--budget", type=float, required=True, help="credits per window")
     p.add_argument("--window", choices=["day", "week", "month"], default="day", help="budget window (default day)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
     p = command(t, "list", tenant_list, "list tenants and their balances")
-    p.add_argument("--json", action="store_true", help="print JSON")
     p = command(t, "disable", tenant_enable, "refuse every key of a tenant")
     p.add_argument("name")
     p.set_defaults(enabled=False)
@@ -199,14 +222,12 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     p.add_argument("key_id")
     p = command(k, "list", key_list, "list keys (never their secrets)")
     p.add_argument("--tenant", help="only this tenant's keys")
-    p.add_argument("--json", action="store_true", help="print JSON")
 
     p = command(groups, "spend", spend, "spend by tenant over a period")
     p.add_argument("--tenant", help="one tenant (default: all)")
-    p.add_argument("--since", help="7d, 24h, yesterday or an ISO time (default: start of the window or of today)")
-    p.add_argument("--until", help="the same forms as --since (default: now)")
+    p.add_argument("--since", type=when_argument, help="ISO time, or 7d, 12h, today, yesterday (UTC; default: start of the window)")
+    p.add_argument("--until", type=when_argument, help="ISO time, or 1d, today, now (UTC; default: now)")
     p.add_argument("--records", type=int, default=0, help="also list up to N spend records")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
 
     policy = groups.add_parser("policy", help="reload the policy file", description="Policy.")
     pol = policy.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -215,7 +236,6 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     p = command(groups, "explain", explain, "show how the daemon assesses a text, and why")
     p.add_argument("text")
     p.add_argument("--tenant", help="apply this tenant's override rules too")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
 
     job = groups.add_parser("job", help="run a scheduled job now", description="Scheduled jobs.")
     j = job.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -225,4 +245,3 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     risk = groups.add_parser("risk", help="the risk model in service", description="The risk model in service.")
     r = risk.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = command(r, "status", risk_status, "show the model in service and the retrain log")
-    p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -60,6 +60,12 @@ class SetTenantEnabledRequest(_message.Message):
     enabled: bool
     def __init__(self, name: _Optional[str] = ..., enabled: _Optional[bool] = ...) -> None: ...
 
+class SetTenantEnabledResponse(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: Tenant
+    def __init__(self, tenant: _Optional[_Union[Tenant, _Mapping]] = ...) -> None: ...
+
 class SetBudgetRequest(_message.Message):
     __slots__ = ("name", "budget", "window")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +75,12 @@ class SetBudgetRequest(_message.Message):
     budget: float
     window: str
     def __init__(self, name: _Optional[str] = ..., budget: _Optional[float] = ..., window: _Optional[str] = ...) -> None: ...
+
+class SetBudgetResponse(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: Tenant
+    def __init__(self, tenant: _Optional[_Union[Tenant, _Mapping]] = ...) -> None: ...
 
 class IssueKeyRequest(_message.Message):
     __slots__ = ("tenant", "scope", "label")
@@ -238,6 +250,12 @@ class ExplainRequest(_message.Message):
     text: str
     tenant: str
     def __init__(self, text: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("assessment",)
+    ASSESSMENT_FIELD_NUMBER: _ClassVar[int]
+    assessment: _ponder_pb2.Assessment
+    def __init__(self, assessment: _Optional[_Union[_ponder_pb2.Assessment, _Mapping]] = ...) -> None: ...
 
 class RunJobRequest(_message.Message):
     __slots__ = ("name",)

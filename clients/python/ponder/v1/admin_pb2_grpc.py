@@ -4,7 +4,6 @@ import grpc
 import warnings
 
 from ponder.v1 import admin_pb2 as ponder_dot_v1_dot_admin__pb2
-from ponder.v1 import ponder_pb2 as ponder_dot_v1_dot_ponder__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -26,8 +25,10 @@ if _version_not_supported:
     )
 
 
-class AdminStub:
-    """Missing associated documentation comment in .proto file."""
+class AdminServiceStub:
+    """Administers the daemon; each call is written to the audit log with the
+    acting key's id.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -36,78 +37,82 @@ class AdminStub:
             channel: A grpc.Channel.
         """
         self.CreateTenant = channel.unary_unary(
-                '/ponder.v1.Admin/CreateTenant',
+                '/ponder.v1.AdminService/CreateTenant',
                 request_serializer=ponder_dot_v1_dot_admin__pb2.CreateTenantRequest.SerializeToString,
                 response_deserializer=ponder_dot_v1_dot_admin__pb2.CreateTenantResponse.FromString,
                 _registered_method=True)
         self.ListTenants = channel.unary_unary(
-                '/ponder.v1.Admin/ListTenants',
+                '/ponder.v1.AdminService/ListTenants',
                 request_serializer=ponder_dot_v1_dot_admin__pb2.ListTenantsRequest.SerializeToString,
                 response_deserializer=ponder_dot_v1_dot_admin__pb2.ListTenantsResponse.FromString,
                 _registered_method=True)
         self.SetTenantEnabled = channel.unary_unary(
-                '/ponder.v1.Admin/SetTenantEnabled',
+                '/ponder.v1.AdminService/SetTenantEnabled',
                 request_serializer=ponder_dot_v1_dot_admin__pb2.SetTenantEnabledRequest.SerializeToString,
-                response_deserializer=ponder_dot_v1_dot_admin__pb2.Tenant.FromString,
+                response_deserializer=ponder_dot_v1_dot_admin__pb2.SetTenantEnabledResponse.FromString,
                 _registered_method=True)
         self.SetBudget = channel.unary_unary(
-                '/ponder.v1.Admin/SetBudget',
+                '/ponder.v1.AdminService/SetBudget',
                 request_serializer=ponder_dot_v1_dot_admin__pb2.SetBudgetRequest.SerializeToString,
-                response_deserializer=ponder_dot_v1_dot_admin__pb2.Tenant.FromString,
+                response_deserializer=ponder_dot_v1_dot_admin__pb2.SetBudgetResponse.FromString,
                 _registered_method=True)
         self.IssueKey = channel.unary_unary(
-                '/ponder.v1.Admin/IssueKey',
+                '/ponder.v1.AdminService/IssueKey',
                 request_serializer=ponder_dot_v1_dot_admin__pb2.IssueKeyRequest.SerializeToString,
                 response_deserializer=ponder_dot_v1_dot_admin__pb2.IssueKeyResponse.FromString,
                 _registered_method=True)
         self.RevokeKey = channel.unary_unary(
-                '/ponder.v1.Admin/RevokeKey',
+                '/ponder.v1.AdminService/RevokeKey',
                 request_serializer=ponder_dot_v1_dot_admin__pb2.RevokeKeyRequest.SerializeToString,
                 response_deserializer=ponder_dot_v1_dot_admin__pb2.RevokeKeyResponse.FromString,
                 _registered_method=True)
         self.ListKeys = channel.unary_unary(
-                '/ponder.v1.Admin/ListKeys',
+                '/ponder.v1.AdminService/ListKeys',
                 request_serializer=ponder_dot_v1_dot_admin__pb2.ListKeysRequest.SerializeToString,
                 response_deserializer=ponder_dot_v1_dot_admin__pb2.ListKeysResponse.FromString,
                 _registered_method=True)
         self.SpendReport = channel.unary_unary(
-                '/ponder.v1.Admin/SpendReport',
+                '/ponder.v1.AdminService/SpendReport',
                 request_serializer=ponder_dot_v1_dot_admin__pb2.SpendReportRequest.SerializeToString,
                 response_deserializer=ponder_dot_v1_dot_admin__pb2.SpendReportResponse.FromString,
                 _registered_method=True)
         self.ReloadPolicy = channel.unary_unary(
-                '/ponder.v1.Admin/ReloadPolicy',
+                '/ponder.v1.AdminService/ReloadPolicy',
                 request_serializer=ponder_dot_v1_dot_admin__pb2.ReloadPolicyRequest.SerializeToString,
                 response_deserializer=ponder_dot_v1_dot_admin__pb2.ReloadPolicyResponse.FromString,
                 _registered_method=True)
         self.Explain = channel.unary_unary(
-                '/ponder.v1.Admin/Explain',
+                '/ponder.v1.AdminService/Explain',
                 request_serializer=ponder_dot_v1_dot_admin__pb2.ExplainRequest.SerializeToString,
-                response_deserializer=ponder_dot_v1_dot_ponder__pb2.Assessment.FromString,
+                response_deserializer=ponder_dot_v1_dot_admin__pb2.ExplainResponse.FromString,
                 _registered_method=True)
         self.RunJob = channel.unary_unary(
-                '/ponder.v1.Admin/RunJob',
+                '/ponder.v1.AdminService/RunJob',
                 request_serializer=ponder_dot_v1_dot_admin__pb2.RunJobRequest.SerializeToString,
                 response_deserializer=ponder_dot_v1_dot_admin__pb2.RunJobResponse.FromString,
                 _registered_method=True)
         self.RiskStatus = channel.unary_unary(
-                '/ponder.v1.Admin/RiskStatus',
+                '/ponder.v1.AdminService/RiskStatus',
                 request_serializer=ponder_dot_v1_dot_admin__pb2.RiskStatusRequest.SerializeToString,
                 response_deserializer=ponder_dot_v1_dot_admin__pb2.RiskStatusResponse.FromString,
                 _registered_method=True)
 
 
-class AdminServicer:
-    """Missing associated documentation comment in .proto file."""
+class AdminServiceServicer:
+    """Administers the daemon; each call is written to the audit log with the
+    acting key's id.
+    """
 
     def CreateTenant(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Create a tenant with a budget, and its first key.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListTenants(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Every tenant with its balance.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -120,25 +125,29 @@ class AdminServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetBudget(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Change a tenant's budget (and optionally its window) from now on.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def IssueKey(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Issue a key for a tenant, or an admin key.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RevokeKey(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Revoke a key; calls with it are refused from then on.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListKeys(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Keys (never their secrets), optionally of one tenant.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -181,7 +190,7 @@ class AdminServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_AdminServicer_to_server(servicer, server):
+def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'CreateTenant': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateTenant,
@@ -196,12 +205,12 @@ def add_AdminServicer_to_server(servicer, server):
             'SetTenantEnabled': grpc.unary_unary_rpc_method_handler(
                     servicer.SetTenantEnabled,
                     request_deserializer=ponder_dot_v1_dot_admin__pb2.SetTenantEnabledRequest.FromString,
-                    response_serializer=ponder_dot_v1_dot_admin__pb2.Tenant.SerializeToString,
+                    response_serializer=ponder_dot_v1_dot_admin__pb2.SetTenantEnabledResponse.SerializeToString,
             ),
             'SetBudget': grpc.unary_unary_rpc_method_handler(
                     servicer.SetBudget,
                     request_deserializer=ponder_dot_v1_dot_admin__pb2.SetBudgetRequest.FromString,
-                    response_serializer=ponder_dot_v1_dot_admin__pb2.Tenant.SerializeToString,
+                    response_serializer=ponder_dot_v1_dot_admin__pb2.SetBudgetResponse.SerializeToString,
             ),
             'IssueKey': grpc.unary_unary_rpc_method_handler(
                     servicer.IssueKey,
@@ -231,7 +240,7 @@ def add_AdminServicer_to_server(servicer, server):
             'Explain': grpc.unary_unary_rpc_method_handler(
                     servicer.Explain,
                     request_deserializer=ponder_dot_v1_dot_admin__pb2.ExplainRequest.FromString,
-                    response_serializer=ponder_dot_v1_dot_ponder__pb2.Assessment.SerializeToString,
+                    response_serializer=ponder_dot_v1_dot_admin__pb2.ExplainResponse.SerializeToString,
             ),
             'RunJob': grpc.unary_unary_rpc_method_handler(
                     servicer.RunJob,
@@ -245,14 +254,16 @@ def add_AdminServicer_to_server(servicer, server):
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'ponder.v1.Admin', rpc_method_handlers)
+            'ponder.v1.AdminService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('ponder.v1.Admin', rpc_method_handlers)
+    server.add_registered_method_handlers('ponder.v1.AdminService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class Admin:
-    """Missing associated documentation comment in .proto file."""
+class AdminService:
+    """Administers the daemon; each call is written to the audit log with the
+    acting key's id.
+    """
 
     @staticmethod
     def CreateTenant(request,
@@ -268,7 +279,7 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ponder.v1.Admin/CreateTenant',
+            '/ponder.v1.AdminService/CreateTenant',
             ponder_dot_v1_dot_admin__pb2.CreateTenantRequest.SerializeToString,
             ponder_dot_v1_dot_admin__pb2.CreateTenantResponse.FromString,
             options,
@@ -295,7 +306,7 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ponder.v1.Admin/ListTenants',
+            '/ponder.v1.AdminService/ListTenants',
             ponder_dot_v1_dot_admin__pb2.ListTenantsRequest.SerializeToString,
             ponder_dot_v1_dot_admin__pb2.ListTenantsResponse.FromString,
             options,
@@ -322,9 +333,9 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ponder.v1.Admin/SetTenantEnabled',
+            '/ponder.v1.AdminService/SetTenantEnabled',
             ponder_dot_v1_dot_admin__pb2.SetTenantEnabledRequest.SerializeToString,
-            ponder_dot_v1_dot_admin__pb2.Tenant.FromString,
+            ponder_dot_v1_dot_admin__pb2.SetTenantEnabledResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -349,9 +360,9 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ponder.v1.Admin/SetBudget',
+            '/ponder.v1.AdminService/SetBudget',
             ponder_dot_v1_dot_admin__pb2.SetBudgetRequest.SerializeToString,
-            ponder_dot_v1_dot_admin__pb2.Tenant.FromString,
+            ponder_dot_v1_dot_admin__pb2.SetBudgetResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -376,7 +387,7 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ponder.v1.Admin/IssueKey',
+            '/ponder.v1.AdminService/IssueKey',
             ponder_dot_v1_dot_admin__pb2.IssueKeyRequest.SerializeToString,
             ponder_dot_v1_dot_admin__pb2.IssueKeyResponse.FromString,
             options,
@@ -403,7 +414,7 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ponder.v1.Admin/RevokeKey',
+            '/ponder.v1.AdminService/RevokeKey',
             ponder_dot_v1_dot_admin__pb2.RevokeKeyRequest.SerializeToString,
             ponder_dot_v1_dot_admin__pb2.RevokeKeyResponse.FromString,
             options,
@@ -430,7 +441,7 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ponder.v1.Admin/ListKeys',
+            '/ponder.v1.AdminService/ListKeys',
             ponder_dot_v1_dot_admin__pb2.ListKeysRequest.SerializeToString,
             ponder_dot_v1_dot_admin__pb2.ListKeysResponse.FromString,
             options,
@@ -457,7 +468,7 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ponder.v1.Admin/SpendReport',
+            '/ponder.v1.AdminService/SpendReport',
             ponder_dot_v1_dot_admin__pb2.SpendReportRequest.SerializeToString,
             ponder_dot_v1_dot_admin__pb2.SpendReportResponse.FromString,
             options,
@@ -484,7 +495,7 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ponder.v1.Admin/ReloadPolicy',
+            '/ponder.v1.AdminService/ReloadPolicy',
             ponder_dot_v1_dot_admin__pb2.ReloadPolicyRequest.SerializeToString,
             ponder_dot_v1_dot_admin__pb2.ReloadPolicyResponse.FromString,
             options,
@@ -511,9 +522,9 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ponder.v1.Admin/Explain',
+            '/ponder.v1.AdminService/Explain',
             ponder_dot_v1_dot_admin__pb2.ExplainRequest.SerializeToString,
-            ponder_dot_v1_dot_ponder__pb2.Assessment.FromString,
+            ponder_dot_v1_dot_admin__pb2.ExplainResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -538,7 +549,7 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ponder.v1.Admin/RunJob',
+            '/ponder.v1.AdminService/RunJob',
             ponder_dot_v1_dot_admin__pb2.RunJobRequest.SerializeToString,
             ponder_dot_v1_dot_admin__pb2.RunJobResponse.FromString,
             options,
@@ -565,7 +576,7 @@ class Admin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ponder.v1.Admin/RiskStatus',
+            '/ponder.v1.AdminService/RiskStatus',
             ponder_dot_v1_dot_admin__pb2.RiskStatusRequest.SerializeToString,
             ponder_dot_v1_dot_admin__pb2.RiskStatusResponse.FromString,
             options,

@@ -65,6 +65,34 @@ class Check(_message.Message):
     any_of: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, number: _Optional[float] = ..., regex: _Optional[str] = ..., choice: _Optional[str] = ..., any_of: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class AskStreamRequest(_message.Message):
+    __slots__ = ("prompt", "system", "hints", "seed", "explain")
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_FIELD_NUMBER: _ClassVar[int]
+    HINTS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    prompt: str
+    system: str
+    hints: Hints
+    seed: int
+    explain: bool
+    def __init__(self, prompt: _Optional[str] = ..., system: _Optional[str] = ..., hints: _Optional[_Union[Hints, _Mapping]] = ..., seed: _Optional[int] = ..., explain: _Optional[bool] = ...) -> None: ...
+
+class QuoteRequest(_message.Message):
+    __slots__ = ("prompt", "system", "hints", "seed", "explain")
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_FIELD_NUMBER: _ClassVar[int]
+    HINTS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    prompt: str
+    system: str
+    hints: Hints
+    seed: int
+    explain: bool
+    def __init__(self, prompt: _Optional[str] = ..., system: _Optional[str] = ..., hints: _Optional[_Union[Hints, _Mapping]] = ..., seed: _Optional[int] = ..., explain: _Optional[bool] = ...) -> None: ...
+
 class Contribution(_message.Message):
     __slots__ = ("axis", "feature", "weight")
     AXIS_FIELD_NUMBER: _ClassVar[int]
@@ -236,7 +264,7 @@ class TextDelta(_message.Message):
     text: str
     def __init__(self, sample: _Optional[int] = ..., phase: _Optional[_Union[TextDelta.Phase, str]] = ..., text: _Optional[str] = ...) -> None: ...
 
-class AskEvent(_message.Message):
+class AskStreamResponse(_message.Message):
     __slots__ = ("plan", "delta", "result", "request_id")
     PLAN_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
@@ -251,6 +279,12 @@ class AskEvent(_message.Message):
 class GetBalanceRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class GetBalanceResponse(_message.Message):
+    __slots__ = ("balance",)
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    balance: Balance
+    def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ...) -> None: ...
 
 class Balance(_message.Message):
     __slots__ = ("tenant", "budget", "spent", "reserved", "remaining", "window", "window_start", "window_end", "currency")

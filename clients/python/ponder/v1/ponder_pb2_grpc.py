@@ -25,8 +25,9 @@ if _version_not_supported:
     )
 
 
-class PonderStub:
-    """Missing associated documentation comment in .proto file."""
+class PonderServiceStub:
+    """The service a tenant calls with its own key: ask, quote, balance, feedback.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -35,34 +36,35 @@ class PonderStub:
             channel: A grpc.Channel.
         """
         self.Ask = channel.unary_unary(
-                '/ponder.v1.Ponder/Ask',
+                '/ponder.v1.PonderService/Ask',
                 request_serializer=ponder_dot_v1_dot_ponder__pb2.AskRequest.SerializeToString,
                 response_deserializer=ponder_dot_v1_dot_ponder__pb2.AskResponse.FromString,
                 _registered_method=True)
         self.AskStream = channel.unary_stream(
-                '/ponder.v1.Ponder/AskStream',
-                request_serializer=ponder_dot_v1_dot_ponder__pb2.AskRequest.SerializeToString,
-                response_deserializer=ponder_dot_v1_dot_ponder__pb2.AskEvent.FromString,
+                '/ponder.v1.PonderService/AskStream',
+                request_serializer=ponder_dot_v1_dot_ponder__pb2.AskStreamRequest.SerializeToString,
+                response_deserializer=ponder_dot_v1_dot_ponder__pb2.AskStreamResponse.FromString,
                 _registered_method=True)
         self.Quote = channel.unary_unary(
-                '/ponder.v1.Ponder/Quote',
-                request_serializer=ponder_dot_v1_dot_ponder__pb2.AskRequest.SerializeToString,
+                '/ponder.v1.PonderService/Quote',
+                request_serializer=ponder_dot_v1_dot_ponder__pb2.QuoteRequest.SerializeToString,
                 response_deserializer=ponder_dot_v1_dot_ponder__pb2.QuoteResponse.FromString,
                 _registered_method=True)
         self.GetBalance = channel.unary_unary(
-                '/ponder.v1.Ponder/GetBalance',
+                '/ponder.v1.PonderService/GetBalance',
                 request_serializer=ponder_dot_v1_dot_ponder__pb2.GetBalanceRequest.SerializeToString,
-                response_deserializer=ponder_dot_v1_dot_ponder__pb2.Balance.FromString,
+                response_deserializer=ponder_dot_v1_dot_ponder__pb2.GetBalanceResponse.FromString,
                 _registered_method=True)
         self.Feedback = channel.unary_unary(
-                '/ponder.v1.Ponder/Feedback',
+                '/ponder.v1.PonderService/Feedback',
                 request_serializer=ponder_dot_v1_dot_ponder__pb2.FeedbackRequest.SerializeToString,
                 response_deserializer=ponder_dot_v1_dot_ponder__pb2.FeedbackResponse.FromString,
                 _registered_method=True)
 
 
-class PonderServicer:
-    """Missing associated documentation comment in .proto file."""
+class PonderServiceServicer:
+    """The service a tenant calls with its own key: ask, quote, balance, feedback.
+    """
 
     def Ask(self, request, context):
         """Assess, plan, reserve, generate, vote, settle; returns the voted answer.
@@ -101,7 +103,7 @@ class PonderServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_PonderServicer_to_server(servicer, server):
+def add_PonderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Ask': grpc.unary_unary_rpc_method_handler(
                     servicer.Ask,
@@ -110,18 +112,18 @@ def add_PonderServicer_to_server(servicer, server):
             ),
             'AskStream': grpc.unary_stream_rpc_method_handler(
                     servicer.AskStream,
-                    request_deserializer=ponder_dot_v1_dot_ponder__pb2.AskRequest.FromString,
-                    response_serializer=ponder_dot_v1_dot_ponder__pb2.AskEvent.SerializeToString,
+                    request_deserializer=ponder_dot_v1_dot_ponder__pb2.AskStreamRequest.FromString,
+                    response_serializer=ponder_dot_v1_dot_ponder__pb2.AskStreamResponse.SerializeToString,
             ),
             'Quote': grpc.unary_unary_rpc_method_handler(
                     servicer.Quote,
-                    request_deserializer=ponder_dot_v1_dot_ponder__pb2.AskRequest.FromString,
+                    request_deserializer=ponder_dot_v1_dot_ponder__pb2.QuoteRequest.FromString,
                     response_serializer=ponder_dot_v1_dot_ponder__pb2.QuoteResponse.SerializeToString,
             ),
             'GetBalance': grpc.unary_unary_rpc_method_handler(
                     servicer.GetBalance,
                     request_deserializer=ponder_dot_v1_dot_ponder__pb2.GetBalanceRequest.FromString,
-                    response_serializer=ponder_dot_v1_dot_ponder__pb2.Balance.SerializeToString,
+                    response_serializer=ponder_dot_v1_dot_ponder__pb2.GetBalanceResponse.SerializeToString,
             ),
             'Feedback': grpc.unary_unary_rpc_method_handler(
                     servicer.Feedback,
@@ -130,14 +132,15 @@ def add_PonderServicer_to_server(servicer, server):
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'ponder.v1.Ponder', rpc_method_handlers)
+            'ponder.v1.PonderService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('ponder.v1.Ponder', rpc_method_handlers)
+    server.add_registered_method_handlers('ponder.v1.PonderService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class Ponder:
-    """Missing associated documentation comment in .proto file."""
+class PonderService:
+    """The service a tenant calls with its own key: ask, quote, balance, feedback.
+    """
 
     @staticmethod
     def Ask(request,
@@ -153,7 +156,7 @@ class Ponder:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ponder.v1.Ponder/Ask',
+            '/ponder.v1.PonderService/Ask',
             ponder_dot_v1_dot_ponder__pb2.AskRequest.SerializeToString,
             ponder_dot_v1_dot_ponder__pb2.AskResponse.FromString,
             options,
@@ -180,9 +183,9 @@ class Ponder:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/ponder.v1.Ponder/AskStream',
-            ponder_dot_v1_dot_ponder__pb2.AskRequest.SerializeToString,
-            ponder_dot_v1_dot_ponder__pb2.AskEvent.FromString,
+            '/ponder.v1.PonderService/AskStream',
+            ponder_dot_v1_dot_ponder__pb2.AskStreamRequest.SerializeToString,
+            ponder_dot_v1_dot_ponder__pb2.AskStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -207,8 +210,8 @@ class Ponder:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ponder.v1.Ponder/Quote',
-            ponder_dot_v1_dot_ponder__pb2.AskRequest.SerializeToString,
+            '/ponder.v1.PonderService/Quote',
+            ponder_dot_v1_dot_ponder__pb2.QuoteRequest.SerializeToString,
             ponder_dot_v1_dot_ponder__pb2.QuoteResponse.FromString,
             options,
             channel_credentials,
@@ -234,9 +237,9 @@ class Ponder:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ponder.v1.Ponder/GetBalance',
+            '/ponder.v1.PonderService/GetBalance',
             ponder_dot_v1_dot_ponder__pb2.GetBalanceRequest.SerializeToString,
-            ponder_dot_v1_dot_ponder__pb2.Balance.FromString,
+            ponder_dot_v1_dot_ponder__pb2.GetBalanceResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -261,7 +264,7 @@ class Ponder:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ponder.v1.Ponder/Feedback',
+            '/ponder.v1.PonderService/Feedback',
             ponder_dot_v1_dot_ponder__pb2.FeedbackRequest.SerializeToString,
             ponder_dot_v1_dot_ponder__pb2.FeedbackResponse.FromString,
             options,

@@ -1,8 +1,9 @@
-"""Commands that work on local files, without a daemon: `ponder policy check`, `ponder risk …`; and the
-daemon-side commands `ponder calibrate` and `ponder policy simulate`, whose logic lives in ponderd.
+"""Daemon-side commands: `ponder policy check`, `ponder risk …` (local files), and `ponder calibrate`
+and `ponder policy simulate`, which talk to a running daemon and whose logic lives in their own modules.
 
-They import the daemon package (and scikit-learn) only when run, so the rest of
-the CLI starts fast and works with the client package alone.
+Registered into the `ponder` CLI by ponderd/cli.py (the `ponder.commands`
+plugin) and into `ponderd`. They import the engine and scikit-learn only when
+run, so the CLI starts fast.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import pathlib
 import sys
 from typing import Any, Callable
 
-from .cli_connect import tls_options
-from .cli_format import dump_json
-from .client import AdminClient
+from ponder.cli_connect import tls_options
+from ponder.cli_format import dump_json
+from ponder.client import AdminClient
 
 
 def _risk_model(args: argparse.Namespace) -> Any:
@@ -58,9 +59,14 @@ def policy_check(args: argparse.Namespace) -> int:
     try:
         policy = load_policy(pathlib.Path(args.file), models)
     except PolicyError as exc:
+        if args.json:
+            dump_json({"file": args.file, "ok": False, "problems": exc.problems})
         for problem in exc.problems:
             print(f"{exc.path}: {problem}", file=sys.stderr)
         return 1
+    if args.json:
+        dump_json({"file": args.file, "ok": True, "version": policy.version, "levels": [lvl.name for lvl in policy.levels]})
+        return 0
     levels = ", ".join(lvl.name for lvl in policy.levels)
     print(f"{args.file}: ok (version {policy.version}; levels {levels}; {len(policy.tenants)} tenant table(s); "
           f"{len(policy.overrides)} override(s))")
@@ -205,7 +211,11 @@ def risk_explain(args: argparse.Namespace) -> int:
 
 def risk_retrain(args: argparse.Namespace) -> int:
     with AdminClient(args.address, args.token, timeout=args.timeout, **tls_options(args)) as admin:
-        print(admin.run_job("retrain_risk"))
+        summary = admin.run_job("retrain_risk")
+    if args.json:
+        dump_json({"job": "retrain_risk", "summary": summary})
+    else:
+        print(summary)
     return 0
 
 
@@ -228,6 +238,7 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     p = pol.add_parser("check", help="validate a policy file without a daemon", description="Validate a policy file; print every problem.")
     p.add_argument("file")
     p.add_argument("--config", help="the daemon's config file, to check the levels' models against it (default: $PONDER_CONFIG)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (problems too)")
     p.set_defaults(handler=policy_check)
 
     p = pol.add_parser(
@@ -310,4 +321,5 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     p = r.add_parser("retrain", help="run the daemon's retraining job now", description="Run the daemon's retrain_risk job now (needs an admin key).")
     connection(p)
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=risk_retrain)

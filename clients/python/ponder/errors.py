@@ -1,0 +1,177 @@
+"""Typed errors for failed calls, decoded from the daemon's google.rpc.Status (via grpcio-status).
+
+Every class is a `PonderError` (catch that for "any failure") and carries the
+gRPC code, the daemon's message, the decoded details and the ErrorInfo reason
+(docs/errors.md lists them). Branch on the class or on `reason`, not on the
+message text.
+
+    try:
+        client.ask("...")
+    except BudgetExhausted as e:
+        print("budget renews at", e.renews_at, [v.description for v in e.violations])
+    except Unavailable as e:
+        print("retry in", e.retry_delay, "seconds")   # the client already retried per its retry policy
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Sequence
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+# The detail messages the daemon sends (the table in protos/ponder/v1/ponder.proto).
+DETAIL_TYPES = (
+    error_details_pb2.ErrorInfo,
+    error_details_pb2.QuotaFailure,
+    error_details_pb2.PreconditionFailure,
+    error_details_pb2.RetryInfo,
+)
+
+
+class PonderError(Exception):
+    """A failed call: the gRPC status code, the daemon's message, and decoded error details."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, details: Sequence[Any] = ()) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+        self.details = list(details)
+
+    def _detail(self, cls: type) -> Any:
+        return next((d for d in self.details if isinstance(d, cls)), None)
+
+    @property
+    def error_info(self) -> error_details_pb2.ErrorInfo | None:
+        return self._detail(error_details_pb2.ErrorInfo)
+
+    @property
+    def reason(self) -> str:
+        """The ErrorInfo reason (e.g. "BUDGET_EXHAUSTED"); "" when the call failed before reaching the daemon."""
+        info = self.error_info
+        return info.reason if info is not None else ""
+
+    @property
+    def quota_failure(self) -> error_details_pb2.QuotaFailure | None:
+        return self._detail(error_details_pb2.QuotaFailure)
+
+
+class InvalidArgument(PonderError):
+    """INVALID_ARGUMENT: the request is malformed; fix it (retrying will not help)."""
+
+
+class Unauthenticated(PonderError):
+    """UNAUTHENTICATED: no valid key came with the call."""
+
+
+class PermissionDenied(PonderError):
+    """PERMISSION_DENIED: the key is valid but may not do this (or the policy refuses a hint)."""
+
+
+class NotFound(PonderError):
+    """NOT_FOUND: no such tenant, key or request (for this caller)."""
+
+
+class AlreadyExists(PonderError):
+    """ALREADY_EXISTS: the name is taken."""
+
+
+class FailedPrecondition(PonderError):
+    """FAILED_PRECONDITION: the daemon's state does not allow this (e.g. an invalid policy file)."""
+
+    @property
+    def violations(self) -> list[error_details_pb2.PreconditionFailure.Violation]:
+        failure = self._detail(error_details_pb2.PreconditionFailure)
+        return list(failure.violations) if failure is not None else []
+
+
+class BudgetExhausted(PonderError):
+    """RESOURCE_EXHAUSTED: even the cheapest allowed plan costs more than the tenant has left."""
+
+    @property
+    def violations(self) -> list[error_details_pb2.QuotaFailure.Violation]:
+        quota = self.quota_failure
+        return list(quota.violations) if quota is not None else []
+
+    def _meta(self, key: str) -> str | None:
+        info = self.error_info
+        return info.metadata.get(key) if info is not None else None
+
+    @property
+    def renews_at(self) -> datetime | None:
+        """When the tenant's budget window ends and the budget renews."""
+        end = self._meta("window_end")
+        return datetime.fromisoformat(end) if end else None
+
+    @property
+    def needed(self) -> float | None:
+        """The cheapest plan's worst-case cost, in credits."""
+        micros = self._meta("needed_micros")
+        return int(micros) / 1e6 if micros else None
+
+    @property
+    def remaining(self) -> float | None:
+        """What the tenant had left, in credits."""
+        micros = self._meta("remaining_micros")
+        return int(micros) / 1e6 if micros else None
+
+
+class Unavailable(PonderError):
+    """UNAVAILABLE: the daemon cannot take the call now (draining, overloaded, unreachable); retry later."""
+
+    @property
+    def retry_delay(self) -> float | None:
+        """Seconds the daemon asked callers to wait (RetryInfo); None when it sent none (e.g. unreachable)."""
+        info = self._detail(error_details_pb2.RetryInfo)
+        return info.retry_delay.ToTimedelta().total_seconds() if info is not None else None
+
+
+class DeadlineExceeded(PonderError):
+    """DEADLINE_EXCEEDED: the call's timeout passed; the daemon stopped the request and charged what ran."""
+
+
+class Cancelled(PonderError):
+    """CANCELLED: the request was stopped."""
+
+
+class Internal(PonderError):
+    """INTERNAL (or UNKNOWN): the daemon failed; its log has the details."""
+
+
+BY_CODE: dict[grpc.StatusCode, type[PonderError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: BudgetExhausted,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.CANCELLED: Cancelled,
+    grpc.StatusCode.INTERNAL: Internal,
+    grpc.StatusCode.UNKNOWN: Internal,
+}
+
+
+def error(code: grpc.StatusCode, message: str, details: Sequence[Any] = ()) -> PonderError:
+    """The typed error for a status code."""
+    return BY_CODE.get(code, PonderError)(code, message, details)
+
+
+def from_rpc_error(err: grpc.RpcError) -> PonderError:
+    """Decode a failed call (sync or asyncio) into its typed error, with the status details unpacked."""
+    details: list[Any] = []
+    try:
+        status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    except ValueError:  # code or message disagree with the trailer: trust the call, drop the details
+        status = None
+    for packed in status.details if status is not None else ():
+        for cls in DETAIL_TYPES:
+            if packed.Is(cls.DESCRIPTOR):
+                message = cls()
+                packed.Unpack(message)
+                details.append(message)
+    return error(err.code(), err.details() or "", details)  # type: ignore[attr-defined]
