@@ -50,9 +50,9 @@ def hints(msg: ponder_pb2.Hints) -> Hints:
     )
 
 
-def check(msg: ponder_pb2.AskRequest) -> Check | None:
-    """The request's Check as a checker, None when it sent none; a malformed one is INVALID_ARGUMENT."""
-    if not msg.HasField("check"):
+def check(msg: Any) -> Check | None:
+    """The request's Check as a checker, None when it sent none (a QuoteRequest has none); malformed: INVALID_ARGUMENT."""
+    if "check" not in msg.DESCRIPTOR.fields_by_name or not msg.HasField("check"):
         return None
     c = msg.check
     spec: dict[str, Any] = {}

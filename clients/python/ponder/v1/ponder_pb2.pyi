@@ -66,18 +66,20 @@ class Check(_message.Message):
     def __init__(self, number: _Optional[float] = ..., regex: _Optional[str] = ..., choice: _Optional[str] = ..., any_of: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AskStreamRequest(_message.Message):
-    __slots__ = ("prompt", "system", "hints", "seed", "explain")
+    __slots__ = ("prompt", "system", "hints", "seed", "explain", "check")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_FIELD_NUMBER: _ClassVar[int]
     HINTS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    CHECK_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     system: str
     hints: Hints
     seed: int
     explain: bool
-    def __init__(self, prompt: _Optional[str] = ..., system: _Optional[str] = ..., hints: _Optional[_Union[Hints, _Mapping]] = ..., seed: _Optional[int] = ..., explain: _Optional[bool] = ...) -> None: ...
+    check: Check
+    def __init__(self, prompt: _Optional[str] = ..., system: _Optional[str] = ..., hints: _Optional[_Union[Hints, _Mapping]] = ..., seed: _Optional[int] = ..., explain: _Optional[bool] = ..., check: _Optional[_Union[Check, _Mapping]] = ...) -> None: ...
 
 class QuoteRequest(_message.Message):
     __slots__ = ("prompt", "system", "hints", "seed", "explain")
