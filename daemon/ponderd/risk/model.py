@@ -115,6 +115,11 @@ class RiskModel:
         (wi, wv), (ci, cv) = self._vecs[0].features(self.word_input(text)), self._vecs[1].features(self.char_input(text))
         return np.concatenate([wi, ci]), np.concatenate([wv, cv])
 
+    @property
+    def embedder(self) -> Any:
+        """The second view's embedder, or None for an n-gram-only model."""
+        return self._embedder
+
     def _dense(self, text: str) -> np.ndarray | None:
         if self._view is None:
             return None
