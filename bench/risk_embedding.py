@@ -77,6 +77,8 @@ def compare(args: argparse.Namespace) -> None:
     base = hyper_from(artifact.load(artifact.SHIPPED_DIR).manifest)
     recipes = {"n-grams": dataclasses.replace(base, embedding=0.0),
                f"n-grams + embedding x{args.weight:g}": dataclasses.replace(base, embedding=args.weight)}
+    if args.skip_ngrams:
+        del recipes["n-grams"]
     total = len(corpus.load(corpus.training_files()))
     print(f"{len(training)} of {total} training queries and {len(heldout)} held-out queries have cached vectors")
     rows = []
@@ -104,6 +106,7 @@ def main() -> None:
     p.add_argument("--weight", type=float, default=1.0)
     p.add_argument("--kinds", nargs="*", default=["domain", "writer"])
     p.add_argument("--limit", type=int, default=0, help="at most this many training queries")
+    p.add_argument("--skip-ngrams", action="store_true", help="run only the recipe with the embedding")
     args = ap.parse_args()
     {"cost": cost, "fill": fill, "compare": compare}[args.what](args)
 
