@@ -62,7 +62,7 @@ def test_cross_validation_never_trains_on_a_group_it_scores(monkeypatch):
 
             return np.array([0.2, 0.2, 0.6]), 0.7
 
-    def fake_train(examples, heldout, target, hyper, feedback=(), version=None):
+    def fake_train(examples, heldout, target, hyper, feedback=(), version=None, embedder=None):
         seen.append({e.domain for e in examples} | {"fb" for _ in feedback})
         return type("R", (), {"model": Stub()})()
 
@@ -154,7 +154,7 @@ def test_the_retrainer_runs_the_grouped_gate_after_the_held_out_one(monkeypatch,
 
     calls = []
 
-    def fake_cv(examples, kind, target, hyper, folds, feedback=()):
+    def fake_cv(examples, kind, target, hyper, folds, feedback=(), embedder=None):
         calls.append((kind, folds, len(feedback)))
         return cv.CVReport(kind, folds, 9, {"summary": {"severity_macro_f1": 0.845, "high_recall": 0.95}})
 

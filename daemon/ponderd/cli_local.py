@@ -9,6 +9,7 @@ run, so the CLI starts fast.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -21,11 +22,29 @@ from ponder.client import AdminClient
 
 
 def _risk_model(args: argparse.Namespace) -> Any:
-    from ponderd.risk import ClassifierHolder
+    from ponderd.risk import ClassifierHolder, artifact
     from ponderd.settings import default_state_dir
 
     model_dir = pathlib.Path(args.model_dir) if args.model_dir else None
+    if model_dir is not None and artifact.read_manifest(model_dir).get("hyper", {}).get("embedding"):
+        # A model with the embedding view (an experiment): score through the embedding cache.
+        return artifact.load(model_dir, _embedder())
     return ClassifierHolder(default_state_dir(), model_dir).current()
+
+
+_EMBEDDER: list[Any] = []
+
+
+def _embedder() -> Any:
+    """The cached embedder for the second view (ponderd/risk/embed.py), made once; saved at exit."""
+    if not _EMBEDDER:
+        import atexit
+
+        from ponderd.risk import embed
+
+        _EMBEDDER.append(embed.cached())
+        atexit.register(_EMBEDDER[0].save)
+    return _EMBEDDER[0]
 
 
 def _score_dict(score: Any) -> dict[str, Any]:
@@ -112,8 +131,12 @@ def risk_train(args: argparse.Namespace) -> int:
     from ponderd.risk.train import train
     from ponderd.settings import default_state_dir
 
+    from ponderd.risk.train import Hyper
+
     examples = corpus.load(corpus.training_files())
-    report = train(examples, corpus.load(corpus.heldout_files()), args.recall_target, select=args.select)
+    embedder = _embedder() if args.embedding else None
+    report = train(examples, corpus.load(corpus.heldout_files()), args.recall_target, Hyper(embedding=args.embedding),
+                   select=args.select, embedder=embedder)
     if args.cv:
         from ponderd.risk.cv import GATE_FOLDS, KINDS, cross_validate
         from ponderd.risk.retrain import hyper_from
@@ -121,7 +144,8 @@ def risk_train(args: argparse.Namespace) -> int:
         # What the retrain gate compares a candidate with (see risk/retrain.py).
         hyper = hyper_from(report.model.manifest)
         report.model.manifest["cv"] = {
-            kind: cross_validate(examples, kind, args.recall_target, hyper, GATE_FOLDS).to_json() for kind in KINDS
+            kind: cross_validate(examples, kind, args.recall_target, hyper, GATE_FOLDS, embedder=embedder).to_json()
+            for kind in KINDS
         }
     holder_dir = default_state_dir() / "risk"
     output = pathlib.Path(args.output) if args.output else holder_dir / report.model.version
@@ -182,7 +206,11 @@ def _risk_cv(args: argparse.Namespace) -> int:
         return 2
     model = _risk_model(args)
     target = float(model.manifest.get("recall_target", 0.95))
-    cv = cross_validate(corpus.load(corpus.training_files()), args.cv, target, hyper_from(model.manifest), args.folds)
+    hyper = hyper_from(model.manifest)
+    if args.embedding is not None:
+        hyper = dataclasses.replace(hyper, embedding=args.embedding)
+    embedder = _embedder() if hyper.embedding else None
+    cv = cross_validate(corpus.load(corpus.training_files()), args.cv, target, hyper, args.folds, embedder=embedder)
     if args.json:
         dump_json(cv.to_json() | {"report": cv.report, "model_version": model.version})
         return 0
@@ -301,6 +329,7 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     p.add_argument("--select", action="store_true", help="choose regularisation by cross-validation (slower)")
     p.add_argument("--recall-target", type=float, default=0.95, help="high-severity recall to tune for (default 0.95)")
     p.add_argument("--cv", action="store_true", help="also run domain and writer grouped CV (5 folds each) and record it in the manifest for the retrain gate")
+    p.add_argument("--embedding", type=float, default=0.0, metavar="WEIGHT", help="add the second view, the served model's mean-pooled embedding, at this weight (an experiment: slow, see docs/risk.md; default 0 = n-grams only)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=risk_train)
 
@@ -308,6 +337,7 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     p.add_argument("files", nargs="*", metavar="FILE")
     p.add_argument("--cv", choices=("domain", "tag", "writer"), help="hold out whole high-stakes domains (domain), every domain tag including everyday ones (tag), or writers, instead of reading files")
     p.add_argument("--folds", type=int, default=5, help="with --cv: deal groups into this many folds; 0 = one fold per group (default 5)")
+    p.add_argument("--embedding", type=float, default=None, metavar="WEIGHT", help="with --cv: the recipe with the second view (the served model's mean-pooled embedding) at this weight; 0 = n-grams only (default: the model's own recipe)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     with_model(p)
     p.set_defaults(handler=risk_eval)

@@ -24,6 +24,8 @@ MODEL_FILE = "risk.skops"
 MANIFEST_FILE = "manifest.json"
 SHIPPED_DIR = pathlib.Path(__file__).resolve().parent / "data" / "model"
 PARTS = ("word", "char", "severity", "reasoning")
+# Only in models trained with the embedding view (Hyper.embedding, docs/risk.md "A second view").
+OPTIONAL_PARTS = ("embedding",)
 
 
 def _sha256(path: pathlib.Path) -> str:
@@ -79,8 +81,13 @@ def read_manifest(directory: pathlib.Path) -> dict[str, Any]:
     return manifest
 
 
-def load(directory: pathlib.Path) -> RiskModel:
-    """Load and verify a model directory; raise ArtifactError (and load nothing) if it is not safe."""
+def load(directory: pathlib.Path, embedder: Any = None) -> RiskModel:
+    """Load and verify a model directory; raise ArtifactError (and load nothing) if it is not safe.
+
+    A model with the embedding view scores through `embedder`, by default the
+    embedded SmolLM2 loaded with llama-cpp-python (risk/embed.py): opting in
+    to the second view is pointing the daemon's risk model directory at such a model.
+    """
     import skops.io as sio
 
     manifest = read_manifest(directory)
@@ -105,9 +112,20 @@ def load(directory: pathlib.Path) -> RiskModel:
         parts = sio.load(path, trusted=[])
     except Exception as exc:
         raise ArtifactError(f"{path} could not be loaded ({exc})") from None
-    if not isinstance(parts, dict) or sorted(parts) != sorted(PARTS):
+    if not isinstance(parts, dict) or not set(PARTS) <= set(parts) <= set(PARTS + OPTIONAL_PARTS):
         raise ArtifactError(f"{path} does not hold the parts {', '.join(PARTS)}")
+    if "embedding" in parts and embedder is None:
+        from .embed import LlamaEmbedder
+
+        try:
+            embedder = LlamaEmbedder()
+        except Exception as exc:
+            raise ArtifactError(f"{path} has an embedding view, but its embedding model did not load ({exc})") from None
+    if "embedding" in parts and manifest.get("embedding_model") not in (None, "", embedder.name):
+        raise ArtifactError(
+            f"{path} was trained on embeddings of {manifest['embedding_model']}, not {embedder.name}; retrain it"
+        )
     try:
-        return RiskModel(parts, manifest)
+        return RiskModel(parts, manifest, embedder)
     except (KeyError, ValueError, AttributeError, TypeError) as exc:
         raise ArtifactError(f"{path} is not a Ponder risk model ({exc})") from None

@@ -87,6 +87,7 @@ def cross_validate(
     hyper: Hyper | None = None,
     folds: int = GATE_FOLDS,
     feedback: Sequence[Example] = (),
+    embedder: Any = None,
 ) -> CVReport:
     """Pooled verdicts over folds that each hold out whole groups of `kind`.
 
@@ -103,7 +104,8 @@ def cross_validate(
         test = [i for i, g in enumerate(groups) if fold_of[g] == f]
         held = set(test)
         train_set = [e for i, e in enumerate(examples) if i not in held]
-        model = train(train_set, [], recall_target, hyper, feedback=feedback, version=f"cv-{kind}-{f}").model
+        model = train(train_set, [], recall_target, hyper, feedback=feedback, version=f"cv-{kind}-{f}",
+                      embedder=embedder).model
         scored += predict(model, [examples[i] for i in test])
         scored_groups += [groups[i] for i in test]
     per_group = {}

@@ -83,7 +83,7 @@ class _Vectorizer:
 class RiskModel:
     """A fitted model plus its manifest (version, metrics, thresholds)."""
 
-    def __init__(self, parts: dict[str, Any], manifest: dict[str, Any]) -> None:
+    def __init__(self, parts: dict[str, Any], manifest: dict[str, Any], embedder: Any = None) -> None:
         self.parts = parts
         self.manifest = manifest
         self.version: str = manifest["version"]
@@ -102,13 +102,34 @@ class RiskModel:
         # Both heads' weights side by side, one row per feature: scoring gathers once.
         self._weights = np.ascontiguousarray(np.vstack([self._sev.coef, self._nr.coef]).T)
         self._bias = np.concatenate([self._sev.intercept, self._nr.intercept])
+        # The second view (risk/embed.py), when the recipe has one: its weights
+        # are the rows after the n-gram features.
+        self._n_sparse = len(word.vocabulary_) + len(char.vocabulary_)
+        view = parts.get("embedding")
+        self._view = None if view is None else (np.asarray(view["mean"]), np.asarray(view["scale"]))
+        if self._view is not None and embedder is None:
+            raise ValueError(f"model {self.version} has an embedding view and needs an embedder to score")
+        self._embedder = embedder
 
     def features(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         (wi, wv), (ci, cv) = self._vecs[0].features(self.word_input(text)), self._vecs[1].features(self.char_input(text))
         return np.concatenate([wi, ci]), np.concatenate([wv, cv])
 
-    def _probabilities(self, idx: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, float]:
+    @property
+    def embedder(self) -> Any:
+        """The second view's embedder, or None for an n-gram-only model."""
+        return self._embedder
+
+    def _dense(self, text: str) -> np.ndarray | None:
+        if self._view is None:
+            return None
+        mean, scale = self._view
+        return (self._embedder.embed([text])[0].astype(np.float64) - mean) * scale
+
+    def _probabilities(self, idx: np.ndarray, val: np.ndarray, dense: np.ndarray | None = None) -> tuple[np.ndarray, float]:
         logits = val @ self._weights[idx] + self._bias
+        if dense is not None:
+            logits = logits + dense @ self._weights[self._n_sparse:]
         z = self._sev.beta * logits[:3]
         z = np.exp(z - z.max())
         # Binary head: the decision d stands for logits [-d, d], as in training.
@@ -117,11 +138,11 @@ class RiskModel:
 
     def probabilities(self, text: str) -> tuple[np.ndarray, float]:
         """P(low, medium, high) and P(needs_reasoning)."""
-        return self._probabilities(*self.features(text))
+        return self._probabilities(*self.features(text), self._dense(text))
 
     def score(self, text: str, explain: bool = False) -> RiskScore:
         idx, val = self.features(text)
-        sev_p, nr_p = self._probabilities(idx, val)
+        sev_p, nr_p = self._probabilities(idx, val, self._dense(text))
         severity = decide_severity(sev_p, self.thresholds.high)
         reasoning = nr_p >= self.thresholds.reasoning
         explanation: tuple[Contribution, ...] = ()

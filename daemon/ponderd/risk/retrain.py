@@ -125,7 +125,9 @@ class Retrainer:
             return RetrainResult(False, "no new feedback since the last retrain", feedback_used=len(fb))
         incumbent_metrics = evaluate(incumbent, heldout)["summary"]
         hyper = hyper_from(manifest)
-        report = train(examples, heldout, self.recall_target, hyper, feedback=fb)
+        # A model with the embedding view (opt-in) retrains through the same embedder.
+        embedder = getattr(incumbent, "embedder", None)
+        report = train(examples, heldout, self.recall_target, hyper, feedback=fb, embedder=embedder)
         candidate = report.model
         ok, reason = gate(report.heldout["summary"], incumbent_metrics)
         candidate_metrics = dict(report.heldout["summary"])
@@ -135,8 +137,10 @@ class Retrainer:
             incumbent_cv = {k: v["summary"] for k, v in recorded.items() if k in KINDS and v.get("folds") == self.cv_folds}
             for kind in KINDS:
                 if kind not in incumbent_cv:  # an artifact trained without --cv: measure its recipe now
-                    incumbent_cv[kind] = cross_validate(examples, kind, self.recall_target, hyper, self.cv_folds).summary
-            runs = {kind: cross_validate(examples, kind, self.recall_target, hyper, self.cv_folds, fb) for kind in KINDS}
+                    incumbent_cv[kind] = cross_validate(
+                        examples, kind, self.recall_target, hyper, self.cv_folds, embedder=embedder).summary
+            runs = {kind: cross_validate(examples, kind, self.recall_target, hyper, self.cv_folds, fb, embedder)
+                    for kind in KINDS}
             candidate.manifest["cv"] = {kind: r.to_json() for kind, r in runs.items()}
             ok, cv_reason = cv_gate({k: r.summary for k, r in runs.items()}, incumbent_cv)
             reason = f"{reason}; {cv_reason}"

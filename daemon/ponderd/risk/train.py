@@ -24,6 +24,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross
 
 from . import metrics, taxonomy
 from .corpus import Example, data_hash
+from .embed import Embedder
 from .model import SEVERITIES, RiskModel, decide_severity, digit_shape, with_cues
 
 FEEDBACK_WEIGHT = 3.0
@@ -57,6 +58,12 @@ class Hyper:
     grouped_calibration: bool = True
     # Word n-grams also read one token per stakes cue (model.with_cues).
     stakes_cues: bool = False
+    # Weight of the second view (risk/embed.py: the served model's mean-pooled
+    # hidden state) beside the n-grams; 0 = n-grams only. Each embedding
+    # dimension is standardised and the block scaled to this row norm, so 1.0
+    # weighs it like one of the two (unit-norm) TF-IDF blocks. An experiment:
+    # docs/risk.md "A second view" has its figures and cost.
+    embedding: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,12 @@ def domain_groups(examples: Sequence[Example], spread: bool = True) -> list[str]
         except KeyError:
             out.append(e.domain)
     return out
+
+
+def embedding_view(e: np.ndarray, weight: float) -> dict[str, Any]:
+    """Standardise each dimension and scale rows to about `weight` in norm (the TF-IDF blocks have norm 1)."""
+    mean, sd = e.mean(axis=0), e.std(axis=0) + 1e-6
+    return {"mean": mean, "scale": weight / (sd * math.sqrt(e.shape[1]))}
 
 
 def _oof_decision(x: Any, y: np.ndarray, c: float, w: np.ndarray, folds: int, groups: Sequence[str] | None = None) -> np.ndarray:
@@ -158,12 +171,16 @@ def train(
     select: bool = False,
     feedback: Sequence[Example] = (),
     version: str | None = None,
+    embedder: Embedder | None = None,
 ) -> TrainReport:
-    """Fit a model on examples (+ weighted feedback); report it on the held-out split."""
+    """Fit a model on examples (+ weighted feedback); report it on the held-out split.
+
+    A recipe with `Hyper.embedding` needs an embedder (risk/embed.py) for the second view.
+    """
     # One BLAS/OpenMP thread: these are small sparse problems, and on a shared
     # 2-core host thread contention made the same fit 3-10x slower (12 s vs 3.5 s).
     with threadpool_limits(limits=1):
-        return _train(examples, heldout, recall_target, hyper, select, feedback, version)
+        return _train(examples, heldout, recall_target, hyper, select, feedback, version, embedder)
 
 
 def _train(
@@ -174,6 +191,7 @@ def _train(
     select: bool,
     feedback: Sequence[Example],
     version: str | None,
+    embedder: Embedder | None,
 ) -> TrainReport:
     started = time.monotonic()
     h = hyper or Hyper()
@@ -186,6 +204,13 @@ def _train(
     char_texts = [digit_shape(t) for t in texts] if h.digit_shape else texts
     word_texts = [with_cues(t) for t in texts] if h.stakes_cues else texts
     x = sparse.hstack([word.fit_transform(word_texts), char.fit_transform(char_texts)]).tocsr()
+    view: dict[str, Any] | None = None
+    if h.embedding:
+        if embedder is None:
+            raise ValueError("this recipe has an embedding view (Hyper.embedding) and needs an embedder")
+        e = embedder.embed(texts).astype(np.float64)
+        view = embedding_view(e, h.embedding)
+        x = sparse.hstack([x, sparse.csr_matrix((e - view["mean"]) * view["scale"])]).tocsr()
     groups = domain_groups(data) if h.grouped_calibration else None
 
     selection: list[dict[str, Any]] = []
@@ -213,8 +238,11 @@ def _train(
         "thresholds": {"high": t_high, "reasoning": t_nr},
         "temperatures": {"severity": beta_sev, "reasoning": beta_nr},
     }
-    parts = {"word": word, "char": char, "severity": sev_lr, "reasoning": nr_lr}
-    model = RiskModel(parts, manifest)
+    parts: dict[str, Any] = {"word": word, "char": char, "severity": sev_lr, "reasoning": nr_lr}
+    if view is not None:
+        parts["embedding"] = view
+        manifest["embedding_model"] = embedder.name if embedder is not None else ""
+    model = RiskModel(parts, manifest, embedder)
     report = evaluate(model, heldout)
     manifest["metrics"] = report["summary"]
     return TrainReport(model, report, selection, time.monotonic() - started)

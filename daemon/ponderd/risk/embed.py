@@ -1,0 +1,116 @@
+"""The second feature view: the served model's mean-pooled hidden state (docs/risk.md, "A second view").
+
+The n-gram view cannot know that a field it has no words for is high-stakes;
+an embedding from a language model carries some meaning beyond surface words.
+This module turns a query into the mean-pooled last hidden state of a GGUF
+model loaded through llama-cpp-python (by default the embedded SmolLM2-135M
+the engine serves, found the way engine/model_file.py finds it), and keeps the
+vectors in a cache keyed by the model file and the text, so cross-validation
+embeds each corpus line once.
+
+It is an experiment, not the serving path: on this project's CPU hosts one
+query costs 50-250 ms (7 ms a token on one core), against under 1 ms for the
+n-gram path (bench/risk_embedding.py measures both).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import threading
+from typing import Protocol, Sequence
+
+import numpy as np
+
+# One thread: on a shared two-core host a second thread bought nothing (measured).
+THREADS = 1
+CONTEXT = 512
+# Enough for every corpus query; longer texts are cut to this many tokens.
+MAX_TOKENS = 256
+
+
+class Embedder(Protocol):
+    name: str
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One row per text (float32)."""
+
+
+def default_model_path() -> pathlib.Path:
+    from ..engine.model_file import resolve_model_path
+
+    return resolve_model_path(None)
+
+
+class LlamaEmbedder:
+    """Mean-pooled hidden state of a GGUF model, one query at a time."""
+
+    def __init__(self, path: pathlib.Path | None = None, threads: int = THREADS) -> None:
+        os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+        import llama_cpp
+
+        self.path = path or default_model_path()
+        digest = hashlib.sha256()
+        with open(self.path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        self.name = f"{self.path.name}:{digest.hexdigest()[:16]}:mean"
+        self._llm = llama_cpp.Llama(
+            str(self.path), embedding=True, n_ctx=CONTEXT, n_batch=CONTEXT, n_threads=threads,
+            pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, verbose=False,
+        )
+        self._lock = threading.Lock()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        rows = []
+        with self._lock:
+            for t in texts:
+                tokens = self._llm.tokenize(t.encode("utf-8"), add_bos=True)[:MAX_TOKENS]
+                text = self._llm.detokenize(tokens).decode("utf-8", "ignore") if len(tokens) == MAX_TOKENS else t
+                rows.append(np.asarray(self._llm.embed(text or " "), dtype=np.float32))
+        return np.vstack(rows) if rows else np.empty((0, 0), dtype=np.float32)
+
+
+class CachedEmbedder:
+    """An embedder whose vectors are kept in an .npz file (no pickle) keyed by text."""
+
+    def __init__(self, inner: Embedder, path: pathlib.Path) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.path = path
+        self._rows: dict[str, np.ndarray] = {}
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as z:
+                if str(z["model"]) == inner.name:
+                    self._rows = dict(zip((str(k) for k in z["keys"]), z["vectors"]))
+
+    @staticmethod
+    def key(text: str) -> str:
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def missing(self, texts: Sequence[str]) -> list[str]:
+        return list(dict.fromkeys(t for t in texts if self.key(t) not in self._rows))
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        todo = self.missing(texts)
+        if todo:
+            for t, v in zip(todo, self.inner.embed(todo)):
+                self._rows[self.key(t)] = v
+        return np.vstack([self._rows[self.key(t)] for t in texts])
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        keys = list(self._rows)
+        tmp = self.path.with_suffix(".tmp.npz")
+        np.savez(tmp, model=np.array(self.name), keys=np.array(keys), vectors=np.vstack([self._rows[k] for k in keys]))
+        tmp.replace(self.path)
+
+
+def default_cache_path() -> pathlib.Path:
+    base = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"))
+    return base / "ponder" / "risk-embeddings.npz"
+
+
+def cached(path: pathlib.Path | None = None) -> CachedEmbedder:
+    return CachedEmbedder(LlamaEmbedder(), path or default_cache_path())

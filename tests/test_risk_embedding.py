@@ -1,0 +1,94 @@
+"""The second view (risk/embed.py): embeddings beside the n-grams, scored the same way training fitted them."""
+
+import hashlib
+
+import numpy as np
+import pytest
+from scipy import sparse
+
+from ponderd.errors import ArtifactError
+from ponderd.risk import artifact, corpus, embed
+from ponderd.risk.train import Hyper, train
+
+
+class HashEmbedder:
+    """A deterministic stand-in at the Embedder seam: 16 dimensions from the text's character trigrams."""
+
+    name = "hash-16"
+
+    def __init__(self):
+        self.calls = 0
+
+    def embed(self, texts):
+        self.calls += len(texts)
+        rows = np.zeros((len(texts), 16), dtype=np.float32)
+        for r, t in enumerate(texts):
+            for i in range(len(t) - 2):
+                rows[r, hashlib.blake2b(t[i : i + 3].encode(), digest_size=1).digest()[0] % 16] += 1
+        return rows
+
+
+@pytest.fixture(scope="module")
+def small():
+    examples = corpus.load(corpus.training_files())
+    # Every 20th line: all three severities, a few hundred queries, seconds to train.
+    return examples[::20]
+
+
+@pytest.fixture(scope="module")
+def embedded(small):
+    return train(small, small[:50], 0.95, Hyper(embedding=1.0, folds=3), embedder=HashEmbedder()).model
+
+
+def test_the_embedding_view_is_scored_as_it_was_fitted(embedded, small):
+    p = embedded.parts
+    texts = [e.text for e in small[:40]]
+    view = p["embedding"]
+    dense = (HashEmbedder().embed(texts).astype(np.float64) - view["mean"]) * view["scale"]
+    x = sparse.hstack([p["word"].transform([embedded.word_input(t) for t in texts]),
+                       p["char"].transform([embedded.char_input(t) for t in texts]), sparse.csr_matrix(dense)]).tocsr()
+    z = embedded.manifest["temperatures"]["severity"] * p["severity"].decision_function(x)
+    expected = np.exp(z - z.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    for text, row in zip(texts, expected):
+        np.testing.assert_allclose(embedded.probabilities(text)[0], row, atol=1e-9)
+    assert embedded.manifest["hyper"]["embedding"] == 1.0 and embedded.manifest["embedding_model"] == "hash-16"
+
+
+def test_a_recipe_with_the_view_needs_an_embedder(small):
+    with pytest.raises(ValueError, match="needs an embedder"):
+        train(small, [], 0.95, Hyper(embedding=1.0, folds=3))
+
+
+def test_an_embedding_model_round_trips_and_refuses_another_embedding_model(embedded, tmp_path):
+    artifact.save(embedded, tmp_path / "m")
+    back = artifact.load(tmp_path / "m", HashEmbedder())
+    np.testing.assert_allclose(back.probabilities("is 40A ok on 2.5mm2")[0], embedded.probabilities("is 40A ok on 2.5mm2")[0])
+
+    class Other(HashEmbedder):
+        name = "other-16"
+
+    with pytest.raises(ArtifactError, match="trained on embeddings of hash-16"):
+        artifact.load(tmp_path / "m", Other())
+
+
+def test_the_cache_embeds_each_text_once_and_keeps_vectors_without_pickle(tmp_path):
+    inner = HashEmbedder()
+    cache = embed.CachedEmbedder(inner, tmp_path / "e.npz")
+    first = cache.embed(["a b c", "d e f", "a b c"])
+    assert inner.calls == 2
+    cache.save()
+    again = embed.CachedEmbedder(inner, tmp_path / "e.npz")
+    np.testing.assert_array_equal(again.embed(["d e f", "a b c"]), first[[1, 0]])
+    assert inner.calls == 2
+    with np.load(tmp_path / "e.npz", allow_pickle=False) as z:
+        assert str(z["model"]) == "hash-16"
+
+
+@pytest.mark.model
+def test_the_served_model_gives_one_mean_pooled_vector_per_query():
+    e = embed.LlamaEmbedder()
+    v = e.embed(["Go ahead?", "my 3 year old weighs 14kg, how much paracetamol?", "Go ahead?"])
+    assert v.shape[0] == 3 and v.shape[1] >= 64
+    np.testing.assert_allclose(v[0], v[2], atol=1e-5)
+    assert not np.allclose(v[0], v[1])
