@@ -7,7 +7,7 @@ import functools
 import json
 import re
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, overload
 
 import grpc
 from sqlite_utils import Database
@@ -42,6 +42,10 @@ def _budget(amount: float) -> int:
     return to_micros(amount)
 
 
+@overload
+def _window(window: str, default: str) -> str: ...
+@overload
+def _window(window: str, default: None) -> str | None: ...
 def _window(window: str, default: str | None) -> str | None:
     if not window:
         return default

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 
-def per_class(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict[str, dict[str, float]]:
-    out = {}
+def per_class(y_true: Sequence[Any], y_pred: Sequence[Any], labels: Sequence[Any]) -> dict[Any, dict[str, float]]:
+    """Precision, recall, F1 and support per label (labels of any hashable kind: names, indices, booleans)."""
+    out: dict[Any, dict[str, float]] = {}
     for label in labels:
         tp = sum(t == label and p == label for t, p in zip(y_true, y_pred))
         fp = sum(t != label and p == label for t, p in zip(y_true, y_pred))
@@ -20,7 +21,7 @@ def per_class(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str
     return out
 
 
-def macro_f1(report: dict[str, dict[str, float]]) -> float:
+def macro_f1(report: dict[Any, dict[str, float]]) -> float:
     return float(np.mean([r["f1"] for r in report.values()]))
 
 

@@ -69,7 +69,8 @@ def gate(candidate: dict[str, float], incumbent: dict[str, float]) -> tuple[bool
 
 def cv_gate(candidate: dict[str, dict[str, float]], incumbent: dict[str, dict[str, float]]) -> tuple[bool, str]:
     """Accept only if no grouped-CV figure falls more than CV_TOLERANCE below the incumbent's."""
-    losses, kept = [], []
+    losses: list[str] = []
+    kept: list[str] = []
     for kind in sorted(incumbent):
         for m in CV_GATED:
             c, i = candidate[kind][m], incumbent[kind][m]
@@ -123,7 +124,7 @@ class Retrainer:
         digest = corpus.data_hash(list(examples) + list(fb))
         if digest == manifest.get("data_hash") or digest in tried:
             return RetrainResult(False, "no new feedback since the last retrain", feedback_used=len(fb))
-        incumbent_metrics = evaluate(incumbent, heldout)["summary"]
+        incumbent_metrics = evaluate(incumbent, heldout)["summary"]  # type: ignore[arg-type]  # the holder holds RiskModels
         hyper = hyper_from(manifest)
         # A model with the embedding view (opt-in) retrains through the same embedder.
         embedder = getattr(incumbent, "embedder", None)
