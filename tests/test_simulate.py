@@ -160,4 +160,4 @@ def test_simulate_projects_more_spend_when_everything_goes_to_a_dearer_level(dae
     assert all(p.startswith(f"{bad}: ") for p in problems)
 
     since = _simulate(daemon, cli_env, str(candidate), "--since", "last tuesday")
-    assert since.returncode == 1 and since.stderr.startswith("ponder: --since: cannot read 'last tuesday'")
+    assert since.returncode == 1 and since.stderr.startswith("ponder: --since: 'last tuesday' is not a time")
