@@ -48,6 +48,15 @@ class _Running:
     shared_forced: int
     answers: list[str] = field(default_factory=list)
     error: str = ""
+    # Escalation: samples not started yet. Their sequences hold the prompt but
+    # its last token, which they decode themselves when started (its logits are gone by then).
+    waiting: list[int] = field(default_factory=list)
+    last_token: int = 0
+    # Confidences of the samples that finished and vote, and the pruning bar they set.
+    confidences: list[float] = field(default_factory=list)
+    prune_at: float | None = None
+    vote_stopped: bool = False
+    agreed_early: bool = False
 
 
 class LlamaEngine:
@@ -243,7 +252,9 @@ class LlamaEngine:
         prefix = len(p.open_thinking) if job.thinking_cap else len(p.skip_thinking)
         forced = len(p.close_thinking) + len(p.wrap_up) if job.thinking_cap else 0
         per_sample = job.thinking_cap + job.answer_cap + forced
-        return len(p.tokens) + prefix + job.samples * per_sample
+        # A sample started later decodes the prompt's last token again, in a cell of its own.
+        later = job.samples - _first(job)
+        return len(p.tokens) + prefix + job.samples * per_sample + later
 
     def _start_next(self) -> None:
         job, future, seqs = self._admitted[0]
@@ -260,6 +271,9 @@ class LlamaEngine:
             [len(tokens)] * job.samples,
             self._cells_needed(job),
             len(prefix),
+            waiting=list(range(_first(job), job.samples)),
+            last_token=tokens[-1],
+            prune_at=job.prune_below([]) if job.prune_below is not None else None,
         )
         with self._cv:
             del self._admitted[0]
@@ -269,7 +283,10 @@ class LlamaEngine:
         try:
             self._decode_prompt(tokens, seqs)
             last = self._batch.n_tokens - 1
-            for i, state in enumerate(run.states):
+            for i in run.waiting:
+                self._L.llama_memory_seq_rm(self._mem, seqs[i], len(tokens) - 1, -1)
+            for i in range(_first(job)):
+                state = run.states[i]
                 # A sample that ends at once can settle the vote and stop the rest.
                 if not state.done:
                     self._accept(run, i, self._L.llama_sampler_sample(run.samplers[i], self._ctx, last), last)
@@ -342,21 +359,51 @@ class LlamaEngine:
                 what = "the text sink (on_text)"
                 raise st.sink_error
             if not st.done:
-                return
-            what = "extract_answer"
-            st.result.answer = job.extract_answer(st.result.text)
-            run.answers.append(st.result.answer)
-            remaining = sum(1 for s in run.states if not s.done)
+                confidence = st.running_confidence
+                if run.prune_at is None or confidence is None or confidence >= run.prune_at:
+                    return
+                # Its lowest window only falls from here: it would end below the bar. It does not vote.
+                st.stop("pruned")
+            else:
+                what = "extract_answer"
+                st.result.answer = job.extract_answer(st.result.text)
+                run.answers.append(st.result.answer)
+                run.confidences.append(st.result.confidence)
+                if job.prune_below is not None:
+                    what = "prune_below"
+                    run.prune_at = job.prune_below(run.confidences)
             what = "vote_decided"
-            if remaining and job.vote_decided(run.answers, remaining):
-                for other in run.states:
-                    other.stop("vote_decided")
+            self._after_finish(run)
         except Exception as exc:
             log.warning("failing one job: %s raised %r", what, exc)
             # This sample's handling did not complete, even if its text did.
             st.stop("error")
             st.result.finish_reason = "error"
             self._fail(run, f"{what} raised {type(exc).__name__}: {exc}")
+
+    def _after_finish(self, run: _Running) -> None:
+        """A sample finished or was pruned: stop the rest if the vote is decided; escalate if due."""
+        job = run.job
+        # Samples not started yet could still vote: they count as remaining.
+        remaining = sum(1 for s in run.states if not s.done)
+        if remaining and job.vote_decided(run.answers, remaining):
+            run.vote_stopped = True
+            for other in run.states:
+                other.stop("vote_decided")
+            return
+        started = [st for i, st in enumerate(run.states) if i not in run.waiting]
+        if not run.waiting or not all(st.done for st in started):
+            return
+        if job.agreed(run.answers):
+            run.agreed_early = True
+            for i in run.waiting:
+                run.states[i].stop("not_run")
+            return
+        # They disagree: draw the rest, each from the prompt's last token.
+        for i in run.waiting:
+            run.states[i].feed = [run.last_token]
+            run.pos[i] -= 1
+        run.waiting = []
 
     def _fail(self, run: _Running, why: str) -> None:
         # Stopping flushes held text to on_text; a sink that raises again is dropped by SampleState.
@@ -401,11 +448,19 @@ class LlamaEngine:
                 log.error("could not report a running job's usage: %r", inner)
 
 
+def _first(job: GenerationJob) -> int:
+    """How many samples start at once: all, or first_samples when escalating."""
+    return job.first_samples if 0 < job.first_samples < job.samples else job.samples
+
+
 def _result(run: _Running, fatal: bool = False) -> GenerationResult:
     return GenerationResult(
         prompt_tokens=len(run.job.prompt.tokens),
         shared_forced_tokens=run.shared_forced,
-        samples=[st.result for st in run.states],
+        # Samples never started used nothing and are not reported.
+        samples=[st.result for i, st in enumerate(run.states) if i not in run.waiting],
         error=run.error,
         fatal=fatal,
+        vote_stopped=run.vote_stopped,
+        agreed_early=run.agreed_early,
     )

@@ -50,6 +50,11 @@ class SampleState:
     def done(self) -> bool:
         return self.phase == "done"
 
+    @property
+    def running_confidence(self) -> float | None:
+        """The lowest window confidence so far (None before a full window): pruning reads it."""
+        return self._confidence.lowest_so_far
+
     def accept(self, token: int, piece: bytes, is_eog: bool, logprob: float | None = None) -> None:
         """Take one sampled token (and its log-probability, if known); set `feed` to what must be decoded next."""
         if self.done:
