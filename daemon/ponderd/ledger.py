@@ -121,6 +121,9 @@ class SpendRow:
     # Over the samples that produced tokens; None when none did.
     confidence_mean: float | None = None
     confidence_min: float | None = None
+    # Samples stopped for low confidence (they did not vote), and why sampling ended (stopping.py).
+    samples_pruned: int = 0
+    stop_reason: str = ""
 
 
 class Ledger:

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from . import answers, voting
+from . import answers, stopping, voting
 from .assessment import Assessment, adjust
 from .clock import Clock
 from .engine import Engine, GenerationJob, GenerationResult, PreparedPrompt
@@ -33,7 +33,7 @@ from .inflight import CANCELLED, DEADLINE, DRAINED, Inflight, Stop
 from .keys import Principal
 from .ledger import BalanceView, SpendRow, iso, to_credits
 from .planner import Hints, Plan, check_hints, plan_candidates
-from .policy import Policy, PolicyHolder
+from .policy import Level, Policy, PolicyHolder
 from .risk import ClassifierHolder
 
 log = logging.getLogger("ponder.pipeline")
@@ -72,6 +72,8 @@ class Outcome:
     latency_s: float
     # The summed confidence behind each answer, when the plan's vote is weighted.
     weights: dict[str, float] = field(default_factory=dict)
+    # Why sampling ended (stopping.stop_reason): "all", "decided", "beta", "agreed", "pruned".
+    stop_reason: str = ""
 
 
 # Events for streaming callers: ("plan", Quote) once, then ("delta", (sample, phase, text)).
@@ -153,6 +155,7 @@ class Pipeline:
             req.seed or secrets.randbits(31), answers.extractor(plan.answer_format),
             voting.vote_decided if plan.vote == "majority" else voting.never_decided, _text_sink(events),
         )
+        _adaptive(job, _level(quote))
         stop.on_stop(job.cancel)
         try:
             result = await self.engine.generate(job)
@@ -234,6 +237,7 @@ class Pipeline:
         return Outcome(
             request_id, quote, result, text, answer, votes, charged,
             balance, self.clock.monotonic() - started, weights,
+            _stop_reason(quote, result),
         )
 
     def _row(
@@ -256,7 +260,32 @@ class Pipeline:
             cost_micros=cost, latency_ms=int(1000 * (self.clock.monotonic() - started)),
             status=status, error=error, answer=answer,
             **_confidence(result),
+            samples_pruned=result.samples_pruned if result else 0,
+            stop_reason=_stop_reason(quote, result) if result else "",
         )
+
+
+def _level(quote: Quote) -> Level:
+    """The policy level the plan came from (its sampling settings are not in the plan)."""
+    return quote.policy.level(quote.plan.level)
+
+
+def _adaptive(job: GenerationJob, level: Level) -> None:
+    """Give the job the level's stop rule, escalation and pruning (stopping.py)."""
+    if job.samples < 2:
+        return
+    job.vote_decided = stopping.stop_rule(level.stop, level.vote, level.stop_confidence)
+    job.first_samples = level.first_samples
+    job.agreed = stopping.agreed
+    if level.prune_percentile:
+        pct = level.prune_percentile
+        job.prune_below = lambda confidences: stopping.prune_threshold(confidences, pct)
+
+
+def _stop_reason(quote: Quote, result: GenerationResult) -> str:
+    if not result.samples:
+        return ""
+    return stopping.stop_reason(_level(quote).stop, result.vote_stopped, result.agreed_early, result.samples_pruned)
 
 
 def _confidence(result: GenerationResult | None) -> dict[str, float | None]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from .answers import ANSWER_FORMATS
 from .errors import PolicyError
+from .stopping import PRUNE_PERCENTILE, STOP_CONFIDENCE, STOPS
 from .voting import VOTES
 
 SEVERITIES = ("low", "medium", "high")
@@ -29,6 +30,8 @@ TOKEN_KINDS = ("prompt", "thinking", "answer")
 _TOP = {"version", "currency", "prices", "levels", "routing", "defaults", "tenants", "overrides"}
 _LEVEL = {"thinking_tokens", "samples", "answer_tokens"}
 _LEVEL_OPTIONAL = {"answer_format", "vote"}
+# Adaptive sampling (stopping.py); see _sampling().
+_LEVEL_OPTIONAL |= {"stop", "stop_confidence", "first_samples", "prune", "prune_percentile"}
 _ROUTE = {"direct", "reasoning", "floor"}
 _RULES = {"min_level", "max_level", "hints", "max_samples", "max_thinking_tokens", "unsure_floor", "unsure_confidence"}
 # `unsure_floor = "off"` turns the unsure-stakes floor off.
@@ -47,6 +50,14 @@ class Level:
     answer_format: str = "auto"
     # How the samples' answers are counted (voting.VOTES): one each, or by confidence.
     vote: str = "majority"
+    # When to stop drawing samples (stopping.STOPS); "decided" is today's rule.
+    stop: str = "decided"
+    # The "beta" rule stops once P(leader is the true majority) reaches this.
+    stop_confidence: float = STOP_CONFIDENCE
+    # Escalation: draw this many first, the rest only when they disagree (0: all at once).
+    first_samples: int = 0
+    # Stop a sample whose running confidence is below this percentile of the finished samples' (0: off).
+    prune_percentile: int = 0
 
 
 @dataclass(frozen=True)
@@ -211,6 +222,7 @@ def _parse(raw: dict, check: _Checker, path: str, sha: str) -> Policy:
                 check.integer(f"levels.{name}.answer_tokens", t.get("answer_tokens", 1), 1, 32768),
                 _answer_format(check, f"levels.{name}", t),
                 _vote(check, f"levels.{name}.vote", t.get("vote", "majority")),
+                **_sampling(check, f"levels.{name}", t),
             )
         )
     if not levels and "levels" in raw:
@@ -291,6 +303,44 @@ def _vote(check: _Checker, where: str, value: Any) -> str:
         check.problems.append(f"{where}: {value!r} is not one of {', '.join(VOTES)}{hint}")
         return "majority"
     return value
+
+
+def _sampling(check: _Checker, where: str, table: dict) -> dict[str, Any]:
+    """A level's adaptive-sampling settings (docs/policy.md, "Spending fewer samples")."""
+    vote = table.get("vote", "majority")
+    stop = table.get("stop", "decided" if vote == "majority" else "never")
+    if stop not in STOPS:
+        near = difflib.get_close_matches(str(stop), STOPS, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        check.problems.append(f"{where}.stop: {stop!r} is not one of {', '.join(STOPS)}{hint}")
+        stop = "never"
+    elif stop != "never" and vote != "majority":
+        # The rules count votes; a sample still running could outweigh the leader.
+        check.problems.append(f"{where}.stop: {stop!r} counts votes, which a {vote!r} vote does not; use stop = \"never\"")
+    confidence = check.fraction(f"{where}.stop_confidence", table.get("stop_confidence", STOP_CONFIDENCE))
+    if "stop_confidence" in table and not 0.5 < confidence < 1.0:
+        check.problems.append(f"{where}.stop_confidence: must be above 0.5 and below 1, not {table['stop_confidence']!r}")
+    samples = table.get("samples", 1)
+    samples = samples if isinstance(samples, int) and samples >= 1 else 1
+    first = table.get("first_samples", 0)
+    if "first_samples" in table:
+        if samples < 2:
+            check.problems.append(f"{where}.first_samples: escalation needs samples >= 2 to draw more of; remove it")
+        else:
+            first = check.integer(f"{where}.first_samples", first, 1, samples - 1)
+    prune = table.get("prune", False)
+    if not isinstance(prune, bool):
+        check.problems.append(f"{where}.prune: must be true or false, not {prune!r}")
+        prune = False
+    percentile = table.get("prune_percentile", PRUNE_PERCENTILE)
+    if "prune_percentile" in table:
+        percentile = check.integer(f"{where}.prune_percentile", percentile, 1, 99)
+        if not prune:
+            check.problems.append(f"{where}.prune_percentile: set prune = true for it to apply, or remove it")
+    return {
+        "stop": stop, "stop_confidence": confidence, "first_samples": first if samples >= 2 else 0,
+        "prune_percentile": percentile if prune else 0,
+    }
 
 
 def _rules(check: _Checker, where: str, table: Any, base: dict, names: list[str]) -> TenantRules:

@@ -136,6 +136,8 @@ def _response(o: Outcome) -> ponder_pb2.AskResponse:
             forced_tokens=r.forced_tokens,
             samples_run=r.samples_run,
             samples_stopped=r.samples_stopped,
+            samples_pruned=r.samples_pruned,
+            stop_reason=o.stop_reason,
         ),
         cost=o.cost_micros / 1e6,
         balance=convert.balance(o.balance, o.quote.policy.currency),

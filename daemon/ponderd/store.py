@@ -143,6 +143,14 @@ def m003_confidence(db: Database) -> None:
     db.execute("ALTER TABLE spend ADD COLUMN confidence_min REAL DEFAULT NULL")
 
 
+@migrations()
+def m004_adaptive_sampling(db: Database) -> None:
+    # Samples pruned for low confidence, and why sampling ended ("all", "decided",
+    # "beta", "agreed", "pruned"; "" for requests that never sampled or predate it).
+    db.execute("ALTER TABLE spend ADD COLUMN samples_pruned INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE spend ADD COLUMN stop_reason TEXT NOT NULL DEFAULT ''")
+
+
 def connect(path: pathlib.Path) -> Database:
     """Open (creating if needed) the database and bring its schema up to date."""
     private_dir(path.parent)

@@ -113,20 +113,24 @@ class Plan(_message.Message):
     def __init__(self, level: _Optional[str] = ..., thinking_tokens: _Optional[int] = ..., samples: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., worst_case_cost: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., policy_version: _Optional[str] = ..., answer_format: _Optional[str] = ..., vote: _Optional[str] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("prompt_tokens", "thinking_tokens", "answer_tokens", "forced_tokens", "samples_run", "samples_stopped")
+    __slots__ = ("prompt_tokens", "thinking_tokens", "answer_tokens", "forced_tokens", "samples_run", "samples_stopped", "samples_pruned", "stop_reason")
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     THINKING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     ANSWER_TOKENS_FIELD_NUMBER: _ClassVar[int]
     FORCED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_RUN_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_STOPPED_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_PRUNED_FIELD_NUMBER: _ClassVar[int]
+    STOP_REASON_FIELD_NUMBER: _ClassVar[int]
     prompt_tokens: int
     thinking_tokens: int
     answer_tokens: int
     forced_tokens: int
     samples_run: int
     samples_stopped: int
-    def __init__(self, prompt_tokens: _Optional[int] = ..., thinking_tokens: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., forced_tokens: _Optional[int] = ..., samples_run: _Optional[int] = ..., samples_stopped: _Optional[int] = ...) -> None: ...
+    samples_pruned: int
+    stop_reason: str
+    def __init__(self, prompt_tokens: _Optional[int] = ..., thinking_tokens: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., forced_tokens: _Optional[int] = ..., samples_run: _Optional[int] = ..., samples_stopped: _Optional[int] = ..., samples_pruned: _Optional[int] = ..., stop_reason: _Optional[str] = ...) -> None: ...
 
 class Vote(_message.Message):
     __slots__ = ("answer", "count", "weight")
