@@ -51,6 +51,8 @@ class GenerationJob:
     # Pruning: from the finished samples' confidences, the confidence below which
     # a running sample is stopped (None: not yet); None turns pruning off.
     prune_below: Callable[[Sequence[float]], float | None] | None = None
+    # Who asked: waiting jobs are admitted round-robin by tenant (engine/jobs.py).
+    tenant: str = ""
     cancelled: threading.Event = field(default_factory=threading.Event)
     # Set by the engine when it queues the job, so that cancel() can take a
     # waiting job out of the queue at once instead of when it reaches the head.
