@@ -156,6 +156,7 @@ class Pipeline:
             voting.vote_decided if plan.vote == "majority" else voting.never_decided, _text_sink(events),
         )
         _adaptive(job, _level(quote))
+        job.tenant = tenant
         stop.on_stop(job.cancel)
         try:
             result = await self.engine.generate(job)

@@ -28,6 +28,7 @@ from ..settings import ModelSettings
 from . import GenerationJob, GenerationResult, PreparedPrompt, native
 from .jobs import JobQueue, cancelled_before_start, reject, resolve, stopped_message
 from .confidence import token_logprob
+from .markers import DEFAULT as DEFAULT_MARKERS, think_markers
 from .model_file import resolve_model_path
 from .sample import SampleState
 
@@ -75,6 +76,8 @@ class LlamaEngine:
         self._free_cells = 0
         self._progress = time.monotonic()
         self._thread: threading.Thread | None = None
+        self.markers = DEFAULT_MARKERS
+        self.template_text = ""
 
     # lifecycle ---------------------------------------------------------------
 
@@ -106,9 +109,15 @@ class LlamaEngine:
         self._batch = L.llama_batch_init(s.n_batch, 0, s.n_seq_max)
         self._template = L.llama_model_chat_template(self._model, None)
         self.model_name = path.stem
+        raw = self._template or b""
+        self.template_text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+        # The template's own thinking markers where it names them; else <think>/</think>.
+        self.markers = think_markers(self.template_text) or DEFAULT_MARKERS
+        self._open_text = OPEN_TAG.replace("<think>", self.markers[0])
+        self._close_text = CLOSE_TAG.replace("</think>", self.markers[1])
         self._native = self._detect_native()
-        self._open = self.tokenize(OPEN_TAG)
-        self._close = self.tokenize(CLOSE_TAG)
+        self._open = self.tokenize(self._open_text)
+        self._close = self.tokenize(self._close_text)
         # Settings text, not markup: tokenised as plain text so it cannot force special tokens.
         self._wrap = self.tokenize(s.wrap_up, special=False) if s.wrap_up else ()
         n_ctx = L.llama_n_ctx(self._ctx)
@@ -159,10 +168,10 @@ class LlamaEngine:
 
     def prepare(self, system: str, prompt: str) -> PreparedPrompt:
         text = native.render_chat(self._L, self._template, system or self.settings.system_prompt, prompt)
-        opened = text.rstrip().endswith("<think>")
+        opened = text.rstrip().endswith(self.markers[0])
         if self._native:
             open_ = () if opened else self._open
-            skip = self.tokenize(("" if opened else OPEN_TAG) + CLOSE_TAG)
+            skip = self.tokenize(("" if opened else self._open_text) + self._close_text)
         else:
             open_, skip = self._open, ()
         return PreparedPrompt(self.tokenize(text), open_, self._close, skip, self._wrap, self.settings.wrap_up)
@@ -193,8 +202,8 @@ class LlamaEngine:
     def _detect_native(self) -> bool:
         if self.settings.thinking != "auto":
             return self.settings.thinking == "native"
-        # A reasoning model has <think> and </think> as single tokens of its own.
-        return len(self.tokenize("<think>")) == 1 and len(self.tokenize("</think>")) == 1
+        # A reasoning model has its markers (<think> and </think>) as single tokens of its own.
+        return len(self.tokenize(self.markers[0])) == 1 and len(self.tokenize(self.markers[1])) == 1
 
     # owner thread --------------------------------------------------------------
 
@@ -223,22 +232,21 @@ class LlamaEngine:
 
     def _take_admissible(self) -> list[tuple[GenerationJob, concurrent.futures.Future, list[int]]]:
         out = []
-        pending = self._queue.pending
-        while pending:
-            job, future = pending[0]
+        while (head := self._queue.head()) is not None:
+            job, future = head
             need = self._cells_needed(job)
             if job.cancelled.is_set():
-                pending.popleft()
+                self._queue.take(head, turn=False)
                 resolve(future, cancelled_before_start(job))
                 continue
             if job.samples > self.limits.n_seq_max or need > self.limits.n_ctx:
-                pending.popleft()
+                self._queue.take(head, turn=False)
                 reject(future, FailedPrecondition("the plan does not fit the model's context"))
                 continue
-            # First come, first served: a big job at the head waits rather than starve.
+            # Round-robin by tenant (jobs.JobQueue.head); a big job at the head waits rather than starve.
             if job.samples > len(self._free_seqs) or need > self._free_cells:
                 break
-            pending.popleft()
+            self._queue.take(head)
             # From here the caller can no longer cancel the future, only the job;
             # False means it cancelled the future already: nobody wants the result.
             if not future.set_running_or_notify_cancel():
@@ -264,7 +272,8 @@ class LlamaEngine:
         run = _Running(
             job, future, seqs,
             [
-                SampleState(i, job.thinking_cap, job.answer_cap, p.close_thinking, job.on_text, p.wrap_up, p.wrap_up_text)
+                SampleState(i, job.thinking_cap, job.answer_cap, p.close_thinking, job.on_text, p.wrap_up, p.wrap_up_text,
+                            close_tag=self.markers[1])
                 for i in range(job.samples)
             ],
             [native.sampler(self._L, self.settings, job.seed + i) for i in range(job.samples)],
