@@ -79,6 +79,8 @@ def plan(p: Plan) -> ponder_pb2.Plan:
         policy_version=p.policy_version,
         answer_format=p.answer_format,
         vote=p.vote,
+        refine=p.refine,
+        refine_tokens=p.refine_tokens,
     )
 
 

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from . import answers, stopping, voting
+from . import answers, refine, stopping, voting
 from .assessment import Assessment, adjust
 from .clock import Clock
 from .engine import Engine, GenerationJob, GenerationResult, PreparedPrompt
@@ -74,6 +74,10 @@ class Outcome:
     weights: dict[str, float] = field(default_factory=dict)
     # Why sampling ended (stopping.stop_reason): "all", "decided", "beta", "agreed", "pruned".
     stop_reason: str = ""
+    # Self-refinement: the voted text and answer, and the rounds (text/answer above are the final ones).
+    voted_text: str = ""
+    voted_answer: str = ""
+    refined: refine.Refined | None = None
 
 
 # Events for streaming callers: ("plan", Quote) once, then ("delta", (sample, phase, text)).
@@ -176,7 +180,35 @@ class Pipeline:
             status, error = "failed", result.error
         else:
             status, error = "ok", ""
-        return await self._settle(request_id, tenant, req, quote, result, started, status, error)
+        refined = None
+        if status == "ok" and plan.refine:
+            refined = await self._refine(tenant, req, quote, result, job.seed, events, stop)
+            if stop.reason:
+                status, error = stop.reason, _why(stop.reason)
+            elif refined.error:
+                status, error = "failed", refined.error
+        return await self._settle(request_id, tenant, req, quote, result, started, status, error, refined)
+
+    async def _refine(
+        self, tenant: str, req: AskInput, quote: Quote, result: GenerationResult, seed: int,
+        events: EventSink | None, stop: Stop,
+    ) -> refine.Refined:
+        """Critique and revise the voted answer, the plan's rounds (refine.py); failures end it with what ran."""
+        text, answer, counts = _voted(quote, result)
+        level = _level(quote)
+        reason = _stop_reason(quote, result)
+        decided = reason in ("decided", "beta", "agreed") or stopping.p_leader(counts) >= level.stop_confidence
+
+        def started(job: GenerationJob) -> None:
+            stop.on_stop(job.cancel)
+
+        try:
+            return await refine.refine(
+                self.engine, quote.plan, level.refine_keep, decided, req.system, req.prompt, text, answer,
+                seed, tenant, _text_sink(events), started,
+            )
+        except PonderError as exc:
+            return refine.Refined(text, answer, error=exc.message)
 
     async def _plan(self, who: Principal, req: AskInput) -> tuple[Quote, PreparedPrompt, list[Plan]]:
         tenant = _tenant(who)
@@ -201,7 +233,7 @@ class Pipeline:
 
     async def _settle(
         self, request_id: str, tenant: str, req: AskInput, quote: Quote, result: GenerationResult,
-        started: float, status: str, error: str,
+        started: float, status: str, error: str, refined: refine.Refined | None = None,
     ) -> Outcome:
         """Charge what ran and write the record; then return the outcome, or raise what the status means."""
         done = [s for s in result.samples if s.finish_reason in ("stop", "length")]
@@ -215,7 +247,18 @@ class Pipeline:
         cost = quote.policy.prices.micros(
             result.prompt_tokens + result.forced_tokens, result.thinking_tokens, result.answer_tokens
         ) if ran else 0
+        voted_text, voted_answer = text, answer
+        if refined is not None:
+            cost += refined.micros(quote.policy.prices)
+            text, answer = refined.text, refined.answer
         row = self._row(request_id, tenant, quote, result if ran else None, cost, started, status, error, answer)
+        if refined is not None and refined.rounds:
+            # Refinement rounds read and write tokens like any others: the record counts them.
+            row = replace(
+                row, prompt_tokens=row.prompt_tokens + refined.prompt_tokens,
+                answer_tokens=row.answer_tokens + refined.answer_tokens,
+                forced_tokens=row.forced_tokens + refined.forced_tokens,
+            )
         if not ran:
             row = replace(row, prompt_tokens=0)
         balance = quote.balance
@@ -238,7 +281,7 @@ class Pipeline:
         return Outcome(
             request_id, quote, result, text, answer, votes, charged,
             balance, self.clock.monotonic() - started, weights,
-            _stop_reason(quote, result),
+            _stop_reason(quote, result), voted_text, voted_answer, refined,
         )
 
     def _row(
@@ -264,6 +307,17 @@ class Pipeline:
             samples_pruned=result.samples_pruned if result else 0,
             stop_reason=_stop_reason(quote, result) if result else "",
         )
+
+
+def _voted(quote: Quote, result: GenerationResult) -> tuple[str, str, list[int]]:
+    """The vote's text and answer, and the answers' counts (as _settle computes them)."""
+    done = [s for s in result.samples if s.finish_reason in ("stop", "length")]
+    said = [s.answer for s in done]
+    if quote.plan.vote == "weighted":
+        answer, index = voting.weighted_winner(said, [s.confidence for s in done])
+    else:
+        answer, index = voting.winner(said)
+    return (done[index].text if done else ""), answer, [n for _, n in voting.tally(said)]
 
 
 def _level(quote: Quote) -> Level:

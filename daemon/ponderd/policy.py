@@ -32,6 +32,9 @@ _LEVEL = {"thinking_tokens", "samples", "answer_tokens"}
 _LEVEL_OPTIONAL = {"answer_format", "vote"}
 # Adaptive sampling (stopping.py); see _sampling().
 _LEVEL_OPTIONAL |= {"stop", "stop_confidence", "first_samples", "prune", "prune_percentile"}
+# Self-refinement (refine.py); see _refinement().
+_LEVEL_OPTIONAL |= {"refine", "refine_tokens", "refine_keep"}
+REFINE_KEEPS = ("always", "unless_decided")
 _ROUTE = {"direct", "reasoning", "floor"}
 _RULES = {"min_level", "max_level", "hints", "max_samples", "max_thinking_tokens", "unsure_floor", "unsure_confidence"}
 # `unsure_floor = "off"` turns the unsure-stakes floor off.
@@ -58,6 +61,11 @@ class Level:
     first_samples: int = 0
     # Stop a sample whose running confidence is below this percentile of the finished samples' (0: off).
     prune_percentile: int = 0
+    # Critique-and-revise rounds after the vote, each answering in at most refine_tokens.
+    refine: int = 0
+    refine_tokens: int = 0
+    # Whether a revision whose answer differs from a decided vote replaces it.
+    refine_keep: str = "unless_decided"
 
 
 @dataclass(frozen=True)
@@ -223,6 +231,7 @@ def _parse(raw: dict, check: _Checker, path: str, sha: str) -> Policy:
                 _answer_format(check, f"levels.{name}", t),
                 _vote(check, f"levels.{name}.vote", t.get("vote", "majority")),
                 **_sampling(check, f"levels.{name}", t),
+                **_refinement(check, f"levels.{name}", t),
             )
         )
     if not levels and "levels" in raw:
@@ -341,6 +350,24 @@ def _sampling(check: _Checker, where: str, table: dict) -> dict[str, Any]:
         "stop": stop, "stop_confidence": confidence, "first_samples": first if samples >= 2 else 0,
         "prune_percentile": percentile if prune else 0,
     }
+
+
+def _refinement(check: _Checker, where: str, table: dict) -> dict[str, Any]:
+    """A level's self-refinement settings (docs/policy.md, "Self-refinement")."""
+    rounds = check.integer(f"{where}.refine", table.get("refine", 0), 0, 4)
+    answer = table.get("answer_tokens", 1)
+    tokens = table.get("refine_tokens", answer if isinstance(answer, int) else 1)
+    if "refine_tokens" in table:
+        tokens = check.integer(f"{where}.refine_tokens", tokens, 1, 32768)
+    keep = table.get("refine_keep", "unless_decided")
+    if keep not in REFINE_KEEPS:
+        near = difflib.get_close_matches(str(keep), REFINE_KEEPS, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        check.problems.append(f"{where}.refine_keep: {keep!r} is not one of {', '.join(REFINE_KEEPS)}{hint}")
+        keep = "unless_decided"
+    if not rounds and ("refine_tokens" in table or "refine_keep" in table):
+        check.problems.append(f"{where}: refine_tokens and refine_keep apply only with refine >= 1; set refine or remove them")
+    return {"refine": rounds, "refine_tokens": tokens if rounds else 0, "refine_keep": keep}
 
 
 def _rules(check: _Checker, where: str, table: Any, base: dict, names: list[str]) -> TenantRules:

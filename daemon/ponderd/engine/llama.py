@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import FailedPrecondition, Unavailable
+from .. import refine
 from ..planner import EngineLimits
 from ..settings import ModelSettings
 from . import GenerationJob, GenerationResult, PreparedPrompt, native
@@ -127,6 +128,7 @@ class LlamaEngine:
             n_ctx, n_ctx_seq, s.n_seq_max, len(probe.open_thinking),
             # The worst case per sample: capped, so closed and wrapped up.
             len(probe.close_thinking) + len(probe.wrap_up), len(probe.skip_thinking),
+            refine_overhead=refine.overhead(lambda text: len(self.prepare("", text).tokens)),
         )
         self._free_seqs = list(range(s.n_seq_max))
         self._free_cells = n_ctx

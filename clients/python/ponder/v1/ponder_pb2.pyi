@@ -91,7 +91,7 @@ class Assessment(_message.Message):
     def __init__(self, severity: _Optional[_Union[Severity, str]] = ..., needs_reasoning: _Optional[bool] = ..., severity_probs: _Optional[_Mapping[str, float]] = ..., needs_reasoning_prob: _Optional[float] = ..., model_version: _Optional[str] = ..., adjustments: _Optional[_Iterable[str]] = ..., explanation: _Optional[_Iterable[_Union[Contribution, _Mapping]]] = ..., model_severity: _Optional[_Union[Severity, str]] = ..., model_needs_reasoning: _Optional[bool] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("level", "thinking_tokens", "samples", "answer_tokens", "worst_case_cost", "reasons", "policy_version", "answer_format", "vote")
+    __slots__ = ("level", "thinking_tokens", "samples", "answer_tokens", "worst_case_cost", "reasons", "policy_version", "answer_format", "vote", "refine", "refine_tokens")
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     THINKING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +101,8 @@ class Plan(_message.Message):
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     ANSWER_FORMAT_FIELD_NUMBER: _ClassVar[int]
     VOTE_FIELD_NUMBER: _ClassVar[int]
+    REFINE_FIELD_NUMBER: _ClassVar[int]
+    REFINE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     level: str
     thinking_tokens: int
     samples: int
@@ -110,7 +112,9 @@ class Plan(_message.Message):
     policy_version: str
     answer_format: str
     vote: str
-    def __init__(self, level: _Optional[str] = ..., thinking_tokens: _Optional[int] = ..., samples: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., worst_case_cost: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., policy_version: _Optional[str] = ..., answer_format: _Optional[str] = ..., vote: _Optional[str] = ...) -> None: ...
+    refine: int
+    refine_tokens: int
+    def __init__(self, level: _Optional[str] = ..., thinking_tokens: _Optional[int] = ..., samples: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., worst_case_cost: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., policy_version: _Optional[str] = ..., answer_format: _Optional[str] = ..., vote: _Optional[str] = ..., refine: _Optional[int] = ..., refine_tokens: _Optional[int] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "thinking_tokens", "answer_tokens", "forced_tokens", "samples_run", "samples_stopped", "samples_pruned", "stop_reason")
@@ -165,7 +169,7 @@ class Sample(_message.Message):
     def __init__(self, index: _Optional[int] = ..., thinking: _Optional[str] = ..., text: _Optional[str] = ..., answer: _Optional[str] = ..., thinking_tokens: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., thinking_capped: _Optional[bool] = ..., confidence: _Optional[float] = ...) -> None: ...
 
 class AskResponse(_message.Message):
-    __slots__ = ("request_id", "text", "answer", "votes", "assessment", "plan", "usage", "cost", "balance", "samples", "latency_seconds")
+    __slots__ = ("request_id", "text", "answer", "votes", "assessment", "plan", "usage", "cost", "balance", "samples", "latency_seconds", "voted_text", "voted_answer", "refinements")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     ANSWER_FIELD_NUMBER: _ClassVar[int]
@@ -177,6 +181,9 @@ class AskResponse(_message.Message):
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     LATENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    VOTED_TEXT_FIELD_NUMBER: _ClassVar[int]
+    VOTED_ANSWER_FIELD_NUMBER: _ClassVar[int]
+    REFINEMENTS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     text: str
     answer: str
@@ -188,7 +195,28 @@ class AskResponse(_message.Message):
     balance: Balance
     samples: _containers.RepeatedCompositeFieldContainer[Sample]
     latency_seconds: float
-    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., answer: _Optional[str] = ..., votes: _Optional[_Iterable[_Union[Vote, _Mapping]]] = ..., assessment: _Optional[_Union[Assessment, _Mapping]] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost: _Optional[float] = ..., balance: _Optional[_Union[Balance, _Mapping]] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., latency_seconds: _Optional[float] = ...) -> None: ...
+    voted_text: str
+    voted_answer: str
+    refinements: _containers.RepeatedCompositeFieldContainer[Refinement]
+    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., answer: _Optional[str] = ..., votes: _Optional[_Iterable[_Union[Vote, _Mapping]]] = ..., assessment: _Optional[_Union[Assessment, _Mapping]] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost: _Optional[float] = ..., balance: _Optional[_Union[Balance, _Mapping]] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., latency_seconds: _Optional[float] = ..., voted_text: _Optional[str] = ..., voted_answer: _Optional[str] = ..., refinements: _Optional[_Iterable[_Union[Refinement, _Mapping]]] = ...) -> None: ...
+
+class Refinement(_message.Message):
+    __slots__ = ("round", "text", "answer", "kept", "prompt_tokens", "answer_tokens", "finish_reason")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    KEPT_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    text: str
+    answer: str
+    kept: bool
+    prompt_tokens: int
+    answer_tokens: int
+    finish_reason: str
+    def __init__(self, round: _Optional[int] = ..., text: _Optional[str] = ..., answer: _Optional[str] = ..., kept: _Optional[bool] = ..., prompt_tokens: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ...) -> None: ...
 
 class QuoteResponse(_message.Message):
     __slots__ = ("assessment", "plan", "prompt_tokens", "balance")
