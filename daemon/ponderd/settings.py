@@ -41,6 +41,9 @@ class ModelSettings:
     # Sequences decoded together: the most samples in flight at once.
     n_seq_max: int = 16
     n_batch: int = 512
+    # Chunked prefill: a new prompt is decoded this many tokens per engine turn, the
+    # running samples stepping between chunks (0: each new prompt whole, at once).
+    prefill_chunk: int = 256
     # 0: one thread per CPU core.
     n_threads: int = 0
     n_gpu_layers: int = 0
@@ -264,6 +267,8 @@ def _validate(s: Settings, where: str) -> None:
         raise SettingsError(f"{where}: model.thinking must be auto, prompted or native")
     if s.model.n_seq_max < 1 or s.model.n_ctx < 256:
         raise SettingsError(f"{where}: model.n_seq_max must be >= 1 and model.n_ctx >= 256")
+    if s.model.prefill_chunk < 0:
+        raise SettingsError(f"{where}: model.prefill_chunk must be >= 0 (0 decodes each prompt whole)")
     if not 0.5 <= s.risk.high_recall_target <= 1.0:
         raise SettingsError(f"{where}: risk.high_recall_target must be between 0.5 and 1.0")
     if not 0 <= s.risk.retrain_cv_folds <= 20 or s.risk.retrain_cv_folds == 1:

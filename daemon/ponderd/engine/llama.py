@@ -59,6 +59,9 @@ class _Running:
     prune_at: float | None = None
     vote_stopped: bool = False
     agreed_early: bool = False
+    # Chunked prefill: the prompt (and forced prefix) to decode, and how much of it is decoded.
+    prompt: list[int] = field(default_factory=list)
+    prefilled: int = 0
 
 
 class LlamaEngine:
@@ -229,6 +232,7 @@ class LlamaEngine:
                 self._admitted = self._take_admissible()
             while self._admitted:
                 self._start_next()
+            self._prefill()
             if self._running:
                 self._step()
 
@@ -291,8 +295,27 @@ class LlamaEngine:
             self._running.append(run)
             if self._queue.closing:  # admitted just before close(): stop it like the others
                 job.cancelled.set()
+        run.prompt = tokens
+
+    def _prefill(self) -> None:
+        """Decode prompts: with model.prefill_chunk, one chunk of the oldest waiting prompt per
+        loop turn, so running samples step between chunks; with 0, every new prompt whole."""
+        chunk = self.settings.prefill_chunk
+        for run in [r for r in self._running if r.prefilled < len(r.prompt)]:
+            if run.job.cancelled.is_set():
+                continue  # the step stops its samples
+            end = min(len(run.prompt), run.prefilled + chunk) if chunk else len(run.prompt)
+            self._prefill_run(run, end)
+            if chunk:
+                return
+
+    def _prefill_run(self, run: _Running, end: int) -> None:
+        tokens, seqs, job = run.prompt, run.seqs, run.job
         try:
-            self._decode_prompt(tokens, seqs)
+            self._decode_prompt(tokens, seqs, run.prefilled, end)
+            run.prefilled = end
+            if end < len(tokens):
+                return
             last = self._batch.n_tokens - 1
             for i in run.waiting:
                 self._L.llama_memory_seq_rm(self._mem, seqs[i], len(tokens) - 1, -1)
@@ -305,13 +328,16 @@ class LlamaEngine:
             raise
         except Exception as exc:  # one bad job must not stop the loop
             log.exception("starting a job failed")
+            run.prefilled = len(tokens)
             self._fail(run, f"starting the job failed: {exc}")
         self._finish_if_done(run)
 
-    def _decode_prompt(self, tokens: list[int], seqs: list[int]) -> None:
+    def _decode_prompt(self, tokens: list[int], seqs: list[int], begin: int = 0, end: int | None = None) -> None:
+        """Decode tokens[begin:end] for every sequence in seqs; logits only for the prompt's last token."""
         b, L, n_batch = self._batch, self._L, self.settings.n_batch
-        for start in range(0, len(tokens), n_batch):
-            chunk = tokens[start : start + n_batch]
+        end = len(tokens) if end is None else end
+        for start in range(begin, end, n_batch):
+            chunk = tokens[start : min(start + n_batch, end)]
             b.n_tokens = len(chunk)
             for k, tok in enumerate(chunk):
                 b.token[k], b.pos[k], b.n_seq_id[k] = tok, start + k, len(seqs)
