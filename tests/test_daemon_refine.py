@@ -23,6 +23,11 @@ def refining(tmp_path_factory):
     d.stop()
 
 
+def slow_client(d):
+    """A slow, shared machine may need minutes for a request and its rounds."""
+    return PonderClient(d.address, d.token("local"), timeout=900)
+
+
 def charged(r):
     """The small policy's prices: 1 per 1000 prompt (and forced) tokens, 2 per 1000 thinking and answer tokens."""
     u = r.usage
@@ -30,7 +35,7 @@ def charged(r):
 
 
 def test_a_decided_vote_is_kept_whatever_the_revision_says(refining):
-    with refining.client() as c:
+    with slow_client(refining) as c:
         r = c.ask(SUM, level="careful", thinking_tokens=0, seed=7)
     assert r.plan.refine == 1 and r.usage.stop_reason == "decided"  # "5", "5": the third could not change it
     (x,) = r.refinements
@@ -43,8 +48,7 @@ def test_a_decided_vote_is_kept_whatever_the_revision_says(refining):
 
 
 def test_always_keeps_each_revision_and_rounds_build_on_the_last(refining):
-    # A slow, shared machine may need minutes for this.
-    with PonderClient(refining.address, refining.token("local"), timeout=900) as c:
+    with slow_client(refining) as c:
         r = c.ask("Name a prime number between 10 and 20.", level="thorough", samples=2, thinking_tokens=0, seed=3)
     assert r.plan.refine == 2 and 1 <= len(r.refinements) <= 2
     kept = [x for x in r.refinements if x.kept]
@@ -56,7 +60,7 @@ def test_always_keeps_each_revision_and_rounds_build_on_the_last(refining):
 
 
 def test_without_refinement_the_voted_answer_is_the_answer(refining):
-    with refining.client() as c:
+    with slow_client(refining) as c:
         r = c.ask(SUM, level="brief", thinking_tokens=0, seed=7)
     assert r.plan.refine == 0 and not r.refinements
     assert (r.voted_text, r.voted_answer) == (r.text, r.answer)

@@ -207,8 +207,9 @@ class Pipeline:
                 self.engine, quote.plan, level.refine_keep, decided, req.system, req.prompt, text, answer,
                 seed, tenant, _text_sink(events), started,
             )
-        except PonderError as exc:
-            return refine.Refined(text, answer, error=exc.message)
+        except Exception as exc:  # preparing a round failed: settle what ran before it
+            log.exception("refinement failed")
+            return refine.Refined(text, answer, error=f"refinement failed: {exc}")
 
     async def _plan(self, who: Principal, req: AskInput) -> tuple[Quote, PreparedPrompt, list[Plan]]:
         tenant = _tenant(who)

@@ -94,7 +94,11 @@ async def refine(
         job = GenerationJob(prepared, 1, 0, plan.refine_tokens, seed + 7919 * number, extract, never_decided, sink)
         job.tenant = tenant
         started(job)
-        result = await engine.generate(job)
+        try:
+            result = await engine.generate(job)
+        except Exception as exc:  # refused or failed before it ran: the rounds so far are still charged
+            out.error = getattr(exc, "message", "") or f"a refinement round could not run: {exc}"
+            break
         s = result.samples[0] if result.samples else SampleResult(0)
         revised = s.answer or (s.text if plan.answer_format == "free" else "")
         rejected = not revised or (keep == "unless_decided" and decided and revised != answer)
