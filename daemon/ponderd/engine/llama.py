@@ -298,15 +298,18 @@ class LlamaEngine:
         run.prompt = tokens
 
     def _prefill(self) -> None:
-        """Decode prompts: with model.prefill_chunk, one chunk of the oldest waiting prompt per
-        loop turn, so running samples step between chunks; with 0, every new prompt whole."""
-        chunk = self.settings.prefill_chunk
+        """Decode new prompts, oldest first: with model.prefill_chunk, at most that many prompt
+        tokens per loop turn (short prompts admitted together still start together), so running
+        samples step between chunks of a long one; with 0, every new prompt whole."""
+        budget = self.settings.prefill_chunk or None
         for run in [r for r in self._running if r.prefilled < len(r.prompt)]:
             if run.job.cancelled.is_set():
                 continue  # the step stops its samples
-            end = min(len(run.prompt), run.prefilled + chunk) if chunk else len(run.prompt)
+            end = len(run.prompt) if budget is None else min(len(run.prompt), run.prefilled + budget)
+            if budget is not None:
+                budget -= end - run.prefilled
             self._prefill_run(run, end)
-            if chunk:
+            if budget == 0:
                 return
 
     def _prefill_run(self, run: _Running, end: int) -> None:
