@@ -104,6 +104,8 @@ def plan(p: Plan) -> ponder_pb2.Plan:
         vote=p.vote,
         model=p.model,
         expected_loss=p.expected_loss,
+        refine=p.refine,
+        refine_tokens=p.refine_tokens,
     )
 
 
@@ -158,6 +160,8 @@ def spend_record(row: dict[str, Any]) -> admin_pb2.SpendRecord:
             forced_tokens=row["forced_tokens"],
             samples_run=row["samples_run"],
             samples_stopped=row["samples_stopped"],
+            samples_pruned=row.get("samples_pruned") or 0,
+            stop_reason=row.get("stop_reason") or "",
         ),
         reserved=to_credits(row["reserved_micros"]),
         cost=to_credits(row["cost_micros"]),

@@ -127,6 +127,9 @@ class SpendRow:
     model: str = ""
     # Whether the answer passed the request's check; None when it sent none.
     verified: bool | None = None
+    # Samples stopped for low confidence (they did not vote), and why sampling ended (stopping.py).
+    samples_pruned: int = 0
+    stop_reason: str = ""
 
 
 class Ledger:

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from . import answers, voting
+from . import answers, refine, stopping, voting
 from .assessment import Assessment, adjust
 from .clock import Clock
 from .engine import Engine, GenerationJob, GenerationResult, PreparedPrompt
@@ -35,7 +35,7 @@ from .keys import Principal
 from .ledger import BalanceView, SpendRow, iso, to_credits
 from .models import ServedModels
 from .planner import Hints, Plan, Served, check_hints, plan_candidates
-from .policy import Policy, PolicyHolder
+from .policy import Level, Policy, PolicyHolder
 from .risk import ClassifierHolder
 
 log = logging.getLogger("ponder.pipeline")
@@ -79,6 +79,12 @@ class Outcome:
     weights: dict[str, float] = field(default_factory=dict)
     # Whether the answer passed the request's check; None without one.
     verified: bool | None = None
+    # Why sampling ended (stopping.stop_reason): "all", "decided", "beta", "agreed", "pruned".
+    stop_reason: str = ""
+    # Self-refinement: the voted text and answer, and the rounds (text/answer above are the final ones).
+    voted_text: str = ""
+    voted_answer: str = ""
+    refined: refine.Refined | None = None
 
 
 # Events for streaming callers: ("plan", Quote) once, then ("delta", (sample, phase, text)).
@@ -165,6 +171,8 @@ class Pipeline:
             req.seed or secrets.randbits(31), answers.extractor(plan.answer_format),
             voting.vote_decided if plan.vote == "majority" else voting.never_decided, _text_sink(events),
         )
+        _adaptive(job, _level(quote))
+        job.tenant = tenant
         stop.on_stop(job.cancel)
         try:
             result = await self.engine.get(model).generate(job)
@@ -184,7 +192,36 @@ class Pipeline:
             status, error = "failed", result.error
         else:
             status, error = "ok", ""
-        return await self._settle(request_id, tenant, req, quote, result, started, status, error)
+        refined = None
+        if status == "ok" and plan.refine:
+            refined = await self._refine(tenant, req, quote, result, job.seed, events, stop)
+            if stop.reason:
+                status, error = stop.reason, _why(stop.reason)
+            elif refined.error:
+                status, error = "failed", refined.error
+        return await self._settle(request_id, tenant, req, quote, result, started, status, error, refined)
+
+    async def _refine(
+        self, tenant: str, req: AskInput, quote: Quote, result: GenerationResult, seed: int,
+        events: EventSink | None, stop: Stop,
+    ) -> refine.Refined:
+        """Critique and revise the voted answer, the plan's rounds (refine.py); failures end it with what ran."""
+        text, answer, counts = _voted(quote, result)
+        level = _level(quote)
+        reason = _stop_reason(quote, result)
+        decided = reason in ("decided", "beta", "agreed") or stopping.p_leader(counts) >= level.stop_confidence
+
+        def started(job: GenerationJob) -> None:
+            stop.on_stop(job.cancel)
+
+        try:
+            return await refine.refine(
+                self.engine.get(quote.plan.model), quote.plan, level.refine_keep, decided, req.system, req.prompt, text, answer,
+                seed, tenant, _text_sink(events), started,
+            )
+        except Exception as exc:  # preparing a round failed: settle what ran before it
+            log.exception("refinement failed")
+            return refine.Refined(text, answer, error=f"refinement failed: {exc}")
 
     async def _plan(self, who: Principal, req: AskInput) -> tuple[Quote, dict[str, PreparedPrompt], list[Plan]]:
         tenant = _tenant(who)
@@ -225,7 +262,7 @@ class Pipeline:
 
     async def _settle(
         self, request_id: str, tenant: str, req: AskInput, quote: Quote, result: GenerationResult,
-        started: float, status: str, error: str,
+        started: float, status: str, error: str, refined: refine.Refined | None = None,
     ) -> Outcome:
         """Charge what ran and write the record; then return the outcome, or raise what the status means."""
         done = [s for s in result.samples if s.finish_reason in ("stop", "length")]
@@ -239,10 +276,23 @@ class Pipeline:
         cost = quote.policy.prices_for(quote.plan.model).micros(
             result.prompt_tokens + result.forced_tokens, result.thinking_tokens, result.answer_tokens
         ) if ran else 0
+        voted_text, voted_answer = text, answer
+        if refined is not None:
+            cost += refined.micros(quote.policy.prices_for(quote.plan.model))
+            text, answer = refined.text, refined.answer
         # Only a finished request's answer is judged: a cut-short one says nothing about its level.
         verified = req.check.verify(answer) if req.check is not None and status == "ok" else None
         row = self._row(request_id, tenant, quote, result if ran else None, cost, started, status, error, answer)
-        row = replace(row, verified=verified, prompt_tokens=row.prompt_tokens if ran else 0)
+        row = replace(row, verified=verified)
+        if refined is not None and refined.rounds:
+            # Refinement rounds read and write tokens like any others: the record counts them.
+            row = replace(
+                row, prompt_tokens=row.prompt_tokens + refined.prompt_tokens,
+                answer_tokens=row.answer_tokens + refined.answer_tokens,
+                forced_tokens=row.forced_tokens + refined.forced_tokens,
+            )
+        if not ran:
+            row = replace(row, prompt_tokens=0)
         balance = quote.balance
         try:
             charged = await self.budgets.settle(row, req.prompt if self.keep_prompts else None)
@@ -263,6 +313,7 @@ class Pipeline:
         return Outcome(
             request_id, quote, result, text, answer, votes, charged,
             balance, self.clock.monotonic() - started, weights, verified,
+            _stop_reason(quote, result), voted_text, voted_answer, refined,
         )
 
     def _row(
@@ -286,7 +337,43 @@ class Pipeline:
             cost_micros=cost, latency_ms=int(1000 * (self.clock.monotonic() - started)),
             status=status, error=error, answer=answer,
             confidence_mean=mean, confidence_min=least,
+            samples_pruned=result.samples_pruned if result else 0,
+            stop_reason=_stop_reason(quote, result) if result else "",
         )
+
+
+def _voted(quote: Quote, result: GenerationResult) -> tuple[str, str, list[int]]:
+    """The vote's text and answer, and the answers' counts (as _settle computes them)."""
+    done = [s for s in result.samples if s.finish_reason in ("stop", "length")]
+    said = [s.answer for s in done]
+    if quote.plan.vote == "weighted":
+        answer, index = voting.weighted_winner(said, [s.confidence for s in done])
+    else:
+        answer, index = voting.winner(said)
+    return (done[index].text if done else ""), answer, [n for _, n in voting.tally(said)]
+
+
+def _level(quote: Quote) -> Level:
+    """The policy level the plan came from (its sampling settings are not in the plan)."""
+    return quote.policy.level(quote.plan.level)
+
+
+def _adaptive(job: GenerationJob, level: Level) -> None:
+    """Give the job the level's stop rule, escalation and pruning (stopping.py)."""
+    if job.samples < 2:
+        return
+    job.vote_decided = stopping.stop_rule(level.stop, level.vote, level.stop_confidence)
+    job.first_samples = level.first_samples
+    job.agreed = stopping.agreed
+    if level.prune_percentile:
+        pct = level.prune_percentile
+        job.prune_below = lambda confidences: stopping.prune_threshold(confidences, pct)
+
+
+def _stop_reason(quote: Quote, result: GenerationResult) -> str:
+    if not result.samples:
+        return ""
+    return stopping.stop_reason(_level(quote).stop, result.vote_stopped, result.agreed_early, result.samples_pruned)
 
 
 def _confidence(result: GenerationResult | None) -> tuple[float | None, float | None]:

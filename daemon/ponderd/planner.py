@@ -44,6 +44,8 @@ class EngineLimits:
     forced_open: int = 0
     forced_close: int = 0
     forced_skip: int = 0
+    # Tokens a refinement prompt adds around the question and the answer it revises (refine.py).
+    refine_overhead: int = 0
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,9 @@ class Plan:
     model: str = ""
     # Expected-loss mode: the plan's expected cost plus expected loss, in credits.
     expected_loss: float | None = None
+    # Self-refinement rounds after the vote, and each round's answer cap (refine.py).
+    refine: int = 0
+    refine_tokens: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -328,6 +333,7 @@ def _fit(level: Level, prompt: int, limits: EngineLimits, policy: Policy, why: l
         samples = fit
     forced = shared + samples * close
     cost = policy.prices_for(level.model).micros(prompt + forced, samples * thinking, samples * answer)
+    cost += refinement_micros(level, prompt, answer, limits, policy)
     return Plan(
         level=level.name,
         thinking_tokens=thinking,
@@ -341,4 +347,20 @@ def _fit(level: Level, prompt: int, limits: EngineLimits, policy: Policy, why: l
         answer_format=level.answer_format,
         vote=level.vote,
         model=model,
+        refine=level.refine,
+        refine_tokens=level.refine_tokens,
     )
+
+
+def refinement_prompt_bound(prompt: int, answer: int, refine_tokens: int, limits: EngineLimits) -> int:
+    """The most prompt tokens one refinement round reads: the question, the framing, the answer it
+    revises (a voted sample's, with its wrap-up, or the previous round's). refine.py truncates to it."""
+    return prompt + limits.refine_overhead + max(answer + limits.forced_close, refine_tokens)
+
+
+def refinement_micros(level: Level, prompt: int, answer: int, limits: EngineLimits, policy: Policy) -> int:
+    """The worst case of a level's refinement rounds: each reads at most the bound and writes refine_tokens."""
+    if not level.refine:
+        return 0
+    read = refinement_prompt_bound(prompt, answer, level.refine_tokens, limits) + limits.forced_skip
+    return level.refine * policy.prices_for(level.model).micros(read, 0, level.refine_tokens)

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from .answers import ANSWER_FORMATS
 from .errors import PolicyError
+from .stopping import PRUNE_PERCENTILE, STOP_CONFIDENCE, STOPS
 from .voting import VOTES
 
 SEVERITIES = ("low", "medium", "high")
@@ -34,6 +35,11 @@ PLANNING_MODES = ("routing", "expected_loss")
 # What the planner does when a level's model is not serving: use the nearest
 # level on a model that is (saying so), or refuse the request.
 UNAVAILABLE = ("route_around", "refuse")
+# Adaptive sampling (stopping.py); see _sampling().
+_LEVEL_OPTIONAL |= {"stop", "stop_confidence", "first_samples", "prune", "prune_percentile"}
+# Self-refinement (refine.py); see _refinement().
+_LEVEL_OPTIONAL |= {"refine", "refine_tokens", "refine_keep"}
+REFINE_KEEPS = ("always", "unless_decided")
 _ROUTE = {"direct", "reasoning", "floor"}
 _RULES = {"min_level", "max_level", "hints", "max_samples", "max_thinking_tokens", "unsure_floor", "unsure_confidence"}
 # `unsure_floor = "off"` turns the unsure-stakes floor off.
@@ -55,6 +61,19 @@ class Level:
     # The served model that runs this level (settings: [model] name or a
     # [models.NAME] table); "" is the primary model.
     model: str = ""
+    # When to stop drawing samples (stopping.STOPS); "decided" is today's rule.
+    stop: str = "decided"
+    # The "beta" rule stops once P(leader is the true majority) reaches this.
+    stop_confidence: float = STOP_CONFIDENCE
+    # Escalation: draw this many first, the rest only when they disagree (0: all at once).
+    first_samples: int = 0
+    # Stop a sample whose running confidence is below this percentile of the finished samples' (0: off).
+    prune_percentile: int = 0
+    # Critique-and-revise rounds after the vote, each answering in at most refine_tokens.
+    refine: int = 0
+    refine_tokens: int = 0
+    # Whether a revision whose answer differs from a decided vote replaces it.
+    refine_keep: str = "unless_decided"
 
 
 @dataclass(frozen=True)
@@ -268,6 +287,8 @@ def _parse(raw: dict, check: _Checker, path: str, sha: str, models: Sequence[str
                 _answer_format(check, f"levels.{name}", t),
                 _vote(check, f"levels.{name}.vote", t.get("vote", "majority")),
                 _model(check, f"levels.{name}.model", t.get("model", ""), models),
+                **_sampling(check, f"levels.{name}", t),
+                **_refinement(check, f"levels.{name}", t),
             )
         )
     if not levels and "levels" in raw:
@@ -393,6 +414,62 @@ def _vote(check: _Checker, where: str, value: Any) -> str:
         check.problems.append(f"{where}: {value!r} is not one of {', '.join(VOTES)}{hint}")
         return "majority"
     return value
+
+
+def _sampling(check: _Checker, where: str, table: dict) -> dict[str, Any]:
+    """A level's adaptive-sampling settings (docs/policy.md, "Spending fewer samples")."""
+    vote = table.get("vote", "majority")
+    stop = table.get("stop", "decided" if vote == "majority" else "never")
+    if stop not in STOPS:
+        near = difflib.get_close_matches(str(stop), STOPS, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        check.problems.append(f"{where}.stop: {stop!r} is not one of {', '.join(STOPS)}{hint}")
+        stop = "never"
+    elif stop != "never" and vote != "majority":
+        # The rules count votes; a sample still running could outweigh the leader.
+        check.problems.append(f"{where}.stop: {stop!r} counts votes, which a {vote!r} vote does not; use stop = \"never\"")
+    confidence = check.fraction(f"{where}.stop_confidence", table.get("stop_confidence", STOP_CONFIDENCE))
+    if "stop_confidence" in table and not 0.5 < confidence < 1.0:
+        check.problems.append(f"{where}.stop_confidence: must be above 0.5 and below 1, not {table['stop_confidence']!r}")
+    samples = table.get("samples", 1)
+    samples = samples if isinstance(samples, int) and samples >= 1 else 1
+    first = table.get("first_samples", 0)
+    if "first_samples" in table:
+        if samples < 2:
+            check.problems.append(f"{where}.first_samples: escalation needs samples >= 2 to draw more of; remove it")
+        else:
+            first = check.integer(f"{where}.first_samples", first, 1, samples - 1)
+    prune = table.get("prune", False)
+    if not isinstance(prune, bool):
+        check.problems.append(f"{where}.prune: must be true or false, not {prune!r}")
+        prune = False
+    percentile = table.get("prune_percentile", PRUNE_PERCENTILE)
+    if "prune_percentile" in table:
+        percentile = check.integer(f"{where}.prune_percentile", percentile, 1, 99)
+        if not prune:
+            check.problems.append(f"{where}.prune_percentile: set prune = true for it to apply, or remove it")
+    return {
+        "stop": stop, "stop_confidence": confidence, "first_samples": first if samples >= 2 else 0,
+        "prune_percentile": percentile if prune else 0,
+    }
+
+
+def _refinement(check: _Checker, where: str, table: dict) -> dict[str, Any]:
+    """A level's self-refinement settings (docs/policy.md, "Self-refinement")."""
+    rounds = check.integer(f"{where}.refine", table.get("refine", 0), 0, 4)
+    answer = table.get("answer_tokens", 1)
+    tokens = table.get("refine_tokens", answer if isinstance(answer, int) else 1)
+    if "refine_tokens" in table:
+        tokens = check.integer(f"{where}.refine_tokens", tokens, 1, 32768)
+    keep = table.get("refine_keep", "unless_decided")
+    if keep not in REFINE_KEEPS:
+        near = difflib.get_close_matches(str(keep), REFINE_KEEPS, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        check.problems.append(f"{where}.refine_keep: {keep!r} is not one of {', '.join(REFINE_KEEPS)}{hint}")
+        keep = "unless_decided"
+    if not rounds and ("refine_tokens" in table or "refine_keep" in table):
+        check.problems.append(f"{where}: refine_tokens and refine_keep apply only with refine >= 1; set refine or remove them")
+    return {"refine": rounds, "refine_tokens": tokens if rounds else 0, "refine_keep": keep}
 
 
 def _rules(check: _Checker, where: str, table: Any, base: dict, names: list[str]) -> TenantRules:

@@ -127,6 +127,7 @@ def _quote(q: Quote) -> ponder_pb2.QuoteResponse:
 
 def _response(o: Outcome) -> ponder_pb2.AskResponse:
     r = o.result
+    f = o.refined
     return ponder_pb2.AskResponse(
         request_id=o.request_id,
         text=o.text,
@@ -135,16 +136,27 @@ def _response(o: Outcome) -> ponder_pb2.AskResponse:
         assessment=convert.assessment(o.quote.assessment),
         plan=convert.plan(o.quote.plan),
         usage=ponder_pb2.Usage(
-            prompt_tokens=r.prompt_tokens,
+            prompt_tokens=r.prompt_tokens + (f.prompt_tokens if f else 0),
             thinking_tokens=r.thinking_tokens,
-            answer_tokens=r.answer_tokens,
-            forced_tokens=r.forced_tokens,
+            answer_tokens=r.answer_tokens + (f.answer_tokens if f else 0),
+            forced_tokens=r.forced_tokens + (f.forced_tokens if f else 0),
             samples_run=r.samples_run,
             samples_stopped=r.samples_stopped,
+            samples_pruned=r.samples_pruned,
+            stop_reason=o.stop_reason,
         ),
         cost=o.cost_micros / 1e6,
         balance=convert.balance(o.balance, o.quote.policy.currency),
         samples=[convert.sample(s) for s in r.samples],
         latency_seconds=o.latency_s,
         verified=o.verified,
+        voted_text=o.voted_text,
+        voted_answer=o.voted_answer,
+        refinements=[
+            ponder_pb2.Refinement(
+                round=x.number, text=x.text, answer=x.answer, kept=x.kept, prompt_tokens=x.prompt_tokens,
+                answer_tokens=x.answer_tokens, finish_reason=x.finish_reason,
+            )
+            for x in (f.rounds if f else [])
+        ],
     )

@@ -46,6 +46,9 @@ class ModelSettings:
     # Sequences decoded together: the most samples in flight at once.
     n_seq_max: int = 16
     n_batch: int = 512
+    # Chunked prefill: a new prompt is decoded this many tokens per engine turn, the
+    # running samples stepping between chunks (0: each new prompt whole, at once).
+    prefill_chunk: int = 256
     # 0: one thread per CPU core.
     n_threads: int = 0
     n_gpu_layers: int = 0
@@ -314,6 +317,8 @@ def _validate(s: Settings, where: str) -> None:
             raise SettingsError(f"{where}: {section}.kind must be instruct or reasoning")
         if m.n_seq_max < 1 or m.n_ctx < 256:
             raise SettingsError(f"{where}: {section}.n_seq_max must be >= 1 and {section}.n_ctx >= 256")
+    if s.model.prefill_chunk < 0:
+        raise SettingsError(f"{where}: model.prefill_chunk must be >= 0 (0 decodes each prompt whole)")
     if not 0.5 <= s.risk.high_recall_target <= 1.0:
         raise SettingsError(f"{where}: risk.high_recall_target must be between 0.5 and 1.0")
     if s.accuracy.min_new_outcomes < 1 or s.accuracy.prior_weight < 0:

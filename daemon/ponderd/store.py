@@ -163,6 +163,14 @@ def m004_models_and_outcomes(db: Database) -> None:
     )
 
 
+@migrations()
+def m005_adaptive_sampling(db: Database) -> None:
+    # Samples pruned for low confidence, and why sampling ended ("all", "decided",
+    # "beta", "agreed", "pruned"; "" for requests that never sampled or predate it).
+    db.execute("ALTER TABLE spend ADD COLUMN samples_pruned INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE spend ADD COLUMN stop_reason TEXT NOT NULL DEFAULT ''")
+
+
 def connect(path: pathlib.Path) -> Database:
     """Open (creating if needed) the database and bring its schema up to date."""
     private_dir(path.parent)

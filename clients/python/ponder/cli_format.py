@@ -65,6 +65,8 @@ def print_answer(r: ponder_pb2.AskResponse, text: bool = True) -> None:
         _row("votes", ", ".join(f"{v.answer!r} x{v.count}" for v in r.votes) + note)
     u = r.usage
     stopped = f", {u.samples_stopped} stopped early (vote decided)" if u.samples_stopped else ""
+    stopped += f", {u.samples_pruned} pruned (low confidence)" if u.samples_pruned else ""
+    stopped += f"; stopped: {u.stop_reason}" if u.stop_reason else ""
     _row(
         "usage",
         f"prompt {u.prompt_tokens}, thinking {u.thinking_tokens}, answer {u.answer_tokens}, forced {u.forced_tokens} tokens;"

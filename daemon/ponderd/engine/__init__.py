@@ -44,6 +44,15 @@ class GenerationJob:
     vote_decided: Callable[[Sequence[str], int], bool]
     # Called on the engine thread for every piece of text produced.
     on_text: Callable[[int, str, str], None] | None = None
+    # Escalation (stopping.py): start this many samples, and the rest only when
+    # `agreed` says their answers do not agree; 0 starts every sample at once.
+    first_samples: int = 0
+    agreed: Callable[[Sequence[str]], bool] = lambda answers: False
+    # Pruning: from the finished samples' confidences, the confidence below which
+    # a running sample is stopped (None: not yet); None turns pruning off.
+    prune_below: Callable[[Sequence[float]], float | None] | None = None
+    # Who asked: waiting jobs are admitted round-robin by tenant (engine/jobs.py).
+    tenant: str = ""
     cancelled: threading.Event = field(default_factory=threading.Event)
     # Set by the engine when it queues the job, so that cancel() can take a
     # waiting job out of the queue at once instead of when it reaches the head.
@@ -67,7 +76,8 @@ class SampleResult:
     thinking_tokens: int = 0
     answer_tokens: int = 0
     forced_tokens: int = 0
-    # "stop", "length", "vote_decided", "cancelled", "error"
+    # "stop", "length", "vote_decided", "pruned" (its confidence fell below the
+    # finished samples'; it does not vote), "cancelled", "error"
     finish_reason: str = ""
     thinking_capped: bool = False
     # Geometric-mean probability of the least certain window of sampled tokens
@@ -85,6 +95,10 @@ class GenerationResult:
     # The engine itself stopped while this job ran: `error` says why and the
     # usage so far is reported; the request should be answered UNAVAILABLE.
     fatal: bool = False
+    # The job's vote_decided stopped the samples still running (or never started).
+    vote_stopped: bool = False
+    # Escalation: the first samples agreed, so the rest were never started.
+    agreed_early: bool = False
 
     @property
     def thinking_tokens(self) -> int:
@@ -106,6 +120,10 @@ class GenerationResult:
     @property
     def samples_stopped(self) -> int:
         return sum(1 for s in self.samples if s.finish_reason == "vote_decided")
+
+    @property
+    def samples_pruned(self) -> int:
+        return sum(1 for s in self.samples if s.finish_reason == "pruned")
 
 
 class Engine(Protocol):

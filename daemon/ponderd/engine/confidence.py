@@ -49,6 +49,12 @@ class WindowConfidence:
             self._lowest = min(self._lowest, self._sum / self.window)
 
     @property
+    def lowest_so_far(self) -> float | None:
+        """exp(lowest full-window mean) so far; None before the first full window.
+        It can only fall as tokens come, so a sample already below a bar ends below it."""
+        return math.exp(self._lowest) if self.tokens >= self.window else None
+
+    @property
     def value(self) -> float:
         """exp(lowest window mean) in (0, 1]; 0.0 when no token was seen (no evidence)."""
         if not self.tokens:

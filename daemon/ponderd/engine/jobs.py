@@ -1,7 +1,9 @@
 """The engine's waiting room: queued jobs, why new ones are refused, and safe completion.
 
-Jobs wait here until the owner thread admits them. A cancelled job leaves at
-once, wherever it waits, so a caller that went away never waits behind a big
+Jobs wait here until the owner thread admits them, round-robin by tenant:
+the next job is the oldest of the tenant admitted longest ago (or never), so
+one tenant's flood does not hold everyone else's requests behind it. A
+cancelled job leaves at once, wherever it waits, so a caller that went away never waits behind a big
 job at the head. Futures are completed only through `resolve`/`reject`, which
 never raise: a future the caller cancelled must not take the owner thread down.
 """
@@ -56,6 +58,38 @@ class JobQueue:
         self.closing = False
         # Why the owner thread stopped; "" while it is healthy.
         self.failure = ""
+        # Fairness: when each tenant last had a job admitted (a counter, not a time).
+        self._served: dict[str, int] = {}
+        self._admissions = 0
+
+    def head(self) -> Waiting | None:
+        """The job to admit next: the oldest waiting job of the tenant served longest ago (never first).
+
+        Ties (tenants never served) go to the tenant whose oldest job came first."""
+        with self.cv:
+            best: Waiting | None = None
+            best_key: tuple[int, int] | None = None
+            seen: set[str] = set()
+            for arrival, waiting in enumerate(self.pending):
+                tenant = waiting[0].tenant
+                if tenant in seen:
+                    continue  # only each tenant's oldest competes
+                seen.add(tenant)
+                key = (self._served.get(tenant, -1), arrival)
+                if best_key is None or key < best_key:
+                    best, best_key = waiting, key
+            return best
+
+    def take(self, waiting: Waiting, turn: bool = True) -> None:
+        """Remove `waiting` (from head()) to admit it (its tenant's turn) or to drop it (turn=False)."""
+        with self.cv:
+            for k, item in enumerate(self.pending):
+                if item[0] is waiting[0]:
+                    del self.pending[k]
+                    break
+            if turn:
+                self._served[waiting[0].tenant] = self._admissions
+                self._admissions += 1
 
     def submit(self, job: GenerationJob) -> concurrent.futures.Future:
         """Queue a job, or raise Unavailable before anything about it is queued or counted."""

@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import FailedPrecondition, Unavailable
+from .. import refine
 from ..planner import EngineLimits
 from ..settings import ModelSettings
 from . import GenerationJob, GenerationResult, PreparedPrompt, native
 from .jobs import JobQueue, cancelled_before_start, reject, resolve, stopped_message
 from .confidence import token_logprob
+from .markers import DEFAULT as DEFAULT_MARKERS, think_markers
 from .model_file import resolve_model_path
 from .sample import SampleState
 
@@ -48,6 +50,18 @@ class _Running:
     shared_forced: int
     answers: list[str] = field(default_factory=list)
     error: str = ""
+    # Escalation: samples not started yet. Their sequences hold the prompt but
+    # its last token, which they decode themselves when started (its logits are gone by then).
+    waiting: list[int] = field(default_factory=list)
+    last_token: int = 0
+    # Confidences of the samples that finished and vote, and the pruning bar they set.
+    confidences: list[float] = field(default_factory=list)
+    prune_at: float | None = None
+    vote_stopped: bool = False
+    agreed_early: bool = False
+    # Chunked prefill: the prompt (and forced prefix) to decode, and how much of it is decoded.
+    prompt: list[int] = field(default_factory=list)
+    prefilled: int = 0
 
 
 class LlamaEngine:
@@ -66,6 +80,8 @@ class LlamaEngine:
         self._free_cells = 0
         self._progress = time.monotonic()
         self._thread: threading.Thread | None = None
+        self.markers = DEFAULT_MARKERS
+        self.template_text = ""
 
     # lifecycle ---------------------------------------------------------------
 
@@ -97,9 +113,15 @@ class LlamaEngine:
         self._batch = L.llama_batch_init(s.n_batch, 0, s.n_seq_max)
         self._template = L.llama_model_chat_template(self._model, None)
         self.model_name = path.stem
+        raw = self._template or b""
+        self.template_text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+        # The template's own thinking markers where it names them; else <think>/</think>.
+        self.markers = think_markers(self.template_text) or DEFAULT_MARKERS
+        self._open_text = OPEN_TAG.replace("<think>", self.markers[0])
+        self._close_text = CLOSE_TAG.replace("</think>", self.markers[1])
         self._native = self._detect_native()
-        self._open = self.tokenize(OPEN_TAG)
-        self._close = self.tokenize(CLOSE_TAG)
+        self._open = self.tokenize(self._open_text)
+        self._close = self.tokenize(self._close_text)
         # Settings text, not markup: tokenised as plain text so it cannot force special tokens.
         self._wrap = self.tokenize(s.wrap_up, special=False) if s.wrap_up else ()
         n_ctx = L.llama_n_ctx(self._ctx)
@@ -109,6 +131,7 @@ class LlamaEngine:
             n_ctx, n_ctx_seq, s.n_seq_max, len(probe.open_thinking),
             # The worst case per sample: capped, so closed and wrapped up.
             len(probe.close_thinking) + len(probe.wrap_up), len(probe.skip_thinking),
+            refine_overhead=refine.overhead(lambda text: len(self.prepare("", text).tokens)),
         )
         self._free_seqs = list(range(s.n_seq_max))
         self._free_cells = n_ctx
@@ -150,10 +173,10 @@ class LlamaEngine:
 
     def prepare(self, system: str, prompt: str) -> PreparedPrompt:
         text = native.render_chat(self._L, self._template, system or self.settings.system_prompt, prompt)
-        opened = text.rstrip().endswith("<think>")
+        opened = text.rstrip().endswith(self.markers[0])
         if self._native:
             open_ = () if opened else self._open
-            skip = self.tokenize(("" if opened else OPEN_TAG) + CLOSE_TAG)
+            skip = self.tokenize(("" if opened else self._open_text) + self._close_text)
         else:
             open_, skip = self._open, ()
         return PreparedPrompt(self.tokenize(text), open_, self._close, skip, self._wrap, self.settings.wrap_up)
@@ -184,8 +207,8 @@ class LlamaEngine:
     def _detect_native(self) -> bool:
         if self.settings.thinking != "auto":
             return self.settings.thinking == "native"
-        # A reasoning model has <think> and </think> as single tokens of its own.
-        return len(self.tokenize("<think>")) == 1 and len(self.tokenize("</think>")) == 1
+        # A reasoning model has its markers (<think> and </think>) as single tokens of its own.
+        return len(self.tokenize(self.markers[0])) == 1 and len(self.tokenize(self.markers[1])) == 1
 
     # owner thread --------------------------------------------------------------
 
@@ -209,27 +232,27 @@ class LlamaEngine:
                 self._admitted = self._take_admissible()
             while self._admitted:
                 self._start_next()
+            self._prefill()
             if self._running:
                 self._step()
 
     def _take_admissible(self) -> list[tuple[GenerationJob, concurrent.futures.Future, list[int]]]:
         out = []
-        pending = self._queue.pending
-        while pending:
-            job, future = pending[0]
+        while (head := self._queue.head()) is not None:
+            job, future = head
             need = self._cells_needed(job)
             if job.cancelled.is_set():
-                pending.popleft()
+                self._queue.take(head, turn=False)
                 resolve(future, cancelled_before_start(job))
                 continue
             if job.samples > self.limits.n_seq_max or need > self.limits.n_ctx:
-                pending.popleft()
+                self._queue.take(head, turn=False)
                 reject(future, FailedPrecondition("the plan does not fit the model's context"))
                 continue
-            # First come, first served: a big job at the head waits rather than starve.
+            # Round-robin by tenant (jobs.JobQueue.head); a big job at the head waits rather than starve.
             if job.samples > len(self._free_seqs) or need > self._free_cells:
                 break
-            pending.popleft()
+            self._queue.take(head)
             # From here the caller can no longer cancel the future, only the job;
             # False means it cancelled the future already: nobody wants the result.
             if not future.set_running_or_notify_cancel():
@@ -243,7 +266,9 @@ class LlamaEngine:
         prefix = len(p.open_thinking) if job.thinking_cap else len(p.skip_thinking)
         forced = len(p.close_thinking) + len(p.wrap_up) if job.thinking_cap else 0
         per_sample = job.thinking_cap + job.answer_cap + forced
-        return len(p.tokens) + prefix + job.samples * per_sample
+        # A sample started later decodes the prompt's last token again, in a cell of its own.
+        later = job.samples - _first(job)
+        return len(p.tokens) + prefix + job.samples * per_sample + later
 
     def _start_next(self) -> None:
         job, future, seqs = self._admitted[0]
@@ -253,23 +278,52 @@ class LlamaEngine:
         run = _Running(
             job, future, seqs,
             [
-                SampleState(i, job.thinking_cap, job.answer_cap, p.close_thinking, job.on_text, p.wrap_up, p.wrap_up_text)
+                SampleState(i, job.thinking_cap, job.answer_cap, p.close_thinking, job.on_text, p.wrap_up, p.wrap_up_text,
+                            close_tag=self.markers[1])
                 for i in range(job.samples)
             ],
             [native.sampler(self._L, self.settings, job.seed + i) for i in range(job.samples)],
             [len(tokens)] * job.samples,
             self._cells_needed(job),
             len(prefix),
+            waiting=list(range(_first(job), job.samples)),
+            last_token=tokens[-1],
+            prune_at=job.prune_below([]) if job.prune_below is not None else None,
         )
         with self._cv:
             del self._admitted[0]
             self._running.append(run)
             if self._queue.closing:  # admitted just before close(): stop it like the others
                 job.cancelled.set()
+        run.prompt = tokens
+
+    def _prefill(self) -> None:
+        """Decode new prompts, oldest first: with model.prefill_chunk, at most that many prompt
+        tokens per loop turn (short prompts admitted together still start together), so running
+        samples step between chunks of a long one; with 0, every new prompt whole."""
+        budget = self.settings.prefill_chunk or None
+        for run in [r for r in self._running if r.prefilled < len(r.prompt)]:
+            if run.job.cancelled.is_set():
+                continue  # the step stops its samples
+            end = len(run.prompt) if budget is None else min(len(run.prompt), run.prefilled + budget)
+            if budget is not None:
+                budget -= end - run.prefilled
+            self._prefill_run(run, end)
+            if budget == 0:
+                return
+
+    def _prefill_run(self, run: _Running, end: int) -> None:
+        tokens, seqs, job = run.prompt, run.seqs, run.job
         try:
-            self._decode_prompt(tokens, seqs)
+            self._decode_prompt(tokens, seqs, run.prefilled, end)
+            run.prefilled = end
+            if end < len(tokens):
+                return
             last = self._batch.n_tokens - 1
-            for i, state in enumerate(run.states):
+            for i in run.waiting:
+                self._L.llama_memory_seq_rm(self._mem, seqs[i], len(tokens) - 1, -1)
+            for i in range(_first(job)):
+                state = run.states[i]
                 # A sample that ends at once can settle the vote and stop the rest.
                 if not state.done:
                     self._accept(run, i, self._L.llama_sampler_sample(run.samplers[i], self._ctx, last), last)
@@ -277,13 +331,16 @@ class LlamaEngine:
             raise
         except Exception as exc:  # one bad job must not stop the loop
             log.exception("starting a job failed")
+            run.prefilled = len(tokens)
             self._fail(run, f"starting the job failed: {exc}")
         self._finish_if_done(run)
 
-    def _decode_prompt(self, tokens: list[int], seqs: list[int]) -> None:
+    def _decode_prompt(self, tokens: list[int], seqs: list[int], begin: int = 0, end: int | None = None) -> None:
+        """Decode tokens[begin:end] for every sequence in seqs; logits only for the prompt's last token."""
         b, L, n_batch = self._batch, self._L, self.settings.n_batch
-        for start in range(0, len(tokens), n_batch):
-            chunk = tokens[start : start + n_batch]
+        end = len(tokens) if end is None else end
+        for start in range(begin, end, n_batch):
+            chunk = tokens[start : min(start + n_batch, end)]
             b.n_tokens = len(chunk)
             for k, tok in enumerate(chunk):
                 b.token[k], b.pos[k], b.n_seq_id[k] = tok, start + k, len(seqs)
@@ -342,21 +399,51 @@ class LlamaEngine:
                 what = "the text sink (on_text)"
                 raise st.sink_error
             if not st.done:
-                return
-            what = "extract_answer"
-            st.result.answer = job.extract_answer(st.result.text)
-            run.answers.append(st.result.answer)
-            remaining = sum(1 for s in run.states if not s.done)
+                confidence = st.running_confidence
+                if run.prune_at is None or confidence is None or confidence >= run.prune_at:
+                    return
+                # Its lowest window only falls from here: it would end below the bar. It does not vote.
+                st.stop("pruned")
+            else:
+                what = "extract_answer"
+                st.result.answer = job.extract_answer(st.result.text)
+                run.answers.append(st.result.answer)
+                run.confidences.append(st.result.confidence)
+                if job.prune_below is not None:
+                    what = "prune_below"
+                    run.prune_at = job.prune_below(run.confidences)
             what = "vote_decided"
-            if remaining and job.vote_decided(run.answers, remaining):
-                for other in run.states:
-                    other.stop("vote_decided")
+            self._after_finish(run)
         except Exception as exc:
             log.warning("failing one job: %s raised %r", what, exc)
             # This sample's handling did not complete, even if its text did.
             st.stop("error")
             st.result.finish_reason = "error"
             self._fail(run, f"{what} raised {type(exc).__name__}: {exc}")
+
+    def _after_finish(self, run: _Running) -> None:
+        """A sample finished or was pruned: stop the rest if the vote is decided; escalate if due."""
+        job = run.job
+        # Samples not started yet could still vote: they count as remaining.
+        remaining = sum(1 for s in run.states if not s.done)
+        if remaining and job.vote_decided(run.answers, remaining):
+            run.vote_stopped = True
+            for other in run.states:
+                other.stop("vote_decided")
+            return
+        started = [st for i, st in enumerate(run.states) if i not in run.waiting]
+        if not run.waiting or not all(st.done for st in started):
+            return
+        if job.agreed(run.answers):
+            run.agreed_early = True
+            for i in run.waiting:
+                run.states[i].stop("not_run")
+            return
+        # They disagree: draw the rest, each from the prompt's last token.
+        for i in run.waiting:
+            run.states[i].feed = [run.last_token]
+            run.pos[i] -= 1
+        run.waiting = []
 
     def _fail(self, run: _Running, why: str) -> None:
         # Stopping flushes held text to on_text; a sink that raises again is dropped by SampleState.
@@ -401,11 +488,19 @@ class LlamaEngine:
                 log.error("could not report a running job's usage: %r", inner)
 
 
+def _first(job: GenerationJob) -> int:
+    """How many samples start at once: all, or first_samples when escalating."""
+    return job.first_samples if 0 < job.first_samples < job.samples else job.samples
+
+
 def _result(run: _Running, fatal: bool = False) -> GenerationResult:
     return GenerationResult(
         prompt_tokens=len(run.job.prompt.tokens),
         shared_forced_tokens=run.shared_forced,
-        samples=[st.result for st in run.states],
+        # Samples never started used nothing and are not reported.
+        samples=[st.result for i, st in enumerate(run.states) if i not in run.waiting],
         error=run.error,
         fatal=fatal,
+        vote_stopped=run.vote_stopped,
+        agreed_early=run.agreed_early,
     )

@@ -29,6 +29,8 @@ class SampleState:
     # its text opens the answer, as the model reads it.
     wrap_up: tuple[int, ...] = ()
     wrap_up_text: str = ""
+    # The model's closing thinking marker (engine/markers.py), recognised in its text.
+    close_tag: str = CLOSE_TAG
     phase: str = THINKING
     result: SampleResult = field(init=False)
     # Tokens to decode next for this sample (the last sampled one and/or forced ones).
@@ -49,6 +51,11 @@ class SampleState:
     @property
     def done(self) -> bool:
         return self.phase == "done"
+
+    @property
+    def running_confidence(self) -> float | None:
+        """The lowest window confidence so far (None before a full window): pruning reads it."""
+        return self._confidence.lowest_so_far
 
     def accept(self, token: int, piece: bytes, is_eog: bool, logprob: float | None = None) -> None:
         """Take one sampled token (and its log-probability, if known); set `feed` to what must be decoded next."""
@@ -74,9 +81,9 @@ class SampleState:
         self.result.thinking_tokens += 1
         text = self._decoder.decode(piece)
         self._raw_thinking += text
-        if self._raw_thinking.rstrip().endswith(CLOSE_TAG):
+        if self._raw_thinking.rstrip().endswith(self.close_tag):
             # The model closed its own thinking block; the tag is not thinking text.
-            head = self._raw_thinking.rstrip()[: -len(CLOSE_TAG)]
+            head = self._raw_thinking.rstrip()[: -len(self.close_tag)]
             self._emit(THINKING, head[len(self.result.thinking):])
             self.result.thinking = head
             self._to_answer()
@@ -119,8 +126,8 @@ class SampleState:
     def _answer_text(self, text: str, final: bool = False) -> None:
         # Small models often close the thinking block again after Ponder closed
         # it for them; the tag is not answer text, in the result or the stream.
-        held = (self._held + text).replace(CLOSE_TAG, "")
-        keep = 0 if final else _partial_tag(held)
+        held = (self._held + text).replace(self.close_tag, "")
+        keep = 0 if final else _partial_tag(held, self.close_tag)
         out, self._held = held[: len(held) - keep], held[len(held) - keep :]
         self.result.text += out
         self._emit(ANSWER, out)
@@ -147,9 +154,9 @@ class SampleState:
                 self.on_text = None
 
 
-def _partial_tag(text: str) -> int:
-    """The length of the longest end of text that could begin a </think> tag."""
-    for n in range(min(len(text), len(CLOSE_TAG) - 1), 0, -1):
-        if CLOSE_TAG.startswith(text[-n:]):
+def _partial_tag(text: str, tag: str = CLOSE_TAG) -> int:
+    """The length of the longest end of text that could begin the closing tag."""
+    for n in range(min(len(text), len(tag) - 1), 0, -1):
+        if tag.startswith(text[-n:]):
             return n
     return 0

@@ -135,7 +135,7 @@ class Assessment(_message.Message):
     def __init__(self, severity: _Optional[_Union[Severity, str]] = ..., needs_reasoning: _Optional[bool] = ..., severity_probs: _Optional[_Mapping[str, float]] = ..., needs_reasoning_prob: _Optional[float] = ..., model_version: _Optional[str] = ..., adjustments: _Optional[_Iterable[str]] = ..., explanation: _Optional[_Iterable[_Union[Contribution, _Mapping]]] = ..., model_severity: _Optional[_Union[Severity, str]] = ..., model_needs_reasoning: _Optional[bool] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("level", "thinking_tokens", "samples", "answer_tokens", "worst_case_cost", "reasons", "policy_version", "answer_format", "vote", "model", "expected_loss")
+    __slots__ = ("level", "thinking_tokens", "samples", "answer_tokens", "worst_case_cost", "reasons", "policy_version", "answer_format", "vote", "model", "expected_loss", "refine", "refine_tokens")
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     THINKING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +147,8 @@ class Plan(_message.Message):
     VOTE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_LOSS_FIELD_NUMBER: _ClassVar[int]
+    REFINE_FIELD_NUMBER: _ClassVar[int]
+    REFINE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     level: str
     thinking_tokens: int
     samples: int
@@ -158,23 +160,29 @@ class Plan(_message.Message):
     vote: str
     model: str
     expected_loss: float
-    def __init__(self, level: _Optional[str] = ..., thinking_tokens: _Optional[int] = ..., samples: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., worst_case_cost: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., policy_version: _Optional[str] = ..., answer_format: _Optional[str] = ..., vote: _Optional[str] = ..., model: _Optional[str] = ..., expected_loss: _Optional[float] = ...) -> None: ...
+    refine: int
+    refine_tokens: int
+    def __init__(self, level: _Optional[str] = ..., thinking_tokens: _Optional[int] = ..., samples: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., worst_case_cost: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., policy_version: _Optional[str] = ..., answer_format: _Optional[str] = ..., vote: _Optional[str] = ..., model: _Optional[str] = ..., expected_loss: _Optional[float] = ..., refine: _Optional[int] = ..., refine_tokens: _Optional[int] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("prompt_tokens", "thinking_tokens", "answer_tokens", "forced_tokens", "samples_run", "samples_stopped")
+    __slots__ = ("prompt_tokens", "thinking_tokens", "answer_tokens", "forced_tokens", "samples_run", "samples_stopped", "samples_pruned", "stop_reason")
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     THINKING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     ANSWER_TOKENS_FIELD_NUMBER: _ClassVar[int]
     FORCED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_RUN_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_STOPPED_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_PRUNED_FIELD_NUMBER: _ClassVar[int]
+    STOP_REASON_FIELD_NUMBER: _ClassVar[int]
     prompt_tokens: int
     thinking_tokens: int
     answer_tokens: int
     forced_tokens: int
     samples_run: int
     samples_stopped: int
-    def __init__(self, prompt_tokens: _Optional[int] = ..., thinking_tokens: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., forced_tokens: _Optional[int] = ..., samples_run: _Optional[int] = ..., samples_stopped: _Optional[int] = ...) -> None: ...
+    samples_pruned: int
+    stop_reason: str
+    def __init__(self, prompt_tokens: _Optional[int] = ..., thinking_tokens: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., forced_tokens: _Optional[int] = ..., samples_run: _Optional[int] = ..., samples_stopped: _Optional[int] = ..., samples_pruned: _Optional[int] = ..., stop_reason: _Optional[str] = ...) -> None: ...
 
 class Vote(_message.Message):
     __slots__ = ("answer", "count", "weight")
@@ -209,7 +217,7 @@ class Sample(_message.Message):
     def __init__(self, index: _Optional[int] = ..., thinking: _Optional[str] = ..., text: _Optional[str] = ..., answer: _Optional[str] = ..., thinking_tokens: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., thinking_capped: _Optional[bool] = ..., confidence: _Optional[float] = ...) -> None: ...
 
 class AskResponse(_message.Message):
-    __slots__ = ("request_id", "text", "answer", "votes", "assessment", "plan", "usage", "cost", "balance", "samples", "latency_seconds", "verified")
+    __slots__ = ("request_id", "text", "answer", "votes", "assessment", "plan", "usage", "cost", "balance", "samples", "latency_seconds", "verified", "voted_text", "voted_answer", "refinements")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     ANSWER_FIELD_NUMBER: _ClassVar[int]
@@ -222,6 +230,9 @@ class AskResponse(_message.Message):
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     LATENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     VERIFIED_FIELD_NUMBER: _ClassVar[int]
+    VOTED_TEXT_FIELD_NUMBER: _ClassVar[int]
+    VOTED_ANSWER_FIELD_NUMBER: _ClassVar[int]
+    REFINEMENTS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     text: str
     answer: str
@@ -234,7 +245,28 @@ class AskResponse(_message.Message):
     samples: _containers.RepeatedCompositeFieldContainer[Sample]
     latency_seconds: float
     verified: bool
-    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., answer: _Optional[str] = ..., votes: _Optional[_Iterable[_Union[Vote, _Mapping]]] = ..., assessment: _Optional[_Union[Assessment, _Mapping]] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost: _Optional[float] = ..., balance: _Optional[_Union[Balance, _Mapping]] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., latency_seconds: _Optional[float] = ..., verified: _Optional[bool] = ...) -> None: ...
+    voted_text: str
+    voted_answer: str
+    refinements: _containers.RepeatedCompositeFieldContainer[Refinement]
+    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., answer: _Optional[str] = ..., votes: _Optional[_Iterable[_Union[Vote, _Mapping]]] = ..., assessment: _Optional[_Union[Assessment, _Mapping]] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost: _Optional[float] = ..., balance: _Optional[_Union[Balance, _Mapping]] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., latency_seconds: _Optional[float] = ..., verified: _Optional[bool] = ..., voted_text: _Optional[str] = ..., voted_answer: _Optional[str] = ..., refinements: _Optional[_Iterable[_Union[Refinement, _Mapping]]] = ...) -> None: ...
+
+class Refinement(_message.Message):
+    __slots__ = ("round", "text", "answer", "kept", "prompt_tokens", "answer_tokens", "finish_reason")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    KEPT_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    text: str
+    answer: str
+    kept: bool
+    prompt_tokens: int
+    answer_tokens: int
+    finish_reason: str
+    def __init__(self, round: _Optional[int] = ..., text: _Optional[str] = ..., answer: _Optional[str] = ..., kept: _Optional[bool] = ..., prompt_tokens: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ...) -> None: ...
 
 class QuoteResponse(_message.Message):
     __slots__ = ("assessment", "plan", "prompt_tokens", "balance")
