@@ -127,35 +127,48 @@ def _print_report(report: dict[str, Any], what: str) -> None:
 
 
 def risk_train(args: argparse.Namespace) -> int:
+    """Train; with no --output, install the model as current only if it passes the retrain gate (or --force)."""
     from ponderd.risk import ClassifierHolder, artifact, corpus
-    from ponderd.risk.train import train
+    from ponderd.risk.retrain import gate_against
+    from ponderd.risk.train import Hyper, train
     from ponderd.settings import default_state_dir
 
-    from ponderd.risk.train import Hyper
+    with _progress(args) as step:
+        examples = corpus.load(corpus.training_files())
+        heldout = corpus.load(corpus.heldout_files())
+        embedder = _embedder() if args.embedding else None
+        step(f"training on {len(examples)} examples")
+        report = train(examples, heldout, args.recall_target, Hyper(embedding=args.embedding),
+                       select=args.select, embedder=embedder)
+        if args.cv:
+            from ponderd.risk.cv import GATE_FOLDS, KINDS, cross_validate
+            from ponderd.risk.retrain import hyper_from
 
-    examples = corpus.load(corpus.training_files())
-    embedder = _embedder() if args.embedding else None
-    report = train(examples, corpus.load(corpus.heldout_files()), args.recall_target, Hyper(embedding=args.embedding),
-                   select=args.select, embedder=embedder)
-    if args.cv:
-        from ponderd.risk.cv import GATE_FOLDS, KINDS, cross_validate
-        from ponderd.risk.retrain import hyper_from
-
-        # What the retrain gate compares a candidate with (see risk/retrain.py).
-        hyper = hyper_from(report.model.manifest)
-        report.model.manifest["cv"] = {
-            kind: cross_validate(examples, kind, args.recall_target, hyper, GATE_FOLDS, embedder=embedder).to_json()
-            for kind in KINDS
-        }
-    holder_dir = default_state_dir() / "risk"
-    output = pathlib.Path(args.output) if args.output else holder_dir / report.model.version
-    artifact.save(report.model, output)
-    if not args.output:
-        ClassifierHolder(default_state_dir(), None).install(output)
+            # What the retrain gate compares a candidate with (see risk/retrain.py).
+            hyper = hyper_from(report.model.manifest)
+            cv = {}
+            for kind in KINDS:
+                step(f"cross-validating by {kind} ({GATE_FOLDS} folds)")
+                cv[kind] = cross_validate(examples, kind, args.recall_target, hyper, GATE_FOLDS, embedder=embedder).to_json()
+            report.model.manifest["cv"] = cv
+        holder = ClassifierHolder(default_state_dir(), None)
+        output = pathlib.Path(args.output) if args.output else holder.state_dir / report.model.version
+        step(f"writing {output}")
+        artifact.save(report.model, output)
+        current, verdict = False, "written only (--output): the daemon's current model is unchanged"
+        if not args.output:
+            step("gating against the current model")
+            passed, reason = gate_against(report, holder.current(), heldout)
+            if passed or args.force:
+                holder.install(output)
+                current = True
+                verdict = f"installed as current: {reason}" if passed else f"installed as current with --force although: {reason}"
+            else:
+                verdict = f"not made current: {reason}; the daemon keeps {holder.current().version} (--force installs anyway)"
     if args.json:
-        dump_json({"version": report.model.version, "output": str(output), "heldout": report.heldout,
-                   "selection": report.selection, "thresholds": report.model.manifest["thresholds"],
-                   "seconds": report.seconds})
+        dump_json({"version": report.model.version, "output": str(output), "current": current, "verdict": verdict,
+                   "heldout": report.heldout, "selection": report.selection,
+                   "thresholds": report.model.manifest["thresholds"], "seconds": report.seconds})
         return 0
     for row in report.selection:
         print(f"cv  C={row['C']:<5g} severity macro-F1 {row['severity_macro_f1']:.3f}  needs_reasoning F1 {row['reasoning_f1']:.3f}")
@@ -168,7 +181,27 @@ def risk_train(args: argparse.Namespace) -> int:
         c = cv["summary"]
         print(f"cv {kind}: {cv['folds']} folds over {cv['groups']} groups: macro-F1 {c['severity_macro_f1']:.3f}  "
               f"high recall {c['high_recall']:.3f}  needs_reasoning F1 {c['reasoning_f1']:.3f}  ({cv['seconds']:.0f}s)")
+    print(f"{m['version']}: {verdict}")
     return 0
+
+
+def _progress(args: argparse.Namespace) -> Any:
+    """A spinner with the current step and elapsed time on stderr (a TTY, not --json); a no-op otherwise."""
+    import contextlib
+
+    if args.json or not sys.stderr.isatty():
+        return contextlib.nullcontext(lambda text: None)
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    @contextlib.contextmanager
+    def bar() -> Any:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task("starting", total=None)
+            yield lambda text: progress.update(task, description=text)
+
+    return bar()
 
 
 def risk_eval(args: argparse.Namespace) -> int:
@@ -325,11 +358,12 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     p.set_defaults(handler=risk_score)
 
     p = r.add_parser("train", help="train on the corpus and report held-out metrics", description="Train on the repository's corpus; report held-out metrics; write the artifact.")
-    p.add_argument("--output", help="model directory to write (default: a new version in the state dir, made current)")
+    p.add_argument("--output", help="model directory to write (default: a new version in the state dir, made current if it passes the retrain gate)")
     p.add_argument("--select", action="store_true", help="choose regularisation by cross-validation (slower)")
     p.add_argument("--recall-target", type=float, default=0.95, help="high-severity recall to tune for (default 0.95)")
     p.add_argument("--cv", action="store_true", help="also run domain and writer grouped CV (5 folds each) and record it in the manifest for the retrain gate")
     p.add_argument("--embedding", type=float, default=0.0, metavar="WEIGHT", help="add the second view, the served model's mean-pooled embedding, at this weight (an experiment: slow, see docs/risk.md; default 0 = n-grams only)")
+    p.add_argument("--force", action="store_true", help="make the new model current even if it fails the retrain gate")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=risk_train)
 

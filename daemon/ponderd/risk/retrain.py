@@ -80,6 +80,18 @@ def cv_gate(candidate: dict[str, dict[str, float]], incumbent: dict[str, dict[st
     return True, "grouped cross-validation within tolerance (" + ", ".join(kept) + ")"
 
 
+def gate_against(report: Any, incumbent: Any, heldout: Any) -> tuple[bool, str]:
+    """The retrain gate for a model trained by hand (`ponder risk train`): held-out, then grouped CV where both have it."""
+    ok, reason = gate(report.heldout["summary"], evaluate(incumbent, heldout)["summary"])
+    recorded = getattr(incumbent, "manifest", {}).get("cv", {})
+    mine = report.model.manifest.get("cv", {})
+    shared = [k for k in KINDS if k in recorded and k in mine and recorded[k].get("folds") == mine[k].get("folds")]
+    if ok and shared:
+        cv_ok, cv_reason = cv_gate({k: mine[k]["summary"] for k in shared}, {k: recorded[k]["summary"] for k in shared})
+        return cv_ok, f"{reason}; {cv_reason}"
+    return ok, reason
+
+
 def hyper_from(manifest: dict[str, Any]) -> Hyper:
     h = dict(manifest.get("hyper", {}))
     h.setdefault("digit_shape", False)  # artifacts from before the option read raw text
