@@ -93,6 +93,18 @@ class DaemonThread:
         return AdminClient(self.address, self.token("admin"), timeout=300)
 
 
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Any]:
+    """The real engine on the embedded model, one per test module: 1,024 cells, 8 sequences, 4 waiting jobs."""
+    from ponderd.engine.llama import LlamaEngine
+    from ponderd.settings import ModelSettings
+
+    e = LlamaEngine(ModelSettings(n_ctx=1024, n_seq_max=8), max_queue=4)
+    e.start()
+    yield e
+    e.close()
+
+
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc))

@@ -5,11 +5,11 @@ from dataclasses import replace
 
 import pytest
 
+from conftest import SMALL_POLICY
 from ponderd.answers import extract_answer
+from ponderd.assessment import Assessment, RiskScore
 from ponderd.engine import GenerationJob
 from ponderd.engine.llama import CLOSE_TAG, OPEN_TAG, LlamaEngine
-from conftest import SMALL_POLICY
-from ponderd.assessment import Assessment, RiskScore
 from ponderd.errors import Unavailable
 from ponderd.planner import Hints, plan_candidates
 from ponderd.policy import TenantRules, load_policy
@@ -20,14 +20,6 @@ pytestmark = pytest.mark.model
 
 POLICY = load_policy(SMALL_POLICY)
 ASSESS = Assessment("low", False, RiskScore("low", False, {"low": 1.0, "medium": 0.0, "high": 0.0}, 0.0, "test"))
-
-
-@pytest.fixture(scope="module")
-def engine():
-    e = LlamaEngine(ModelSettings(n_ctx=1024, n_seq_max=8), max_queue=4)
-    e.start()
-    yield e
-    e.close()
 
 
 def make_job(e, prompt="Tell me about the sea.", samples=2, thinking=8, answer=8, seed=1, decided=None, system=""):

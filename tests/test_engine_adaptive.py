@@ -1,25 +1,14 @@
 """Escalation and pruning in the real engine: samples started late, samples stopped for low confidence."""
 
 import asyncio
-from dataclasses import replace
 
 import pytest
 
 from ponderd.answers import extract_answer
 from ponderd.engine import GenerationJob
 from ponderd.engine.confidence import WINDOW
-from ponderd.engine.llama import LlamaEngine
-from ponderd.settings import ModelSettings
 
 pytestmark = pytest.mark.model
-
-
-@pytest.fixture(scope="module")
-def engine():
-    e = LlamaEngine(ModelSettings(n_ctx=1024, n_seq_max=8), max_queue=4)
-    e.start()
-    yield e
-    e.close()
 
 
 def job(e, prompt="Name a colour and say why you like it.", samples=4, thinking=0, answer=24, seed=3, **kw):

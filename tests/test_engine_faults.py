@@ -20,14 +20,6 @@ pytestmark = pytest.mark.model
 LONG = {"thinking": 100, "answer": 100}
 
 
-@pytest.fixture(scope="module")
-def engine():
-    e = LlamaEngine(ModelSettings(n_ctx=1024, n_seq_max=8), max_queue=4)
-    e.start()
-    yield e
-    e.close()
-
-
 @pytest.fixture
 def small_engine():
     """A fresh engine a test may break: two sequences, so one running job blocks the rest."""
