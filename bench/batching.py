@@ -1,12 +1,14 @@
 """Decoding samples together: aggregate tokens/s of k samples in one batch vs one sample,
-and of 8 concurrent requests (sharing the engine's batch) vs the same 8 run one after another.
+of 8 concurrent requests (sharing the engine's batch) vs the same 8 run one after another,
+and of 8 concurrent requests with 8 different prompts vs one request of 8 samples (interleaved rounds).
 
-    python bench/batching.py [--tokens 96]
+    python bench/batching.py [--tokens 96] [--rounds 3] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import sys
 
@@ -14,11 +16,24 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from common import engine, generated, job, run_jobs, table
 
 PROMPT = "Write a long, detailed story about a lighthouse keeper and a storm."
+# Eight different prompts of similar length: each request decodes its own prompt.
+PROMPTS = [
+    "Write a long, detailed story about a lighthouse keeper and a storm.",
+    "Write a long, detailed story about a baker who finds a map in the flour.",
+    "Write a long, detailed story about two friends crossing a frozen lake.",
+    "Write a long, detailed story about a robot learning to paint at night.",
+    "Write a long, detailed story about a train that never reaches its station.",
+    "Write a long, detailed story about a gardener and a very old tortoise.",
+    "Write a long, detailed story about a city where it rains only on Mondays.",
+    "Write a long, detailed story about a violinist who lost her best bow.",
+]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tokens", type=int, default=96, help="answer cap per sample")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the different-prompts comparison")
+    ap.add_argument("--json", type=pathlib.Path, help="also write the figures here")
     args = ap.parse_args()
     e = engine()
     print(f"model {e.model_name}, {e.settings.n_threads or 'all'} threads, answer cap {args.tokens} tokens/sample")
@@ -44,6 +59,20 @@ def main() -> None:
          (generated(concurrent) / wall_con) / (generated(sequential) / wall_seq)),
     ]
     print(table(rows, ["requests", "tokens", "seconds", "tokens/s", "ratio"]))
+
+    # 8 requests with different prompts at once vs one request of 8 samples, interleaved so drift hits both.
+    one_rates, many_rates = [], []
+    for r in range(args.rounds):
+        results, wall = run_jobs(e, [job(e, PROMPT, 8, args.tokens, seed=200 + r)])
+        one_rates.append(generated(results) / wall)
+        results, wall = run_jobs(e, [job(e, p, 1, args.tokens, seed=300 + r * 8 + i) for i, p in enumerate(PROMPTS)])
+        many_rates.append(generated(results) / wall)
+    one, many = sum(one_rates) / len(one_rates), sum(many_rates) / len(many_rates)
+    print(table([("1 request x 8 samples", one, 1.0), ("8 requests, 8 different prompts", many, many / one)],
+                ["batch", "tokens/s (mean of rounds)", "ratio"]))
+    if args.json:
+        args.json.write_text(json.dumps({"one_request_8_samples_tps": one, "eight_different_prompts_tps": many,
+                                         "ratio": many / one, "rounds": args.rounds, "tokens": args.tokens}, indent=2))
     e.close()
 
 

@@ -275,7 +275,7 @@ def test_a_reload_with_a_bad_risk_model_keeps_the_old_policy_too(tmp_path):
 
 def test_a_dead_engine_fails_health_and_stops_the_daemon_with_exit_code_1(tmp_path):
     d = DaemonThread(make_settings(tmp_path / "state")).start()
-    engine = d.daemon.engine
+    engine = d.daemon.engine.get("")  # the primary model's engine itself, not the served-models view
 
     def broken_step() -> None:
         raise RuntimeError("injected fault in the step loop")

