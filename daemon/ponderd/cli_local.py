@@ -271,7 +271,9 @@ def risk_explain(args: argparse.Namespace) -> int:
 
 
 def risk_retrain(args: argparse.Namespace) -> int:
-    with AdminClient(args.address, args.token, timeout=args.timeout, **tls_options(args)) as admin:
+    with AdminClient(args.address, args.token, timeout=args.timeout, **tls_options(args)) as admin, _progress(args) as step:
+        # The daemon reports nothing until the job ends: the spinner shows it is still running, and for how long.
+        step("retraining on the daemon: held-out gate, then grouped cross-validation")
         summary = admin.run_job("retrain_risk")
     if args.json:
         dump_json({"job": "retrain_risk", "summary": summary})
