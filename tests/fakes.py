@@ -54,13 +54,16 @@ class FakeClassifierHolder:
 class FakeEngine:
     """Generates `tokens_per_sample` answer tokens per sample, one per loop turn, and honours cancel.
 
-    `hold` (an asyncio.Event) keeps every job running until it is set;
-    `entered` is set when a job starts; `fail_with` makes generate raise;
+    `hold` (an asyncio.Event) keeps every job from the `hold_from`-th on (0: every job; 1: a
+    request's refinement rounds, not its samples) running until it is set; `entered` is set
+    when a held job starts; `fail_with` makes generate raise;
     `result_error`/`fatal` make the result report a failure after running.
     """
 
     tokens_per_sample: int = 4
     hold: asyncio.Event | None = None
+    hold_from: int = 0
+    jobs: int = 0
     fail_with: BaseException | None = None
     result_error: str = ""
     fatal: bool = False
@@ -81,7 +84,10 @@ class FakeEngine:
     async def generate(self, job: GenerationJob) -> GenerationResult:
         if self.fail_with is not None:
             raise self.fail_with
-        self.entered.set()
+        held = self.hold is not None and self.jobs >= self.hold_from
+        self.jobs += 1
+        if held or self.hold is None:
+            self.entered.set()
         samples = [SampleResult(i) for i in range(job.samples)]
         for _ in range(self.tokens_per_sample):
             if job.cancelled.is_set():
@@ -89,7 +95,7 @@ class FakeEngine:
             for s in samples:
                 s.answer_tokens += 1
                 s.text += "4"
-            if self.hold is not None:
+            if held and self.hold is not None:
                 hold = asyncio.ensure_future(self.hold.wait())
                 cancel = asyncio.ensure_future(asyncio.to_thread(job.cancelled.wait, 10))
                 await asyncio.wait([hold, cancel], return_when=asyncio.FIRST_COMPLETED)
@@ -183,7 +189,7 @@ class Harness:
         self.store.close()
 
 
-def harness(tmp_path: pathlib.Path, budget: float = 1000.0, **engine: Any) -> Harness:
+def harness(tmp_path: pathlib.Path, budget: float = 1000.0, policy: pathlib.Path = SMALL_POLICY, **engine: Any) -> Harness:
     clock = ManualClock(START)
     store = Store(tmp_path / "ponder.db")
     store.open()
@@ -191,7 +197,7 @@ def harness(tmp_path: pathlib.Path, budget: float = 1000.0, **engine: Any) -> Ha
     store.call_sync(ledger.create_tenant, "acme", to_micros(budget), "day", clock.now())
     budgets = GatedBudgets(SqliteBudgets(store, ledger, clock))
     fake = FakeEngine(**engine)
-    pipeline = Pipeline(PolicyHolder(SMALL_POLICY), FakeClassifierHolder(), fake, budgets, clock)  # type: ignore[arg-type]
+    pipeline = Pipeline(PolicyHolder(policy), FakeClassifierHolder(), fake, budgets, clock)  # type: ignore[arg-type]
     return Harness(store, ledger, budgets, fake, pipeline, clock)
 
 

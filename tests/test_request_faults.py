@@ -10,11 +10,12 @@ counters equal the sum of its rows.
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import threading
 
 import pytest
-from fakes import TENANT, harness
+from fakes import SMALL_POLICY, TENANT, harness
 
 from ponderd.errors import BudgetExhausted, Cancelled, EngineFailure, StorageUnavailable, Unavailable
 from ponderd.inflight import DRAINED
@@ -120,6 +121,47 @@ def test_cancel_while_generating_charges_what_ran(tmp_path, timeout, status):
     assert 0 < record["cost_micros"] < record["reserved_micros"]
     assert record["answer_tokens"] == 1  # one token per sample ran before the stop
     assert h.reservations() == []
+    h.assert_ledger_consistent()
+    h.close()
+
+
+def refining_policy(tmp_path):
+    """The small policy with one refinement round on every level."""
+    text = re.sub(r"^(\[levels\.\w+\]\n)", r"\1refine = 1\nrefine_tokens = 8\n", SMALL_POLICY.read_text(), flags=re.M)
+    path = tmp_path / "refine.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("how", ["cancelled", "drained"])
+def test_a_stop_during_a_refinement_round_charges_the_samples_and_the_round_so_far(tmp_path, how):
+    # The samples finish; the request is stopped while its refinement round (the second job) runs.
+    h = harness(tmp_path, policy=refining_policy(tmp_path), hold_from=1)
+
+    async def main():
+        h.engine.hold = asyncio.Event()
+        task = asyncio.ensure_future(h.pipeline.ask(TENANT, QUESTION))
+        await h.engine.entered.wait()
+        assert h.engine.jobs == 2  # the samples' job ran; the round is the one held
+        if how == "cancelled":
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        else:
+            h.pipeline.inflight.draining = True
+            assert h.pipeline.inflight.stop_all(DRAINED) == 1
+            with pytest.raises(Unavailable, match="shut down"):
+                await task
+        assert await h.pipeline.inflight.wait_idle(10)
+
+    run(main())
+    (record,) = h.records()
+    assert record["status"] == how
+    samples = record["samples_run"] * h.engine.tokens_per_sample
+    # Every sample's tokens, and the one token the round wrote before the stop.
+    assert record["answer_tokens"] == samples + 1
+    assert 0 < record["cost_micros"] < record["reserved_micros"]
+    assert h.reservations() == [] and h.pipeline.live == set()
     h.assert_ledger_consistent()
     h.close()
 

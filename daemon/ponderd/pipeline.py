@@ -11,84 +11,27 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Callable
 
 from . import answers, refine, stopping, voting
-from .assessment import Assessment, adjust
+from .assessment import adjust
+from .budgets import Budgets
 from .clock import Clock
 from .engine import Engine, GenerationJob, GenerationResult, PreparedPrompt
-from .budgets import Budgets
-from .checks import Check
-from .errors import (
-    BudgetExhausted,
-    Cancelled,
-    EngineFailure,
-    InvalidRequest,
-    PermissionDenied,
-    PonderError,
-    StorageUnavailable,
-    Unavailable,
-)
-from .inflight import CANCELLED, DEADLINE, DRAINED, Inflight, Stop
+from .errors import BudgetExhausted, EngineFailure, InvalidRequest, PermissionDenied, PonderError, StorageUnavailable
+from .inflight import Inflight, Stop
 from .keys import Principal
-from .ledger import BalanceView, SpendRow, iso, to_credits
+from .ledger import SpendRow, iso
 from .models import ServedModels
-from .planner import Hints, Plan, Served, check_hints, plan_candidates
+from .outcome import (  # noqa: F401  (AskInput, Outcome, Quote: the pipeline's types, imported from here too)
+    AskInput, EventSink, Outcome, Quote, ended, level_of, reservation_context, spend_row, stop_reason, stopped, voted, why,
+)
+from .planner import Plan, Served, check_hints, plan_candidates
 from .policy import Level, Policy, PolicyHolder
 from .risk import ClassifierHolder
 
 log = logging.getLogger("ponder.pipeline")
-
-
-@dataclass(frozen=True)
-class AskInput:
-    prompt: str
-    system: str = ""
-    hints: Hints = field(default_factory=Hints)
-    seed: int = 0
-    explain: bool = False
-    # Seconds the caller allows (its gRPC deadline), to tell a deadline from a disconnect.
-    timeout: float | None = None
-    # What a right answer looks like, when the caller knows (checks.Check): the
-    # voted answer is verified and the outcome kept for accuracy learning.
-    check: Check | None = None
-
-
-@dataclass(frozen=True)
-class Quote:
-    assessment: Assessment
-    plan: Plan
-    prompt_tokens: int
-    balance: BalanceView
-    policy: Policy
-
-
-@dataclass
-class Outcome:
-    request_id: str
-    quote: Quote
-    result: GenerationResult
-    text: str
-    answer: str
-    votes: list[tuple[str, int]]
-    cost_micros: int
-    balance: BalanceView
-    latency_s: float
-    # The summed confidence behind each answer, when the plan's vote is weighted.
-    weights: dict[str, float] = field(default_factory=dict)
-    # Whether the answer passed the request's check; None without one.
-    verified: bool | None = None
-    # Why sampling ended (stopping.stop_reason): "all", "decided", "beta", "agreed", "pruned".
-    stop_reason: str = ""
-    # Self-refinement: the voted text and answer, and the rounds (text/answer above are the final ones).
-    voted_text: str = ""
-    voted_answer: str = ""
-    refined: refine.Refined | None = None
-
-
-# Events for streaming callers: ("plan", Quote) once, then ("delta", (sample, phase, text)).
-EventSink = Callable[[str, Any], None]
 
 
 class Pipeline:
@@ -135,7 +78,7 @@ class Pipeline:
         started = self.clock.monotonic()
         quote, prepared, candidates = await self._plan(who, req)
         if stop.reason:
-            raise _stopped(stop.reason, 0)
+            raise stopped(stop.reason, 0)
         tenant = _tenant(who)
         request_id = secrets.token_hex(12)
         # Live before the reservation exists: the sweeper must never settle a
@@ -143,7 +86,7 @@ class Pipeline:
         self.live.add(request_id)
         try:
             try:
-                chosen = await self.budgets.reserve(tenant, request_id, candidates, _context(quote.assessment))
+                chosen = await self.budgets.reserve(tenant, request_id, candidates, reservation_context(quote.assessment))
             except BudgetExhausted as exc:
                 row = self._row(request_id, tenant, quote, None, 0, started, "refused", exc.message)
                 with contextlib.suppress(StorageUnavailable):  # the refusal's record waits in Budgets
@@ -161,7 +104,7 @@ class Pipeline:
     ) -> Outcome:
         nothing = GenerationResult(0, 0, [])
         if stop.reason:
-            return await self._settle(request_id, tenant, req, quote, nothing, started, stop.reason, _why(stop.reason))
+            return await self._settle(request_id, tenant, req, quote, nothing, started, stop.reason, why(stop.reason))
         if events:
             events("plan", (request_id, quote))
         plan = quote.plan
@@ -171,7 +114,7 @@ class Pipeline:
             req.seed or secrets.randbits(31), answers.extractor(plan.answer_format),
             voting.vote_decided if plan.vote == "majority" else voting.never_decided, _text_sink(events),
         )
-        _adaptive(job, _level(quote))
+        _adaptive(job, level_of(quote))
         job.tenant = tenant
         stop.on_stop(job.cancel)
         try:
@@ -187,7 +130,7 @@ class Pipeline:
         if result.fatal:
             status, error = "failed", f"the model engine stopped: {result.error}"
         elif stop.reason:
-            status, error = stop.reason, _why(stop.reason)
+            status, error = stop.reason, why(stop.reason)
         elif result.error:
             status, error = "failed", result.error
         else:
@@ -196,7 +139,7 @@ class Pipeline:
         if status == "ok" and plan.refine:
             refined = await self._refine(tenant, req, quote, result, job.seed, events, stop)
             if stop.reason:
-                status, error = stop.reason, _why(stop.reason)
+                status, error = stop.reason, why(stop.reason)
             elif refined.error:
                 status, error = "failed", refined.error
         return await self._settle(request_id, tenant, req, quote, result, started, status, error, refined)
@@ -206,9 +149,9 @@ class Pipeline:
         events: EventSink | None, stop: Stop,
     ) -> refine.Refined:
         """Critique and revise the voted answer, the plan's rounds (refine.py); failures end it with what ran."""
-        text, answer, counts = _voted(quote, result)
-        level = _level(quote)
-        reason = _stop_reason(quote, result)
+        text, answer, counts = voted(quote, result)
+        level = level_of(quote)
+        reason = stop_reason(quote, result)
         decided = reason in ("decided", "beta", "agreed") or stopping.p_leader(counts) >= level.stop_confidence
 
         def started(job: GenerationJob) -> None:
@@ -217,7 +160,7 @@ class Pipeline:
         try:
             return await refine.refine(
                 self.engine.get(quote.plan.model), quote.plan, level.refine_keep, decided, req.system, req.prompt, text, answer,
-                seed, tenant, _text_sink(events), started,
+                seed, tenant, _round_sink(events), started,
             )
         except Exception as exc:  # preparing a round failed: settle what ran before it
             log.exception("refinement failed")
@@ -259,6 +202,15 @@ class Pipeline:
         used = {lvl.model for lvl in policy.levels} - {""}
         names = [models.primary] + [n for n in models.others() if n in used and not models.down(n)]
         return {name: models.get(name).prepare(req.system, req.prompt) for name in names}
+
+    def _row(
+        self, request_id: str, tenant: str, quote: Quote, result: GenerationResult | None, cost: int,
+        started: float, status: str, error: str, answer: str = "",
+    ) -> SpendRow:
+        return spend_row(
+            request_id, tenant, quote, result, cost, iso(self.clock.now()), self.clock.monotonic() - started,
+            status, error, answer,
+        )
 
     async def _settle(
         self, request_id: str, tenant: str, req: AskInput, quote: Quote, result: GenerationResult,
@@ -305,7 +257,7 @@ class Pipeline:
         if charged < cost:
             log.warning("request %s used %d micros but reserved only %d", request_id, cost, charged)
         if status != "ok":
-            raise _ended(status, error, charged, fatal=result.fatal)
+            raise ended(status, error, charged, fatal=result.fatal)
         counts = dict(voting.tally(said))
         weights = dict(voting.weighted_tally(said, confidences)) if weighted else {}
         # Weighted: the heaviest answer first, each still with its count of samples.
@@ -313,50 +265,8 @@ class Pipeline:
         return Outcome(
             request_id, quote, result, text, answer, votes, charged,
             balance, self.clock.monotonic() - started, weights, verified,
-            _stop_reason(quote, result), voted_text, voted_answer, refined,
+            stop_reason(quote, result), voted_text, voted_answer, refined,
         )
-
-    def _row(
-        self, request_id: str, tenant: str, quote: Quote, result: GenerationResult | None, cost: int,
-        started: float, status: str, error: str, answer: str = "",
-    ) -> SpendRow:
-        a, p = quote.assessment, quote.plan
-        mean, least = _confidence(result)
-        return SpendRow(
-            request_id=request_id, tenant=tenant, at=iso(self.clock.now()),
-            severity=a.severity, needs_reasoning=a.needs_reasoning,
-            model_severity=a.score.severity, model_needs_reasoning=a.score.needs_reasoning,
-            risk_model=a.score.model_version, policy_version=p.policy_version, level=p.level, model=p.model,
-            thinking_cap=p.thinking_tokens, answer_cap=p.answer_tokens, samples_planned=p.samples,
-            prompt_tokens=result.prompt_tokens if result else quote.prompt_tokens,
-            thinking_tokens=result.thinking_tokens if result else 0,
-            answer_tokens=result.answer_tokens if result else 0,
-            forced_tokens=result.forced_tokens if result else 0,
-            samples_run=result.samples_run if result else 0,
-            samples_stopped=result.samples_stopped if result else 0,
-            cost_micros=cost, latency_ms=int(1000 * (self.clock.monotonic() - started)),
-            status=status, error=error, answer=answer,
-            confidence_mean=mean, confidence_min=least,
-            samples_pruned=result.samples_pruned if result else 0,
-            stop_reason=_stop_reason(quote, result) if result else "",
-        )
-
-
-def _voted(quote: Quote, result: GenerationResult) -> tuple[str, str, list[int]]:
-    """The vote's text and answer, and the answers' counts (as _settle computes them)."""
-    done = [s for s in result.samples if s.finish_reason in ("stop", "length")]
-    said = [s.answer for s in done]
-    if quote.plan.vote == "weighted":
-        answer, index = voting.weighted_winner(said, [s.confidence for s in done])
-    else:
-        answer, index = voting.winner(said)
-    return (done[index].text if done else ""), answer, [n for _, n in voting.tally(said)]
-
-
-def _level(quote: Quote) -> Level:
-    """The policy level the plan came from (its sampling settings are not in the plan)."""
-    return quote.policy.level(quote.plan.level)
-
 
 def _adaptive(job: GenerationJob, level: Level) -> None:
     """Give the job the level's stop rule, escalation and pruning (stopping.py)."""
@@ -370,66 +280,22 @@ def _adaptive(job: GenerationJob, level: Level) -> None:
         job.prune_below = lambda confidences: stopping.prune_threshold(confidences, pct)
 
 
-def _stop_reason(quote: Quote, result: GenerationResult) -> str:
-    if not result.samples:
-        return ""
-    return stopping.stop_reason(_level(quote).stop, result.vote_stopped, result.agreed_early, result.samples_pruned)
-
-
-def _confidence(result: GenerationResult | None) -> tuple[float | None, float | None]:
-    """Mean and lowest confidence over the samples that produced tokens; None without any."""
-    ran = [s.confidence for s in result.samples if s.thinking_tokens or s.answer_tokens] if result else []
-    if not ran:
-        return None, None
-    return sum(ran) / len(ran), min(ran)
-
-
-def _why(reason: str) -> str:
-    return {
-        CANCELLED: "the client cancelled the call",
-        DEADLINE: "the call's deadline passed",
-        DRAINED: "the daemon shut down before the request finished",
-    }[reason]
-
-
-def _stopped(reason: str, charged: int) -> PonderError:
-    return _ended(reason, _why(reason), charged)
-
-
-def _ended(status: str, error: str, charged: int, fatal: bool = False) -> PonderError:
-    """The error a request that ended with `status` raises, after its record is written."""
-    cost = f"{to_credits(charged):.6f} credits"
-    if status == DRAINED or fatal:
-        return Unavailable(f"{error}; it was charged {cost} for what ran; retry on another instance")
-    if status in (CANCELLED, DEADLINE):
-        return Cancelled(f"{error}; the request was stopped and charged {cost} for what ran")
-    if status == "refused":
-        return Unavailable(f"{error}; nothing was charged")
-    return EngineFailure(f"the model failed while generating ({error}); it was charged {cost} for the tokens it used")
-
-
 def _text_sink(events: EventSink | None) -> Callable[[int, str, str], None] | None:
-    """Stream text from the engine thread to the caller's loop."""
+    """Stream the samples' text from the engine thread to the caller's loop."""
+    rounds = _round_sink(events)
+    return None if rounds is None else (lambda sample, phase, text: rounds(0, sample, phase, text))
+
+
+def _round_sink(events: EventSink | None) -> Callable[[int, int, str, str], None] | None:
+    """Stream text from the engine thread to the caller's loop, with its refinement round (0: a sample's)."""
     if events is None:
         return None
     loop = asyncio.get_running_loop()
 
-    def on_text(sample: int, phase: str, text: str) -> None:
-        loop.call_soon_threadsafe(events, "delta", (sample, phase, text))
+    def on_text(round_: int, sample: int, phase: str, text: str) -> None:
+        loop.call_soon_threadsafe(events, "delta", (sample, phase, text, round_))
 
     return on_text
-
-
-def _context(a: Assessment) -> dict[str, Any]:
-    return {
-        "assessment": {
-            "severity": a.severity,
-            "needs_reasoning": a.needs_reasoning,
-            "model_severity": a.score.severity,
-            "model_needs_reasoning": a.score.needs_reasoning,
-            "risk_model": a.score.model_version,
-        }
-    }
 
 
 def _tenant(who: Principal) -> str:

@@ -82,15 +82,16 @@ class Refined:
 async def refine(
     engine: Engine, plan: Plan, keep: str, decided: bool, system: str, question: str,
     text: str, answer: str, seed: int, tenant: str,
-    on_text: Callable[[int, str, str], None] | None, started: Callable[[GenerationJob], None],
+    on_text: Callable[[int, int, str, str], None] | None, started: Callable[[GenerationJob], None],
 ) -> Refined:
-    """Run the plan's rounds from the voted (text, answer); `started` is told each job (to cancel it)."""
+    """Run the plan's rounds from the voted (text, answer); `started` is told each job (to cancel it),
+    `on_text` each round's text as (round, sample, phase, text)."""
     out = Refined(text, answer)
     extract = answers.extractor(plan.answer_format)
     for number in range(1, plan.refine + 1):
         bound = refinement_prompt_bound(plan.prompt_tokens, plan.answer_tokens, plan.refine_tokens, engine.limits)
         prepared = await _bounded(engine, system, question, out.text, bound)
-        sink = None if on_text is None else (lambda i, phase, t, n=number: on_text(plan.samples + n - 1, phase, t))
+        sink = None if on_text is None else (lambda i, phase, t, n=number: on_text(n, i, phase, t))
         job = GenerationJob(prepared, 1, 0, plan.refine_tokens, seed + 7919 * number, extract, never_decided, sink)
         job.tenant = tenant
         started(job)

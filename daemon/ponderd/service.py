@@ -52,11 +52,10 @@ class PonderService(ponder_pb2_grpc.PonderServiceServicer):
                     note(request_id=request_id, level=quote.plan.level)
                     yield ponder_pb2.AskStreamResponse(plan=_quote(quote), request_id=request_id)
                 elif kind == "delta":
-                    sample, phase, text = data
+                    sample, phase, text, refine_round = data
                     pb_phase = ponder_pb2.TextDelta.PHASE_ANSWER if phase == ANSWER else ponder_pb2.TextDelta.PHASE_THINKING
-                    yield ponder_pb2.AskStreamResponse(
-                        delta=ponder_pb2.TextDelta(sample=sample, phase=pb_phase, text=text), request_id=request_id
-                    )
+                    delta = ponder_pb2.TextDelta(sample=sample, phase=pb_phase, text=text, refine_round=refine_round)
+                    yield ponder_pb2.AskStreamResponse(delta=delta, request_id=request_id)
                 else:
                     break
             outcome = await task

@@ -49,6 +49,10 @@ class ModelSettings:
     # Chunked prefill: a new prompt is decoded this many tokens per engine turn, the
     # running samples stepping between chunks (0: each new prompt whole, at once).
     prefill_chunk: int = 256
+    # Prefix cache: the chat template's opening with the default system prompt is decoded
+    # once at start and its KV cells shared by every prompt that begins with it, so a
+    # request decodes only its own part (false: every prompt whole).
+    prefix_cache: bool = True
     # 0: one thread per CPU core.
     n_threads: int = 0
     n_gpu_layers: int = 0

@@ -68,10 +68,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
                 print(json.dumps(to_dict(event), ensure_ascii=False), flush=True)
             return 0
         if args.stream:
-            result = None
+            result, shown_round = None, 0
             for event in client.ask_stream(args.text, **kwargs):
                 kind = event.WhichOneof("event")
+                # The first sample's text, then each refinement round's under its own heading.
                 if kind == "delta" and event.delta.sample == 0:
+                    if event.delta.refine_round != shown_round:
+                        shown_round = event.delta.refine_round
+                        sys.stdout.write(f"\n--- refinement round {shown_round} ---\n")
                     sys.stdout.write(event.delta.text)
                     sys.stdout.flush()
                 elif kind == "result":

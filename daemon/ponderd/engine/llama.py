@@ -19,8 +19,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Sequence
 
 from ..errors import FailedPrecondition, Unavailable
 from .. import refine
@@ -31,37 +30,12 @@ from .jobs import JobQueue, cancelled_before_start, reject, resolve, stopped_mes
 from .confidence import token_logprob
 from .markers import DEFAULT as DEFAULT_MARKERS, think_markers
 from .model_file import resolve_model_path
+from .running import Running, cells_needed, first_samples, put_feed, put_prompt, result
 from .sample import SampleState
 
 log = logging.getLogger("ponder.engine")
 
 OPEN_TAG, CLOSE_TAG = "<think>\n", "\n</think>\n\n"
-
-
-@dataclass
-class _Running:
-    job: GenerationJob
-    future: concurrent.futures.Future
-    seqs: list[int]
-    states: list[SampleState]
-    samplers: list[Any]
-    pos: list[int]
-    cells: int
-    shared_forced: int
-    answers: list[str] = field(default_factory=list)
-    error: str = ""
-    # Escalation: samples not started yet. Their sequences hold the prompt but
-    # its last token, which they decode themselves when started (its logits are gone by then).
-    waiting: list[int] = field(default_factory=list)
-    last_token: int = 0
-    # Confidences of the samples that finished and vote, and the pruning bar they set.
-    confidences: list[float] = field(default_factory=list)
-    prune_at: float | None = None
-    vote_stopped: bool = False
-    agreed_early: bool = False
-    # Chunked prefill: the prompt (and forced prefix) to decode, and how much of it is decoded.
-    prompt: list[int] = field(default_factory=list)
-    prefilled: int = 0
 
 
 class LlamaEngine:
@@ -73,7 +47,7 @@ class LlamaEngine:
         self._queue = JobQueue(max_queue)
         # One lock for the queue and the slots below; the step loop itself takes none.
         self._cv = self._queue.cv
-        self._running: list[_Running] = []
+        self._running: list[Running] = []
         # Admitted, marked running, not yet decoding: supervision must resolve these too.
         self._admitted: list[tuple[GenerationJob, concurrent.futures.Future, list[int]]] = []
         self._free_seqs: list[int] = []
@@ -99,9 +73,14 @@ class LlamaEngine:
             raise FailedPrecondition(f"llama.cpp could not load {path}; is it a GGUF model file?")
         self._vocab = L.llama_model_get_vocab(self._model)
         self._n_vocab = L.llama_vocab_n_tokens(self._vocab)
+        self._template = L.llama_model_chat_template(self._model, None)
         s = self.settings
         cp = L.llama_context_default_params()
-        cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = s.n_ctx, s.n_batch, s.n_batch, s.n_seq_max
+        # The prefix cache's tokens, known before the context exists (the tokenizer is the model's).
+        prefix = self._shared_prefix() if s.prefix_cache else []
+        # One more sequence and its cells hold the prefix: the samples' capacity is as configured.
+        cp.n_ctx, cp.n_batch, cp.n_ubatch = s.n_ctx + len(prefix), s.n_batch, s.n_batch
+        cp.n_seq_max = s.n_seq_max + (1 if prefix else 0)
         threads = s.n_threads or os.cpu_count() or 1
         cp.n_threads = cp.n_threads_batch = threads
         # One KV buffer for all sequences: samples share their prompt's cells.
@@ -110,8 +89,7 @@ class LlamaEngine:
         if not self._ctx:
             raise FailedPrecondition(f"llama.cpp could not create a context of {s.n_ctx} tokens; lower model.n_ctx")
         self._mem = L.llama_get_memory(self._ctx)
-        self._batch = L.llama_batch_init(s.n_batch, 0, s.n_seq_max)
-        self._template = L.llama_model_chat_template(self._model, None)
+        self._batch = L.llama_batch_init(s.n_batch, 0, cp.n_seq_max)
         self.model_name = path.stem
         raw = self._template or b""
         self.template_text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
@@ -124,8 +102,11 @@ class LlamaEngine:
         self._close = self.tokenize(self._close_text)
         # Settings text, not markup: tokenised as plain text so it cannot force special tokens.
         self._wrap = self.tokenize(s.wrap_up, special=False) if s.wrap_up else ()
-        n_ctx = L.llama_n_ctx(self._ctx)
-        n_ctx_seq = min(L.llama_n_ctx_seq(self._ctx), L.llama_model_n_ctx_train(self._model))
+        # The prefix's cells are the cache's, not the samples': the samples get the configured n_ctx.
+        n_ctx = L.llama_n_ctx(self._ctx) - len(prefix)
+        n_ctx_seq = min(L.llama_n_ctx_seq(self._ctx) - len(prefix), L.llama_model_n_ctx_train(self._model))
+        if prefix:  # llama.cpp pads the context: keep the samples' capacity at what was configured
+            n_ctx, n_ctx_seq = min(n_ctx, s.n_ctx), min(n_ctx_seq, s.n_ctx)
         probe = self.prepare("", "")
         self.limits = EngineLimits(
             n_ctx, n_ctx_seq, s.n_seq_max, len(probe.open_thinking),
@@ -135,11 +116,16 @@ class LlamaEngine:
         )
         self._free_seqs = list(range(s.n_seq_max))
         self._free_cells = n_ctx
+        self._prefix: list[int] = []
+        if prefix:
+            # Sequence n_seq_max holds it for good; jobs copy its cells (shared, not duplicated).
+            self._decode_prompt(prefix, [s.n_seq_max], logits=False)
+            self._prefix = prefix
         self._thread = threading.Thread(target=self._supervised, name="ponder-engine", daemon=True)
         self._thread.start()
         log.info(
-            "model %s loaded: n_ctx=%d, %d sequences, %d threads, thinking=%s",
-            self.model_name, n_ctx, s.n_seq_max, threads, "native" if self._native else "prompted",
+            "model %s loaded: n_ctx=%d, %d sequences, %d threads, thinking=%s, prefix cache %d tokens",
+            self.model_name, n_ctx, s.n_seq_max, threads, "native" if self._native else "prompted", len(self._prefix),
         )
 
     def warm(self) -> None:
@@ -210,6 +196,16 @@ class LlamaEngine:
         # A reasoning model has its markers (<think> and </think>) as single tokens of its own.
         return len(self.tokenize(self.markers[0])) == 1 and len(self.tokenize(self.markers[1])) == 1
 
+    def _shared_prefix(self) -> list[int]:
+        """The tokens every prompt with the default system prompt begins with: the template's
+        opening up to where the user's text starts (the longest common prefix of two probes)."""
+        a, b = (self.tokenize(native.render_chat(self._L, self._template, self.settings.system_prompt, q)) for q in ("1", "A"))
+        return list(a[: _common(a, b)])
+
+    def _cached(self, job: GenerationJob) -> int:
+        """How many of the job's prompt tokens the prefix cache holds (at least one is left to decode)."""
+        return min(_common(self._prefix, job.prompt.tokens), len(job.prompt.tokens) - 1) if self._prefix else 0
+
     # owner thread --------------------------------------------------------------
 
     def _supervised(self) -> None:
@@ -240,7 +236,7 @@ class LlamaEngine:
         out = []
         while (head := self._queue.head()) is not None:
             job, future = head
-            need = self._cells_needed(job)
+            need = cells_needed(job) - self._cached(job)
             if job.cancelled.is_set():
                 self._queue.take(head, turn=False)
                 resolve(future, cancelled_before_start(job))
@@ -261,21 +257,13 @@ class LlamaEngine:
             out.append((job, future, [self._free_seqs.pop() for _ in range(job.samples)]))
         return out
 
-    def _cells_needed(self, job: GenerationJob) -> int:
-        p = job.prompt
-        prefix = len(p.open_thinking) if job.thinking_cap else len(p.skip_thinking)
-        forced = len(p.close_thinking) + len(p.wrap_up) if job.thinking_cap else 0
-        per_sample = job.thinking_cap + job.answer_cap + forced
-        # A sample started later decodes the prompt's last token again, in a cell of its own.
-        later = job.samples - _first(job)
-        return len(p.tokens) + prefix + job.samples * per_sample + later
-
     def _start_next(self) -> None:
         job, future, seqs = self._admitted[0]
         p = job.prompt
+        cached = self._cached(job)
         prefix = p.open_thinking if job.thinking_cap else p.skip_thinking
         tokens = list(p.tokens) + list(prefix)
-        run = _Running(
+        run = Running(
             job, future, seqs,
             [
                 SampleState(i, job.thinking_cap, job.answer_cap, p.close_thinking, job.on_text, p.wrap_up, p.wrap_up_text,
@@ -284,9 +272,9 @@ class LlamaEngine:
             ],
             [native.sampler(self._L, self.settings, job.seed + i) for i in range(job.samples)],
             [len(tokens)] * job.samples,
-            self._cells_needed(job),
+            cells_needed(job) - cached,
             len(prefix),
-            waiting=list(range(_first(job), job.samples)),
+            waiting=list(range(first_samples(job), job.samples)),
             last_token=tokens[-1],
             prune_at=job.prune_below([]) if job.prune_below is not None else None,
         )
@@ -296,13 +284,18 @@ class LlamaEngine:
             if self._queue.closing:  # admitted just before close(): stop it like the others
                 job.cancelled.set()
         run.prompt = tokens
+        if cached:
+            # The job's sequences join the cached prefix's cells; its own tokens are decoded from there.
+            for seq in seqs:
+                self._L.llama_memory_seq_cp(self._mem, self.settings.n_seq_max, seq, 0, cached)
+            run.prefilled = cached
 
     def _prefill(self) -> None:
         """Decode new prompts, oldest first: with model.prefill_chunk, at most that many prompt
         tokens per loop turn (short prompts admitted together still start together), so running
         samples step between chunks of a long one; with 0, every new prompt whole."""
         budget = self.settings.prefill_chunk or None
-        for run in [r for r in self._running if r.prefilled < len(r.prompt)]:
+        for run in [r for r in self._running if r.prefilling]:
             if run.job.cancelled.is_set():
                 continue  # the step stops its samples
             end = len(run.prompt) if budget is None else min(len(run.prompt), run.prefilled + budget)
@@ -312,7 +305,7 @@ class LlamaEngine:
             if budget == 0:
                 return
 
-    def _prefill_run(self, run: _Running, end: int) -> None:
+    def _prefill_run(self, run: Running, end: int) -> None:
         tokens, seqs, job = run.prompt, run.seqs, run.job
         try:
             self._decode_prompt(tokens, seqs, run.prefilled, end)
@@ -322,10 +315,9 @@ class LlamaEngine:
             last = self._batch.n_tokens - 1
             for i in run.waiting:
                 self._L.llama_memory_seq_rm(self._mem, seqs[i], len(tokens) - 1, -1)
-            for i in range(_first(job)):
-                state = run.states[i]
+            for i in range(first_samples(job)):
                 # A sample that ends at once can settle the vote and stop the rest.
-                if not state.done:
+                if not run.states[i].done:
                     self._accept(run, i, self._L.llama_sampler_sample(run.samplers[i], self._ctx, last), last)
         except native.EngineFault:
             raise
@@ -335,19 +327,18 @@ class LlamaEngine:
             self._fail(run, f"starting the job failed: {exc}")
         self._finish_if_done(run)
 
-    def _decode_prompt(self, tokens: list[int], seqs: list[int], begin: int = 0, end: int | None = None) -> None:
-        """Decode tokens[begin:end] for every sequence in seqs; logits only for the prompt's last token."""
-        b, L, n_batch = self._batch, self._L, self.settings.n_batch
+    def _decode_prompt(
+        self, tokens: list[int], seqs: list[int], begin: int = 0, end: int | None = None, logits: bool = True,
+    ) -> None:
+        """Decode tokens[begin:end] for every sequence in seqs; logits only for the prompt's last token (if any)."""
+        b, n_batch = self._batch, self.settings.n_batch
         end = len(tokens) if end is None else end
         for start in range(begin, end, n_batch):
-            chunk = tokens[start : min(start + n_batch, end)]
-            b.n_tokens = len(chunk)
-            for k, tok in enumerate(chunk):
-                b.token[k], b.pos[k], b.n_seq_id[k] = tok, start + k, len(seqs)
-                for j, s in enumerate(seqs):
-                    b.seq_id[k][j] = s
-                b.logits[k] = start + k == len(tokens) - 1
-            rc = L.llama_decode(self._ctx, b)
+            b.n_tokens = 0
+            put_prompt(b, tokens, seqs, start, min(start + n_batch, end))
+            if not logits:
+                b.logits[b.n_tokens - 1] = False
+            rc = self._L.llama_decode(self._ctx, b)
             if rc != 0:
                 native.check_fatal(rc)
                 raise RuntimeError(f"llama_decode returned {rc} on the prompt")
@@ -355,7 +346,7 @@ class LlamaEngine:
     def _step(self) -> None:
         b, L = self._batch, self._L
         b.n_tokens = 0
-        outputs: list[tuple[_Running, int, int]] = []
+        outputs: list[tuple[Running, int, int]] = []
         for run in self._running:
             if run.job.cancelled.is_set():
                 for st in run.states:
@@ -364,14 +355,8 @@ class LlamaEngine:
             for i, st in enumerate(run.states):
                 if st.done or not st.feed:
                     continue
-                for k, tok in enumerate(st.feed):
-                    n = b.n_tokens
-                    b.token[n], b.pos[n], b.n_seq_id[n] = tok, run.pos[i] + k, 1
-                    b.seq_id[n][0] = run.seqs[i]
-                    b.logits[n] = k == len(st.feed) - 1
-                    b.n_tokens = n + 1
+                outputs.append((run, i, put_feed(b, st.feed, run.pos[i], run.seqs[i])))
                 run.pos[i] += len(st.feed)
-                outputs.append((run, i, b.n_tokens - 1))
         if b.n_tokens:
             rc = L.llama_decode(self._ctx, b)
             if rc != 0:
@@ -386,7 +371,7 @@ class LlamaEngine:
         for run in list(self._running):
             self._finish_if_done(run)
 
-    def _accept(self, run: _Running, i: int, token: int, idx: int) -> None:
+    def _accept(self, run: Running, i: int, token: int, idx: int) -> None:
         # Whatever a job's callbacks (or its bookkeeping) raise fails that job
         # only; the try costs nothing until something raises.
         st, job, what = run.states[i], run.job, "the sample bookkeeping"
@@ -421,7 +406,7 @@ class LlamaEngine:
             st.result.finish_reason = "error"
             self._fail(run, f"{what} raised {type(exc).__name__}: {exc}")
 
-    def _after_finish(self, run: _Running) -> None:
+    def _after_finish(self, run: Running) -> None:
         """A sample finished or was pruned: stop the rest if the vote is decided; escalate if due."""
         job = run.job
         # Samples not started yet could still vote: they count as remaining.
@@ -445,13 +430,13 @@ class LlamaEngine:
             run.pos[i] -= 1
         run.waiting = []
 
-    def _fail(self, run: _Running, why: str) -> None:
+    def _fail(self, run: Running, why: str) -> None:
         # Stopping flushes held text to on_text; a sink that raises again is dropped by SampleState.
         for st in run.states:
             st.stop("error")
         run.error = run.error or why
 
-    def _finish_if_done(self, run: _Running) -> None:
+    def _finish_if_done(self, run: Running) -> None:
         if not all(st.done for st in run.states):
             return
         L = self._L
@@ -463,7 +448,7 @@ class LlamaEngine:
             self._running.remove(run)
             self._free_seqs.extend(run.seqs)
             self._free_cells += run.cells
-        resolve(run.future, _result(run))
+        resolve(run.future, result(run))
 
     def _stop_for(self, exc: BaseException) -> None:
         """The loop died: record why, then resolve every job it held so no caller waits forever."""
@@ -482,25 +467,17 @@ class LlamaEngine:
             try:
                 self._fail(run, "")
                 run.error = f"the model engine stopped: {why}"
-                resolve(run.future, _result(run, fatal=True))
+                resolve(run.future, result(run, fatal=True))
             except BaseException as inner:  # keep resolving the others
                 reject(run.future, Unavailable(stopped_message(why)))
                 log.error("could not report a running job's usage: %r", inner)
 
 
-def _first(job: GenerationJob) -> int:
-    """How many samples start at once: all, or first_samples when escalating."""
-    return job.first_samples if 0 < job.first_samples < job.samples else job.samples
-
-
-def _result(run: _Running, fatal: bool = False) -> GenerationResult:
-    return GenerationResult(
-        prompt_tokens=len(run.job.prompt.tokens),
-        shared_forced_tokens=run.shared_forced,
-        # Samples never started used nothing and are not reported.
-        samples=[st.result for i, st in enumerate(run.states) if i not in run.waiting],
-        error=run.error,
-        fatal=fatal,
-        vote_stopped=run.vote_stopped,
-        agreed_early=run.agreed_early,
-    )
+def _common(a: Sequence[int], b: Sequence[int]) -> int:
+    """The length of the longest common prefix of two token lists."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n

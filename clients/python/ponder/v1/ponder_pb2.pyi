@@ -281,7 +281,7 @@ class QuoteResponse(_message.Message):
     def __init__(self, assessment: _Optional[_Union[Assessment, _Mapping]] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., prompt_tokens: _Optional[int] = ..., balance: _Optional[_Union[Balance, _Mapping]] = ...) -> None: ...
 
 class TextDelta(_message.Message):
-    __slots__ = ("sample", "phase", "text")
+    __slots__ = ("sample", "phase", "text", "refine_round")
     class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         PHASE_UNSPECIFIED: _ClassVar[TextDelta.Phase]
@@ -293,10 +293,12 @@ class TextDelta(_message.Message):
     SAMPLE_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    REFINE_ROUND_FIELD_NUMBER: _ClassVar[int]
     sample: int
     phase: TextDelta.Phase
     text: str
-    def __init__(self, sample: _Optional[int] = ..., phase: _Optional[_Union[TextDelta.Phase, str]] = ..., text: _Optional[str] = ...) -> None: ...
+    refine_round: int
+    def __init__(self, sample: _Optional[int] = ..., phase: _Optional[_Union[TextDelta.Phase, str]] = ..., text: _Optional[str] = ..., refine_round: _Optional[int] = ...) -> None: ...
 
 class AskStreamResponse(_message.Message):
     __slots__ = ("plan", "delta", "result", "request_id")
