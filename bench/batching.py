@@ -2,7 +2,7 @@
 of 8 concurrent requests (sharing the engine's batch) vs the same 8 run one after another,
 and of 8 concurrent requests with 8 different prompts vs one request of 8 samples (interleaved rounds).
 
-    python bench/batching.py [--tokens 96] [--rounds 3] [--json FILE]
+    python bench/batching.py [--tokens 96] [--rounds 3] [--different-only] [--json FILE]
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=96, help="answer cap per sample")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the different-prompts comparison")
     ap.add_argument("--json", type=pathlib.Path, help="also write the figures here")
+    ap.add_argument("--different-only", action="store_true", help="only the different-prompts comparison")
     args = ap.parse_args()
+    if args.different_only:
+        return different_prompts(args)
     e = engine()
     print(f"model {e.model_name}, {e.settings.n_threads or 'all'} threads, answer cap {args.tokens} tokens/sample")
 
@@ -60,20 +63,32 @@ def main() -> None:
     ]
     print(table(rows, ["requests", "tokens", "seconds", "tokens/s", "ratio"]))
 
-    # 8 requests with different prompts at once vs one request of 8 samples, interleaved so drift hits both.
-    one_rates, many_rates = [], []
-    for r in range(args.rounds):
-        results, wall = run_jobs(e, [job(e, PROMPT, 8, args.tokens, seed=200 + r)])
-        one_rates.append(generated(results) / wall)
-        results, wall = run_jobs(e, [job(e, p, 1, args.tokens, seed=300 + r * 8 + i) for i, p in enumerate(PROMPTS)])
-        many_rates.append(generated(results) / wall)
-    one, many = sum(one_rates) / len(one_rates), sum(many_rates) / len(many_rates)
-    print(table([("1 request x 8 samples", one, 1.0), ("8 requests, 8 different prompts", many, many / one)],
-                ["batch", "tokens/s (mean of rounds)", "ratio"]))
-    if args.json:
-        args.json.write_text(json.dumps({"one_request_8_samples_tps": one, "eight_different_prompts_tps": many,
-                                         "ratio": many / one, "rounds": args.rounds, "tokens": args.tokens}, indent=2))
     e.close()
+    different_prompts(args)
+
+
+def different_prompts(args: argparse.Namespace) -> None:
+    """8 requests with different prompts at once vs one request of 8 samples, interleaved so drift hits
+    both; with the prefix cache (the default) and without it, side by side in the same rounds."""
+    engines = {"prefix cache on": engine(), "prefix cache off": engine(prefix_cache=False)}
+    rates: dict[str, dict[str, list[float]]] = {name: {"one": [], "many": []} for name in engines}
+    for r in range(args.rounds):
+        for name, x in engines.items():
+            results, wall = run_jobs(x, [job(x, PROMPT, 8, args.tokens, seed=200 + r)])
+            rates[name]["one"].append(generated(results) / wall)
+            results, wall = run_jobs(x, [job(x, p, 1, args.tokens, seed=300 + r * 8 + i) for i, p in enumerate(PROMPTS)])
+            rates[name]["many"].append(generated(results) / wall)
+    rows, out = [], {}
+    for name in engines:
+        one = sum(rates[name]["one"]) / args.rounds
+        many = sum(rates[name]["many"]) / args.rounds
+        rows += [(f"{name}: 1 request x 8 samples", one, 1.0), (f"{name}: 8 requests, 8 different prompts", many, many / one)]
+        out[name] = {"one_request_8_samples_tps": one, "eight_different_prompts_tps": many, "ratio": many / one}
+    print(table(rows, ["batch", "tokens/s (mean of rounds)", "ratio"]))
+    if args.json:
+        args.json.write_text(json.dumps({"different_prompts": out, "rounds": args.rounds, "tokens": args.tokens}, indent=2))
+    for x in engines.values():
+        x.close()
 
 
 if __name__ == "__main__":
