@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from common import engine, run_jobs, table
-
 from ponderd import answers, refine
 from ponderd.calibrate import load_dataset
 from ponderd.engine import GenerationJob
@@ -111,9 +110,9 @@ def main() -> None:
         t[names[2]].add(ok(weighted_winner(said, [x.confidence for x in s])[0]), prompt, sum(toks))
         k = args.samples if not agreed(said[: args.first]) else args.first
         t[names[3]].add(ok(winner(said[:k])[0]), prompt, sum(toks[:k]))
-        for name, base, round_, base_answer, base_tokens in (
-            (names[4], toks[0], rf, said[0], toks[0]),
-            (names[5], sum(toks), rv, winner(said)[0], sum(toks)),
+        for name, round_, base_answer, base_tokens in (
+            (names[4], rf, said[0], toks[0]),
+            (names[5], rv, winner(said)[0], sum(toks)),
         ):
             x = round_.samples[0]
             # As refine.py keeps it: a revision with nothing extractable is not kept.
