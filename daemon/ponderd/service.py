@@ -41,7 +41,7 @@ class PonderService(ponder_pb2_grpc.PonderServiceServicer):
             reply = _replayed(attempt.reply)
             note(request_id=reply.request_id, cost=0.0)  # the answer again, nothing charged
             return reply
-        outcome = await self._ask(who, ask, attempt)
+        outcome = await self._ask(who, ask, _Ended.of(self.keys, attempt))
         _note(outcome)
         return _response(outcome)
 
@@ -51,13 +51,14 @@ class PonderService(ponder_pb2_grpc.PonderServiceServicer):
             return None
         return await self.keys.claim(who.tenant, request.idempotency_key, fingerprint(request))
 
-    async def _ask(self, who: Principal, ask: AskInput, attempt: Attempt | None, events: Any = None) -> Outcome:
+    async def _ask(self, who: Principal, ask: AskInput, ended: _Ended | None, events: Any = None) -> Outcome:
         """Run the pipeline; under a claim, the request itself keeps its answer or frees the key when it ends."""
-        if attempt is None:
+        if ended is None:
             return await self.d.pipeline.ask(who, ask, events)
-        ended = _Ended(self.keys, attempt)
+        # From here the request exists before anything can cancel this coroutine, and it ends the claim.
+        ended.started = True
         try:
-            return await self.d.pipeline.ask(who, replace(ask, request_id=attempt.request_id), events, ended)
+            return await self.d.pipeline.ask(who, replace(ask, request_id=ended.attempt.request_id), events, ended)
         except asyncio.CancelledError:
             raise  # the caller left; the request runs on and ends the claim itself
         except BaseException:
@@ -77,9 +78,8 @@ class PonderService(ponder_pb2_grpc.PonderServiceServicer):
             yield ponder_pb2.AskStreamResponse(result=reply, request_id=reply.request_id)
             return
         events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        task = asyncio.ensure_future(
-            self._ask(who, ask, attempt, lambda kind, data: events.put_nowait((kind, data)))
-        )
+        ended = _Ended.of(self.keys, attempt)
+        task = asyncio.ensure_future(self._ask(who, ask, ended, lambda kind, data: events.put_nowait((kind, data))))
         task.add_done_callback(lambda _: events.put_nowait(("done", None)))
         request_id = ""
         try:
@@ -105,6 +105,8 @@ class PonderService(ponder_pb2_grpc.PonderServiceServicer):
                 # The client went away mid-stream: cancelling the pipeline settles what was used.
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+            if ended is not None and not ended.started:
+                await ended(None)  # cancelled before the request began: nothing will end the claim but this
 
     @rpc
     async def Quote(self, request: ponder_pb2.QuoteRequest, context: grpc.aio.ServicerContext) -> ponder_pb2.QuoteResponse:
@@ -141,6 +143,12 @@ class _Ended:
 
     def __init__(self, keys: Idempotency, attempt: Attempt) -> None:
         self.keys, self.attempt, self.done = keys, attempt, False
+        # Set once the pipeline was called: the request then ends the claim itself.
+        self.started = False
+
+    @classmethod
+    def of(cls, keys: Idempotency, attempt: Attempt | None) -> _Ended | None:
+        return None if attempt is None else cls(keys, attempt)
 
     async def __call__(self, outcome: Outcome | None) -> None:
         if self.done:
