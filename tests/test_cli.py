@@ -36,6 +36,18 @@ def test_ask_json_is_one_object_with_the_same_facts(served, cli_env):
     assert data["balance"]["tenant"] == "local"
 
 
+def test_ask_repeated_with_an_idempotency_key_is_answered_once_and_charged_once(served, cli_env):
+    ask = ("ask", "Say yes.", "--json", "--idempotency-key", "cli-run-7")
+    first = json.loads(ponder(cli_env, *ask).stdout)
+    second = json.loads(ponder(cli_env, *ask).stdout)
+    assert first["replayed"] is False and second["replayed"] is True
+    assert second["request_id"] == first["request_id"] and second["answer"] == first["answer"]
+    assert json.loads(ponder(cli_env, "balance", "--json").stdout)["spent"] == first["balance"]["spent"]
+    assert "  replayed " in ponder(cli_env, *ask[:2], "--idempotency-key", "cli-run-7").stdout
+    err = ponder(cli_env, "ask", "Say no.", "--idempotency-key", "cli-run-7", check=False).stderr
+    assert "ponder: INVALID_ARGUMENT: idempotency key 'cli-run-7' was used for a different request" in err
+
+
 def test_stream_quote_balance_and_feedback(served, cli_env):
     out = ponder(cli_env, "ask", "Say hello.", "--stream").stdout
     assert "  cost " in out

@@ -12,6 +12,7 @@ from .accuracy import AccuracyEstimates
 from .models import ServedModels
 from .clock import Clock, SystemClock
 from .engine import Engine
+from .idempotency import IdempotencyKeys
 from .jobs import Jobs, Schedules
 from .budgets import SqliteBudgets
 from .ledger import Ledger, to_micros
@@ -43,6 +44,8 @@ class Daemon:
     pipeline: Pipeline
     retrainer: Retrainer
     jobs: Jobs
+    # Idempotency keys of Ask/AskStream (idempotency.py), handed to the Ponder service and the jobs.
+    keys: IdempotencyKeys
     telemetry: Telemetry = field(default_factory=NullTelemetry)
     accuracy: AccuracyEstimates = field(default_factory=AccuracyEstimates)
 
@@ -129,11 +132,14 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
     retrainer = Retrainer(classifier, store, clock, settings.risk.high_recall_target, settings.risk.retrain_cv_folds)
     schedules = Schedules(settings.zone, settings.risk.retrain_schedule, settings.accuracy.update_schedule,
                           settings.risk.keep_prompts_days)
+    # A settlement waiting for the disk may still turn its claim into an answered one.
+    idempotency = IdempotencyKeys(store, ledger, clock, settings.idempotency_hours, budgets.unsettled)
     # Running requests, and settlements waiting for the disk, own their reservations: not orphans.
     jobs = Jobs(
         schedules, clock, store, ledger, lambda: set(pipeline.live) | budgets.unsettled(), retrainer, accuracy, telemetry,
+        idempotency,
     )
     return Daemon(
         settings, clock, store, ledger, budgets, keys.Keyring(), policies, classifier, models, pipeline, retrainer,
-        jobs, telemetry=telemetry, accuracy=accuracy,
+        jobs, idempotency, telemetry=telemetry, accuracy=accuracy,
     )

@@ -36,6 +36,7 @@ STATUS: dict[type[errors.PonderError], grpc.StatusCode] = {
     errors.BudgetExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.Cancelled: grpc.StatusCode.CANCELLED,
+    errors.KeyInUse: grpc.StatusCode.ABORTED,
     errors.EngineFailure: grpc.StatusCode.INTERNAL,
 }
 
@@ -87,6 +88,10 @@ def rich_status(exc: errors.PonderError) -> status_pb2.Status:
                 ]
             )
         )
+    elif isinstance(exc, errors.KeyInUse):
+        metadata = {"idempotency_key": exc.key}
+    elif isinstance(exc, errors.ReplyLost):
+        metadata = {"idempotency_key": exc.key, "request_id": exc.request_id}
     elif isinstance(exc, errors.Unavailable):
         delay = duration_pb2.Duration()
         delay.FromTimedelta(timedelta(seconds=exc.retry_after_seconds))

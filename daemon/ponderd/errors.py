@@ -67,6 +67,17 @@ class PolicyError(FailedPrecondition):
         super().__init__(f"{path}: " + "; ".join(problems))
 
 
+class ReplyLost(FailedPrecondition):
+    """The request with this idempotency key was answered and charged, but its reply was not kept."""
+
+    reason = "IDEMPOTENCY_REPLY_LOST"
+
+    def __init__(self, message: str, key: str, request_id: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.request_id = request_id
+
+
 class ArtifactError(FailedPrecondition):
     """A risk-model artifact was refused; the model in service stays."""
 
@@ -104,6 +115,16 @@ class StorageUnavailable(Unavailable):
 
     reason = "STORAGE_UNAVAILABLE"
     retry_after_seconds = 5.0
+
+
+class KeyInUse(PonderError):
+    """A request with the same idempotency key is still running: wait for it, or use a new key."""
+
+    reason = "IDEMPOTENCY_KEY_IN_USE"
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class Cancelled(PonderError):

@@ -1,4 +1,4 @@
-"""Scheduled jobs (APScheduler): budget windows, orphaned reservations, prompt retention, retraining.
+"""Scheduled jobs (APScheduler): budget windows, orphaned reservations, prompt and idempotency-key retention, retraining.
 
 Each job is a coroutine taking no arguments and returning a one-line summary,
 so the scheduler, `ponder admin job run NAME` and tests all run the same code.
@@ -17,6 +17,7 @@ from . import retention
 from .accuracy import AccuracyEstimates
 from .clock import Clock
 from .errors import InvalidRequest
+from .idempotency import IdempotencyKeys
 from .ledger import Ledger
 from .risk.retrain import Retrainer
 from .store import Store
@@ -50,6 +51,7 @@ class Jobs:
         retrainer: Retrainer,
         accuracy: AccuracyEstimates,
         telemetry: Telemetry,
+        keys: IdempotencyKeys,
     ) -> None:
         """`owned`: request ids whose reservations are not orphans (running, or waiting to settle)."""
         self.schedules = schedules
@@ -60,12 +62,14 @@ class Jobs:
         self.retrainer = retrainer
         self.accuracy = accuracy
         self.telemetry = telemetry
+        self.keys = keys
         self.registry: dict[str, Callable[[], Awaitable[str]]] = {
             "renew_windows": self.renew_windows,
             "expire_reservations": self.expire_reservations,
             "prune_prompts": self.prune_prompts,
             "retrain_risk": self.retrain_risk,
             "update_accuracy": self.update_accuracy,
+            "prune_idempotency": self.prune_idempotency,
         }
         self._scheduler: Any = None
 
@@ -93,6 +97,10 @@ class Jobs:
         pruned = await self.store.call(retention.prune, self.clock.now() - timedelta(days=days))
         return pruned.summary(days)
 
+    async def prune_idempotency(self) -> str:
+        # Expired keys and their stored replies go; claims a stopped attempt left are resolved.
+        return await self.keys.recover()
+
     async def retrain_risk(self) -> str:
         result = await self.retrainer.run()
         self.telemetry.retrained(result.accepted)
@@ -114,6 +122,8 @@ class Jobs:
         s.add_job(self._safe("renew_windows"), CronTrigger(hour=0, minute=0, second=5, timezone=zone), id="renew_windows", name="renew_windows")
         s.add_job(self._safe("expire_reservations"), IntervalTrigger(minutes=5), id="expire_reservations", name="expire_reservations")
         s.add_job(self._safe("prune_prompts"), CronTrigger(hour=4, minute=15, timezone=zone), id="prune_prompts", name="prune_prompts")
+        # Hourly: keys are kept for hours (idempotency_hours), not days.
+        s.add_job(self._safe("prune_idempotency"), IntervalTrigger(hours=1), id="prune_idempotency", name="prune_idempotency")
         if self.schedules.retrain_risk:
             s.add_job(
                 self._safe("retrain_risk"),

@@ -280,6 +280,11 @@ class Ledger:
         # A retried refusal whose first write did commit stays one record.
         db.table("spend").insert(record, ignore=True)
 
+    def status_of(self, db: Database, request_id: str) -> str | None:
+        """The status of the request's spend record ("ok", "failed", ...); None when it has none (yet)."""
+        row = db.execute("SELECT status FROM spend WHERE request_id = ?", [request_id]).fetchone()
+        return None if row is None else str(row[0])
+
     def open_reservations(self, db: Database) -> list[dict[str, Any]]:
         return list(db.query("SELECT * FROM reservations ORDER BY created_at"))
 

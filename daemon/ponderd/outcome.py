@@ -33,6 +33,8 @@ class AskInput:
     # What a right answer looks like, when the caller knows (checks.Check): the
     # voted answer is verified and the outcome kept for accuracy learning.
     check: Check | None = None
+    # The id to settle under, chosen by the caller (an idempotency key's claim, idempotency.py); "": a fresh one.
+    request_id: str = ""
 
 
 @dataclass(frozen=True)

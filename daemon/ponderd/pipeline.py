@@ -12,7 +12,7 @@ import contextlib
 import logging
 import secrets
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from . import answers, refine, stopping, voting
 from .assessment import adjust
@@ -69,10 +69,29 @@ class Pipeline:
 
         return await self.inflight.run(body)
 
-    async def ask(self, who: Principal, req: AskInput, events: EventSink | None = None) -> Outcome:
-        """Plan, reserve, generate, settle. Runs to its end even if the caller goes away (see inflight.py)."""
+    async def ask(
+        self, who: Principal, req: AskInput, events: EventSink | None = None,
+        ended: Callable[[Outcome | None], Awaitable[None]] | None = None,
+    ) -> Outcome:
+        """Plan, reserve, generate, settle. Runs to its end even if the caller goes away (see inflight.py).
+
+        `ended` is told the outcome (None: no answer) inside the request, so it
+        hears even when the caller has left (an idempotency key's claim).
+        """
         deadline = self.clock.monotonic() + req.timeout if req.timeout is not None else None
-        return await self.inflight.run(lambda stop: self._ask(who, req, events, stop), deadline)
+        if ended is None:
+            return await self.inflight.run(lambda stop: self._ask(who, req, events, stop), deadline)
+
+        async def body(stop: Stop) -> Outcome:
+            try:
+                outcome = await self._ask(who, req, events, stop)
+            except BaseException:
+                await ended(None)
+                raise
+            await ended(outcome)
+            return outcome
+
+        return await self.inflight.run(body, deadline)
 
     async def _ask(self, who: Principal, req: AskInput, events: EventSink | None, stop: Stop) -> Outcome:
         started = self.clock.monotonic()
@@ -80,7 +99,7 @@ class Pipeline:
         if stop.reason:
             raise stopped(stop.reason, 0)
         tenant = _tenant(who)
-        request_id = secrets.token_hex(12)
+        request_id = req.request_id or secrets.token_hex(12)
         # Live before the reservation exists: the sweeper must never settle a
         # reservation whose request is about to learn it holds it.
         self.live.add(request_id)

@@ -2,7 +2,8 @@
 
     serve()
       startup()    open the database, load and warm the model, settle reservations
-                   a crash left behind, bind, report SERVING and READY=1
+                   (and free idempotency claims) a crash left behind, bind,
+                   report SERVING and READY=1
       main loop    until SIGTERM/SIGINT, or until the model engine dies; meanwhile
                    a health loop turns once a second: it reports the engine and
                    the database in the health service, retries settlements the
@@ -80,7 +81,7 @@ def create_server(
     )
     # Through boundary.add_servicer, a body that is not valid protobuf gets INVALID_ARGUMENT.
     ponder, admin = ponder_pb2.DESCRIPTOR.services_by_name["PonderService"], admin_pb2.DESCRIPTOR.services_by_name["AdminService"]
-    add_servicer(ponder_pb2_grpc.add_PonderServiceServicer_to_server, PonderService(daemon), server, ponder)
+    add_servicer(ponder_pb2_grpc.add_PonderServiceServicer_to_server, PonderService(daemon, daemon.keys), server, ponder)
     add_servicer(admin_pb2_grpc.add_AdminServiceServicer_to_server, AdminService(daemon), server, admin)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -142,6 +143,8 @@ class Server:
         await asyncio.to_thread(d.engine.warm)
         # Anything still reserved now was left by a process that died mid-request.
         log.info("start-up: %s", await d.jobs.expire_reservations(grace=timedelta(0)))
+        # After the orphans are settled: a claim whose attempt died unanswered is freed for a retry.
+        log.info("start-up: %s", await d.jobs.prune_idempotency())
         log.info("start-up: %s", await d.jobs.renew_windows())
         if self.settings.tls.enabled:
             self._certificates = transport.TlsCertificates(self.settings.tls)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import grpc
@@ -14,6 +15,8 @@ from .auth import principal
 from .boundary import rpc, rpc_stream
 from .engine import ANSWER
 from .errors import PermissionDenied
+from .idempotency import Attempt, Idempotency, fingerprint
+from .keys import Principal
 from .logs import note
 from .pipeline import AskInput, Outcome, Quote
 
@@ -25,23 +28,58 @@ AnyAskRequest = ponder_pb2.AskRequest | ponder_pb2.AskStreamRequest | ponder_pb2
 
 
 class PonderService(ponder_pb2_grpc.PonderServiceServicer):
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Daemon, keys: Idempotency) -> None:
         self.d = daemon
+        # Idempotency keys: a repeated Ask/AskStream gets its stored answer (idempotency.py).
+        self.keys = keys
 
     @rpc
     async def Ask(self, request: ponder_pb2.AskRequest, context: grpc.aio.ServicerContext) -> ponder_pb2.AskResponse:
-        outcome = await self.d.pipeline.ask(principal(), _input(request, context))
+        who, ask = principal(), _input(request, context)
+        attempt = await self._claim(who, request)
+        if attempt is not None and attempt.reply is not None:
+            reply = _replayed(attempt.reply)
+            note(request_id=reply.request_id, cost=0.0)  # the answer again, nothing charged
+            return reply
+        outcome = await self._ask(who, ask, _Ended.of(self.keys, attempt))
         _note(outcome)
         return _response(outcome)
+
+    async def _claim(self, who: Principal, request: ponder_pb2.AskRequest | ponder_pb2.AskStreamRequest) -> Attempt | None:
+        """The request's claim on its idempotency key; None without a key (or with keys off, or an admin key)."""
+        if not request.idempotency_key or who.tenant is None or not self.keys.enabled:
+            return None
+        return await self.keys.claim(who.tenant, request.idempotency_key, fingerprint(request))
+
+    async def _ask(self, who: Principal, ask: AskInput, ended: _Ended | None, events: Any = None) -> Outcome:
+        """Run the pipeline; under a claim, the request itself keeps its answer or frees the key when it ends."""
+        if ended is None:
+            return await self.d.pipeline.ask(who, ask, events)
+        # From here the request exists before anything can cancel this coroutine, and it ends the claim.
+        ended.started = True
+        try:
+            return await self.d.pipeline.ask(who, replace(ask, request_id=ended.attempt.request_id), events, ended)
+        except asyncio.CancelledError:
+            raise  # the caller left; the request runs on and ends the claim itself
+        except BaseException:
+            await ended(None)  # a no-op if the request ended it; frees the key if the request never started
+            raise
 
     @rpc_stream
     async def AskStream(
         self, request: ponder_pb2.AskStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ponder_pb2.AskStreamResponse]:
+        who, ask = principal(), _input(request, context)
+        attempt = await self._claim(who, request)
+        if attempt is not None and attempt.reply is not None:
+            # A replay has no plan or text to stream: only the stored result.
+            reply = _replayed(attempt.reply)
+            note(request_id=reply.request_id, cost=0.0)
+            yield ponder_pb2.AskStreamResponse(result=reply, request_id=reply.request_id)
+            return
         events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        task = asyncio.ensure_future(
-            self.d.pipeline.ask(principal(), _input(request, context), lambda kind, data: events.put_nowait((kind, data)))
-        )
+        ended = _Ended.of(self.keys, attempt)
+        task = asyncio.ensure_future(self._ask(who, ask, ended, lambda kind, data: events.put_nowait((kind, data))))
         task.add_done_callback(lambda _: events.put_nowait(("done", None)))
         request_id = ""
         try:
@@ -66,6 +104,8 @@ class PonderService(ponder_pb2_grpc.PonderServiceServicer):
                 # The client went away mid-stream: cancelling the pipeline settles what was used.
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+            if ended is not None and not ended.started:
+                await ended(None)  # cancelled before the request began: nothing will end the claim but this
 
     @rpc
     async def Quote(self, request: ponder_pb2.QuoteRequest, context: grpc.aio.ServicerContext) -> ponder_pb2.QuoteResponse:
@@ -95,6 +135,34 @@ class PonderService(ponder_pb2_grpc.PonderServiceServicer):
             self.d.clock.now(),
         )
         return ponder_pb2.FeedbackResponse(feedback_id=feedback_id)
+
+
+class _Ended:
+    """Told once, inside the request, how it ended: keeps the answer for the key, or frees the key."""
+
+    def __init__(self, keys: Idempotency, attempt: Attempt) -> None:
+        self.keys, self.attempt, self.done = keys, attempt, False
+        # Set once the pipeline was called: the request then ends the claim itself.
+        self.started = False
+
+    @classmethod
+    def of(cls, keys: Idempotency, attempt: Attempt | None) -> _Ended | None:
+        return None if attempt is None else cls(keys, attempt)
+
+    async def __call__(self, outcome: Outcome | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        if outcome is None:
+            await self.keys.release(self.attempt)
+        else:
+            await self.keys.finish(self.attempt, _response(outcome).SerializeToString())
+
+
+def _replayed(reply: bytes) -> ponder_pb2.AskResponse:
+    response = ponder_pb2.AskResponse.FromString(reply)
+    response.replayed = True
+    return response
 
 
 def _note(o: Outcome) -> None:

@@ -149,6 +149,12 @@ class Settings:
     max_queue: int = 64
     # On SIGTERM, in-flight requests get this long to finish.
     drain_seconds: float = 30.0
+    # An ask repeated with the same idempotency key within this many hours gets
+    # the stored answer back, uncharged (the Python client sends a key with
+    # every ask, so its retries are safe). Stored answers live in the database
+    # until then. 0 turns keys off: every request runs and is charged, key or
+    # not. See docs/operations.md § Idempotency keys.
+    idempotency_hours: int = 24
     log_level: str = "info"
     # "text" (one readable line per event) or "json" (one JSON object per line).
     log_format: str = "text"
@@ -338,6 +344,8 @@ def _validate(s: Settings, where: str) -> None:
         mode = -1
     if mode not in (0o600, 0o660):
         raise SettingsError(f"{where}: socket_mode must be 0600 or 0660, not {s.socket_mode!r}")
+    if s.idempotency_hours < 0:
+        raise SettingsError(f"{where}: idempotency_hours must be >= 0 (0 turns idempotency keys off), not {s.idempotency_hours}")
     if s.log_format not in ("text", "json"):
         raise SettingsError(f"{where}: log_format must be text or json")
     t = s.tls

@@ -171,6 +171,30 @@ def m005_adaptive_sampling(db: Database) -> None:
     db.execute("ALTER TABLE spend ADD COLUMN stop_reason TEXT NOT NULL DEFAULT ''")
 
 
+@migrations()
+def m006_idempotency_keys(db: Database) -> None:
+    # One row per tenant and idempotency key (idempotency.py owns it): the
+    # request's fingerprint, the attempt running under the key (request_id, the
+    # spend record it settles into) and, once answered, the serialized
+    # AskResponse a repeat gets back. state: running | done | lost (answered and
+    # charged, but the process stopped before the reply was kept).
+    db.execute(
+        """CREATE TABLE idempotency_keys (
+            tenant TEXT NOT NULL REFERENCES tenants(name),
+            key TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('running', 'done', 'lost')),
+            request_id TEXT NOT NULL,
+            reply BLOB,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            PRIMARY KEY (tenant, key),
+            CHECK ((state = 'done') = (reply IS NOT NULL))
+        )"""
+    )
+    db.execute("CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at)")
+
+
 def connect(path: pathlib.Path) -> Database:
     """Open (creating if needed) the database and bring its schema up to date."""
     private_dir(path.parent)

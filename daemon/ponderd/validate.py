@@ -17,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ponder.v1 import ponder_pb2
 
 from .errors import InvalidRequest
+from .idempotency import check_key
 
 # The range google.protobuf.Timestamp defines (0001-01-01 to 9999-12-31 UTC),
 # which is also what a Python datetime can hold.
@@ -39,6 +40,8 @@ def ask_request(request: ponder_pb2.AskRequest | ponder_pb2.AskStreamRequest | p
         )
     if max_cost < 0:
         raise InvalidRequest(f"hints.max_cost must be >= 0 (0 means no limit), not {max_cost}")
+    if not isinstance(request, ponder_pb2.QuoteRequest):
+        check_key(request.idempotency_key)
 
 
 def instant(ts: Timestamp, name: str) -> datetime:

@@ -48,7 +48,9 @@ class AsyncPonderClient(_Async, PonderMethods):
     """Calls PonderService with a tenant's key; every method is a coroutine."""
 
     async def ask_stream(self, prompt: str, *, timeout: float | None = None, **kwargs: Any) -> AsyncIterator[ponder_pb2.AskStreamResponse]:
-        """The plan, then thinking/answer text as it is produced, then the result."""
+        """The plan, then thinking/answer text as it is produced, then the result (kwargs as for ask).
+
+        A replayed answer (its idempotency key was answered before) streams the result alone."""
         request = ask_request(ponder_pb2.AskStreamRequest, prompt, **kwargs)
         call = self._stub.AskStream(request, metadata=self._metadata(), timeout=self._deadline("ask_stream", timeout))
         try:

@@ -61,7 +61,9 @@ def _check_spec(text: str) -> dict[str, Any]:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     with PonderClient(args.address, args.token, **cli_connect.tls_options(args)) as client:
-        kwargs = _ask_kwargs(args) | {"seed": args.seed, "explain": args.explain, "check": args.check}
+        kwargs = _ask_kwargs(args) | {
+            "seed": args.seed, "explain": args.explain, "check": args.check, "idempotency_key": args.idempotency_key,
+        }
         if args.stream and args.json:
             # One JSON object per line, per event: the plan, each text delta, the result.
             for event in client.ask_stream(args.text, **kwargs):
@@ -137,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", action="store_true", help="print the answer as it is produced (with --json: one JSON object per event, per line)")
     p.add_argument("--check", type=_check_spec, metavar="JSON",
                    help='verify the answer, e.g. \'{"number": 42}\' (also regex, choice, any_of); teaches the daemon what its levels buy')
+    p.add_argument("--idempotency-key", metavar="KEY",
+                   help="repeat an ask safely: the same KEY and question get the first answer back, not charged again "
+                        "(default: a fresh key per run)")
     _connection_arguments(p)
     p.set_defaults(handler=cmd_ask)
 

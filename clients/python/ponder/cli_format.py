@@ -77,6 +77,8 @@ def print_answer(r: ponder_pb2.AskResponse, text: bool = True) -> None:
     _row("cost", f"{r.cost:.4f} {currency}  in {r.latency_seconds:.2f}s")
     _row("balance", _balance_text(r.balance))
     _row("request", r.request_id)
+    if r.replayed:
+        _row("replayed", "the stored answer to this idempotency key: not run or charged again (cost and balance as then)")
 
 
 def print_quote(q: ponder_pb2.QuoteResponse) -> None:

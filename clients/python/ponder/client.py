@@ -23,12 +23,16 @@ token given, no token is sent: the daemon may map the certificate to a tenant.
 Timeouts: every method has a default deadline (`TIMEOUTS`); `timeout=` on the
 constructor replaces them all, and `timeout=` on a call overrides both.
 Retries: calls that fail with UNAVAILABLE are retried by gRPC itself, with
-backoff (channel.RETRY_POLICY; `retries=False` turns it off). Failures raise
-typed subclasses of PonderError (ponder.errors).
+backoff (channel.RETRY_POLICY; `retries=False` turns it off). Each ask and
+ask_stream carries an idempotency key (a fresh UUID unless `idempotency_key=`
+is given), so a retry of an ask the daemon had already answered gets that
+answer back (`replayed` set) and is not charged again. Failures raise typed
+subclasses of PonderError (ponder.errors).
 """
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any, Callable, Iterator
 
@@ -93,10 +97,17 @@ def _check(spec: dict[str, Any] | None) -> ponder_pb2.Check | None:
 
 def ask_request(
     cls: Any, prompt: str, system: str = "", seed: int = 0, explain: bool = False, check: dict[str, Any] | None = None,
-    **hints: Any,
+    idempotency_key: str | None = None, **hints: Any,
 ) -> Any:
-    """An AskRequest, AskStreamRequest or QuoteRequest (the same fields; a Quote has no check)."""
-    extra = {"check": _check(check)} if check is not None else {}
+    """An AskRequest, AskStreamRequest or QuoteRequest (the same fields; a Quote has no check and no key).
+
+    Ask and AskStream requests get `idempotency_key`, or a fresh UUID when it is
+    None: built once per call, so every retry gRPC makes of that call carries
+    the same key and the daemon answers and charges it once. "" sends none.
+    """
+    extra: dict[str, Any] = {"check": _check(check)} if check is not None else {}
+    if cls is not ponder_pb2.QuoteRequest:
+        extra["idempotency_key"] = str(uuid.uuid4()) if idempotency_key is None else idempotency_key
     return cls(prompt=prompt, system=system, seed=seed, explain=explain, hints=_hints(**hints), **extra)
 
 
@@ -173,9 +184,10 @@ class PonderMethods(Connection):
         self._stub = ponder_pb2_grpc.PonderServiceStub(self._channel)
 
     def ask(self, prompt: str, *, timeout: float | None = None, **kwargs: Any) -> Any:
-        """Ask and wait for the voted answer (an AskResponse). kwargs: system, seed, explain and the
-        hints samples, thinking_tokens, severity_floor ("low"|"medium"|"high"), max_cost, level,
-        answer_format ("number"|"choice"|"phrase"|"free"|"auto")."""
+        """Ask and wait for the voted answer (an AskResponse). kwargs: system, seed, explain, check,
+        idempotency_key (default: a fresh UUID per call, so retries are charged once; reuse one to make
+        your own retries safe; "" sends none) and the hints samples, thinking_tokens, severity_floor
+        ("low"|"medium"|"high"), max_cost, level, answer_format ("number"|"choice"|"phrase"|"free"|"auto")."""
         return self._call("ask", self._stub.Ask, ask_request(ponder_pb2.AskRequest, prompt, **kwargs), timeout, _same)
 
     def quote(self, prompt: str, *, timeout: float | None = None, **kwargs: Any) -> Any:
@@ -273,7 +285,9 @@ class PonderClient(_Blocking, PonderMethods):
     """Calls PonderService with a tenant's key; each method blocks until the reply."""
 
     def ask_stream(self, prompt: str, *, timeout: float | None = None, **kwargs: Any) -> Iterator[ponder_pb2.AskStreamResponse]:
-        """The plan, then thinking/answer text as it is produced, then the result."""
+        """The plan, then thinking/answer text as it is produced, then the result (kwargs as for ask).
+
+        A replayed answer (its idempotency key was answered before) streams the result alone."""
         request = ask_request(ponder_pb2.AskStreamRequest, prompt, **kwargs)
         try:
             yield from self._stub.AskStream(request, metadata=self._metadata(), timeout=self._deadline("ask_stream", timeout))

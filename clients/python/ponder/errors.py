@@ -136,6 +136,15 @@ class Cancelled(PonderError):
     """CANCELLED: the request was stopped."""
 
 
+class Aborted(PonderError):
+    """ABORTED: a request with the same idempotency key is still running; wait for it and retry, or use a new key."""
+
+    @property
+    def idempotency_key(self) -> str | None:
+        info = self.error_info
+        return info.metadata.get("idempotency_key") if info is not None else None
+
+
 class Internal(PonderError):
     """INTERNAL (or UNKNOWN): the daemon failed; its log has the details."""
 
@@ -151,6 +160,7 @@ BY_CODE: dict[grpc.StatusCode, type[PonderError]] = {
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.CANCELLED: Cancelled,
+    grpc.StatusCode.ABORTED: Aborted,
     grpc.StatusCode.INTERNAL: Internal,
     grpc.StatusCode.UNKNOWN: Internal,
 }

@@ -176,7 +176,7 @@ class AdminServiceServicer:
 
     def RunJob(self, request, context):
         """Run a scheduled job now: "renew_windows", "retrain_risk", "expire_reservations",
-        "prune_prompts", "update_accuracy".
+        "prune_prompts", "update_accuracy", "prune_idempotency".
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,20 +38,22 @@ class Hints(_message.Message):
     def __init__(self, severity_floor: _Optional[_Union[Severity, str]] = ..., max_cost: _Optional[float] = ..., samples: _Optional[int] = ..., thinking_tokens: _Optional[int] = ..., level: _Optional[str] = ..., answer_format: _Optional[str] = ...) -> None: ...
 
 class AskRequest(_message.Message):
-    __slots__ = ("prompt", "system", "hints", "seed", "explain", "check")
+    __slots__ = ("prompt", "system", "hints", "seed", "explain", "check", "idempotency_key")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_FIELD_NUMBER: _ClassVar[int]
     HINTS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     CHECK_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     system: str
     hints: Hints
     seed: int
     explain: bool
     check: Check
-    def __init__(self, prompt: _Optional[str] = ..., system: _Optional[str] = ..., hints: _Optional[_Union[Hints, _Mapping]] = ..., seed: _Optional[int] = ..., explain: _Optional[bool] = ..., check: _Optional[_Union[Check, _Mapping]] = ...) -> None: ...
+    idempotency_key: str
+    def __init__(self, prompt: _Optional[str] = ..., system: _Optional[str] = ..., hints: _Optional[_Union[Hints, _Mapping]] = ..., seed: _Optional[int] = ..., explain: _Optional[bool] = ..., check: _Optional[_Union[Check, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class Check(_message.Message):
     __slots__ = ("number", "regex", "choice", "any_of")
@@ -66,20 +68,22 @@ class Check(_message.Message):
     def __init__(self, number: _Optional[float] = ..., regex: _Optional[str] = ..., choice: _Optional[str] = ..., any_of: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AskStreamRequest(_message.Message):
-    __slots__ = ("prompt", "system", "hints", "seed", "explain", "check")
+    __slots__ = ("prompt", "system", "hints", "seed", "explain", "check", "idempotency_key")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_FIELD_NUMBER: _ClassVar[int]
     HINTS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     CHECK_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     system: str
     hints: Hints
     seed: int
     explain: bool
     check: Check
-    def __init__(self, prompt: _Optional[str] = ..., system: _Optional[str] = ..., hints: _Optional[_Union[Hints, _Mapping]] = ..., seed: _Optional[int] = ..., explain: _Optional[bool] = ..., check: _Optional[_Union[Check, _Mapping]] = ...) -> None: ...
+    idempotency_key: str
+    def __init__(self, prompt: _Optional[str] = ..., system: _Optional[str] = ..., hints: _Optional[_Union[Hints, _Mapping]] = ..., seed: _Optional[int] = ..., explain: _Optional[bool] = ..., check: _Optional[_Union[Check, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class QuoteRequest(_message.Message):
     __slots__ = ("prompt", "system", "hints", "seed", "explain")
@@ -217,7 +221,7 @@ class Sample(_message.Message):
     def __init__(self, index: _Optional[int] = ..., thinking: _Optional[str] = ..., text: _Optional[str] = ..., answer: _Optional[str] = ..., thinking_tokens: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., thinking_capped: _Optional[bool] = ..., confidence: _Optional[float] = ...) -> None: ...
 
 class AskResponse(_message.Message):
-    __slots__ = ("request_id", "text", "answer", "votes", "assessment", "plan", "usage", "cost", "balance", "samples", "latency_seconds", "verified", "voted_text", "voted_answer", "refinements")
+    __slots__ = ("request_id", "text", "answer", "votes", "assessment", "plan", "usage", "cost", "balance", "samples", "latency_seconds", "verified", "voted_text", "voted_answer", "refinements", "replayed")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     ANSWER_FIELD_NUMBER: _ClassVar[int]
@@ -233,6 +237,7 @@ class AskResponse(_message.Message):
     VOTED_TEXT_FIELD_NUMBER: _ClassVar[int]
     VOTED_ANSWER_FIELD_NUMBER: _ClassVar[int]
     REFINEMENTS_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     text: str
     answer: str
@@ -248,7 +253,8 @@ class AskResponse(_message.Message):
     voted_text: str
     voted_answer: str
     refinements: _containers.RepeatedCompositeFieldContainer[Refinement]
-    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., answer: _Optional[str] = ..., votes: _Optional[_Iterable[_Union[Vote, _Mapping]]] = ..., assessment: _Optional[_Union[Assessment, _Mapping]] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost: _Optional[float] = ..., balance: _Optional[_Union[Balance, _Mapping]] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., latency_seconds: _Optional[float] = ..., verified: _Optional[bool] = ..., voted_text: _Optional[str] = ..., voted_answer: _Optional[str] = ..., refinements: _Optional[_Iterable[_Union[Refinement, _Mapping]]] = ...) -> None: ...
+    replayed: bool
+    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., answer: _Optional[str] = ..., votes: _Optional[_Iterable[_Union[Vote, _Mapping]]] = ..., assessment: _Optional[_Union[Assessment, _Mapping]] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost: _Optional[float] = ..., balance: _Optional[_Union[Balance, _Mapping]] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., latency_seconds: _Optional[float] = ..., verified: _Optional[bool] = ..., voted_text: _Optional[str] = ..., voted_answer: _Optional[str] = ..., refinements: _Optional[_Iterable[_Union[Refinement, _Mapping]]] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class Refinement(_message.Message):
     __slots__ = ("round", "text", "answer", "kept", "prompt_tokens", "answer_tokens", "finish_reason")
