@@ -7,7 +7,8 @@ import functools
 import json
 import re
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, overload
+from typing import Any, Awaitable, Callable, overload
+from zoneinfo import ZoneInfo
 
 import grpc
 from sqlite_utils import Database
@@ -19,10 +20,14 @@ from .assessment import adjust
 from .boundary import rpc, status_code
 from .errors import InvalidRequest, PonderError
 from .logs import audit
-from .ledger import WINDOWS, to_credits, to_micros
-
-if TYPE_CHECKING:
-    from .app import Daemon
+from .budgets import Budgets
+from .clock import Clock
+from .jobs import Jobs
+from .ledger import WINDOWS, Ledger, to_credits, to_micros
+from .policy import Policy, PolicyHolder
+from .risk import Classifier, ClassifierHolder
+from .risk.retrain import recent_retrains
+from .store import Store
 
 TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
@@ -81,32 +86,41 @@ def audited(action: str, fields: Callable[[Any, Any], dict[str, Any]]) -> Callab
 
 
 class AdminService(admin_pb2_grpc.AdminServiceServicer):
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
+    def __init__(
+        self, *, store: Store, ledger: Ledger, keyring: keys.Keyring, budgets: Budgets, policies: PolicyHolder,
+        classifier: ClassifierHolder, clock: Clock, zone: ZoneInfo, jobs: Jobs,
+        reload: Callable[[], tuple[Policy, Classifier]],
+    ) -> None:
+        self.store, self.ledger, self.keyring, self.budgets = store, ledger, keyring, budgets
+        self.policies, self.classifier, self.clock, self.jobs = policies, classifier, clock, jobs
+        # Days start at midnight here (spend totals without a window).
+        self.zone = zone
+        # Re-reads the policy and the risk model, both or neither (Daemon.reload).
+        self.reload = reload
 
     @property
     def _currency(self) -> str:
-        return self.d.policies.current().currency
+        return self.policies.current().currency
 
     async def _mutate(self, fn, *args):  # type: ignore[no-untyped-def]
         """Run a change on the store thread, then refresh the in-memory keyring there too."""
 
         def both(db: Database):  # type: ignore[no-untyped-def]
             out = fn(db, *args)
-            self.d.keyring.refresh(db)
+            self.keyring.refresh(db)
             return out
 
-        return await self.d.store.call(both)
+        return await self.store.call(both)
 
     @rpc
     @audited("create_tenant", lambda q, r: {"tenant": q.name, "budget": q.budget, "new_key_id": r.key_id if r else "-"})
     async def CreateTenant(self, request: admin_pb2.CreateTenantRequest, context: grpc.aio.ServicerContext) -> admin_pb2.CreateTenantResponse:
         name, budget, window = _name(request.name), _budget(request.budget), _window(request.window, "day")
-        now = self.d.clock.now()
+        now = self.clock.now()
 
         def create(db: Database) -> tuple[ledger.BalanceView, str, str]:
             with db.atomic():
-                view = self.d.ledger.create_tenant(db, name, budget, window, now)
+                view = self.ledger.create_tenant(db, name, budget, window, now)
                 key_id, token = keys.issue_key(db, name, "tenant", "created with the tenant", now)
             return view, key_id, token
 
@@ -115,20 +129,20 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
     @rpc
     async def ListTenants(self, request: admin_pb2.ListTenantsRequest, context: grpc.aio.ServicerContext) -> admin_pb2.ListTenantsResponse:
-        views = await self.d.store.call(self.d.ledger.balances, self.d.clock.now())
+        views = await self.store.call(self.ledger.balances, self.clock.now())
         return admin_pb2.ListTenantsResponse(tenants=[convert.tenant(v, self._currency) for v in views])
 
     @rpc
     @audited("set_enabled", lambda q, r: {"tenant": q.name, "enabled": q.enabled})
     async def SetTenantEnabled(self, request: admin_pb2.SetTenantEnabledRequest, context: grpc.aio.ServicerContext) -> admin_pb2.SetTenantEnabledResponse:
-        view = await self._mutate(self.d.ledger.set_enabled, request.name, request.enabled, self.d.clock.now())
+        view = await self._mutate(self.ledger.set_enabled, request.name, request.enabled, self.clock.now())
         return admin_pb2.SetTenantEnabledResponse(tenant=convert.tenant(view, self._currency))
 
     @rpc
     @audited("set_budget", lambda q, r: {"tenant": q.name, "budget": q.budget, "window": q.window or "-"})
     async def SetBudget(self, request: admin_pb2.SetBudgetRequest, context: grpc.aio.ServicerContext) -> admin_pb2.SetBudgetResponse:
-        view = await self.d.store.call(
-            self.d.ledger.set_budget, request.name, _budget(request.budget), _window(request.window, None), self.d.clock.now()
+        view = await self.store.call(
+            self.ledger.set_budget, request.name, _budget(request.budget), _window(request.window, None), self.clock.now()
         )
         return admin_pb2.SetBudgetResponse(tenant=convert.tenant(view, self._currency))
 
@@ -140,18 +154,18 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             raise InvalidRequest(f"scope must be 'tenant' or 'admin', not {scope!r}")
         if scope == "tenant" and not request.tenant:
             raise InvalidRequest("name the tenant the key is for (or use scope 'admin')")
-        key_id, token = await self._mutate(keys.issue_key, request.tenant or None, scope, request.label, self.d.clock.now())
+        key_id, token = await self._mutate(keys.issue_key, request.tenant or None, scope, request.label, self.clock.now())
         return admin_pb2.IssueKeyResponse(key_id=key_id, token=token)
 
     @rpc
     @audited("revoke_key", lambda q, r: {"revoked_key_id": q.key_id})
     async def RevokeKey(self, request: admin_pb2.RevokeKeyRequest, context: grpc.aio.ServicerContext) -> admin_pb2.RevokeKeyResponse:
-        await self._mutate(keys.revoke_key, request.key_id, self.d.clock.now())
+        await self._mutate(keys.revoke_key, request.key_id, self.clock.now())
         return admin_pb2.RevokeKeyResponse()
 
     @rpc
     async def ListKeys(self, request: admin_pb2.ListKeysRequest, context: grpc.aio.ServicerContext) -> admin_pb2.ListKeysResponse:
-        rows = await self.d.store.call(keys.list_keys, request.tenant or None)
+        rows = await self.store.call(keys.list_keys, request.tenant or None)
         return admin_pb2.ListKeysResponse(
             keys=[
                 admin_pb2.Key(
@@ -164,18 +178,18 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
     @rpc
     async def SpendReport(self, request: admin_pb2.SpendReportRequest, context: grpc.aio.ServicerContext) -> admin_pb2.SpendReportResponse:
-        now = self.d.clock.now()
+        now = self.clock.now()
         tenant = request.tenant or None
         until = validate.instant(request.until, "until") if request.HasField("until") else now
         if request.HasField("since"):
             since = validate.instant(request.since, "since")
         elif tenant:
-            since = (await self.d.budgets.balance(tenant)).window_start
+            since = (await self.budgets.balance(tenant)).window_start
         else:
-            since = ledger.window_start(now, "day", self.d.settings.zone)
+            since = ledger.window_start(now, "day", self.zone)
         if since >= until:
             raise InvalidRequest("since must be before until")
-        totals = await self.d.store.call(spend.spend_totals, since, until, tenant)
+        totals = await self.store.call(spend.spend_totals, since, until, tenant)
         lines: dict[str, admin_pb2.SpendLine] = {}
         for row in totals:
             line = lines.setdefault(row["tenant"], admin_pb2.SpendLine(tenant=row["tenant"]))
@@ -187,7 +201,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             line.by_status[row["status"]] = row["requests"]
         records = []
         if request.records:
-            rows = await self.d.store.call(spend.spend_records, since, until, tenant, request.limit or 100)
+            rows = await self.store.call(spend.spend_records, since, until, tenant, request.limit or 100)
             records = [convert.spend_record(r) for r in rows]
         return admin_pb2.SpendReportResponse(
             lines=list(lines.values()), records=records, since=convert.timestamp(since), until=convert.timestamp(until)
@@ -196,26 +210,26 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     @rpc
     @audited("reload", lambda q, r: {"policy": r.policy_version if r else "-", "risk_model": r.model_version if r else "-"})
     async def ReloadPolicy(self, request: admin_pb2.ReloadPolicyRequest, context: grpc.aio.ServicerContext) -> admin_pb2.ReloadPolicyResponse:
-        policy, model = await asyncio.to_thread(self.d.reload)
+        policy, model = await asyncio.to_thread(self.reload)
         return admin_pb2.ReloadPolicyResponse(policy_version=policy.version, path=policy.path, model_version=model.version)
 
     @rpc
     async def Explain(self, request: admin_pb2.ExplainRequest, context: grpc.aio.ServicerContext) -> admin_pb2.ExplainResponse:
         if not request.text.strip():
             raise InvalidRequest("text is empty: send the query to explain")
-        score = self.d.classifier.current().score(request.text, explain=True)
-        assessment = adjust(score, self.d.policies.current(), request.tenant or None, request.text, None)
+        score = self.classifier.current().score(request.text, explain=True)
+        assessment = adjust(score, self.policies.current(), request.tenant or None, request.text, None)
         return admin_pb2.ExplainResponse(assessment=convert.assessment(assessment))
 
     @rpc
     @audited("run_job", lambda q, r: {"job": q.name})
     async def RunJob(self, request: admin_pb2.RunJobRequest, context: grpc.aio.ServicerContext) -> admin_pb2.RunJobResponse:
-        return admin_pb2.RunJobResponse(summary=await self.d.jobs.run(request.name))
+        return admin_pb2.RunJobResponse(summary=await self.jobs.run(request.name))
 
     @rpc
     async def RiskStatus(self, request: admin_pb2.RiskStatusRequest, context: grpc.aio.ServicerContext) -> admin_pb2.RiskStatusResponse:
-        model = self.d.classifier.current()
-        rows = await self.d.store.call(lambda db: list(db.query("SELECT * FROM retrains ORDER BY id DESC LIMIT 50")))
+        model = self.classifier.current()
+        rows = await self.store.call(recent_retrains, 50)
         return admin_pb2.RiskStatusResponse(
             model_version=model.version,
             metrics=_floats(getattr(model, "manifest", {}).get("metrics", {})),

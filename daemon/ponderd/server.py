@@ -81,8 +81,14 @@ def create_server(
     )
     # Through boundary.add_servicer, a body that is not valid protobuf gets INVALID_ARGUMENT.
     ponder, admin = ponder_pb2.DESCRIPTOR.services_by_name["PonderService"], admin_pb2.DESCRIPTOR.services_by_name["AdminService"]
-    add_servicer(ponder_pb2_grpc.add_PonderServiceServicer_to_server, PonderService(daemon, daemon.keys), server, ponder)
-    add_servicer(admin_pb2_grpc.add_AdminServiceServicer_to_server, AdminService(daemon), server, admin)
+    d = daemon
+    service = PonderService(d.pipeline, d.keys, d.budgets, d.policies, d.store, d.clock)
+    admin_service = AdminService(
+        store=d.store, ledger=d.ledger, keyring=d.keyring, budgets=d.budgets, policies=d.policies,
+        classifier=d.classifier, clock=d.clock, zone=d.settings.zone, jobs=d.jobs, reload=d.reload,
+    )
+    add_servicer(ponder_pb2_grpc.add_PonderServiceServicer_to_server, service, server, ponder)
+    add_servicer(admin_pb2_grpc.add_AdminServiceServicer_to_server, admin_service, server, admin)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable((*SERVICES, "grpc.health.v1.Health"), server)

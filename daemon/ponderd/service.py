@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import Any, AsyncIterator
 
 import grpc
 
@@ -18,20 +18,29 @@ from .errors import PermissionDenied
 from .idempotency import Attempt, Idempotency, fingerprint
 from .keys import Principal
 from .logs import note
-from .pipeline import AskInput, Outcome, Quote
-
-if TYPE_CHECKING:
-    from .app import Daemon
+from .budgets import Budgets
+from .clock import Clock
+from .pipeline import AskInput, Outcome, Pipeline, Quote
+from .policy import PolicyHolder
+from .store import Store
 
 # Ask, AskStream and Quote each have their own request message (buf's rule), with the same fields.
 AnyAskRequest = ponder_pb2.AskRequest | ponder_pb2.AskStreamRequest | ponder_pb2.QuoteRequest
 
 
 class PonderService(ponder_pb2_grpc.PonderServiceServicer):
-    def __init__(self, daemon: Daemon, keys: Idempotency) -> None:
-        self.d = daemon
+    def __init__(
+        self, pipeline: Pipeline, keys: Idempotency, budgets: Budgets, policies: PolicyHolder, store: Store, clock: Clock,
+    ) -> None:
+        self.pipeline = pipeline
         # Idempotency keys: a repeated Ask/AskStream gets its stored answer (idempotency.py).
         self.keys = keys
+        self.budgets = budgets
+        # The currency balances are shown in.
+        self.policies = policies
+        # Feedback is written through the store's thread (feedback.py owns its SQL).
+        self.store = store
+        self.clock = clock
 
     @rpc
     async def Ask(self, request: ponder_pb2.AskRequest, context: grpc.aio.ServicerContext) -> ponder_pb2.AskResponse:
@@ -54,11 +63,11 @@ class PonderService(ponder_pb2_grpc.PonderServiceServicer):
     async def _ask(self, who: Principal, ask: AskInput, ended: _Ended | None, events: Any = None) -> Outcome:
         """Run the pipeline; under a claim, the request itself keeps its answer or frees the key when it ends."""
         if ended is None:
-            return await self.d.pipeline.ask(who, ask, events)
+            return await self.pipeline.ask(who, ask, events)
         # From here the request exists before anything can cancel this coroutine, and it ends the claim.
         ended.started = True
         try:
-            return await self.d.pipeline.ask(who, replace(ask, request_id=ended.attempt.request_id), events, ended)
+            return await self.pipeline.ask(who, replace(ask, request_id=ended.attempt.request_id), events, ended)
         except asyncio.CancelledError:
             raise  # the caller left; the request runs on and ends the claim itself
         except BaseException:
@@ -109,14 +118,14 @@ class PonderService(ponder_pb2_grpc.PonderServiceServicer):
 
     @rpc
     async def Quote(self, request: ponder_pb2.QuoteRequest, context: grpc.aio.ServicerContext) -> ponder_pb2.QuoteResponse:
-        return _quote(await self.d.pipeline.quote(principal(), _input(request)))
+        return _quote(await self.pipeline.quote(principal(), _input(request)))
 
     @rpc
     async def GetBalance(self, request: ponder_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext) -> ponder_pb2.GetBalanceResponse:
         who = principal()
         if who.tenant is None:
             raise PermissionDenied("an admin key has no balance; use 'ponder admin tenant list'")
-        balance = convert.balance(await self.d.budgets.balance(who.tenant), self.d.policies.current().currency)
+        balance = convert.balance(await self.budgets.balance(who.tenant), self.policies.current().currency)
         return ponder_pb2.GetBalanceResponse(balance=balance)
 
     @rpc
@@ -124,7 +133,7 @@ class PonderService(ponder_pb2_grpc.PonderServiceServicer):
         who = principal()
         if who.tenant is None:
             raise PermissionDenied("feedback is given with the key of the tenant that asked")
-        feedback_id = await self.d.store.call(
+        feedback_id = await self.store.call(
             feedback.record,
             who.tenant,
             request.request_id,
@@ -132,7 +141,7 @@ class PonderService(ponder_pb2_grpc.PonderServiceServicer):
             convert.severity(request.true_severity),
             request.true_needs_reasoning if request.HasField("true_needs_reasoning") else None,
             request.comment,
-            self.d.clock.now(),
+            self.clock.now(),
         )
         return ponder_pb2.FeedbackResponse(feedback_id=feedback_id)
 

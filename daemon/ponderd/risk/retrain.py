@@ -178,3 +178,8 @@ class Retrainer:
                 "data_hash": result.data_hash,
             }
         )
+
+
+def recent_retrains(db: Any, limit: int) -> list[dict[str, Any]]:
+    """The last `limit` retraining runs, newest first (this module writes the retrains table)."""
+    return list(db.query("SELECT * FROM retrains ORDER BY id DESC LIMIT ?", [limit]))
