@@ -18,7 +18,6 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from common import engine, generated, job, run_jobs, table
-
 from ponderd.engine import llama
 
 PROMPT = "Write a long, detailed story about a lighthouse keeper and a storm."

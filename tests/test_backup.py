@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import DaemonProcess, DaemonThread, make_settings
 
+from conftest import DaemonProcess, DaemonThread, make_settings
 from ponder.client import AdminClient, PonderClient
 from ponderd.backup import BackupError, backup, copies
 

@@ -6,12 +6,12 @@ from datetime import timezone
 
 import grpc
 import pytest
+from test_telemetry import counted, eventually, scrape, value
 
 from conftest import SMALL_POLICY, DaemonThread, make_settings
 from ponder import errors
 from ponder.aio import AsyncAdminClient, AsyncPonderClient
 from ponder.client import PonderClient, PonderError
-from test_telemetry import counted, eventually, scrape, value
 
 pytestmark = pytest.mark.model
 

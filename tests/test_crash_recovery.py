@@ -10,8 +10,8 @@ from typing import Iterator
 
 import grpc
 import pytest
-from conftest import DaemonProcess
 
+from conftest import DaemonProcess
 from ponder.v1 import ponder_pb2, ponder_pb2_grpc
 
 pytestmark = pytest.mark.model

@@ -18,9 +18,9 @@ from typing import Iterator
 
 import grpc
 import pytest
-from conftest import DaemonThread, make_settings
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from conftest import DaemonThread, make_settings
 from ponder.client import PonderError
 from ponder.v1 import admin_pb2, admin_pb2_grpc, ponder_pb2, ponder_pb2_grpc
 from ponderd.errors import ArtifactError

@@ -18,8 +18,8 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import DaemonThread, make_settings
 
+from conftest import DaemonThread, make_settings
 from ponder.aio import AsyncPonderClient
 from ponder.errors import Aborted, BudgetExhausted, FailedPrecondition, InvalidArgument
 from ponder.v1 import ponder_pb2, ponder_pb2_grpc

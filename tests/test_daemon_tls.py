@@ -13,9 +13,9 @@ import tempfile
 
 import grpc
 import pytest
-from conftest import SMALL_POLICY, DaemonProcess, DaemonThread, make_settings
 from pki import CA
 
+from conftest import SMALL_POLICY, DaemonProcess, DaemonThread, make_settings
 from ponder.client import AdminClient, PonderClient, PonderError
 from ponder.v1 import ponder_pb2, ponder_pb2_grpc
 from ponderd.errors import FailedPrecondition

@@ -18,8 +18,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
 
+from conftest import REPO
 from ponderd import sample_config
 from ponderd.settings import Settings, load_settings
 

@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from ponderd.budgets import SqliteBudgets
 from ponderd.clock import ManualClock
 from ponderd.errors import BudgetExhausted, NotFound
-from ponderd.budgets import SqliteBudgets
 from ponderd.ledger import Ledger, SpendRow, iso, window_end, window_start
 from ponderd.store import Store, connect
 

@@ -1,6 +1,5 @@
 """Stop rules, escalation and pruning bars: pure tables."""
 
-import math
 
 import pytest
 

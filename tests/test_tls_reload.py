@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pathlib
 import shutil
 import signal
 import socket
@@ -10,10 +9,10 @@ import ssl
 import time
 
 import pytest
-from conftest import DaemonProcess
 from cryptography import x509
 from pki import CA, Pair
 
+from conftest import DaemonProcess
 from ponder.client import PonderClient
 
 pytestmark = pytest.mark.model

@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, SMALL_POLICY, DaemonProcess
 
+from conftest import REPO, SMALL_POLICY, DaemonProcess
 from ponder.client import PonderClient
 
 LIMIT = 2.5

@@ -18,12 +18,12 @@ from ponder.v1 import admin_pb2, admin_pb2_grpc
 from . import convert, keys, ledger, spend, validate
 from .assessment import adjust
 from .boundary import rpc, status_code
-from .errors import InvalidRequest, PonderError
-from .logs import audit
 from .budgets import Budgets
 from .clock import Clock
+from .errors import InvalidRequest, PonderError
 from .jobs import Jobs
 from .ledger import WINDOWS, Ledger, to_credits, to_micros
+from .logs import audit
 from .policy import Policy, PolicyHolder
 from .risk import Classifier, ClassifierHolder
 from .risk.retrain import recent_retrains

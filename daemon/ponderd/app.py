@@ -9,13 +9,13 @@ from sqlite_utils import Database
 
 from . import keys
 from .accuracy import AccuracyEstimates
-from .models import ServedModels
+from .budgets import SqliteBudgets
 from .clock import Clock, SystemClock
 from .engine import Engine
 from .idempotency import IdempotencyKeys
 from .jobs import Jobs, Schedules
-from .budgets import SqliteBudgets
 from .ledger import Ledger, to_micros
+from .models import ServedModels
 from .pipeline import Pipeline
 from .policy import Policy, PolicyHolder
 from .risk import Classifier, ClassifierHolder

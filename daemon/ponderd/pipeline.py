@@ -25,7 +25,18 @@ from .keys import Principal
 from .ledger import SpendRow, iso
 from .models import ServedModels
 from .outcome import (  # noqa: F401  (AskInput, Outcome, Quote: the pipeline's types, imported from here too)
-    AskInput, EventSink, Outcome, Quote, ended, level_of, reservation_context, spend_row, stop_reason, stopped, voted, why,
+    AskInput,
+    EventSink,
+    Outcome,
+    Quote,
+    ended,
+    level_of,
+    reservation_context,
+    spend_row,
+    stop_reason,
+    stopped,
+    voted,
+    why,
 )
 from .planner import Plan, Served, check_hints, plan_candidates
 from .policy import Level, Policy, PolicyHolder

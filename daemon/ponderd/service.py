@@ -13,13 +13,13 @@ from ponder.v1 import ponder_pb2, ponder_pb2_grpc
 from . import convert, feedback, validate
 from .auth import principal
 from .boundary import rpc, rpc_stream
+from .budgets import Budgets
+from .clock import Clock
 from .engine import ANSWER
 from .errors import PermissionDenied
 from .idempotency import Attempt, Idempotency, fingerprint
 from .keys import Principal
 from .logs import note
-from .budgets import Budgets
-from .clock import Clock
 from .pipeline import AskInput, Outcome, Pipeline, Quote
 from .policy import PolicyHolder
 from .store import Store

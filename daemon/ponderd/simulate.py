@@ -208,8 +208,8 @@ def print_report(groups: list[Group], policy: Policy, since: str, until: str, pr
 def main(args: argparse.Namespace) -> int:
     """The `ponder policy simulate` command (registered by ponder/cli_local.py)."""
     from ponder.cli_connect import tls_options
-    from ponder.dates import parse_when
     from ponder.client import AdminClient
+    from ponder.dates import parse_when
 
     try:
         policy = load_policy(pathlib.Path(args.candidate))

@@ -115,7 +115,7 @@ class JobQueue:
     def withdraw(self, job: GenerationJob) -> None:
         """Take a cancelled job out of the queue, wherever it waits, and resolve it now."""
         with self.cv:
-            for k, (waiting, future) in enumerate(self.pending):
+            for k, (waiting, future) in enumerate(self.pending):  # noqa: B007 (future is read after the break)
                 if waiting is job:
                     del self.pending[k]
                     break

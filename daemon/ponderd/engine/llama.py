@@ -21,14 +21,15 @@ import threading
 import time
 from typing import Sequence
 
-from ..errors import FailedPrecondition, Unavailable
 from .. import refine
+from ..errors import FailedPrecondition, Unavailable
 from ..planner import EngineLimits
 from ..settings import ModelSettings
 from . import GenerationJob, GenerationResult, PreparedPrompt, native
-from .jobs import JobQueue, cancelled_before_start, reject, resolve, stopped_message
 from .confidence import token_logprob
-from .markers import DEFAULT as DEFAULT_MARKERS, think_markers
+from .jobs import JobQueue, cancelled_before_start, reject, resolve, stopped_message
+from .markers import DEFAULT as DEFAULT_MARKERS
+from .markers import think_markers
 from .model_file import resolve_model_path
 from .running import Running, cells_needed, first_samples, put_feed, put_prompt, result
 from .sample import SampleState
@@ -459,7 +460,7 @@ class LlamaEngine:
             admitted, self._admitted = self._admitted, []
             running, self._running = self._running, []
         # Waiting or admitted jobs decoded nothing: refuse them, nothing to charge.
-        for job, future, *_ in waiting + admitted:
+        for _job, future, *_ in waiting + admitted:
             reject(future, Unavailable(stopped_message(why)))
         # Running jobs did run: report their usage so far so it is charged.
         # llama.cpp is not touched here; its state is suspect and the process restarts.
