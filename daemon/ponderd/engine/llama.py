@@ -325,7 +325,7 @@ class LlamaEngine:
         except Exception as exc:  # one bad job must not stop the loop
             log.exception("starting a job failed")
             run.prefilled = len(tokens)
-            self._fail(run, f"starting the job failed: {exc}")
+            run.fail(f"starting the job failed: {exc}")
         self._finish_if_done(run)
 
     def _decode_prompt(
@@ -364,7 +364,7 @@ class LlamaEngine:
                 native.check_fatal(rc)
                 log.error("llama_decode returned %d; failing %d running jobs", rc, len(self._running))
                 for run in list(self._running):
-                    self._fail(run, f"llama_decode returned {rc}")
+                    run.fail(f"llama_decode returned {rc}")
             else:
                 for run, i, idx in outputs:
                     if not run.states[i].done:
@@ -399,43 +399,13 @@ class LlamaEngine:
                     what = "prune_below"
                     run.prune_at = job.prune_below(run.confidences)
             what = "vote_decided"
-            self._after_finish(run)
+            run.after_finish()
         except Exception as exc:
             log.warning("failing one job: %s raised %r", what, exc)
             # This sample's handling did not complete, even if its text did.
             st.stop("error")
             st.result.finish_reason = "error"
-            self._fail(run, f"{what} raised {type(exc).__name__}: {exc}")
-
-    def _after_finish(self, run: Running) -> None:
-        """A sample finished or was pruned: stop the rest if the vote is decided; escalate if due."""
-        job = run.job
-        # Samples not started yet could still vote: they count as remaining.
-        remaining = sum(1 for s in run.states if not s.done)
-        if remaining and job.vote_decided(run.answers, remaining):
-            run.vote_stopped = True
-            for other in run.states:
-                other.stop("vote_decided")
-            return
-        started = [st for i, st in enumerate(run.states) if i not in run.waiting]
-        if not run.waiting or not all(st.done for st in started):
-            return
-        if job.agreed(run.answers):
-            run.agreed_early = True
-            for i in run.waiting:
-                run.states[i].stop("not_run")
-            return
-        # They disagree: draw the rest, each from the prompt's last token.
-        for i in run.waiting:
-            run.states[i].feed = [run.last_token]
-            run.pos[i] -= 1
-        run.waiting = []
-
-    def _fail(self, run: Running, why: str) -> None:
-        # Stopping flushes held text to on_text; a sink that raises again is dropped by SampleState.
-        for st in run.states:
-            st.stop("error")
-        run.error = run.error or why
+            run.fail(f"{what} raised {type(exc).__name__}: {exc}")
 
     def _finish_if_done(self, run: Running) -> None:
         if not all(st.done for st in run.states):
@@ -466,7 +436,7 @@ class LlamaEngine:
         # llama.cpp is not touched here; its state is suspect and the process restarts.
         for run in running:
             try:
-                self._fail(run, "")
+                run.fail("")
                 run.error = f"the model engine stopped: {why}"
                 resolve(run.future, result(run, fatal=True))
             except BaseException as inner:  # keep resolving the others

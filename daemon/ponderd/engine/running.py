@@ -45,6 +45,36 @@ class Running:
     def prefilling(self) -> bool:
         return self.prefilled < len(self.prompt)
 
+    def after_finish(self) -> None:
+        """A sample finished or was pruned: stop the rest if the vote is decided; escalate if due."""
+        job = self.job
+        # Samples not started yet could still vote: they count as remaining.
+        remaining = sum(1 for s in self.states if not s.done)
+        if remaining and job.vote_decided(self.answers, remaining):
+            self.vote_stopped = True
+            for other in self.states:
+                other.stop("vote_decided")
+            return
+        started = [st for i, st in enumerate(self.states) if i not in self.waiting]
+        if not self.waiting or not all(st.done for st in started):
+            return
+        if job.agreed(self.answers):
+            self.agreed_early = True
+            for i in self.waiting:
+                self.states[i].stop("not_run")
+            return
+        # They disagree: draw the rest, each from the prompt's last token.
+        for i in self.waiting:
+            self.states[i].feed = [self.last_token]
+            self.pos[i] -= 1
+        self.waiting = []
+
+    def fail(self, why: str) -> None:
+        # Stopping flushes held text to on_text; a sink that raises again is dropped by SampleState.
+        for st in self.states:
+            st.stop("error")
+        self.error = self.error or why
+
 
 def first_samples(job: GenerationJob) -> int:
     """How many samples start at once: all, or first_samples when escalating."""
