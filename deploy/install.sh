@@ -25,6 +25,9 @@
 # exist), nothing touches systemd, and the virtualenv's scripts name the staged
 # path (a venv is not relocatable: install on the host itself to run it).
 set -euo pipefail
+# The release is built from the dist alone: a PYTHONPATH here (a checkout, a developer shell)
+# would make pip count packages found there as installed and leave them out.
+unset PYTHONPATH PYTHONHOME PYTHONUSERBASE
 
 usage() { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
