@@ -18,6 +18,7 @@ import zipfile
 from typing import Any
 
 from ..errors import ArtifactError
+from .cascade import CascadeModel
 from .model import RiskModel
 
 MODEL_FILE = "risk.skops"
@@ -25,7 +26,7 @@ MANIFEST_FILE = "manifest.json"
 SHIPPED_DIR = pathlib.Path(__file__).resolve().parent / "data" / "model"
 PARTS = ("word", "char", "severity", "reasoning")
 # Only in models trained with the embedding view (Hyper.embedding, docs/risk.md "A second view").
-OPTIONAL_PARTS = ("embedding",)
+OPTIONAL_PARTS = ("embedding", "severity_view", "reasoning_view")
 
 
 def _sha256(path: pathlib.Path) -> str:
@@ -36,7 +37,7 @@ def _sha256(path: pathlib.Path) -> str:
     return h.hexdigest()
 
 
-def save(model: RiskModel, directory: pathlib.Path) -> pathlib.Path:
+def save(model: RiskModel | CascadeModel, directory: pathlib.Path) -> pathlib.Path:
     """Write model and manifest into `directory` (replaced whole); return it."""
     import sklearn
     import skops.io as sio
@@ -81,7 +82,7 @@ def read_manifest(directory: pathlib.Path) -> dict[str, Any]:
     return manifest
 
 
-def load(directory: pathlib.Path, embedder: Any = None) -> RiskModel:
+def load(directory: pathlib.Path, embedder: Any = None) -> RiskModel | CascadeModel:
     """Load and verify a model directory; raise ArtifactError (and load nothing) if it is not safe.
 
     A model with the embedding view scores through `embedder`, by default the
@@ -125,7 +126,9 @@ def load(directory: pathlib.Path, embedder: Any = None) -> RiskModel:
         raise ArtifactError(
             f"{path} was trained on embeddings of {manifest['embedding_model']}, not {embedder.name}; retrain it"
         )
+    # A cascade (risk/cascade.py) carries the second model's heads beside the first's.
+    cls: Any = CascadeModel if "severity_view" in parts else RiskModel
     try:
-        return RiskModel(parts, manifest, embedder)
+        return cls(parts, manifest, embedder)
     except (KeyError, ValueError, AttributeError, TypeError) as exc:
         raise ArtifactError(f"{path} is not a Ponder risk model ({exc})") from None

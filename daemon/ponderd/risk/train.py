@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -64,6 +64,11 @@ class Hyper:
     # weighs it like one of the two (unit-norm) TF-IDF blocks. An experiment:
     # docs/risk.md "A second view" has its figures and cost.
     embedding: float = 0.0
+    # With the embedding view: 0 = one model reads n-grams + embedding for
+    # every query; c > 0 = a cascade (risk/cascade.py): the n-gram model
+    # alone decides unless its verdict is below high with top probability
+    # under c, and only those queries are embedded.
+    cascade: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -195,6 +200,8 @@ def _train(
 ) -> TrainReport:
     started = time.monotonic()
     h = hyper or Hyper()
+    if h.embedding and h.cascade:
+        return _train_cascade(examples, heldout, recall_target, h, select, feedback, version, embedder, started)
     data = list(examples) + list(feedback)
     w = np.array([1.0] * len(examples) + [FEEDBACK_WEIGHT] * len(feedback))
     texts = [e.text for e in data]
@@ -248,6 +255,48 @@ def _train(
     return TrainReport(model, report, selection, time.monotonic() - started)
 
 
+def _train_cascade(
+    examples: Sequence[Example],
+    heldout: Sequence[Example],
+    recall_target: float,
+    h: Hyper,
+    select: bool,
+    feedback: Sequence[Example],
+    version: str | None,
+    embedder: Embedder | None,
+    started: float,
+) -> TrainReport:
+    """The n-gram model and the n-gram + embedding model, same recipe and data, as one cascade artifact."""
+    if select:
+        raise ValueError("choose C for a cascade with the n-gram recipe (--select without --cascade)")
+    first = _train(examples, [], recall_target, replace(h, embedding=0.0, cascade=0.0), False, feedback, version, None)
+    second = _train(examples, [], recall_target, replace(h, cascade=0.0), False, feedback, version, embedder)
+    return compose_cascade(first.model, second.model, h.cascade, heldout, started)
+
+
+def compose_cascade(first: RiskModel, second: RiskModel, confidence: float, heldout: Sequence[Example],
+                    started: float | None = None) -> TrainReport:
+    """One cascade from an n-gram model and a model with the embedding view trained on the same data."""
+    from .cascade import CascadeModel
+
+    a, b = first.parts, second.parts
+    if first.manifest["data_hash"] != second.manifest["data_hash"] or any(
+            a[k].vocabulary_ != b[k].vocabulary_ for k in ("word", "char")):
+        raise ValueError("the two models of a cascade must be trained on the same data (and share their vectorizers)")
+    manifest = {k: v for k, v in first.manifest.items() if k not in ("cv", "metrics", "artifact_sha256")}
+    manifest["hyper"] = asdict(replace(Hyper(**{**second.manifest["hyper"], "word_ngrams": tuple(second.manifest["hyper"]["word_ngrams"]),
+                                                "char_ngrams": tuple(second.manifest["hyper"]["char_ngrams"])}), cascade=confidence))
+    manifest["embedding_model"] = second.manifest["embedding_model"]
+    manifest["second_view"] = {k: second.manifest[k] for k in ("thresholds", "temperatures")}
+    parts = dict(a) | {"severity_view": b["severity"], "reasoning_view": b["reasoning"], "embedding": b["embedding"]}
+    model = CascadeModel(parts, manifest, second.embedder)
+    report = evaluate(model, heldout)
+    manifest["metrics"] = report["summary"]
+    # The share of held-out queries that paid for an embedding.
+    manifest["second_view"]["heldout_share"] = sum(map(model.routed, (e.text for e in heldout))) / max(1, len(heldout))
+    return TrainReport(model, report, [], time.monotonic() - (started or time.monotonic()))
+
+
 def _select(
     x: Any, y_sev: np.ndarray, y_nr: np.ndarray, w: np.ndarray, h: Hyper, groups: Sequence[str] | None
 ) -> tuple[Hyper, list[dict]]:
@@ -271,8 +320,7 @@ def predict(model: RiskModel, examples: Sequence[Example]) -> list[Scored]:
     """The model's verdict on each example, kept with the truth (what `summarise` reads)."""
     out = []
     for e in examples:
-        probs, p_nr = model.probabilities(e.text)
-        out.append(Scored(e, probs, p_nr, decide_severity(probs, model.thresholds.high), p_nr >= model.thresholds.reasoning))
+        out.append(Scored(e, *model.verdict(e.text)))
     return out
 
 
