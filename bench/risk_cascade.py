@@ -1,6 +1,6 @@
 """The second view on the whole corpus: n-grams, n-grams + embedding, and the cascade between them, same folds.
 
-    python bench/risk_cascade.py run [--weights 1 0.5] [--out bench/results/risk_cascade.npz]
+    python bench/risk_cascade.py run [--weights 1 0.5] [--recipes ngrams emb1] [--out ~/.cache/ponder/risk-cascade.npz]
     python bench/risk_cascade.py report [--out ...] [--confidence 0.6 0.7 0.8 0.9]
     python bench/risk_cascade.py ship --confidence C --output daemon/ponderd/risk/data/model
 
@@ -45,7 +45,7 @@ from ponderd.risk.retrain import hyper_from
 from ponderd.risk.train import Scored, predict, summarise, train
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO / "bench" / "results" / "risk_cascade.npz"
+DEFAULT_OUT = embed.default_cache_path().parent / "risk-cascade.npz"
 DEFAULT_MODELS = embed.default_cache_path().parent / "risk-cascade-models"
 
 
@@ -66,29 +66,42 @@ def splits(training: list, heldout: list, writers: list):
 
 
 def run(args: argparse.Namespace) -> None:
-    cache = embed.cached()
+    shipped = artifact.load(artifact.SHIPPED_DIR)
+    base = hyper_from(shipped.manifest)
+    recipes = {"ngrams": dataclasses.replace(base, embedding=0.0)}
+    recipes |= {f"emb{w:g}": dataclasses.replace(base, embedding=w) for w in args.weights}
+    recipes = {k: v for k, v in recipes.items() if not args.recipes or k in args.recipes}
+    # The n-gram recipe needs no vectors (and leaves the cache file alone).
+    cache = embed.cached() if any(h.embedding for h in recipes.values()) else None
     training = corpus.load(corpus.training_files())
     heldout = corpus.load(corpus.heldout_files())
     writers = corpus.load(writer_files())
     if args.cached_only:  # a smoke test on whatever the cache holds
-        training, heldout, writers = ([e for e in xs if not cache.missing([e.text])] for xs in (training, heldout, writers))
+        have = embed.cached()
+        training, heldout, writers = ([e for e in xs if not have.missing([e.text])] for xs in (training, heldout, writers))
         if args.limit:  # every k-th, so every writer and domain keeps some
             training, heldout, writers = (xs[:: max(1, len(xs) // args.limit)] for xs in (training, heldout, writers))
-    missing = cache.missing([e.text for e in training + heldout + writers])
+    missing = cache.missing([e.text for e in training + heldout + writers]) if cache else []
     if missing and not args.allow_embedding:
         sys.exit(f"{len(missing)} texts have no cached vector: run `python bench/risk_embedding.py fill` first")
-    base = hyper_from(artifact.load(artifact.SHIPPED_DIR).manifest)
-    recipes = {"ngrams": dataclasses.replace(base, embedding=0.0)}
-    recipes |= {f"emb{w:g}": dataclasses.replace(base, embedding=w) for w in args.weights}
+    # Recipes run apart (--recipes) add to one file: the splits come in the same order.
+    kept: dict[str, np.ndarray] = {}
+    log: list[dict] = []
+    if args.out.is_file():
+        with np.load(args.out, allow_pickle=False) as z:
+            kept = {k: z[k] for k in z.files if k != "log" and (k.count("/") == 1 or k.split("/")[1] not in recipes)}
+            log = [x for x in json.loads(str(z["log"])) if x["recipe"] not in recipes]
     out: dict[str, list] = {}
-    log = []
     for split, train_set, tests in splits(training, heldout, writers):
         if args.only and not any(split.startswith(o) for o in args.only):
             continue
-        for name, h in recipes.items():
+        for n, (name, h) in enumerate(recipes.items()):
             started = time.monotonic()
-            model = train(train_set, [], 0.95, h, version=None if split == "full" else f"{split}-{name}",
-                          embedder=cache if h.embedding else None).model
+            if split == "full" and h == base and shipped.manifest["data_hash"] == corpus.data_hash(train_set):
+                model = shipped  # the shipped model is this recipe trained on these queries: no need to train it again
+            else:
+                model = train(train_set, [], 0.95, h, version=None if split == "full" else f"{split}-{name}",
+                              embedder=cache if h.embedding else None).model
             seconds = time.monotonic() - started
             if split == "full":  # what `ship` makes the cascade of
                 artifact.save(model, args.models / name)
@@ -100,15 +113,16 @@ def run(args: argparse.Namespace) -> None:
                 out.setdefault(f"{key}/severity", []).append(np.array([SEVERITIES.index(s.severity) for s in scored]))
                 out.setdefault(f"{key}/reasoning", []).append(np.array([s.needs_reasoning for s in scored]))
                 out.setdefault(f"{key}/high_threshold", []).append(np.full(len(scored), model.thresholds.high))
-                if name == "ngrams":
+                if n == 0:
                     out.setdefault(f"{test_name}/truth", []).append(np.array([SEVERITIES.index(e.severity) for e in examples]))
                     out.setdefault(f"{test_name}/truth_nr", []).append(np.array([e.needs_reasoning for e in examples]))
                     out.setdefault(f"{test_name}/source", []).append(np.array([e.source for e in examples]))
             log.append({"split": split, "recipe": name, "train": len(train_set), "seconds": round(seconds, 1)})
             print(json.dumps(log[-1]), flush=True)
-            arrays = {k: np.concatenate(v) for k, v in out.items()}
+            arrays = kept | {k: np.concatenate(v) for k, v in out.items()}
             np.savez(args.out, log=np.array(json.dumps(log)), **arrays)
-    cache.save()
+    if missing and cache is not None:
+        cache.save()
 
 
 def _scored(truth: np.ndarray, truth_nr: np.ndarray, probs: np.ndarray, p_nr: np.ndarray, sev: np.ndarray,
@@ -197,6 +211,7 @@ def main() -> None:
     p.add_argument("--weights", type=float, nargs="*", default=[1.0])
     p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT)
     p.add_argument("--only", nargs="*", help="only the splits starting with these (full, domain, writer)")
+    p.add_argument("--recipes", nargs="*", help="only these recipes (ngrams, emb1, ...); others already in --out are kept")
     p.add_argument("--allow-embedding", action="store_true", help="embed texts missing from the cache (slow)")
     p.add_argument("--cached-only", action="store_true", help="only queries whose vectors are cached (a sample)")
     p.add_argument("--limit", type=int, default=0, help="with --cached-only: at most this many of each set")

@@ -134,3 +134,18 @@ def test_the_cascade_reports_what_it_scores_and_round_trips(cascade, small, tmp_
     assert isinstance(back, CascadeModel) and back.confidence == 0.8
     for e in small[:40]:
         assert back.score(e.text) == model.score(e.text)
+
+
+def test_a_cascade_without_its_embedding_model_serves_its_ngram_stage(cascade, tmp_path, monkeypatch, caplog):
+    from ponderd.risk.model import RiskModel
+
+    artifact.save(cascade.model, tmp_path / "c")
+
+    def missing(*a, **k):
+        raise RuntimeError("the embedded default model is not installed")
+
+    monkeypatch.setattr(embed, "LlamaEmbedder", missing)
+    served = artifact.load(tmp_path / "c")
+    assert type(served) is RiskModel and "serving its n-gram stage alone" in caplog.text
+    text = "is 40A ok on 2.5mm2"
+    assert served.score(text) == cascade.model.first.score(text)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -20,6 +21,8 @@ from typing import Any
 from ..errors import ArtifactError
 from .cascade import CascadeModel
 from .model import RiskModel
+
+log = logging.getLogger("ponder.risk")
 
 MODEL_FILE = "risk.skops"
 MANIFEST_FILE = "manifest.json"
@@ -121,6 +124,10 @@ def load(directory: pathlib.Path, embedder: Any = None) -> RiskModel | CascadeMo
         try:
             embedder = LlamaEmbedder()
         except Exception as exc:
+            if "severity_view" in parts:
+                # A cascade falls back to its n-gram stage, which needs no embedding model.
+                log.warning("%s: the embedding model did not load (%s); serving its n-gram stage alone", path, exc)
+                return RiskModel({k: parts[k] for k in PARTS}, manifest)
             raise ArtifactError(f"{path} has an embedding view, but its embedding model did not load ({exc})") from None
     if "embedding" in parts and manifest.get("embedding_model") not in (None, "", embedder.name):
         raise ArtifactError(

@@ -84,12 +84,14 @@ class LlamaEmbedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         rows = []
-        with self._lock:
-            self._load()
-            for t in texts:
-                tokens = self._llm.tokenize(t.encode("utf-8"), add_bos=True)[:MAX_TOKENS]
-                text = self._llm.detokenize(tokens).decode("utf-8", "ignore") if len(tokens) == MAX_TOKENS else t
-                rows.append(np.asarray(self._llm.embed(text or " "), dtype=np.float32))
+        for t in texts:
+            # One text per hold of the lock: a retrain embedding the corpus
+            # must not hold a served query's embedding for minutes.
+            with self._lock:
+                llm = self._load()
+                tokens = llm.tokenize(t.encode("utf-8"), add_bos=True)[:MAX_TOKENS]
+                text = llm.detokenize(tokens).decode("utf-8", "ignore") if len(tokens) == MAX_TOKENS else t
+                rows.append(np.asarray(llm.embed(text or " "), dtype=np.float32))
         return np.vstack(rows) if rows else np.empty((0, 0), dtype=np.float32)
 
 
