@@ -15,10 +15,11 @@ compared without retraining. It needs every text's vector in the embedding
 cache (`python bench/risk_embedding.py fill`).
 
 `report` prints severity macro-F1 / high recall (high precision) per split for
-each recipe and for two cascades: the n-gram verdict stands unless its top
-severity probability is under C (`any`) or it is also below high
-(`below-high`), and then the combined model's verdict is used; the share of
-queries that pay for an embedding is reported beside it.
+each recipe and for cascades: `served` is risk/cascade.py's rule (P(high) in
+the undecided band, or top probability under C); `any` embeds every query
+whose n-gram top probability is under C, `below-high` only those below high.
+Elsewhere the n-gram verdict stands; the share of queries that pay for an
+embedding is reported beside each.
 
 `ship` writes the cascade of the two full-split models at one confidence,
 with the grouped CV figures of that cascade computed from the run's folds.
@@ -131,26 +132,60 @@ def _scored(truth: np.ndarray, truth_nr: np.ndarray, probs: np.ndarray, p_nr: np
             for t, tn, p, q, s, r in zip(truth, truth_nr, probs, p_nr, sev, nr)]
 
 
+def load_runs(paths: list[pathlib.Path]) -> dict[str, np.ndarray]:
+    """The arrays of one or more `run` files (e.g. one per recipe or per split), as one."""
+    z: dict[str, np.ndarray] = {}
+    log: list[dict] = []
+    for path in paths:
+        with np.load(path, allow_pickle=False) as f:
+            for k in f.files:
+                if k == "log":
+                    log += json.loads(str(f[k]))
+                elif k in z:
+                    # A run still going has fewer folds: the longer must extend the shorter.
+                    short, long = sorted((z[k], f[k]), key=len)
+                    if not np.array_equal(long[: len(short)], short):
+                        raise ValueError(f"{path}: {k} differs from an earlier file's; the runs do not line up")
+                    z[k] = long
+                else:
+                    z[k] = f[k]
+    z["log"] = np.array(json.dumps(log))
+    return z
+
+
 def report(args: argparse.Namespace) -> None:
-    z = np.load(args.out, allow_pickle=False)
+    z = load_runs(args.out)
     tests = [t for t in ("heldout", "writers", "domain", "writer") if f"{t}/truth" in z]
-    recipes = sorted({k.split("/")[1] for k in z.files if k.count("/") == 2}, key=lambda r: (r != "ngrams", r))
+    recipes = sorted({k.split("/")[1] for k in z if k.count("/") == 2}, key=lambda r: (r != "ngrams", r))
     rows = []
+    fields = ("probs", "p_nr", "severity", "reasoning")
+    # Folds still running: compare recipes on the queries every one of them has scored.
+    n = {t: min(len(v) for k, v in z.items() if k.startswith(f"{t}/")) for t in tests}
+    print("queries scored: " + ", ".join(f"{t} {n[t]}" for t in tests))
+
+    def get(t: str, r: str) -> dict[str, np.ndarray] | None:
+        return {k: z[f"{t}/{r}/{k}"][: n[t]] for k in fields} if f"{t}/{r}/probs" in z else None
 
     def cell(test: str, probs, p_nr, sev, nr) -> str:
-        s = summarise(_scored(z[f"{test}/truth"], z[f"{test}/truth_nr"], probs, p_nr, sev, nr))["summary"]
+        s = summarise(_scored(z[f"{test}/truth"][: n[test]], z[f"{test}/truth_nr"][: n[test]], probs, p_nr, sev, nr))["summary"]
         return f"{s['severity_macro_f1']:.3f} / {s['high_recall']:.3f} ({s['high_precision']:.3f}) {s['reasoning_f1']:.3f}"
 
     for r in recipes:
-        rows.append((r, *[cell(t, *(z[f"{t}/{r}/{k}"] for k in ("probs", "p_nr", "severity", "reasoning"))) for t in tests]))
+        rows.append((r, *[cell(t, *get(t, r).values()) if get(t, r) else "-" for t in tests]))
     for r in [r for r in recipes if r != "ngrams"]:
-        for rule, c in [(rule, c) for rule in ("below-high", "any") for c in args.confidence]:
+        for rule, c in [(rule, c) for rule in ("served", "below-high", "any") for c in args.confidence]:
             cells, shares = [], []
             for t in tests:
-                g = {k: z[f"{t}/ngrams/{k}"] for k in ("probs", "p_nr", "severity", "reasoning")}
-                e = {k: z[f"{t}/{r}/{k}"] for k in ("probs", "p_nr", "severity", "reasoning")}
+                g, e = get(t, "ngrams"), get(t, r)
+                if g is None or e is None:
+                    cells.append("-")
+                    shares.append("-")
+                    continue
                 ask = g["probs"].max(axis=1) < c
-                if rule == "below-high":  # what risk/cascade.py serves
+                if rule == "served":  # what risk/cascade.py serves
+                    t_high = z[f"{t}/ngrams/high_threshold"][: n[t]]
+                    ask = np.array([routes(p, th, c) for p, th in zip(g["probs"], t_high)])
+                elif rule == "below-high":
                     ask &= g["severity"] != 2
                 pick = {k: np.where(ask if g[k].ndim == 1 else ask[:, None], e[k], g[k]) for k in g}
                 cells.append(cell(t, pick["probs"], pick["p_nr"], pick["severity"], pick["reasoning"]))
@@ -175,7 +210,7 @@ def ship(args: argparse.Namespace) -> None:
     from ponderd.risk.train import compose_cascade
 
     cache = embed.cached()
-    z = np.load(args.out, allow_pickle=False)
+    z = load_runs(args.out)
     log = json.loads(str(z["log"]))
     first = artifact.load(args.models / "ngrams")
     second = artifact.load(args.models / args.recipe, cache)
@@ -186,11 +221,11 @@ def ship(args: argparse.Namespace) -> None:
     cv = {}
     for kind in ("domain", "writer"):
         groups = dict(zip((e.source for e in training), groups_of(training, kind)))
-        g = {k: z[f"{kind}/ngrams/{k}"] for k in ("probs", "p_nr", "severity", "reasoning")}
+        g = {k: z[f"{kind}/ngrams/{k}"] for k in ("probs", "p_nr", "severity", "reasoning", "high_threshold")}
         e = {k: z[f"{kind}/{args.recipe}/{k}"] for k in ("probs", "p_nr", "severity", "reasoning")}
         scored, scored_groups = [], []
         for i, source in enumerate(z[f"{kind}/source"]):
-            pick = e if routes(g["probs"][i], SEVERITIES[g["severity"][i]], args.confidence) else g
+            pick = e if routes(g["probs"][i], float(g["high_threshold"][i]), args.confidence) else g
             scored.append(Scored(by_source[str(source)], pick["probs"][i], float(pick["p_nr"][i]),
                                  SEVERITIES[pick["severity"][i]], bool(pick["reasoning"][i])))
             scored_groups.append(groups[str(source)])
@@ -217,13 +252,13 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=0, help="with --cached-only: at most this many of each set")
     p.add_argument("--models", type=pathlib.Path, default=DEFAULT_MODELS, help="where the full-split models go")
     p = sub.add_parser("ship")
-    p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT)
+    p.add_argument("--out", type=pathlib.Path, nargs="+", default=[DEFAULT_OUT], help="run files, read as one")
     p.add_argument("--models", type=pathlib.Path, default=DEFAULT_MODELS)
     p.add_argument("--recipe", default="emb1", help="the second model (a recipe of `run`)")
     p.add_argument("--confidence", type=float, required=True)
     p.add_argument("--output", type=pathlib.Path, required=True)
     p = sub.add_parser("report")
-    p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT)
+    p.add_argument("--out", type=pathlib.Path, nargs="+", default=[DEFAULT_OUT], help="run files, read as one")
     p.add_argument("--confidence", type=float, nargs="*", default=[0.6, 0.7, 0.8, 0.9])
     args = ap.parse_args()
     {"run": run, "report": report, "ship": ship}[args.what](args)

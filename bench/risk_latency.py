@@ -1,6 +1,6 @@
 """Risk classifier latency, one query at a time: Ponder's scoring path vs scikit-learn's, side by side.
 
-    python bench/risk_latency.py [--rounds 3]
+    python bench/risk_latency.py [--rounds 3] [--model-dir DIR]
 Target: p99 under 1 ms per query for Ponder's path on this CPU. With a cascade
 (risk/cascade.py) shipped, the n-gram path is its first stage, and the queries
 it sends to the embedding view are timed end to end on their own row.
@@ -46,8 +46,9 @@ def measure(fn, texts, rounds: int) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--model-dir", type=pathlib.Path, default=artifact.SHIPPED_DIR, help="a model directory (default: the shipped one)")
     args = ap.parse_args()
-    shipped = artifact.load(artifact.SHIPPED_DIR)
+    shipped = artifact.load(args.model_dir)
     # A cascade's n-gram path is its first stage: every query's score, and the routing decision.
     model = getattr(shipped, "first", shipped)
     texts = [e.text for e in corpus.load(corpus.heldout_files())]

@@ -66,8 +66,8 @@ class Hyper:
     embedding: float = 0.0
     # With the embedding view: 0 = one model reads n-grams + embedding for
     # every query; c > 0 = a cascade (risk/cascade.py): the n-gram model
-    # alone decides unless its verdict is below high with top probability
-    # under c, and only those queries are embedded.
+    # alone decides where it is sure (top probability c or more, P(high)
+    # clear of the threshold), and only the other queries are embedded.
     cascade: float = 0.0
 
 
@@ -271,11 +271,11 @@ def _train_cascade(
         raise ValueError("choose C for a cascade with the n-gram recipe (--select without --cascade)")
     first = _train(examples, [], recall_target, replace(h, embedding=0.0, cascade=0.0), False, feedback, version, None)
     second = _train(examples, [], recall_target, replace(h, cascade=0.0), False, feedback, version, embedder)
-    return compose_cascade(first.model, second.model, h.cascade, heldout, started)
+    return compose_cascade(first.model, second.model, h.cascade, heldout, started, version)
 
 
 def compose_cascade(first: RiskModel, second: RiskModel, confidence: float, heldout: Sequence[Example],
-                    started: float | None = None) -> TrainReport:
+                    started: float | None = None, version: str | None = None) -> TrainReport:
     """One cascade from an n-gram model and a model with the embedding view trained on the same data."""
     from .cascade import CascadeModel
 
@@ -284,6 +284,8 @@ def compose_cascade(first: RiskModel, second: RiskModel, confidence: float, held
             a[k].vocabulary_ != b[k].vocabulary_ for k in ("word", "char")):
         raise ValueError("the two models of a cascade must be trained on the same data (and share their vectorizers)")
     manifest = {k: v for k, v in first.manifest.items() if k not in ("cv", "metrics", "artifact_sha256")}
+    manifest["version"] = version or f"risk-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{first.manifest['data_hash'][:8]}"
+    manifest["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     manifest["hyper"] = asdict(replace(Hyper(**{**second.manifest["hyper"], "word_ngrams": tuple(second.manifest["hyper"]["word_ngrams"]),
                                                 "char_ngrams": tuple(second.manifest["hyper"]["char_ngrams"])}), cascade=confidence))
     manifest["embedding_model"] = second.manifest["embedding_model"]
