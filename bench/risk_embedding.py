@@ -32,7 +32,7 @@ from common import percentile, table
 from ponderd.risk import artifact, corpus, embed
 from ponderd.risk.cv import cross_validate
 from ponderd.risk.retrain import hyper_from
-from ponderd.risk.train import evaluate, train
+from ponderd.risk.train import train
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 

@@ -19,13 +19,14 @@ from scipy import sparse
 from scipy.optimize import minimize_scalar
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from threadpoolctl import threadpool_limits
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
+from threadpoolctl import threadpool_limits
 
 from . import metrics, taxonomy
+from .cascade import CascadeModel
 from .corpus import Example, data_hash
 from .embed import Embedder
-from .model import SEVERITIES, RiskModel, decide_severity, digit_shape, with_cues
+from .model import SEVERITIES, RiskModel, digit_shape, with_cues
 
 FEEDBACK_WEIGHT = 3.0
 # The high threshold aims this far above the recall target on out-of-fold
@@ -82,7 +83,7 @@ class Scored:
 
 @dataclass
 class TrainReport:
-    model: RiskModel
+    model: RiskModel | CascadeModel
     heldout: dict[str, Any]
     selection: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
@@ -271,14 +272,13 @@ def _train_cascade(
         raise ValueError("choose C for a cascade with the n-gram recipe (--select without --cascade)")
     first = _train(examples, [], recall_target, replace(h, embedding=0.0, cascade=0.0), False, feedback, version, None)
     second = _train(examples, [], recall_target, replace(h, cascade=0.0), False, feedback, version, embedder)
+    assert isinstance(first.model, RiskModel) and isinstance(second.model, RiskModel)  # cascade=0: single models
     return compose_cascade(first.model, second.model, h.cascade, heldout, started, version)
 
 
 def compose_cascade(first: RiskModel, second: RiskModel, confidence: float, heldout: Sequence[Example],
                     started: float | None = None, version: str | None = None) -> TrainReport:
     """One cascade from an n-gram model and a model with the embedding view trained on the same data."""
-    from .cascade import CascadeModel
-
     a, b = first.parts, second.parts
     if first.manifest["data_hash"] != second.manifest["data_hash"] or any(
             a[k].vocabulary_ != b[k].vocabulary_ for k in ("word", "char")):
@@ -318,7 +318,7 @@ def _select(
     return Hyper(**{**asdict(h), "severity_c": best["sev"][1], "reasoning_c": best["nr"][1]}), rows
 
 
-def predict(model: RiskModel, examples: Sequence[Example]) -> list[Scored]:
+def predict(model: RiskModel | CascadeModel, examples: Sequence[Example]) -> list[Scored]:
     """The model's verdict on each example, kept with the truth (what `summarise` reads)."""
     out = []
     for e in examples:
@@ -326,7 +326,7 @@ def predict(model: RiskModel, examples: Sequence[Example]) -> list[Scored]:
     return out
 
 
-def evaluate(model: RiskModel, examples: Sequence[Example]) -> dict[str, Any]:
+def evaluate(model: RiskModel | CascadeModel, examples: Sequence[Example]) -> dict[str, Any]:
     """Per-class precision/recall, macro-F1, confusion and calibration on labeled examples."""
     return summarise(predict(model, examples))
 
