@@ -32,7 +32,7 @@ from common import percentile, table
 from ponderd.risk import artifact, corpus, embed
 from ponderd.risk.cv import cross_validate
 from ponderd.risk.retrain import hyper_from
-from ponderd.risk.train import evaluate, train
+from ponderd.risk.train import train
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -59,13 +59,21 @@ def cost(args: argparse.Namespace) -> None:
 
 def fill(args: argparse.Namespace) -> None:
     cache = embed.cached()
-    texts = [e.text for p in corpus.training_files() + corpus.heldout_files() for e in corpus.read_jsonl(p)]
+    texts = [e.text for p in corpus.training_files() + corpus.heldout_files() + writer_files() for e in corpus.read_jsonl(p)]
     todo = cache.missing(texts)
     random.Random(11).shuffle(todo)  # a uniform sample at every point, for `compare`
+    started = time.monotonic()
+    # Saved every 100 texts: an interrupted fill resumes where it stopped.
     for i in range(0, len(todo), 100):
         cache.embed(todo[i : i + 100])
         cache.save()
-        print(f"{i + len(todo[i : i + 100])}/{len(todo)}", flush=True)
+        done = i + len(todo[i : i + 100])
+        print(f"{done}/{len(todo)} {time.monotonic() - started:.0f} s load {os.getloadavg()[0]:.1f}", flush=True)
+
+
+def writer_files() -> list[pathlib.Path]:
+    """The independent writers' sets (bench/data): scored, never trained on."""
+    return sorted((REPO / "bench" / "data").glob("*_writer.jsonl"))
 
 
 def compare(args: argparse.Namespace) -> None:

@@ -62,6 +62,9 @@ def test_cross_validation_never_trains_on_a_group_it_scores(monkeypatch):
 
             return np.array([0.2, 0.2, 0.6]), 0.7
 
+        def verdict(self, text):
+            return (*self.probabilities(text), "high", True)
+
     def fake_train(examples, heldout, target, hyper, feedback=(), version=None, embedder=None):
         seen.append({e.domain for e in examples} | {"fb" for _ in feedback})
         return type("R", (), {"model": Stub()})()

@@ -92,3 +92,60 @@ def test_the_served_model_gives_one_mean_pooled_vector_per_query():
     assert v.shape[0] == 3 and v.shape[1] >= 64
     np.testing.assert_allclose(v[0], v[2], atol=1e-5)
     assert not np.allclose(v[0], v[1])
+
+
+@pytest.fixture(scope="module")
+def cascade(small):
+    return train(small, small[:60], 0.95, Hyper(embedding=1.0, cascade=0.8, folds=3), embedder=HashEmbedder())
+
+
+def test_the_cascade_embeds_only_unsure_verdicts_below_high(cascade, small):
+    model = cascade.model
+    texts = [e.text for e in corpus.load(corpus.heldout_files())[::10]]
+    model.second._embedder = counter = HashEmbedder()
+    routed = 0
+    for text in texts:
+        first = model.first.score(text)
+        p_high, top = first.severity_probs["high"], max(first.severity_probs.values())
+        asks = p_high < 0.9 and (p_high >= model.first.thresholds.high / 3 or top < 0.8)
+        before = counter.calls
+        got = model.score(text, explain=True)
+        assert counter.calls - before == int(asks), text
+        want = model.second.score(text) if asks else first
+        assert (got.severity, got.severity_probs, got.needs_reasoning) == (want.severity, want.severity_probs, want.needs_reasoning)
+        assert got.model_version == model.version and model.routed(text) == asks
+        routed += asks
+    # Both outcomes happen on this sample, so both branches above were checked.
+    assert 0 < routed < len(texts)
+
+
+def test_the_cascade_reports_what_it_scores_and_round_trips(cascade, small, tmp_path):
+    from ponderd.risk.cascade import CascadeModel
+    from ponderd.risk.train import evaluate
+
+    model = cascade.model
+    assert model.manifest["metrics"] == evaluate(model, small[:60])["summary"] == cascade.heldout["summary"]
+    share = model.manifest["second_view"]["heldout_share"]
+    assert share == sum(model.routed(e.text) for e in small[:60]) / 60
+    # The two models share the vectorizers: one set is stored.
+    assert model.second._vecs is model.first._vecs
+    artifact.save(model, tmp_path / "c")
+    back = artifact.load(tmp_path / "c", HashEmbedder())
+    assert isinstance(back, CascadeModel) and back.confidence == 0.8
+    for e in small[:40]:
+        assert back.score(e.text) == model.score(e.text)
+
+
+def test_a_cascade_without_its_embedding_model_serves_its_ngram_stage(cascade, tmp_path, monkeypatch, caplog):
+    from ponderd.risk.model import RiskModel
+
+    artifact.save(cascade.model, tmp_path / "c")
+
+    def missing(*a, **k):
+        raise RuntimeError("the embedded default model is not installed")
+
+    monkeypatch.setattr(embed, "LlamaEmbedder", missing)
+    served = artifact.load(tmp_path / "c")
+    assert type(served) is RiskModel and "serving its n-gram stage alone" in caplog.text
+    text = "is 40A ok on 2.5mm2"
+    assert served.score(text) == cascade.model.first.score(text)

@@ -22,13 +22,14 @@ from ponder.client import AdminClient
 
 
 def _risk_model(args: argparse.Namespace) -> Any:
-    from ponderd.risk import ClassifierHolder, artifact
+    from ponderd.risk import ClassifierHolder, artifact, model_dir_for
     from ponderd.settings import default_state_dir
 
     model_dir = pathlib.Path(args.model_dir) if args.model_dir else None
-    if model_dir is not None and artifact.read_manifest(model_dir).get("hyper", {}).get("embedding"):
-        # A model with the embedding view (an experiment): score through the embedding cache.
-        return artifact.load(model_dir, _embedder())
+    directory = model_dir_for(default_state_dir() / "risk", model_dir)
+    if artifact.read_manifest(directory).get("hyper", {}).get("embedding"):
+        # A model with the embedding view: score through the embedding cache.
+        return artifact.load(directory, _embedder())
     return ClassifierHolder(default_state_dir(), model_dir).current()
 
 
@@ -138,7 +139,7 @@ def risk_train(args: argparse.Namespace) -> int:
         heldout = corpus.load(corpus.heldout_files())
         embedder = _embedder() if args.embedding else None
         step(f"training on {len(examples)} examples")
-        report = train(examples, heldout, args.recall_target, Hyper(embedding=args.embedding),
+        report = train(examples, heldout, args.recall_target, Hyper(embedding=args.embedding, cascade=args.cascade),
                        select=args.select, embedder=embedder)
         if args.cv:
             from ponderd.risk.cv import GATE_FOLDS, KINDS, cross_validate
@@ -242,6 +243,8 @@ def _risk_cv(args: argparse.Namespace) -> int:
     hyper = hyper_from(model.manifest)
     if args.embedding is not None:
         hyper = dataclasses.replace(hyper, embedding=args.embedding)
+    if args.cascade is not None:
+        hyper = dataclasses.replace(hyper, cascade=args.cascade)
     embedder = _embedder() if hyper.embedding else None
     cv = cross_validate(corpus.load(corpus.training_files()), args.cv, target, hyper, args.folds, embedder=embedder)
     if args.json:
@@ -364,7 +367,8 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     p.add_argument("--select", action="store_true", help="choose regularisation by cross-validation (slower)")
     p.add_argument("--recall-target", type=float, default=0.95, help="high-severity recall to tune for (default 0.95)")
     p.add_argument("--cv", action="store_true", help="also run domain and writer grouped CV (5 folds each) and record it in the manifest for the retrain gate")
-    p.add_argument("--embedding", type=float, default=0.0, metavar="WEIGHT", help="add the second view, the served model's mean-pooled embedding, at this weight (an experiment: slow, see docs/risk.md; default 0 = n-grams only)")
+    p.add_argument("--embedding", type=float, default=0.0, metavar="WEIGHT", help="add the second view, the served model's mean-pooled embedding, at this weight (slow, see docs/risk.md; default 0 = n-grams only)")
+    p.add_argument("--cascade", type=float, default=0.0, metavar="CONFIDENCE", help="with --embedding: a cascade that embeds only the queries the n-gram model leaves undecided (P(high) from a third of its threshold to 0.9, or top probability under this; docs/risk.md); default 0 = embed every query")
     p.add_argument("--force", action="store_true", help="make the new model current even if it fails the retrain gate")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=risk_train)
@@ -374,6 +378,7 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     p.add_argument("--cv", choices=("domain", "tag", "writer"), help="hold out whole high-stakes domains (domain), every domain tag including everyday ones (tag), or writers, instead of reading files")
     p.add_argument("--folds", type=int, default=5, help="with --cv: deal groups into this many folds; 0 = one fold per group (default 5)")
     p.add_argument("--embedding", type=float, default=None, metavar="WEIGHT", help="with --cv: the recipe with the second view (the served model's mean-pooled embedding) at this weight; 0 = n-grams only (default: the model's own recipe)")
+    p.add_argument("--cascade", type=float, default=None, metavar="CONFIDENCE", help="with --cv and the second view: the cascade that embeds only queries the n-gram model leaves undecided, top probability under this; 0 = every query (default: the model's own recipe)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     with_model(p)
     p.set_defaults(handler=risk_eval)

@@ -20,6 +20,18 @@ class Classifier(Protocol):
         """Assess one query; with explain, include its top contributing features."""
 
 
+def model_dir_for(risk_dir: pathlib.Path, configured: pathlib.Path | None) -> pathlib.Path:
+    """Where the model to serve lives: the configured directory, the last accepted retrain, or the shipped one."""
+    from .artifact import SHIPPED_DIR
+
+    if configured is not None:
+        return configured
+    pointer = risk_dir / "current"
+    if pointer.is_file():
+        return risk_dir / pointer.read_text().strip()
+    return SHIPPED_DIR
+
+
 class ClassifierHolder:
     """The model in service. Reload and retrain swap in a whole, verified model or keep the old one."""
 
@@ -34,15 +46,7 @@ class ClassifierHolder:
         return self._model
 
     def model_dir(self) -> pathlib.Path:
-        """Where the model to serve lives: the configured directory, the last accepted retrain, or the shipped one."""
-        from .artifact import SHIPPED_DIR
-
-        if self.configured is not None:
-            return self.configured
-        pointer = self.state_dir / "current"
-        if pointer.is_file():
-            return self.state_dir / pointer.read_text().strip()
-        return SHIPPED_DIR
+        return model_dir_for(self.state_dir, self.configured)
 
     def reload(self) -> Classifier:
         """Re-read the model directory; on ArtifactError the old model stays and the error propagates."""
@@ -82,4 +86,4 @@ class ClassifierHolder:
         return model
 
 
-__all__ = ["ArtifactError", "Classifier", "ClassifierHolder"]
+__all__ = ["ArtifactError", "Classifier", "ClassifierHolder", "model_dir_for"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -18,14 +19,17 @@ import zipfile
 from typing import Any
 
 from ..errors import ArtifactError
+from .cascade import CascadeModel
 from .model import RiskModel
+
+log = logging.getLogger("ponder.risk")
 
 MODEL_FILE = "risk.skops"
 MANIFEST_FILE = "manifest.json"
 SHIPPED_DIR = pathlib.Path(__file__).resolve().parent / "data" / "model"
 PARTS = ("word", "char", "severity", "reasoning")
 # Only in models trained with the embedding view (Hyper.embedding, docs/risk.md "A second view").
-OPTIONAL_PARTS = ("embedding",)
+OPTIONAL_PARTS = ("embedding", "severity_view", "reasoning_view")
 
 
 def _sha256(path: pathlib.Path) -> str:
@@ -36,7 +40,7 @@ def _sha256(path: pathlib.Path) -> str:
     return h.hexdigest()
 
 
-def save(model: RiskModel, directory: pathlib.Path) -> pathlib.Path:
+def save(model: RiskModel | CascadeModel, directory: pathlib.Path) -> pathlib.Path:
     """Write model and manifest into `directory` (replaced whole); return it."""
     import sklearn
     import skops.io as sio
@@ -81,7 +85,7 @@ def read_manifest(directory: pathlib.Path) -> dict[str, Any]:
     return manifest
 
 
-def load(directory: pathlib.Path, embedder: Any = None) -> RiskModel:
+def load(directory: pathlib.Path, embedder: Any = None) -> RiskModel | CascadeModel:
     """Load and verify a model directory; raise ArtifactError (and load nothing) if it is not safe.
 
     A model with the embedding view scores through `embedder`, by default the
@@ -120,12 +124,18 @@ def load(directory: pathlib.Path, embedder: Any = None) -> RiskModel:
         try:
             embedder = LlamaEmbedder()
         except Exception as exc:
+            if "severity_view" in parts:
+                # A cascade falls back to its n-gram stage, which needs no embedding model.
+                log.warning("%s: the embedding model did not load (%s); serving its n-gram stage alone", path, exc)
+                return RiskModel({k: parts[k] for k in PARTS}, manifest)
             raise ArtifactError(f"{path} has an embedding view, but its embedding model did not load ({exc})") from None
     if "embedding" in parts and manifest.get("embedding_model") not in (None, "", embedder.name):
         raise ArtifactError(
             f"{path} was trained on embeddings of {manifest['embedding_model']}, not {embedder.name}; retrain it"
         )
+    # A cascade (risk/cascade.py) carries the second model's heads beside the first's.
+    cls: Any = CascadeModel if "severity_view" in parts else RiskModel
     try:
-        return RiskModel(parts, manifest, embedder)
+        return cls(parts, manifest, embedder)
     except (KeyError, ValueError, AttributeError, TypeError) as exc:
         raise ArtifactError(f"{path} is not a Ponder risk model ({exc})") from None

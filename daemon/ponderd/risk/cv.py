@@ -108,6 +108,12 @@ def cross_validate(
                       embedder=embedder).model
         scored += predict(model, [examples[i] for i in test])
         scored_groups += [groups[i] for i in test]
+    return pooled(kind, n_folds, len(fold_of), scored, scored_groups, time.monotonic() - started)
+
+
+def pooled(kind: str, folds: int, groups: int, scored: Sequence[Scored], scored_groups: Sequence[str],
+           seconds: float) -> CVReport:
+    """The report over every fold's verdicts, and per held-out group."""
     per_group = {}
     for g in sorted(set(scored_groups)):
         s = summarise([x for x, gg in zip(scored, scored_groups) if gg == g])
@@ -117,4 +123,4 @@ def cross_validate(
             "high_support": s["severity"]["high"]["support"],
             "high_recall": s["summary"]["high_recall"],
         }
-    return CVReport(kind, n_folds, len(fold_of), summarise(scored), per_group, time.monotonic() - started)
+    return CVReport(kind, folds, groups, summarise(scored), per_group, seconds)

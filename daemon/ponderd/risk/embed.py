@@ -8,18 +8,20 @@ the engine serves, found the way engine/model_file.py finds it), and keeps the
 vectors in a cache keyed by the model file and the text, so cross-validation
 embeds each corpus line once.
 
-It is an experiment, not the serving path: on this project's CPU hosts one
-query costs 50-250 ms (7 ms a token on one core), against under 1 ms for the
-n-gram path (bench/risk_embedding.py measures both).
+On this project's CPU hosts one query costs 50-250 ms (7 ms a token on one
+core), against under 1 ms for the n-gram path (bench/risk_embedding.py
+measures both), so a served model asks for it only where the n-grams are
+unsure (risk/cascade.py).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pathlib
 import threading
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -43,32 +45,53 @@ def default_model_path() -> pathlib.Path:
     return resolve_model_path(None)
 
 
+@functools.lru_cache(maxsize=8)
+def _file_digest(path: pathlib.Path, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class LlamaEmbedder:
-    """Mean-pooled hidden state of a GGUF model, one query at a time."""
+    """Mean-pooled hidden state of a GGUF model, one query at a time.
+
+    The file is identified (hashed) at once, so a model trained on another
+    file's embeddings is refused on load; the llama.cpp context is made on
+    the first query that needs it, so a cascade that rarely asks, or a daemon
+    that never does, does not pay for it at start.
+    """
 
     def __init__(self, path: pathlib.Path | None = None, threads: int = THREADS) -> None:
-        os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-        import llama_cpp
-
         self.path = path or default_model_path()
-        digest = hashlib.sha256()
-        with open(self.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        self.name = f"{self.path.name}:{digest.hexdigest()[:16]}:mean"
-        self._llm = llama_cpp.Llama(
-            str(self.path), embedding=True, n_ctx=CONTEXT, n_batch=CONTEXT, n_threads=threads,
-            pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, verbose=False,
-        )
+        st = self.path.stat()
+        self.name = f"{self.path.name}:{_file_digest(self.path, st.st_size, st.st_mtime_ns)[:16]}:mean"
+        self.threads = threads
+        self._llm: Any = None
         self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        if self._llm is None:
+            os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+            import llama_cpp
+
+            self._llm = llama_cpp.Llama(
+                str(self.path), embedding=True, n_ctx=CONTEXT, n_batch=CONTEXT, n_threads=self.threads,
+                pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, verbose=False,
+            )
+        return self._llm
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         rows = []
-        with self._lock:
-            for t in texts:
-                tokens = self._llm.tokenize(t.encode("utf-8"), add_bos=True)[:MAX_TOKENS]
-                text = self._llm.detokenize(tokens).decode("utf-8", "ignore") if len(tokens) == MAX_TOKENS else t
-                rows.append(np.asarray(self._llm.embed(text or " "), dtype=np.float32))
+        for t in texts:
+            # One text per hold of the lock: a retrain embedding the corpus
+            # must not hold a served query's embedding for minutes.
+            with self._lock:
+                llm = self._load()
+                tokens = llm.tokenize(t.encode("utf-8"), add_bos=True)[:MAX_TOKENS]
+                text = llm.detokenize(tokens).decode("utf-8", "ignore") if len(tokens) == MAX_TOKENS else t
+                rows.append(np.asarray(llm.embed(text or " "), dtype=np.float32))
         return np.vstack(rows) if rows else np.empty((0, 0), dtype=np.float32)
 
 

@@ -83,14 +83,16 @@ class _Vectorizer:
 class RiskModel:
     """A fitted model plus its manifest (version, metrics, thresholds)."""
 
-    def __init__(self, parts: dict[str, Any], manifest: dict[str, Any], embedder: Any = None) -> None:
+    def __init__(self, parts: dict[str, Any], manifest: dict[str, Any], embedder: Any = None,
+                 vectorizers: list[_Vectorizer] | None = None) -> None:
         self.parts = parts
         self.manifest = manifest
         self.version: str = manifest["version"]
         t = manifest["thresholds"]
         self.thresholds = Thresholds(float(t["high"]), float(t["reasoning"]))
         word, char = parts["word"], parts["char"]
-        self._vecs = [_Vectorizer(word, 0, "word"), _Vectorizer(char, len(word.vocabulary_), "char")]
+        # A cascade's second model shares the first's (identical) fitted vectorizers.
+        self._vecs = vectorizers or [_Vectorizer(word, 0, "word"), _Vectorizer(char, len(word.vocabulary_), "char")]
         # Older artifacts read raw text with both vectorizers.
         self.char_input = digit_shape if manifest.get("hyper", {}).get("digit_shape") else _same
         self.word_input = with_cues if manifest.get("hyper", {}).get("stakes_cues") else _same
@@ -140,9 +142,21 @@ class RiskModel:
         """P(low, medium, high) and P(needs_reasoning)."""
         return self._probabilities(*self.features(text), self._dense(text))
 
+    def verdict(self, text: str) -> tuple[np.ndarray, float, str, bool]:
+        """Probabilities and the labels they decide (what evaluation reads)."""
+        sev_p, nr_p = self.probabilities(text)
+        return sev_p, nr_p, decide_severity(sev_p, self.thresholds.high), nr_p >= self.thresholds.reasoning
+
     def score(self, text: str, explain: bool = False) -> RiskScore:
         idx, val = self.features(text)
-        sev_p, nr_p = self._probabilities(idx, val, self._dense(text))
+        return self._score(idx, val, self._dense(text), explain)
+
+    def _score(self, idx: np.ndarray, val: np.ndarray, dense: np.ndarray | None, explain: bool,
+               version: str | None = None) -> RiskScore:
+        return self._labelled(idx, val, *self._probabilities(idx, val, dense), explain, version)
+
+    def _labelled(self, idx: np.ndarray, val: np.ndarray, sev_p: np.ndarray, nr_p: float, explain: bool,
+                  version: str | None = None) -> RiskScore:
         severity = decide_severity(sev_p, self.thresholds.high)
         reasoning = nr_p >= self.thresholds.reasoning
         explanation: tuple[Contribution, ...] = ()
@@ -153,7 +167,7 @@ class RiskModel:
             needs_reasoning=reasoning,
             severity_probs={s: float(p) for s, p in zip(SEVERITIES, sev_p)},
             needs_reasoning_prob=nr_p,
-            model_version=self.version,
+            model_version=version or self.version,
             explanation=explanation,
         )
 

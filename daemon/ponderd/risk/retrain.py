@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 from .. import feedback
 from ..ledger import iso
-from . import ClassifierHolder, artifact, corpus
+from . import ClassifierHolder, artifact, corpus, embed
 from .corpus import Example
 from .cv import GATE_FOLDS, KINDS, cross_validate
 from .train import Hyper, evaluate, train
@@ -138,8 +138,12 @@ class Retrainer:
             return RetrainResult(False, "no new feedback since the last retrain", feedback_used=len(fb))
         incumbent_metrics = evaluate(incumbent, heldout)["summary"]  # type: ignore[arg-type]  # the holder holds RiskModels
         hyper = hyper_from(manifest)
-        # A model with the embedding view (opt-in) retrains through the same embedder.
+        # A model with the embedding view retrains through the same embedder,
+        # its vectors kept in the state dir so the corpus is embedded once, not
+        # once per training (eleven a gated run).
         embedder = getattr(incumbent, "embedder", None)
+        if embedder is not None:
+            embedder = embed.CachedEmbedder(embedder, self.holder.state_dir / "embeddings.npz")
         report = train(examples, heldout, self.recall_target, hyper, feedback=fb, embedder=embedder)
         candidate = report.model
         ok, reason = gate(report.heldout["summary"], incumbent_metrics)
@@ -160,6 +164,8 @@ class Retrainer:
             for kind, r in runs.items():
                 candidate_metrics |= {f"cv_{kind}_{m}": r.summary[m] for m in CV_GATED}
                 incumbent_metrics = incumbent_metrics | {f"cv_{kind}_{m}": incumbent_cv[kind][m] for m in CV_GATED}
+        if isinstance(embedder, embed.CachedEmbedder):
+            embedder.save()
         result = RetrainResult(ok, reason, candidate.version, candidate_metrics, incumbent_metrics, len(fb), digest)
         if ok:
             self.holder.install(artifact.save(candidate, self.holder.state_dir / candidate.version))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -19,13 +19,14 @@ from scipy import sparse
 from scipy.optimize import minimize_scalar
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from threadpoolctl import threadpool_limits
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
+from threadpoolctl import threadpool_limits
 
 from . import metrics, taxonomy
+from .cascade import CascadeModel
 from .corpus import Example, data_hash
 from .embed import Embedder
-from .model import SEVERITIES, RiskModel, decide_severity, digit_shape, with_cues
+from .model import SEVERITIES, RiskModel, digit_shape, with_cues
 
 FEEDBACK_WEIGHT = 3.0
 # The high threshold aims this far above the recall target on out-of-fold
@@ -64,6 +65,11 @@ class Hyper:
     # weighs it like one of the two (unit-norm) TF-IDF blocks. An experiment:
     # docs/risk.md "A second view" has its figures and cost.
     embedding: float = 0.0
+    # With the embedding view: 0 = one model reads n-grams + embedding for
+    # every query; c > 0 = a cascade (risk/cascade.py): the n-gram model
+    # alone decides where it is sure (top probability c or more, P(high)
+    # clear of the threshold), and only the other queries are embedded.
+    cascade: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,7 @@ class Scored:
 
 @dataclass
 class TrainReport:
-    model: RiskModel
+    model: RiskModel | CascadeModel
     heldout: dict[str, Any]
     selection: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
@@ -195,6 +201,8 @@ def _train(
 ) -> TrainReport:
     started = time.monotonic()
     h = hyper or Hyper()
+    if h.embedding and h.cascade:
+        return _train_cascade(examples, heldout, recall_target, h, select, feedback, version, embedder, started)
     data = list(examples) + list(feedback)
     w = np.array([1.0] * len(examples) + [FEEDBACK_WEIGHT] * len(feedback))
     texts = [e.text for e in data]
@@ -248,6 +256,49 @@ def _train(
     return TrainReport(model, report, selection, time.monotonic() - started)
 
 
+def _train_cascade(
+    examples: Sequence[Example],
+    heldout: Sequence[Example],
+    recall_target: float,
+    h: Hyper,
+    select: bool,
+    feedback: Sequence[Example],
+    version: str | None,
+    embedder: Embedder | None,
+    started: float,
+) -> TrainReport:
+    """The n-gram model and the n-gram + embedding model, same recipe and data, as one cascade artifact."""
+    if select:
+        raise ValueError("choose C for a cascade with the n-gram recipe (--select without --cascade)")
+    first = _train(examples, [], recall_target, replace(h, embedding=0.0, cascade=0.0), False, feedback, version, None)
+    second = _train(examples, [], recall_target, replace(h, cascade=0.0), False, feedback, version, embedder)
+    assert isinstance(first.model, RiskModel) and isinstance(second.model, RiskModel)  # cascade=0: single models
+    return compose_cascade(first.model, second.model, h.cascade, heldout, started, version)
+
+
+def compose_cascade(first: RiskModel, second: RiskModel, confidence: float, heldout: Sequence[Example],
+                    started: float | None = None, version: str | None = None) -> TrainReport:
+    """One cascade from an n-gram model and a model with the embedding view trained on the same data."""
+    a, b = first.parts, second.parts
+    if first.manifest["data_hash"] != second.manifest["data_hash"] or any(
+            a[k].vocabulary_ != b[k].vocabulary_ for k in ("word", "char")):
+        raise ValueError("the two models of a cascade must be trained on the same data (and share their vectorizers)")
+    manifest = {k: v for k, v in first.manifest.items() if k not in ("cv", "metrics", "artifact_sha256")}
+    manifest["version"] = version or f"risk-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{first.manifest['data_hash'][:8]}"
+    manifest["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    manifest["hyper"] = asdict(replace(Hyper(**{**second.manifest["hyper"], "word_ngrams": tuple(second.manifest["hyper"]["word_ngrams"]),
+                                                "char_ngrams": tuple(second.manifest["hyper"]["char_ngrams"])}), cascade=confidence))
+    manifest["embedding_model"] = second.manifest["embedding_model"]
+    manifest["second_view"] = {k: second.manifest[k] for k in ("thresholds", "temperatures")}
+    parts = dict(a) | {"severity_view": b["severity"], "reasoning_view": b["reasoning"], "embedding": b["embedding"]}
+    model = CascadeModel(parts, manifest, second.embedder)
+    report = evaluate(model, heldout)
+    manifest["metrics"] = report["summary"]
+    # The share of held-out queries that paid for an embedding.
+    manifest["second_view"]["heldout_share"] = sum(map(model.routed, (e.text for e in heldout))) / max(1, len(heldout))
+    return TrainReport(model, report, [], time.monotonic() - (started or time.monotonic()))
+
+
 def _select(
     x: Any, y_sev: np.ndarray, y_nr: np.ndarray, w: np.ndarray, h: Hyper, groups: Sequence[str] | None
 ) -> tuple[Hyper, list[dict]]:
@@ -267,16 +318,15 @@ def _select(
     return Hyper(**{**asdict(h), "severity_c": best["sev"][1], "reasoning_c": best["nr"][1]}), rows
 
 
-def predict(model: RiskModel, examples: Sequence[Example]) -> list[Scored]:
+def predict(model: RiskModel | CascadeModel, examples: Sequence[Example]) -> list[Scored]:
     """The model's verdict on each example, kept with the truth (what `summarise` reads)."""
     out = []
     for e in examples:
-        probs, p_nr = model.probabilities(e.text)
-        out.append(Scored(e, probs, p_nr, decide_severity(probs, model.thresholds.high), p_nr >= model.thresholds.reasoning))
+        out.append(Scored(e, *model.verdict(e.text)))
     return out
 
 
-def evaluate(model: RiskModel, examples: Sequence[Example]) -> dict[str, Any]:
+def evaluate(model: RiskModel | CascadeModel, examples: Sequence[Example]) -> dict[str, Any]:
     """Per-class precision/recall, macro-F1, confusion and calibration on labeled examples."""
     return summarise(predict(model, examples))
 
