@@ -15,7 +15,7 @@ import sqlite3
 import threading
 
 import pytest
-from fakes import SMALL_POLICY, TENANT, harness
+from fakes import SMALL_POLICY, TENANT, FakeClassifier, harness
 
 from ponderd.errors import BudgetExhausted, Cancelled, EngineFailure, StorageUnavailable, Unavailable
 from ponderd.inflight import DRAINED
@@ -97,6 +97,45 @@ def test_cancel_while_the_prompt_is_tokenised_waits_for_the_tokeniser(tmp_path):
 
     run(main())
     assert h.records() == [] and h.reservations() == []
+    h.assert_ledger_consistent()
+    h.close()
+
+
+class SlowEmbeddingClassifier:
+    """A classifier with the embedding view (it has an embedder), held inside score() until released."""
+
+    version = "fake-embedding"
+    embedder = object()
+
+    def __init__(self) -> None:
+        self.scoring, self.release = threading.Event(), threading.Event()
+
+    def score(self, text, explain=False):
+        self.scoring.set()
+        self.release.wait(10)
+        return FakeClassifier().score(text, explain)
+
+
+def test_cancel_while_a_model_with_the_embedding_view_scores_waits_and_reserves_nothing(tmp_path):
+    h = harness(tmp_path)
+    slow = SlowEmbeddingClassifier()
+    h.pipeline.classifier.model = slow
+
+    async def main():
+        task = asyncio.ensure_future(h.pipeline.ask(TENANT, QUESTION))
+        # Scored in a worker thread: the event loop still turns while it runs.
+        await asyncio.to_thread(slow.scoring.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert len(h.pipeline.inflight) == 1
+        assert not await h.pipeline.inflight.wait_idle(0.05)
+        slow.release.set()
+        assert await h.pipeline.inflight.wait_idle(10)
+
+    run(main())
+    # Stopped before it reserved: no reservation, no record, nothing charged.
+    assert h.records() == [] and h.reservations() == [] and h.pipeline.live == set()
     h.assert_ledger_consistent()
     h.close()
 
