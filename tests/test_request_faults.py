@@ -205,6 +205,31 @@ def test_a_stop_during_a_refinement_round_charges_the_samples_and_the_round_so_f
     h.close()
 
 
+def test_a_refinement_round_that_fails_to_prepare_ends_the_request_with_the_samples_charged(tmp_path):
+    # The samples finish; preparing the round's prompt (engine.prepare, the second call) raises.
+    h = harness(tmp_path, policy=refining_policy(tmp_path))
+    prepare, calls = h.engine.prepare, []
+
+    def failing(system, prompt):
+        calls.append(prompt)
+        if len(calls) > 1:
+            raise RuntimeError("the tokenizer broke")
+        return prepare(system, prompt)
+
+    h.engine.prepare = failing
+    with pytest.raises(EngineFailure, match="refinement failed: the tokenizer broke"):
+        run(h.pipeline.ask(TENANT, QUESTION))
+    assert len(calls) == 2 and h.engine.jobs == 1  # the round never started
+    (record,) = h.records()
+    assert record["status"] == "failed" and "refinement failed" in record["error"]
+    # The samples ran to the end and are charged; the round wrote nothing.
+    assert record["answer_tokens"] == record["samples_run"] * h.engine.tokens_per_sample
+    assert 0 < record["cost_micros"] <= record["reserved_micros"]
+    assert h.reservations() == [] and h.pipeline.live == set()
+    h.assert_ledger_consistent()
+    h.close()
+
+
 def test_drain_stops_running_requests_and_says_so(tmp_path):
     h = harness(tmp_path)
 

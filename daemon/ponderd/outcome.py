@@ -102,15 +102,29 @@ def spend_row(
 
 
 
-def voted(quote: Quote, result: GenerationResult) -> tuple[str, str, list[int]]:
-    """The vote's text and answer, and the answers' counts (as _settle computes them)."""
+@dataclass(frozen=True)
+class Vote:
+    """The samples' vote: what _settle answers with and what refinement starts from."""
+
+    text: str  # the winning sample's text ("" with no finished sample)
+    answer: str
+    counts: list[int]  # each answer's count of samples, most first (stopping.p_leader)
+    votes: list[tuple[str, int]]  # each answer with its count; weighted: heaviest answer first
+    weights: dict[str, float]  # each answer's summed confidence (weighted vote only)
+
+
+def voted(quote: Quote, result: GenerationResult) -> Vote:
+    """The plan's vote (plain or confidence-weighted) over the samples that finished."""
     done = [s for s in result.samples if s.finish_reason in ("stop", "length")]
     said = [s.answer for s in done]
-    if quote.plan.vote == "weighted":
-        answer, index = voting.weighted_winner(said, [s.confidence for s in done])
-    else:
-        answer, index = voting.winner(said)
-    return (done[index].text if done else ""), answer, [n for _, n in voting.tally(said)]
+    confidences = [s.confidence for s in done]
+    weighted = quote.plan.vote == "weighted"
+    answer, index = voting.weighted_winner(said, confidences) if weighted else voting.winner(said)
+    tally = voting.tally(said)
+    weights = dict(voting.weighted_tally(said, confidences)) if weighted else {}
+    counts = dict(tally)
+    votes = [(a, counts[a]) for a in weights] if weighted else list(tally)
+    return Vote(done[index].text if done else "", answer, [n for _, n in tally], votes, weights)
 
 
 def level_of(quote: Quote) -> Level:

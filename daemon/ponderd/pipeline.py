@@ -179,22 +179,22 @@ class Pipeline:
         events: EventSink | None, stop: Stop,
     ) -> refine.Refined:
         """Critique and revise the voted answer, the plan's rounds (refine.py); failures end it with what ran."""
-        text, answer, counts = voted(quote, result)
+        vote = voted(quote, result)
         level = level_of(quote)
         reason = stop_reason(quote, result)
-        decided = reason in ("decided", "beta", "agreed") or stopping.p_leader(counts) >= level.stop_confidence
+        decided = reason in ("decided", "beta", "agreed") or stopping.p_leader(vote.counts) >= level.stop_confidence
 
         def started(job: GenerationJob) -> None:
             stop.on_stop(job.cancel)
 
         try:
             return await refine.refine(
-                self.engine.get(quote.plan.model), quote.plan, level.refine_keep, decided, req.system, req.prompt, text, answer,
+                self.engine.get(quote.plan.model), quote.plan, level.refine_keep, decided, req.system, req.prompt, vote.text, vote.answer,
                 seed, tenant, _round_sink(events), started,
             )
         except Exception as exc:  # preparing a round failed: settle what ran before it
             log.exception("refinement failed")
-            return refine.Refined(text, answer, error=f"refinement failed: {exc}")
+            return refine.Refined(vote.text, vote.answer, error=f"refinement failed: {exc}")
 
     async def _plan(self, who: Principal, req: AskInput) -> tuple[Quote, dict[str, PreparedPrompt], list[Plan]]:
         tenant = _tenant(who)
@@ -207,9 +207,11 @@ class Pipeline:
         # Assess, and match override rules against, everything the model will read.
         text = f"{req.system}\n{req.prompt}" if req.system.strip() else req.prompt
         model = self.classifier.current()
-        if getattr(model, "embedder", None) is not None:
-            # A model with the embedding view (opt-in, docs/risk.md) takes 0.1-2.5 s on a CPU
-            # for the queries it embeds: off the event loop, so other requests go on.
+        embedder = getattr(model, "embedder", None)
+        if embedder is not None and not getattr(embedder, "inline", False):
+            # A model with the served model's embedding (opt-in, docs/risk.md) takes 0.1-2.5 s
+            # on a CPU for the queries it embeds: off the event loop, so other requests go on.
+            # The static embedder takes well under a millisecond and runs inline.
             score = await asyncio.to_thread(model.score, text, req.explain)
         else:
             score = model.score(text, explain=req.explain)
@@ -253,18 +255,13 @@ class Pipeline:
         started: float, status: str, error: str, refined: refine.Refined | None = None,
     ) -> Outcome:
         """Charge what ran and write the record; then return the outcome, or raise what the status means."""
-        done = [s for s in result.samples if s.finish_reason in ("stop", "length")]
-        said = [s.answer for s in done]
-        weighted = quote.plan.vote == "weighted"
-        confidences = [s.confidence for s in done]
-        answer, index = voting.weighted_winner(said, confidences) if weighted else voting.winner(said)
-        text = done[index].text if done else ""
+        vote = voted(quote, result)
+        text, answer = vote.text, vote.answer
         # A job the engine never started decoded nothing, not even its prompt.
         ran = bool(result.samples)
         cost = quote.policy.prices_for(quote.plan.model).micros(
             result.prompt_tokens + result.forced_tokens, result.thinking_tokens, result.answer_tokens
         ) if ran else 0
-        voted_text, voted_answer = text, answer
         if refined is not None:
             cost += refined.micros(quote.policy.prices_for(quote.plan.model))
             text, answer = refined.text, refined.answer
@@ -294,14 +291,10 @@ class Pipeline:
             log.warning("request %s used %d micros but reserved only %d", request_id, cost, charged)
         if status != "ok":
             raise ended(status, error, charged, fatal=result.fatal)
-        counts = dict(voting.tally(said))
-        weights = dict(voting.weighted_tally(said, confidences)) if weighted else {}
-        # Weighted: the heaviest answer first, each still with its count of samples.
-        votes = [(a, counts[a]) for a in weights] if weighted else list(counts.items())
         return Outcome(
-            request_id, quote, result, text, answer, votes, charged,
-            balance, self.clock.monotonic() - started, weights, verified,
-            stop_reason(quote, result), voted_text, voted_answer, refined,
+            request_id, quote, result, text, answer, vote.votes, charged,
+            balance, self.clock.monotonic() - started, vote.weights, verified,
+            stop_reason(quote, result), vote.text, vote.answer, refined,
         )
 
 def _adaptive(job: GenerationJob, level: Level) -> None:
