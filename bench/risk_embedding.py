@@ -1,6 +1,7 @@
 """The second view (docs/risk.md, "A second view"): what it costs per query and what it buys, side by side.
 
     python bench/risk_embedding.py cost [--n 100]
+    python bench/risk_embedding.py fill [--jobs N]
     python bench/risk_embedding.py compare [--weight 1.0] [--kinds domain writer] [--limit N]
 
 `cost`: one query at a time, the shipped n-gram scoring path against the
@@ -57,18 +58,35 @@ def cost(args: argparse.Namespace) -> None:
     print(f"the embedding costs {rows[1][2] / rows[0][2]:.0f}x the n-gram path at p50")
 
 
+_WORKER: list = []
+
+
+def _start_worker() -> None:
+    _WORKER.append(embed.LlamaEmbedder())
+
+
+def _embed_in_worker(texts: list[str]):
+    return _WORKER[0].embed(texts)
+
+
 def fill(args: argparse.Namespace) -> None:
+    import multiprocessing
+
     cache = embed.cached()
     texts = [e.text for p in corpus.training_files() + corpus.heldout_files() + writer_files() for e in corpus.read_jsonl(p)]
     todo = cache.missing(texts)
     random.Random(11).shuffle(todo)  # a uniform sample at every point, for `compare`
     started = time.monotonic()
-    # Saved every 100 texts: an interrupted fill resumes where it stopped.
-    for i in range(0, len(todo), 100):
-        cache.embed(todo[i : i + 100])
-        cache.save()
-        done = i + len(todo[i : i + 100])
-        print(f"{done}/{len(todo)} {time.monotonic() - started:.0f} s load {os.getloadavg()[0]:.1f}", flush=True)
+    chunks = [todo[i : i + 100] for i in range(0, len(todo), 100)]
+    # One single-threaded embedder per process (--jobs, one per core); saved
+    # every 100 texts, so an interrupted fill resumes where it stopped.
+    with multiprocessing.get_context("spawn").Pool(args.jobs, initializer=_start_worker) as pool:
+        done = 0
+        for chunk, vectors in zip(chunks, pool.imap(_embed_in_worker, chunks)):
+            cache.put(chunk, vectors)
+            cache.save()
+            done += len(chunk)
+            print(f"{done}/{len(todo)} {time.monotonic() - started:.0f} s load {os.getloadavg()[0]:.1f}", flush=True)
 
 
 def writer_files() -> list[pathlib.Path]:
@@ -109,7 +127,8 @@ def main() -> None:
     sub = ap.add_subparsers(dest="what", required=True)
     p = sub.add_parser("cost")
     p.add_argument("--n", type=int, default=100)
-    sub.add_parser("fill")
+    p = sub.add_parser("fill")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="embedding processes (default: one per core)")
     p = sub.add_parser("compare")
     p.add_argument("--weight", type=float, default=1.0)
     p.add_argument("--kinds", nargs="*", default=["domain", "writer"])

@@ -94,6 +94,37 @@ def test_the_served_model_gives_one_mean_pooled_vector_per_query():
     assert not np.allclose(v[0], v[1])
 
 
+def test_the_static_embedder_uses_the_weights_its_package_ships_and_never_the_network(monkeypatch):
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the static embedder reached for the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    e = embed.make("static")
+    assert e.name.startswith("wordllama-0.4.0.post1:l2_supercat_256:") and e.inline
+    v = e.embed(["Go ahead?", "torque spec for the caliper bracket bolts", "Go ahead?"])
+    assert v.shape == (3, 256) and v.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(v[0], v[2])
+    assert not np.allclose(v[0], v[1])
+    # A manifest's embedding_model names the embedder that scores it again.
+    assert embed.kind_of(e.name) == "static" and embed.for_name(e.name).name == e.name
+    assert embed.kind_of("SmolLM2-135M-Instruct.Q4_1.gguf:0123456789abcdef:mean") == "served"
+    with pytest.raises(ValueError, match="embedder must be one of static, served"):
+        embed.make("bert")
+
+
+def test_a_model_with_the_static_view_loads_with_the_embedder_its_manifest_names(small, tmp_path):
+    model = train(small, [], 0.95, Hyper(embedding=1.0, folds=3), embedder=embed.make("static")).model
+    artifact.save(model, tmp_path / "s")
+    back = artifact.load(tmp_path / "s")  # no embedder passed: the manifest names it
+    assert back.embedder is not None and back.embedder.name == model.manifest["embedding_model"]
+    assert back.embedder.inline  # the pipeline scores it on the event loop
+    for e in small[:20]:
+        assert back.score(e.text) == model.score(e.text)
+
+
 @pytest.fixture(scope="module")
 def cascade(small):
     return train(small, small[:60], 0.95, Hyper(embedding=1.0, cascade=0.8, folds=3), embedder=HashEmbedder())
@@ -149,3 +180,21 @@ def test_a_cascade_without_its_embedding_model_serves_its_ngram_stage(cascade, t
     assert type(served) is RiskModel and "serving its n-gram stage alone" in caplog.text
     text = "is 40A ok on 2.5mm2"
     assert served.score(text) == cascade.model.first.score(text)
+
+
+def test_with_the_second_view_off_a_cascade_serves_its_ngram_stage_and_an_every_query_model_is_refused(
+        cascade, embedded, tmp_path):
+    from ponderd.risk import ClassifierHolder
+    from ponderd.risk.model import RiskModel
+
+    artifact.save(cascade.model, tmp_path / "c")
+    served = artifact.load(tmp_path / "c", HashEmbedder(), second_view=False)
+    assert type(served) is RiskModel and served.embedder is None
+    for e in corpus.load(corpus.heldout_files())[::50]:
+        assert served.score(e.text) == cascade.model.first.score(e.text)
+    # The daemon's holder passes risk.second_view through, on start and on reload.
+    holder = ClassifierHolder(tmp_path / "state", tmp_path / "c", second_view=False)
+    assert type(holder.current()) is RiskModel and type(holder.reload()) is RiskModel
+    artifact.save(embedded, tmp_path / "e")
+    with pytest.raises(ArtifactError, match="reads an embedding of every query, and risk.second_view is off"):
+        artifact.load(tmp_path / "e", HashEmbedder(), second_view=False)

@@ -120,7 +120,7 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
     budgets = SqliteBudgets(store, ledger, clock)
     policies = PolicyHolder(settings.policy_file, models.names)
     accuracy = AccuracyEstimates(settings.accuracy.prior_weight, settings.accuracy.min_new_outcomes)
-    classifier = ClassifierHolder(settings.state_dir, settings.risk.model_dir)
+    classifier = ClassifierHolder(settings.state_dir, settings.risk.model_dir, settings.risk.second_view)
     telemetry = create_telemetry(settings.metrics.listen)
     # The pipeline sees metered wrappers; everything else uses the collaborators themselves.
     pipeline = Pipeline(

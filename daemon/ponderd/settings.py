@@ -81,6 +81,10 @@ class RiskSettings:
     retrain_schedule: str = "30 3 * * *"
     # The high-severity recall the decision threshold is tuned to.
     high_recall_target: float = 0.95
+    # A cascade model (docs/risk.md "A second view") embeds the queries its
+    # n-gram stage leaves undecided; false serves the n-gram stage alone
+    # (under 1 ms a query, a little less accurate on unfamiliar fields).
+    second_view: bool = True
     # Folds of the retrain gate's grouped cross-validation (domain and writer,
     # docs/risk.md); 0 gates on the held-out split alone (faster, blinder).
     retrain_cv_folds: int = 5

@@ -85,12 +85,14 @@ def read_manifest(directory: pathlib.Path) -> dict[str, Any]:
     return manifest
 
 
-def load(directory: pathlib.Path, embedder: Any = None) -> RiskModel | CascadeModel:
+def load(directory: pathlib.Path, embedder: Any = None, second_view: bool = True) -> RiskModel | CascadeModel:
     """Load and verify a model directory; raise ArtifactError (and load nothing) if it is not safe.
 
     A model with the embedding view scores through `embedder`, by default the
-    embedded SmolLM2 loaded with llama-cpp-python (risk/embed.py): opting in
-    to the second view is pointing the daemon's risk model directory at such a model.
+    one its manifest names (risk/embed.py: the static embedder, or the
+    embedded SmolLM2 loaded with llama-cpp-python). With `second_view`
+    false (the `risk.second_view` setting) a cascade serves its n-gram stage
+    alone, and a model that embeds every query is refused.
     """
     import skops.io as sio
 
@@ -118,11 +120,19 @@ def load(directory: pathlib.Path, embedder: Any = None) -> RiskModel | CascadeMo
         raise ArtifactError(f"{path} could not be loaded ({exc})") from None
     if not isinstance(parts, dict) or not set(PARTS) <= set(parts) <= set(PARTS + OPTIONAL_PARTS):
         raise ArtifactError(f"{path} does not hold the parts {', '.join(PARTS)}")
+    if "embedding" in parts and not second_view:
+        if "severity_view" in parts:
+            log.info("%s: risk.second_view is off; serving the cascade's n-gram stage alone", path)
+            return RiskModel({k: parts[k] for k in PARTS}, manifest)
+        raise ArtifactError(
+            f"{path} reads an embedding of every query, and risk.second_view is off: "
+            "turn it on, or serve an n-gram model or a cascade"
+        )
     if "embedding" in parts and embedder is None:
-        from .embed import LlamaEmbedder
+        from . import embed
 
         try:
-            embedder = LlamaEmbedder()
+            embedder = embed.for_name(manifest.get("embedding_model"))
         except Exception as exc:
             if "severity_view" in parts:
                 # A cascade falls back to its n-gram stage, which needs no embedding model.
