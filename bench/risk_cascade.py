@@ -33,7 +33,6 @@ import json
 import pathlib
 import sys
 import time
-from typing import Any
 
 import numpy as np
 
@@ -71,14 +70,10 @@ def run(args: argparse.Namespace) -> None:
     shipped = artifact.load(artifact.SHIPPED_DIR)
     base = hyper_from(shipped.manifest)
     recipes = {"ngrams": dataclasses.replace(base, embedding=0.0)}
-    prefix = "emb" if args.embedder == "served" else "static"
-    recipes |= {f"{prefix}{w:g}": dataclasses.replace(base, embedding=w) for w in args.weights}
+    recipes |= {f"emb{w:g}": dataclasses.replace(base, embedding=w) for w in args.weights}
     recipes = {k: v for k, v in recipes.items() if not args.recipes or k in args.recipes}
-    # The n-gram recipe needs no vectors (and leaves the cache file alone); the
-    # static embedder needs no cache (a query costs microseconds).
-    cache: Any = None
-    if any(h.embedding for h in recipes.values()):
-        cache = embed.cached() if args.embedder == "served" else embed.make("static")
+    # The n-gram recipe needs no vectors (and leaves the cache file alone).
+    cache = embed.cached() if any(h.embedding for h in recipes.values()) else None
     training = corpus.load(corpus.training_files())
     heldout = corpus.load(corpus.heldout_files())
     writers = corpus.load(writer_files())
@@ -87,7 +82,7 @@ def run(args: argparse.Namespace) -> None:
         training, heldout, writers = ([e for e in xs if not have.missing([e.text])] for xs in (training, heldout, writers))
         if args.limit:  # every k-th, so every writer and domain keeps some
             training, heldout, writers = (xs[:: max(1, len(xs) // args.limit)] for xs in (training, heldout, writers))
-    missing = cache.missing([e.text for e in training + heldout + writers]) if isinstance(cache, embed.CachedEmbedder) else []
+    missing = cache.missing([e.text for e in training + heldout + writers]) if cache else []
     if missing and not args.allow_embedding:
         sys.exit(f"{len(missing)} texts have no cached vector: run `python bench/risk_embedding.py fill` first")
     # Recipes run apart (--recipes) add to one file: the splits come in the same order.
@@ -127,7 +122,7 @@ def run(args: argparse.Namespace) -> None:
             print(json.dumps(log[-1]), flush=True)
             arrays = kept | {k: np.concatenate(v) for k, v in out.items()}
             np.savez(args.out, log=np.array(json.dumps(log)), **arrays)
-    if missing and isinstance(cache, embed.CachedEmbedder):
+    if missing and cache is not None:
         cache.save()
 
 
@@ -249,8 +244,6 @@ def main() -> None:
     sub = ap.add_subparsers(dest="what", required=True)
     p = sub.add_parser("run")
     p.add_argument("--weights", type=float, nargs="*", default=[1.0])
-    p.add_argument("--embedder", choices=embed.KINDS, default="served",
-                   help="the second view's embedder: recipes are named emb<weight> (served) or static<weight>")
     p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT)
     p.add_argument("--only", nargs="*", help="only the splits starting with these (full, domain, writer)")
     p.add_argument("--recipes", nargs="*", help="only these recipes (ngrams, emb1, ...); others already in --out are kept")

@@ -94,37 +94,6 @@ def test_the_served_model_gives_one_mean_pooled_vector_per_query():
     assert not np.allclose(v[0], v[1])
 
 
-def test_the_static_embedder_uses_the_weights_its_package_ships_and_never_the_network(monkeypatch):
-    import socket
-
-    def no_network(*args, **kwargs):
-        raise AssertionError("the static embedder reached for the network")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    e = embed.make("static")
-    assert e.name.startswith("wordllama-0.4.0.post1:l2_supercat_256:") and e.inline
-    v = e.embed(["Go ahead?", "torque spec for the caliper bracket bolts", "Go ahead?"])
-    assert v.shape == (3, 256) and v.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_array_equal(v[0], v[2])
-    assert not np.allclose(v[0], v[1])
-    # A manifest's embedding_model names the embedder that scores it again.
-    assert embed.kind_of(e.name) == "static" and embed.for_name(e.name).name == e.name
-    assert embed.kind_of("SmolLM2-135M-Instruct.Q4_1.gguf:0123456789abcdef:mean") == "served"
-    with pytest.raises(ValueError, match="embedder must be one of static, served"):
-        embed.make("bert")
-
-
-def test_a_model_with_the_static_view_loads_with_the_embedder_its_manifest_names(small, tmp_path):
-    model = train(small, [], 0.95, Hyper(embedding=1.0, folds=3), embedder=embed.make("static")).model
-    artifact.save(model, tmp_path / "s")
-    back = artifact.load(tmp_path / "s")  # no embedder passed: the manifest names it
-    assert back.embedder is not None and back.embedder.name == model.manifest["embedding_model"]
-    assert back.embedder.inline  # the pipeline scores it on the event loop
-    for e in small[:20]:
-        assert back.score(e.text) == model.score(e.text)
-
-
 @pytest.fixture(scope="module")
 def cascade(small):
     return train(small, small[:60], 0.95, Hyper(embedding=1.0, cascade=0.8, folds=3), embedder=HashEmbedder())

@@ -27,32 +27,25 @@ def _risk_model(args: argparse.Namespace) -> Any:
 
     model_dir = pathlib.Path(args.model_dir) if args.model_dir else None
     directory = model_dir_for(default_state_dir() / "risk", model_dir)
-    manifest = artifact.read_manifest(directory)
-    if manifest.get("hyper", {}).get("embedding"):
-        # A model with the embedding view: score through the embedder it names (the served one cached).
-        from ponderd.risk import embed
-
-        return artifact.load(directory, _embedder(embed.kind_of(manifest.get("embedding_model"))))
+    if artifact.read_manifest(directory).get("hyper", {}).get("embedding"):
+        # A model with the embedding view: score through the embedding cache.
+        return artifact.load(directory, _embedder())
     return ClassifierHolder(default_state_dir(), model_dir).current()
 
 
-_EMBEDDERS: dict[str, Any] = {}
+_EMBEDDER: list[Any] = []
 
 
-def _embedder(kind: str) -> Any:
-    """The second view's embedder of one kind (ponderd/risk/embed.py), made once; the slow one cached, saved at exit."""
-    if kind not in _EMBEDDERS:
+def _embedder() -> Any:
+    """The cached embedder for the second view (ponderd/risk/embed.py), made once; saved at exit."""
+    if not _EMBEDDER:
         import atexit
 
         from ponderd.risk import embed
 
-        if kind == "served":
-            cache = embed.cached()
-            atexit.register(cache.save)
-            _EMBEDDERS[kind] = cache
-        else:
-            _EMBEDDERS[kind] = embed.make(kind)
-    return _EMBEDDERS[kind]
+        _EMBEDDER.append(embed.cached())
+        atexit.register(_EMBEDDER[0].save)
+    return _EMBEDDER[0]
 
 
 def _score_dict(score: Any) -> dict[str, Any]:
@@ -144,7 +137,7 @@ def risk_train(args: argparse.Namespace) -> int:
     with _progress(args) as step:
         examples = corpus.load(corpus.training_files())
         heldout = corpus.load(corpus.heldout_files())
-        embedder = _embedder(args.embedder) if args.embedding else None
+        embedder = _embedder() if args.embedding else None
         step(f"training on {len(examples)} examples")
         report = train(examples, heldout, args.recall_target, Hyper(embedding=args.embedding, cascade=args.cascade),
                        select=args.select, embedder=embedder)
@@ -238,7 +231,7 @@ def risk_eval(args: argparse.Namespace) -> int:
 
 def _risk_cv(args: argparse.Namespace) -> int:
     """Grouped cross-validation of the model's training recipe (its hyper-parameters) on the corpus."""
-    from ponderd.risk import corpus, embed
+    from ponderd.risk import corpus
     from ponderd.risk.cv import cross_validate
     from ponderd.risk.retrain import hyper_from
 
@@ -252,8 +245,7 @@ def _risk_cv(args: argparse.Namespace) -> int:
         hyper = dataclasses.replace(hyper, embedding=args.embedding)
     if args.cascade is not None:
         hyper = dataclasses.replace(hyper, cascade=args.cascade)
-    kind = args.embedder or embed.kind_of(model.manifest.get("embedding_model"))
-    embedder = _embedder(kind) if hyper.embedding else None
+    embedder = _embedder() if hyper.embedding else None
     cv = cross_validate(corpus.load(corpus.training_files()), args.cv, target, hyper, args.folds, embedder=embedder)
     if args.json:
         dump_json(cv.to_json() | {"report": cv.report, "model_version": model.version})
@@ -375,8 +367,7 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     p.add_argument("--select", action="store_true", help="choose regularisation by cross-validation (slower)")
     p.add_argument("--recall-target", type=float, default=0.95, help="high-severity recall to tune for (default 0.95)")
     p.add_argument("--cv", action="store_true", help="also run domain and writer grouped CV (5 folds each) and record it in the manifest for the retrain gate")
-    p.add_argument("--embedding", type=float, default=0.0, metavar="WEIGHT", help="add the second view, an embedding of the query, at this weight (see docs/risk.md; default 0 = n-grams only)")
-    p.add_argument("--embedder", choices=("static", "served"), default="static", help="with --embedding: static word embeddings (fast, default) or the served model's mean-pooled hidden state (50-250 ms a query on a CPU)")
+    p.add_argument("--embedding", type=float, default=0.0, metavar="WEIGHT", help="add the second view, the served model's mean-pooled embedding, at this weight (slow, see docs/risk.md; default 0 = n-grams only)")
     p.add_argument("--cascade", type=float, default=0.0, metavar="CONFIDENCE", help="with --embedding: a cascade that embeds only the queries the n-gram model leaves undecided (P(high) from a third of its threshold to 0.9, or top probability under this; docs/risk.md); default 0 = embed every query")
     p.add_argument("--force", action="store_true", help="make the new model current even if it fails the retrain gate")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -386,8 +377,7 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     p.add_argument("files", nargs="*", metavar="FILE")
     p.add_argument("--cv", choices=("domain", "tag", "writer"), help="hold out whole high-stakes domains (domain), every domain tag including everyday ones (tag), or writers, instead of reading files")
     p.add_argument("--folds", type=int, default=5, help="with --cv: deal groups into this many folds; 0 = one fold per group (default 5)")
-    p.add_argument("--embedding", type=float, default=None, metavar="WEIGHT", help="with --cv: the recipe with the second view (an embedding of the query) at this weight; 0 = n-grams only (default: the model's own recipe)")
-    p.add_argument("--embedder", choices=("static", "served"), default=None, help="with --cv and the second view: static word embeddings or the served model's hidden state (default: the model's own)")
+    p.add_argument("--embedding", type=float, default=None, metavar="WEIGHT", help="with --cv: the recipe with the second view (the served model's mean-pooled embedding) at this weight; 0 = n-grams only (default: the model's own recipe)")
     p.add_argument("--cascade", type=float, default=None, metavar="CONFIDENCE", help="with --cv and the second view: the cascade that embeds only queries the n-gram model leaves undecided, top probability under this; 0 = every query (default: the model's own recipe)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     with_model(p)

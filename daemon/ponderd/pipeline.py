@@ -207,11 +207,9 @@ class Pipeline:
         # Assess, and match override rules against, everything the model will read.
         text = f"{req.system}\n{req.prompt}" if req.system.strip() else req.prompt
         model = self.classifier.current()
-        embedder = getattr(model, "embedder", None)
-        if embedder is not None and not getattr(embedder, "inline", False):
-            # A model with the served model's embedding (opt-in, docs/risk.md) takes 0.1-2.5 s
-            # on a CPU for the queries it embeds: off the event loop, so other requests go on.
-            # The static embedder takes well under a millisecond and runs inline.
+        if getattr(model, "embedder", None) is not None:
+            # A model with the embedding view (docs/risk.md) takes 0.1-2.5 s on a CPU
+            # for the queries it embeds: off the event loop, so other requests go on.
             score = await asyncio.to_thread(model.score, text, req.explain)
         else:
             score = model.score(text, explain=req.explain)

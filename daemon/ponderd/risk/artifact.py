@@ -89,8 +89,7 @@ def load(directory: pathlib.Path, embedder: Any = None, second_view: bool = True
     """Load and verify a model directory; raise ArtifactError (and load nothing) if it is not safe.
 
     A model with the embedding view scores through `embedder`, by default the
-    one its manifest names (risk/embed.py: the static embedder, or the
-    embedded SmolLM2 loaded with llama-cpp-python). With `second_view`
+    embedded SmolLM2 loaded with llama-cpp-python (risk/embed.py). With `second_view`
     false (the `risk.second_view` setting) a cascade serves its n-gram stage
     alone, and a model that embeds every query is refused.
     """
@@ -129,10 +128,10 @@ def load(directory: pathlib.Path, embedder: Any = None, second_view: bool = True
             "turn it on, or serve an n-gram model or a cascade"
         )
     if "embedding" in parts and embedder is None:
-        from . import embed
+        from .embed import LlamaEmbedder
 
         try:
-            embedder = embed.for_name(manifest.get("embedding_model"))
+            embedder = LlamaEmbedder()
         except Exception as exc:
             if "severity_view" in parts:
                 # A cascade falls back to its n-gram stage, which needs no embedding model.

@@ -1,21 +1,18 @@
-"""The second feature view: an embedding of the query (docs/risk.md, "A second view").
+"""The second feature view: the served model's mean-pooled hidden state (docs/risk.md, "A second view").
 
 The n-gram view cannot know that a field it has no words for is high-stakes;
-an embedding carries some meaning beyond surface words. Two embedders:
+an embedding from a language model carries some meaning beyond surface words.
+This module turns a query into the mean-pooled last hidden state of a GGUF
+model loaded through llama-cpp-python (by default the embedded SmolLM2-135M
+the engine serves, found the way engine/model_file.py finds it), and keeps the
+vectors in a cache keyed by the model file and the text, so cross-validation
+embeds each corpus line once.
 
-- `static` (StaticEmbedder): WordLlama's static token embeddings, averaged
-  (the `wordllama` package ships the weights, 256 dimensions): well under a
-  millisecond a query, so a model can use it on every query;
-- `served` (LlamaEmbedder): the mean-pooled last hidden state of a GGUF model
-  loaded through llama-cpp-python (by default the embedded SmolLM2-135M the
-  engine serves). On this project's CPU hosts one query costs 50-250 ms
-  (7 ms a token on one core), so a model with it asks for it only where the
-  n-grams are unsure (risk/cascade.py).
-
-A model's manifest names the embedder it was trained on (`embedding_model`),
-and `for_name` makes that embedder again when the model is loaded. Vectors
-of the slow one are kept in a cache keyed by the model file and the text, so
-cross-validation embeds each corpus line once.
+On this project's CPU hosts one query costs 50-250 ms (7 ms a token on one
+core), against under 1 ms for the n-gram path (bench/risk_embedding.py
+measures both), so a served model asks for it only where the n-grams are
+unsure (risk/cascade.py). Static word embeddings (WordLlama, under 0.1 ms a
+query) were measured in its place and lost to the n-grams alone (docs/risk.md).
 """
 
 from __future__ import annotations
@@ -38,33 +35,9 @@ MAX_TOKENS = 256
 
 class Embedder(Protocol):
     name: str
-    # True where embedding one query is fast enough to run on the event loop.
-    inline: bool
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One row per text (float32)."""
-
-
-KINDS = ("static", "served")
-
-
-def make(kind: str) -> "Embedder":
-    """A new embedder of one kind (KINDS)."""
-    if kind == "static":
-        return StaticEmbedder()
-    if kind == "served":
-        return LlamaEmbedder()
-    raise ValueError(f"embedder must be one of {', '.join(KINDS)}, not {kind!r}")
-
-
-def kind_of(name: str | None) -> str:
-    """The kind of embedder a model's manifest names (`embedding_model`); models before the static one name the served model."""
-    return "static" if (name or "").startswith(StaticEmbedder.PREFIX) else "served"
-
-
-def for_name(name: str | None) -> "Embedder":
-    """The embedder a model's manifest names."""
-    return make(kind_of(name))
 
 
 def default_model_path() -> pathlib.Path:
@@ -90,8 +63,6 @@ class LlamaEmbedder:
     the first query that needs it, so a cascade that rarely asks, or a daemon
     that never does, does not pay for it at start.
     """
-
-    inline = False
 
     def __init__(self, path: pathlib.Path | None = None, threads: int = THREADS) -> None:
         self.path = path or default_model_path()
@@ -125,53 +96,12 @@ class LlamaEmbedder:
         return np.vstack(rows) if rows else np.empty((0, 0), dtype=np.float32)
 
 
-class StaticEmbedder:
-    """WordLlama's averaged static token embeddings, from the weights its package ships (no download).
-
-    Scoring is a tokenizer pass and a mean over ~20 rows of a 32,000 x 256
-    table, so it runs inline on every query. The name carries the package
-    version and the weights' digest, so a model trained on other weights is
-    refused on load.
-    """
-
-    PREFIX = "wordllama"
-    inline = True
-    CONFIG = "l2_supercat"
-    DIM = 256
-
-    def __init__(self) -> None:
-        from importlib.metadata import version
-
-        import wordllama
-        from wordllama import WordLlama
-
-        # The weights and tokenizer come with the package; never reach for a hub.
-        # The package looks for its own tokenizer under "tokenizer/", not the
-        # "tokenizers/" it ships, so it is named as the cache directory, where
-        # both are found.
-        package = pathlib.Path(wordllama.__file__).parent
-        self._wl = WordLlama.load(self.CONFIG, dim=self.DIM, cache_dir=package, disable_download=True)
-        weights = package / "weights" / WordLlama.get_filename(self.CONFIG, self.DIM)
-        st = weights.stat()
-        self.name = (f"{self.PREFIX}-{version('wordllama')}:{weights.stem}:"
-                     f"{_file_digest(weights, st.st_size, st.st_mtime_ns)[:16]}:mean")
-        self._lock = threading.Lock()
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.empty((0, 0), dtype=np.float32)
-        with self._lock:  # the tokenizer is not documented as thread-safe
-            rows = self._wl.embed(list(texts), norm=True)
-        return np.asarray(rows, dtype=np.float32)
-
-
 class CachedEmbedder:
     """An embedder whose vectors are kept in an .npz file (no pickle) keyed by text."""
 
     def __init__(self, inner: Embedder, path: pathlib.Path) -> None:
         self.inner = inner
         self.name = inner.name
-        self.inline = getattr(inner, "inline", False)
         self.path = path
         self._rows: dict[str, np.ndarray] = {}
         if path.is_file():

@@ -138,12 +138,11 @@ class Retrainer:
             return RetrainResult(False, "no new feedback since the last retrain", feedback_used=len(fb))
         incumbent_metrics = evaluate(incumbent, heldout)["summary"]  # type: ignore[arg-type]  # the holder holds RiskModels
         hyper = hyper_from(manifest)
-        # A model with the embedding view retrains through the same embedder;
-        # the served model's vectors are kept in the state dir so the corpus is
-        # embedded once, not once per training (eleven a gated run). The static
-        # one needs no cache.
+        # A model with the embedding view retrains through the same embedder,
+        # its vectors kept in the state dir so the corpus is embedded once, not
+        # once per training (eleven a gated run).
         embedder = getattr(incumbent, "embedder", None)
-        if embedder is not None and not embedder.inline:
+        if embedder is not None:
             embedder = embed.CachedEmbedder(embedder, self.holder.state_dir / "embeddings.npz")
         report = train(examples, heldout, self.recall_target, hyper, feedback=fb, embedder=embedder)
         candidate = report.model
