@@ -169,3 +169,19 @@ def test_the_retrainer_runs_the_grouped_gate_after_the_held_out_one(monkeypatch,
     assert calls == [("domain", 5, 1), ("writer", 5, 1)]  # the incumbent's recorded figures are reused
     assert not result.accepted and "domain high_recall 0.9700 -> 0.9500" in result.reason
     assert result.candidate_metrics["cv_writer_high_recall"] == 0.95
+
+
+def test_the_datasheet_tables_in_docs_are_the_corpus_and_taxonomy_as_they_are():
+    # docs/risk.md's count and taxonomy tables are printed by tools/check_corpus.py --markdown.
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    printed = subprocess.run([sys.executable, str(root / "tools/check_corpus.py"), "--markdown"],
+                             capture_output=True, text=True, check=True).stdout
+    doc = (root / "docs/risk.md").read_text(encoding="utf-8")
+    tables = printed.rstrip("\n").split("\n\n")
+    assert len(tables) == 3
+    for table in tables:
+        assert table in doc, f"docs/risk.md is stale: paste `python tools/check_corpus.py --markdown`:\n{table[:300]}"

@@ -1,10 +1,12 @@
 """Check the risk corpus files: schema, duplicates, label counts.
 
 Usage: python tools/check_corpus.py [FILE ...]   (default: every corpus file)
+       python tools/check_corpus.py --markdown   (docs/risk.md's count and taxonomy tables)
 Exits 1 and names file:line for every problem: schema, duplicates (also of the
 independent writers' sets in bench/data, which must never leak into the
 corpus), domain tags the taxonomy does not list, training files whose writer
-the taxonomy does not name.
+the taxonomy does not name. `--markdown` prints the datasheet's tables from
+the corpus and the taxonomy; a test checks docs/risk.md holds them as printed.
 """
 
 from __future__ import annotations
@@ -29,7 +31,49 @@ def normalise(text: str) -> str:
     return re.sub(r"\W+", " ", text.lower()).strip()
 
 
+def rows(path: pathlib.Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def markdown() -> str:
+    """The datasheet's tables: queries per file and label, and the taxonomy with its training counts."""
+    files = sorted(CORPUS.glob("*.jsonl"))
+    taxonomy = tomllib.loads(TAXONOMY.read_text(encoding="utf-8"))
+    group_of = {tag: g for g, t in taxonomy["groups"].items() for tag in t["tags"]}
+    out = ["| file | queries | low (reasoning/direct) | medium | high | hard cases |",
+           "|---|---:|---:|---:|---:|---:|"]
+    total: collections.Counter = collections.Counter()
+    per_group: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for path in files:
+        c: collections.Counter = collections.Counter()
+        for row in rows(path):
+            c[(row["severity"], row["needs_reasoning"])] += 1
+            c["all"] += 1
+            c["hard"] += "hard" in row
+            if not path.name.endswith(".heldout.jsonl"):
+                per_group[group_of[row["domain"]]][row["severity"]] += 1
+        total.update(c)
+        cells = [f"{c[(s, True)]} / {c[(s, False)]}" for s in ("low", "medium", "high")]
+        out.append(f"| `{path.name}` | {c['all']} | {' | '.join(cells)} | {c['hard']} |")
+    cells = [f"{total[(s, True)]} / {total[(s, False)]}" for s in ("low", "medium", "high")]
+    out.append(f"| **total** | {total['all']} | {' | '.join(cells)} | {total['hard']} |")
+    out += ["", "| group | domain (tags) | high queries | look-alikes | training high / medium / low |",
+            "|---|---|---|---|---:|"]
+    everyday = ["| everyday group | tags | training high / medium / low |", "|---|---|---:|"]
+    for g, t in taxonomy["groups"].items():
+        n = per_group[g]
+        counts = f"{n['high']} / {n['medium']} / {n['low']}"
+        if t["stakes"] == "high":
+            out.append(f"| `{g}` | {t['name']} ({', '.join(t['tags'])}) | {t['high']} | {t['lookalikes']} | {counts} |")
+        else:
+            everyday.append(f"| `{g}` ({t['name']}) | {', '.join(t['tags'])} | {counts} |")
+    return "\n".join(out + [""] + everyday) + "\n"
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["--markdown"]:
+        print(markdown(), end="")
+        return 0
     files = [pathlib.Path(a) for a in argv] or sorted(CORPUS.glob("*.jsonl"))
     problems: list[str] = []
     taxonomy = tomllib.loads(TAXONOMY.read_text(encoding="utf-8"))
