@@ -167,3 +167,26 @@ def test_with_the_second_view_off_a_cascade_serves_its_ngram_stage_and_an_every_
     artifact.save(embedded, tmp_path / "e")
     with pytest.raises(ArtifactError, match="reads an embedding of every query, and risk.second_view is off"):
         artifact.load(tmp_path / "e", HashEmbedder(), second_view=False)
+
+
+def test_when_embedding_fails_the_cascade_keeps_the_ngram_verdict_and_says_so(cascade, caplog):
+    model = cascade.model
+
+    class Broken(HashEmbedder):
+        def embed(self, texts):
+            raise RuntimeError("llama_decode returned -1")
+
+    texts = [e.text for e in corpus.load(corpus.heldout_files())[::10]]
+    routed = [t for t in texts if model.routed(t)]
+    assert len(routed) >= 10
+    model.second._embedder = Broken()
+    try:
+        for text in routed[:10]:
+            assert model.score(text) == model.first.score(text)
+    finally:
+        model.second._embedder = HashEmbedder()
+    assert model.embedding_failures == 10
+    warnings = [r.getMessage() for r in caplog.records if "embedding a query failed" in r.getMessage()]
+    # The first failure and the tenth are logged, not every one.
+    assert len(warnings) == 2 and "RuntimeError: llama_decode returned -1" in warnings[0]
+    assert "10 time(s) so far" in warnings[1]

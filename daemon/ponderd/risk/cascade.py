@@ -11,10 +11,17 @@ n-grams' less certain highs, not only their unsure lows. Both models are
 trained by the same recipe on the same data, so they share the fitted
 vectorizers; the artifact holds the first model's parts plus the second's
 heads ("severity_view", "reasoning_view") and its embedding view.
+
+Where embedding a query fails (the embedding model broke or went missing
+after load), the n-gram verdict stands: the n-gram path is the fallback, so
+a broken second view costs accuracy on undecided queries, never a request.
+It is logged (the first failure and then every power of ten) and counted in
+`embedding_failures`.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -28,6 +35,8 @@ VIEW_PARTS = ("severity_view", "reasoning_view", "embedding")
 # fraction of the high threshold up to SURE_HIGH (measured: docs/risk.md).
 BAND_FROM = 1 / 3
 SURE_HIGH = 0.9
+
+log = logging.getLogger("ponderd.risk")
 
 
 def routes(probs: np.ndarray, high_threshold: float, confidence: float) -> bool:
@@ -54,6 +63,7 @@ class CascadeModel:
                         "reasoning": parts["reasoning_view"], "embedding": parts["embedding"]}
         self.second = RiskModel(second_parts, second_manifest, embedder, vectorizers=self.first._vecs)
         self.word_input, self.char_input = self.first.word_input, self.first.char_input
+        self.embedding_failures = 0
 
     @property
     def thresholds(self) -> Thresholds:
@@ -79,5 +89,17 @@ class CascadeModel:
         idx, val = self.first.features(text)
         sev_p, nr_p = self.first._probabilities(idx, val)
         if routes(sev_p, self.first.thresholds.high, self.confidence):
-            return self.second._score(idx, val, self.second._dense(text), explain, self.version)
+            try:
+                dense = self.second._dense(text)
+            except Exception as exc:  # any failure of the embedding model: the n-gram verdict stands
+                self._embedding_failed(exc)
+            else:
+                return self.second._score(idx, val, dense, explain, self.version)
         return self.first._labelled(idx, val, sev_p, nr_p, explain)
+
+    def _embedding_failed(self, exc: Exception) -> None:
+        self.embedding_failures += 1
+        n = self.embedding_failures
+        if str(n).rstrip("0") == "1":  # the 1st, 10th, 100th...: visible, not a flood
+            log.warning("risk model %s: embedding a query failed (%s: %s), %d time(s) so far; "
+                        "the n-gram verdict stands", self.version, type(exc).__name__, exc, n)
