@@ -24,6 +24,11 @@ def test_state_dir_defaults_to_xdg_state_home():
     assert load_settings(env={"PONDER_STATE_DIR": "/srv/p"}).state_dir == pathlib.Path("/srv/p")
 
 
+def test_the_second_view_is_on_by_default_and_can_be_turned_off():
+    assert load_settings(env={}).risk.second_view is True
+    assert load_settings(env={"PONDER_RISK_SECOND_VIEW": "false"}).risk.second_view is False
+
+
 def test_config_file_from_environment(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text("quickstart = false\n")
