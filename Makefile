@@ -105,7 +105,7 @@ bench: setup
 
 # Retrain the shipped risk model from the corpus in the repo.
 risk-model: setup
-	$(BIN)/ponder risk train --cv --output daemon/ponderd/risk/data/model
+	$(BIN)/ponder risk train --embedding 1 --cascade 0.7 --cv --output daemon/ponderd/risk/data/model
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -43,10 +43,9 @@ def test_shipped_model_records_its_grouped_cross_validation(model):
     assert set(cv) == {"domain", "writer"}
     for kind, run in cv.items():
         assert run["folds"] == 5 and run["summary"]["examples"] == model.manifest["examples"], kind
+        # The bars, on domains and writers the fold's models never saw (docs/risk.md).
         assert run["summary"]["high_recall"] >= 0.95, kind
-        # Below the 0.85 bar (docs/risk.md says by how much and why: the sixth writer's
-        # content-free prompts are a fold no other writer prepares for); this guards the documented figure.
-        assert run["summary"]["severity_macro_f1"] >= 0.80, kind
+        assert run["summary"]["severity_macro_f1"] >= 0.85, kind
 
 
 def test_shipped_model_was_trained_on_the_corpus_in_the_repo(model):
