@@ -25,7 +25,7 @@ STATE_DIR ?=
 setup: $(STAMP)
 
 # Wheels of the client's dependencies, for the test that installs the client
-# alone into a fresh virtualenv without network (tests/test_client_alone.py).
+# alone into a fresh virtualenv without network (tests/clients/test_client_alone.py).
 CLIENT_WHEELHOUSE := $(HOME)/.cache/ponder/wheels/client
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml

@@ -20,8 +20,8 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from common import engine, job, run_jobs
-from ponderd.stopping import agreed, beta_decided, prune_threshold
-from ponderd.voting import vote_decided, winner
+from ponderd.request.stopping import agreed, beta_decided, prune_threshold
+from ponderd.request.voting import vote_decided, winner
 
 SYSTEM = "You add numbers. Reply with the sum only."
 

@@ -10,8 +10,8 @@ from typing import Any, Sequence
 from ponderd.answers import extract_answer
 from ponderd.engine import GenerationJob
 from ponderd.engine.llama import LlamaEngine
+from ponderd.request.voting import vote_decided
 from ponderd.settings import ModelSettings
-from ponderd.voting import vote_decided
 
 
 def engine(**overrides: Any) -> LlamaEngine:

@@ -32,8 +32,8 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from common import table  # noqa: E402
 from conftest import DaemonThread, make_settings  # noqa: E402
-from ponderd.calibrate import build_profile, load_dataset, read_results, run_pairs  # noqa: E402
-from ponderd.profile import wilson  # noqa: E402
+from ponderd.planning.calibrate import build_profile, load_dataset, read_results, run_pairs  # noqa: E402
+from ponderd.planning.profile import wilson  # noqa: E402
 
 POLICY = HERE / "policies" / "decisions.toml"
 DATA = HERE / "data" / "verifiable.jsonl"

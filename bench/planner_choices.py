@@ -19,11 +19,13 @@ import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
 from common import table  # noqa: E402
-from ponderd.assessment import Assessment, RiskScore  # noqa: E402
-from ponderd.expected_loss import choose  # noqa: E402
-from ponderd.planner import EngineLimits, Hints, Served, plan_candidates  # noqa: E402
-from ponderd.policy import load_policy  # noqa: E402
-from ponderd.profile import Profile  # noqa: E402
+from ponderd.engine import EngineLimits  # noqa: E402
+from ponderd.planning.assessment import Assessment  # noqa: E402
+from ponderd.planning.expected_loss import choose  # noqa: E402
+from ponderd.planning.planner import Hints, Served, plan_candidates  # noqa: E402
+from ponderd.planning.policy_file import load_policy  # noqa: E402
+from ponderd.planning.profile import Profile  # noqa: E402
+from ponderd.risk.score import RiskScore  # noqa: E402
 
 POLICY = """
 version = "illustrative-gpu-1"

@@ -16,9 +16,10 @@ import collections
 import dataclasses
 import pathlib
 
-from ponderd.assessment import adjust
-from ponderd.planner import EngineLimits, Hints, plan_candidates
-from ponderd.policy import load_policy
+from ponderd.engine import EngineLimits
+from ponderd.planning.assessment import adjust
+from ponderd.planning.planner import Hints, plan_candidates
+from ponderd.planning.policy_file import load_policy
 from ponderd.risk import artifact, corpus
 
 REPO = pathlib.Path(__file__).resolve().parent.parent

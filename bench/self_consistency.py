@@ -41,7 +41,7 @@ def main() -> None:
         ]
         return run_jobs(e, jobs)
 
-    from ponderd.voting import winner
+    from ponderd.request.voting import winner
 
     full, wall_full = batch(False)
     early, wall_early = batch(True)

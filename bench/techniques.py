@@ -30,13 +30,13 @@ from dataclasses import dataclass
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from common import engine, run_jobs, table
-from ponderd import answers, refine
-from ponderd.calibrate import load_dataset
-from ponderd.engine import GenerationJob
-from ponderd.policy import load_policy
-from ponderd.profile import wilson
-from ponderd.stopping import agreed
-from ponderd.voting import never_decided, weighted_winner, winner
+from ponderd import answers
+from ponderd.engine import GenerationJob, framing
+from ponderd.planning.calibrate import load_dataset
+from ponderd.planning.policy_file import load_policy
+from ponderd.planning.profile import wilson
+from ponderd.request.stopping import agreed
+from ponderd.request.voting import never_decided, weighted_winner, winner
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -83,7 +83,7 @@ def main() -> None:
 
     def round_jobs(texts: list[str]) -> list[GenerationJob]:
         return [
-            GenerationJob(e.prepare("", refine.frame(it.text, text)), 1, 0, args.refine_tokens, 5000 + k,
+            GenerationJob(e.prepare("", framing.frame(it.text, text)), 1, 0, args.refine_tokens, 5000 + k,
                           answers.extractor(it.check.answer_format), never_decided)
             for k, (it, text) in enumerate(zip(items, texts))
         ]

@@ -115,7 +115,7 @@ else
     PIP_CONFIG_FILE=/dev/null "$rel/bin/python" -m pip install --quiet --no-index --disable-pip-version-check \
       --no-deps --find-links "$DIST" -r "$DIST/no-deps.txt"
   fi
-  "$rel/bin/python" -c 'import ponderd.server, ponderd.backup' || die "release $release does not import; nothing switched"
+  "$rel/bin/python" -c 'import ponderd.serve.server, ponderd.backup' || die "release $release does not import; nothing switched"
   cp "$DIST/BUILD-INFO" "$rel/BUILD-INFO"  # last: its presence marks a whole release
 fi
 cur=$(readlink "$ROOT$PREFIX/current" || true)

@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import os
 import pathlib
+import shutil
 import threading
+import time
+import urllib.request
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ponder.client import AdminClient, PonderClient
-from ponderd.app import build
 from ponderd.clock import Clock, ManualClock
-from ponderd.server import Server
+from ponderd.serve.app import build
+from ponderd.serve.server import Server
 from ponderd.settings import Settings, load_settings
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -190,3 +194,50 @@ def served(cli_env: dict[str, str]) -> Iterator[DaemonProcess]:
     d.wait_ready()
     yield d
     d.stop()
+
+
+# Helpers more than one test module uses (metrics scraping, Node.js).
+
+def scrape(d) -> dict[tuple[str, tuple], float]:
+    """Every sample on the daemon's /metrics page: (name, sorted labels) -> value."""
+    address = d.daemon.telemetry.address
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples, name, **labels) -> float:
+    """The sum of `name` over the samples whose labels include `labels` (0 if none)."""
+    return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
+
+
+def eventually(probe, timeout: float = 30.0):
+    """Poll `probe` until it returns something truthy. A refused call's status reaches the client
+    (grpc's abort sends it) a moment before the daemon writes its access line and counts it."""
+    deadline = time.monotonic() + timeout
+    while not (result := probe()):
+        assert time.monotonic() < deadline, "the daemon never recorded the call"
+        time.sleep(0.02)
+    return result
+
+
+def counted(samples, name, **labels):
+    """`samples` once `name` with `labels` has been counted, else None (for `eventually`)."""
+    return samples if value(samples, name, **labels) else None
+
+
+NODE_DIR = REPO / "clients" / "node"
+
+
+def node_or_skip() -> str:
+    node = shutil.which("node")
+    if node is None or not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        # CI installs Node (.ci/run) and the packages (`make tools`): missing there is a broken setup.
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("node or clients/node/node_modules is missing: `make tools` runs npm ci there")
+        pytest.skip("needs node and `make tools` (npm ci in clients/node)")
+    return node

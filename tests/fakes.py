@@ -16,17 +16,17 @@ from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 from zoneinfo import ZoneInfo
 
-from ponderd.assessment import RiskScore
-from ponderd.budgets import SqliteBudgets
 from ponderd.clock import ManualClock
-from ponderd.engine import GenerationJob, GenerationResult, PreparedPrompt, SampleResult
+from ponderd.engine import EngineLimits, GenerationJob, GenerationResult, PreparedPrompt, SampleResult
 from ponderd.errors import Unavailable
-from ponderd.keys import Principal
-from ponderd.ledger import Ledger, to_micros
-from ponderd.pipeline import Pipeline
-from ponderd.planner import EngineLimits
-from ponderd.policy import PolicyHolder
-from ponderd.store import Store
+from ponderd.ledger.keys import Principal
+from ponderd.ledger.sqlite.budgets import SqliteBudgets
+from ponderd.ledger.sqlite.ledger import Ledger
+from ponderd.ledger.sqlite.store import Store
+from ponderd.ledger.types import to_micros
+from ponderd.planning.policy_file import PolicyHolder
+from ponderd.request.pipeline import Pipeline
+from ponderd.risk.score import RiskScore
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SMALL_POLICY = REPO / "tests" / "policies" / "small.toml"

@@ -1,6 +1,6 @@
 """Write docs/cli.md from the CLI's own --help texts (run: python tools/cli_docs.py).
 
-tests/test_cli.py checks the file is current, so the reference never drifts from the code.
+tests/cli/test_cli.py checks the file is current, so the reference never drifts from the code.
 """
 
 from __future__ import annotations

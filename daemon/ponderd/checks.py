@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from .answers import extract_choice, extract_number, extract_phrase, normalise_number
+from ponderd.answers import extract_choice, extract_number, extract_phrase, normalise_number
 
 KINDS = ("number", "regex", "choice", "any_of")
 # The answer format whose extraction a kind reads: what a client would ask the daemon to vote on.

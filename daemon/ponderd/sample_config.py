@@ -4,7 +4,7 @@
 
 Each setting appears as `#key = default` under the comment its dataclass field
 carries in settings.py, so the file cannot drift from the loader: a new setting
-shows up on the next install, and tests/test_install.py uncomments every line
+shows up on the next install, and tests/deploy/test_install.py uncomments every line
 and checks the loader reads back exactly the defaults. Only `state_dir` and
 `policy_file` are set, because their defaults (the user's home, the source
 checkout) mean nothing on a server.
@@ -21,7 +21,7 @@ import re
 import sys
 from typing import Any, Sequence
 
-from .settings import _SECTIONS, ENV_PREFIX, Settings
+from ponderd.settings import _SECTIONS, ENV_PREFIX, Settings
 
 HOST_STATE_DIR = "/var/lib/ponder"
 HOST_POLICY_FILE = "/etc/ponder/policy.toml"

@@ -1,4 +1,4 @@
-// Run by tests/test_node_client.py against a real daemon it starts:
+// Run by tests/clients/test_node_client.py against a real daemon it starts:
 // PONDER_TEST_ADDRESS, PONDER_TEST_TOKEN (tenant "local"), PONDER_TEST_TINY_TOKEN (a tenant with no budget left).
 "use strict";
 

@@ -10,7 +10,22 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
-from ..planner import EngineLimits
+
+@dataclass(frozen=True)
+class EngineLimits:
+    """What the engine can hold: context cells in all, per sequence, sequences at once."""
+
+    n_ctx: int
+    n_ctx_seq: int
+    n_seq_max: int
+    # Tokens Ponder inserts: once after the prompt to open thinking, per sample
+    # to close it at the cap (with the wrap-up text), once to skip it when thinking is off.
+    forced_open: int = 0
+    forced_close: int = 0
+    forced_skip: int = 0
+    # Tokens a refinement prompt adds around the question and the answer it revises (refine.py).
+    refine_overhead: int = 0
+
 
 THINKING, ANSWER = "thinking", "answer"
 

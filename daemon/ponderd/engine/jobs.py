@@ -16,8 +16,8 @@ import threading
 from collections import deque
 from typing import Any
 
-from ..errors import Unavailable
-from . import GenerationJob, GenerationResult
+from ponderd.engine import GenerationJob, GenerationResult
+from ponderd.errors import Unavailable
 
 log = logging.getLogger("ponder.engine")
 

@@ -21,18 +21,16 @@ import threading
 import time
 from typing import Sequence
 
-from .. import refine
-from ..errors import FailedPrecondition, Unavailable
-from ..planner import EngineLimits
-from ..settings import ModelSettings
-from . import GenerationJob, GenerationResult, PreparedPrompt, native
-from .confidence import token_logprob
-from .jobs import JobQueue, cancelled_before_start, reject, resolve, stopped_message
-from .markers import DEFAULT as DEFAULT_MARKERS
-from .markers import think_markers
-from .model_file import resolve_model_path
-from .running import Running, cells_needed, first_samples, put_feed, put_prompt, result
-from .sample import SampleState
+from ponderd.engine import EngineLimits, GenerationJob, GenerationResult, PreparedPrompt, framing, native
+from ponderd.engine.confidence import token_logprob
+from ponderd.engine.jobs import JobQueue, cancelled_before_start, reject, resolve, stopped_message
+from ponderd.engine.markers import DEFAULT as DEFAULT_MARKERS
+from ponderd.engine.markers import think_markers
+from ponderd.engine.model_file import resolve_model_path
+from ponderd.engine.running import Running, cells_needed, first_samples, put_feed, put_prompt, result
+from ponderd.engine.sample import SampleState
+from ponderd.errors import FailedPrecondition, Unavailable
+from ponderd.settings import ModelSettings
 
 log = logging.getLogger("ponder.engine")
 
@@ -113,7 +111,7 @@ class LlamaEngine:
             n_ctx, n_ctx_seq, s.n_seq_max, len(probe.open_thinking),
             # The worst case per sample: capped, so closed and wrapped up.
             len(probe.close_thinking) + len(probe.wrap_up), len(probe.skip_thinking),
-            refine_overhead=refine.overhead(lambda text: len(self.prepare("", text).tokens)),
+            refine_overhead=framing.overhead(lambda text: len(self.prepare("", text).tokens)),
         )
         self._free_seqs = list(range(s.n_seq_max))
         self._free_cells = n_ctx

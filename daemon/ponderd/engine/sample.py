@@ -11,8 +11,8 @@ import codecs
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import ANSWER, THINKING, SampleResult
-from .confidence import WindowConfidence
+from ponderd.engine import ANSWER, THINKING, SampleResult
+from ponderd.engine.confidence import WindowConfidence
 
 CLOSE_TAG = "</think>"
 

@@ -7,8 +7,8 @@ import pathlib
 import threading
 from typing import Protocol
 
-from ..assessment import RiskScore
-from ..errors import ArtifactError
+from ponderd.errors import ArtifactError
+from ponderd.risk.score import RiskScore
 
 log = logging.getLogger("ponder.risk")
 
@@ -22,7 +22,7 @@ class Classifier(Protocol):
 
 def model_dir_for(risk_dir: pathlib.Path, configured: pathlib.Path | None) -> pathlib.Path:
     """Where the model to serve lives: the configured directory, the last accepted retrain, or the shipped one."""
-    from .artifact import SHIPPED_DIR
+    from ponderd.risk.artifact import SHIPPED_DIR
 
     if configured is not None:
         return configured
@@ -65,7 +65,7 @@ class ClassifierHolder:
         The pointer is written before the swap, under the lock: a reload can
         only ever see the new pointer, so it cannot revert the new model.
         """
-        from . import artifact
+        from ponderd.risk import artifact
 
         with self.lock:
             # Load it back through the same checks as any artifact before serving it.
@@ -79,7 +79,7 @@ class ClassifierHolder:
 
     def load(self) -> Classifier:
         """Load and verify the model to serve (see model_dir) without putting it in force."""
-        from . import artifact
+        from ponderd.risk import artifact
 
         path = self.model_dir()
         model = artifact.load(path, second_view=self.second_view)

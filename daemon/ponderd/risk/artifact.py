@@ -18,9 +18,9 @@ import tempfile
 import zipfile
 from typing import Any
 
-from ..errors import ArtifactError
-from .cascade import CascadeModel
-from .model import RiskModel
+from ponderd.errors import ArtifactError
+from ponderd.risk.cascade import CascadeModel
+from ponderd.risk.model import RiskModel
 
 log = logging.getLogger("ponder.risk")
 
@@ -128,7 +128,7 @@ def load(directory: pathlib.Path, embedder: Any = None, second_view: bool = True
             "turn it on, or serve an n-gram model or a cascade"
         )
     if "embedding" in parts and embedder is None:
-        from .embed import LlamaEmbedder
+        from ponderd.risk.embed import LlamaEmbedder
 
         try:
             embedder = LlamaEmbedder()

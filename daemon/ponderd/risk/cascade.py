@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from ..assessment import RiskScore
-from .model import RiskModel, Thresholds
+from ponderd.risk.model import RiskModel, Thresholds
+from ponderd.risk.score import RiskScore
 
 FIRST_PARTS = ("word", "char", "severity", "reasoning")
 VIEW_PARTS = ("severity_view", "reasoning_view", "embedding")

@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from . import taxonomy
-from .corpus import Example
-from .train import Hyper, Scored, domain_groups, predict, summarise, train
+from ponderd.risk import taxonomy
+from ponderd.risk.corpus import Example
+from ponderd.risk.train import Hyper, Scored, domain_groups, predict, summarise, train
 
 KINDS = ("domain", "writer")  # what the gate and `ponder risk train --cv` run
 ALL_KINDS = ("domain", "tag", "writer")

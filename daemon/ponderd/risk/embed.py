@@ -41,7 +41,7 @@ class Embedder(Protocol):
 
 
 def default_model_path() -> pathlib.Path:
-    from ..engine.model_file import resolve_model_path
+    from ponderd.engine.model_file import resolve_model_path
 
     return resolve_model_path(None)
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..assessment import Contribution, RiskScore
-from ..cues import stakes_cues
+from ponderd.risk.cues import stakes_cues
+from ponderd.risk.score import Contribution, RiskScore
 
 SEVERITIES = ("low", "medium", "high")
 _DIGIT = re.compile(r"\d")

@@ -26,12 +26,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .. import feedback
-from ..ledger import iso
-from . import ClassifierHolder, artifact, corpus, embed
-from .corpus import Example
-from .cv import GATE_FOLDS, KINDS, cross_validate
-from .train import Hyper, evaluate, train
+from ponderd.ledger.types import iso
+from ponderd.risk import ClassifierHolder, artifact, corpus, embed, feedback
+from ponderd.risk.corpus import Example
+from ponderd.risk.cv import GATE_FOLDS, KINDS, cross_validate
+from ponderd.risk.train import Hyper, evaluate, train
 
 log = logging.getLogger("ponder.risk")
 
@@ -113,6 +112,10 @@ class Retrainer:
         self.clock = clock
         self.recall_target = recall_target
         self._lock = asyncio.Lock()
+
+    async def recent(self, limit: int) -> list[dict[str, Any]]:
+        """The last `limit` retraining runs, newest first."""
+        return await self.store.call(recent_retrains, limit)
 
     async def run(self) -> RetrainResult:
         """Train a candidate on corpus + feedback, gate it, swap it in if it passes, log the run."""

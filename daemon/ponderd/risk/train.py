@@ -22,11 +22,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
 from threadpoolctl import threadpool_limits
 
-from . import metrics, taxonomy
-from .cascade import CascadeModel
-from .corpus import Example, data_hash
-from .embed import Embedder
-from .model import SEVERITIES, RiskModel, digit_shape, with_cues
+from ponderd.risk import metrics, taxonomy
+from ponderd.risk.cascade import CascadeModel
+from ponderd.risk.corpus import Example, data_hash
+from ponderd.risk.embed import Embedder
+from ponderd.risk.model import SEVERITIES, RiskModel, digit_shape, with_cues
 
 FEEDBACK_WEIGHT = 3.0
 # The high threshold aims this far above the recall target on out-of-fold

@@ -1,0 +1,7 @@
+"""`python -m ponderd.cli`: the same as `ponderd`."""
+
+import sys
+
+from ponderd.cli import main
+
+sys.exit(main())

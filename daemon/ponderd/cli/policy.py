@@ -1,0 +1,109 @@
+"""`ponder policy check` (a local file), `ponder policy simulate` and `ponder calibrate` (they talk to a running daemon;
+their logic lives in planning/simulate.py and planning/calibrate.py, imported when run)."""
+
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+from typing import Any, Callable
+
+from ponder.cli_format import dump_json
+
+
+def policy_check(args: argparse.Namespace) -> int:
+    from ponderd.errors import PolicyError
+    from ponderd.planning.policy_file import load_policy
+    from ponderd.settings import SettingsError, load_settings
+
+    models = None
+    if args.config or os.environ.get("PONDER_CONFIG"):
+        # The daemon's config names the served models: check the levels' `model` against them.
+        try:
+            models = list(load_settings(pathlib.Path(args.config) if args.config else None).served_models)
+        except SettingsError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+    try:
+        policy = load_policy(pathlib.Path(args.file), models)
+    except PolicyError as exc:
+        if args.json:
+            dump_json({"file": args.file, "ok": False, "problems": exc.problems})
+        for problem in exc.problems:
+            print(f"{exc.path}: {problem}", file=sys.stderr)
+        return 1
+    if args.json:
+        dump_json({"file": args.file, "ok": True, "version": policy.version, "levels": [lvl.name for lvl in policy.levels]})
+        return 0
+    levels = ", ".join(lvl.name for lvl in policy.levels)
+    print(f"{args.file}: ok (version {policy.version}; levels {levels}; {len(policy.tenants)} tenant table(s); "
+          f"{len(policy.overrides)} override(s))")
+    return 0
+
+
+def calibrate(args: argparse.Namespace) -> int:
+    from ponderd.planning.calibrate import main
+
+    return main(args)
+
+
+def policy_simulate(args: argparse.Namespace) -> int:
+    from ponderd.planning.simulate import main
+
+    return main(args)
+
+
+def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]) -> None:
+    policy = sub.add_parser("policy", help="check a policy file; replay logged requests under a candidate",
+                            description="Policy files.")
+    pol = policy.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = pol.add_parser("check", help="validate a policy file without a daemon", description="Validate a policy file; print every problem.")
+    p.add_argument("file")
+    p.add_argument("--config", help="the daemon's config file, to check the levels' models against it (default: $PONDER_CONFIG)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (problems too)")
+    p.set_defaults(handler=policy_check)
+
+    p = pol.add_parser(
+        "simulate", help="replay logged requests under a candidate policy: projected spend and accuracy",
+        description="Plan every logged request in a window again under a candidate policy, and compare its spend "
+        "(and, with a profile, its accuracy) with what happened. Figures marked ~ are estimates. Needs an admin key.",
+    )
+    p.add_argument("candidate", metavar="CANDIDATE.toml", help="the policy file to try")
+    p.add_argument("--since", default="7d", help="the window's start: 7d, 24h, yesterday or an ISO date (default 7d)")
+    p.add_argument("--profile", help="accuracy profile from `ponder calibrate` (accuracy columns and token estimates)")
+    p.add_argument("--tenant", help="only this tenant's requests (default: all)")
+    p.add_argument("--limit", type=int, default=100000, help="replay at most this many records, newest first (default 100000)")
+    p.add_argument("--n-ctx", type=int, default=32768, help="model context to plan against (default 32768)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--timeout", type=float, default=None, help="seconds to wait for the daemon")
+    connection(p)
+    p.set_defaults(handler=policy_simulate)
+
+    p = sub.add_parser(
+        "calibrate", help="measure each level's accuracy and cost on a verifiable dataset: the accuracy profile",
+        description="Ask a running daemon every item of DATA.jsonl at every level (the level hint), check each "
+        "voted answer here against the item's checker, and write the accuracy profile (OUT), the results "
+        "(OUT.results.jsonl, resumable), a table and an accuracy-vs-cost plot. DATA lines: "
+        '{"id": "q1", "text": "...", "check": {"number": 42}, "severity": "high", "needs_reasoning": true}; '
+        'checks: {"number": N}, {"regex": "..."}, {"choice": "B"}, {"any_of": ["..."]}.',
+    )
+    p.add_argument("data", metavar="DATA.jsonl", help="the verifiable dataset")
+    p.add_argument("--out", default="profile.json", help="the profile to write (default profile.json)")
+    p.add_argument("--levels", help="levels to measure, comma-separated (default: every level the token's tenant may use, "
+                   "read from --policy)")
+    p.add_argument("--policy", help="the daemon's policy file, for the default levels (default: the file the daemon "
+                   "on this host reads: PONDER_POLICY_FILE or its config); its version must match the daemon's")
+    p.add_argument("--seed", type=int, default=0, help="base of the per-item seeds (default 0)")
+    p.add_argument("--concurrency", type=int, default=1, help="requests in flight at once (default 1)")
+    p.add_argument("--restart", action="store_true", help="discard earlier results in OUT.results.jsonl")
+    p.add_argument("--no-answer-format", dest="format_hint", action="store_false",
+                   help="vote by each level's answer format, not the checker's (number, choice, phrase)")
+    p.add_argument("--slices", action="store_true", help="show accuracy by severity and reasoning under each level")
+    p.add_argument("--plot", help="the accuracy-vs-cost PNG to write (default OUT with .png)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--timeout", type=float, default=None, help="seconds to wait for each request")
+    connection(p)
+    p.set_defaults(handler=calibrate)

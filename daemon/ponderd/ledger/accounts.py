@@ -1,0 +1,66 @@
+"""The ledger's admin seams: tenants, API keys, spend reports, feedback, and the maintenance jobs (Protocols).
+
+The Admin service, the Ponder service's Feedback and the scheduled jobs use
+these; the request path's own seams are `Budgets` (budgets.py) and
+`Idempotency` (idempotency.py). SQLite implements all of them today
+(ledger/sqlite/accounts.py); a second backend implements the same Protocols.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol
+
+from ponderd.ledger.types import BalanceView
+
+
+class Accounts(Protocol):
+    """Tenants, keys, spend and feedback; every change that touches keys or tenants refreshes the keyring."""
+
+    async def create_tenant(self, name: str, budget_micros: int, window: str) -> tuple[BalanceView, str, str]:
+        """Create the tenant and its first key in one transaction; return (balance, key_id, token)."""
+
+    async def balances(self) -> list[BalanceView]:
+        """Every tenant's balance in its current window."""
+
+    async def set_enabled(self, name: str, enabled: bool) -> BalanceView:
+        """Enable or disable a tenant (a disabled tenant's keys are refused)."""
+
+    async def set_budget(self, name: str, budget_micros: int, window: str | None) -> BalanceView:
+        """Change a tenant's budget, and its window when one is given."""
+
+    async def issue_key(self, tenant: str | None, scope: str, label: str) -> tuple[str, str]:
+        """A new key for a tenant (or an admin key, tenant None); return (key_id, token). Only its hash is kept."""
+
+    async def revoke_key(self, key_id: str) -> None:
+        """Revoke a key at once."""
+
+    async def list_keys(self, tenant: str | None) -> list[dict[str, Any]]:
+        """Keys (never secrets): key_id, tenant, scope, label, created_at, revoked_at."""
+
+    async def spend_totals(self, since: datetime, until: datetime, tenant: str | None) -> list[dict[str, Any]]:
+        """Requests, tokens and cost per tenant and status between two instants."""
+
+    async def spend_records(
+        self, since: datetime, until: datetime, tenant: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """The spend records between two instants, newest first."""
+
+    async def record_feedback(
+        self, tenant: str, request_id: str, correct: bool | None, true_severity: str | None,
+        true_needs_reasoning: bool | None, comment: str,
+    ) -> str:
+        """Keep feedback on the tenant's own request (with its prompt); return the feedback id."""
+
+
+class Maintenance(Protocol):
+    """What the scheduled jobs ask of the ledger."""
+
+    async def renew_windows(self) -> list[str]:
+        """Start a new window for every tenant whose window ended; return their names."""
+
+    async def settle_orphans(self, live: set[str], created_before: datetime) -> list[str]:
+        """Settle, at their reserved worst case, reservations no live request owns; return their request ids."""
+
+    async def prune_prompts(self, cutoff: datetime) -> Any:
+        """Drop prompts, feedback texts and answers older than `cutoff`; return what was dropped (with `summary`)."""

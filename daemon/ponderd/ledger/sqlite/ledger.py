@@ -1,0 +1,262 @@
+"""Budgets: windows, reservations and settlement, each one SQLite transaction.
+
+Invariant, per tenant and window: spent + reserved <= budget whenever a
+reservation is taken, and a settlement never charges more than was reserved.
+So no interleaving of requests can overspend. Amounts are whole micro-credits.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any, Sequence
+from zoneinfo import ZoneInfo
+
+from sqlite_utils import Database
+
+from ponderd.errors import AlreadyExists, BudgetExhausted, NotFound, QuotaDetail
+from ponderd.ledger.types import (
+    BalanceView,
+    Candidate,
+    SpendRow,
+    iso,
+    parse_iso,
+    to_credits,
+    window_end,
+    window_start,
+)
+
+
+class Ledger:
+    """Budget operations; every method runs on the store's owner thread (first argument: the db)."""
+
+    def __init__(self, zone: ZoneInfo) -> None:
+        self.zone = zone
+
+    # tenants ---------------------------------------------------------------
+
+    def create_tenant(self, db: Database, name: str, budget_micros: int, window: str, now: datetime) -> BalanceView:
+        with db.atomic():
+            if db["tenants"].count_where("name = ?", [name]):
+                raise AlreadyExists(f"tenant {name!r} exists already; pick another name or use 'admin budget set'")
+            db.table("tenants").insert(
+                {
+                    "name": name,
+                    "enabled": 1,
+                    "budget_micros": budget_micros,
+                    "window": window,
+                    "window_start": iso(window_start(now, window, self.zone)),
+                    "spent_micros": 0,
+                    "reserved_micros": 0,
+                    "created_at": iso(now),
+                }
+            )
+        return self.balance(db, name, now)
+
+    def tenant_exists(self, db: Database, name: str) -> bool:
+        return bool(db["tenants"].count_where("name = ?", [name]))
+
+    def set_budget(self, db: Database, name: str, budget_micros: int, window: str | None, now: datetime) -> BalanceView:
+        with db.atomic():
+            row = self._row(db, name)
+            changes: dict[str, Any] = {"budget_micros": budget_micros}
+            if window and window != row["window"]:
+                changes["window"] = window
+                changes["window_start"] = iso(window_start(now, window, self.zone))
+                changes["spent_micros"] = 0
+            db.table("tenants").update(name, changes)
+        return self.balance(db, name, now)
+
+    def set_enabled(self, db: Database, name: str, enabled: bool, now: datetime) -> BalanceView:
+        self._row(db, name)
+        db.table("tenants").update(name, {"enabled": int(enabled)})
+        return self.balance(db, name, now)
+
+    def balances(self, db: Database, now: datetime) -> list[BalanceView]:
+        names = [r["name"] for r in db.query("SELECT name FROM tenants ORDER BY name")]
+        return [self.balance(db, n, now) for n in names]
+
+    def balance(self, db: Database, name: str, now: datetime) -> BalanceView:
+        """The tenant's budget as of `now`, rolling its window forward first if it has ended."""
+        with db.atomic():
+            row = self._roll(db, self._row(db, name), now)
+        return self._view(row)
+
+    # reservations ----------------------------------------------------------
+
+    def reserve_first_fitting(
+        self,
+        db: Database,
+        tenant: str,
+        request_id: str,
+        candidates: Sequence[Candidate],
+        now: datetime,
+        context: dict[str, Any] | None = None,
+    ) -> int:
+        """Reserve the first candidate whose worst case fits the remaining budget; return its index.
+
+        `context` (the assessment) is kept with the reservation, so a request
+        interrupted by a crash can still be logged in full when it is recovered.
+        """
+        with db.atomic():
+            row = self._roll(db, self._row(db, tenant), now)
+            remaining = row["budget_micros"] - row["spent_micros"] - row["reserved_micros"]
+            for index, cand in enumerate(candidates):
+                if cand.worst_case_micros <= remaining:
+                    db.table("reservations").insert(
+                        {
+                            "request_id": request_id,
+                            "tenant": tenant,
+                            "amount_micros": cand.worst_case_micros,
+                            "created_at": iso(now),
+                            "plan": json.dumps({"plan": cand.to_json(), **(context or {})}),
+                        }
+                    )
+                    db.execute(
+                        "UPDATE tenants SET reserved_micros = reserved_micros + ? WHERE name = ?",
+                        [cand.worst_case_micros, tenant],
+                    )
+                    return index
+        cheapest = min(c.worst_case_micros for c in candidates)
+        end = window_end(parse_iso(row["window_start"]), row["window"], self.zone)
+        raise BudgetExhausted(
+            f"tenant {tenant!r} has {to_credits(max(remaining, 0)):.6f} credits left in this {row['window']}, "
+            f"the cheapest allowed plan needs {to_credits(cheapest):.6f}; the budget renews at {iso(end)} "
+            "(or ask an admin to raise it)",
+            QuotaDetail(tenant, cheapest, max(remaining, 0), iso(end)),
+        )
+
+    def settle(self, db: Database, row: SpendRow, prompt_text: str | None) -> int:
+        """Release the reservation, charge the actual cost (never above it), write the spend record.
+
+        Idempotent by request id: settling a request that is settled already
+        changes nothing and returns what it was charged, so a retry after a
+        fault (did the first attempt commit?) can never charge twice.
+        """
+        with db.atomic():
+            res = db.execute(
+                "SELECT tenant, amount_micros FROM reservations WHERE request_id = ?", [row.request_id]
+            ).fetchone()
+            if res is None:
+                done = db.execute("SELECT cost_micros FROM spend WHERE request_id = ?", [row.request_id]).fetchone()
+                if done is not None:
+                    return int(done[0])
+                raise NotFound(f"no reservation for request {row.request_id}")
+            reserved = res[1]
+            charged = min(row.cost_micros, reserved)
+            tenant = self._roll(db, self._row(db, row.tenant), parse_iso(row.at))
+            db.execute("DELETE FROM reservations WHERE request_id = ?", [row.request_id])
+            db.execute(
+                "UPDATE tenants SET reserved_micros = reserved_micros - ?, spent_micros = spent_micros + ? "
+                "WHERE name = ?",
+                [reserved, charged, row.tenant],
+            )
+            record = asdict(row) | {
+                "cost_micros": charged,
+                "reserved_micros": reserved,
+                "window_start": tenant["window_start"],
+                "needs_reasoning": int(row.needs_reasoning),
+                "model_needs_reasoning": int(row.model_needs_reasoning),
+            }
+            db.table("spend").insert(record)
+            if prompt_text is not None:
+                db.table("prompts").insert({"request_id": row.request_id, "at": row.at, "text": prompt_text})
+        return charged
+
+    def record_refusal(self, db: Database, row: SpendRow) -> None:
+        """Log a request refused before any reservation (e.g. budget exhausted): zero cost."""
+        record = asdict(row) | {
+            "reserved_micros": 0,
+            "cost_micros": 0,
+            "window_start": self._row(db, row.tenant)["window_start"],
+            "needs_reasoning": int(row.needs_reasoning),
+            "model_needs_reasoning": int(row.model_needs_reasoning),
+        }
+        # A retried refusal whose first write did commit stays one record.
+        db.table("spend").insert(record, ignore=True)
+
+    def status_of(self, db: Database, request_id: str) -> str | None:
+        """The status of the request's spend record ("ok", "failed", ...); None when it has none (yet)."""
+        row = db.execute("SELECT status FROM spend WHERE request_id = ?", [request_id]).fetchone()
+        return None if row is None else str(row[0])
+
+    def open_reservations(self, db: Database) -> list[dict[str, Any]]:
+        return list(db.query("SELECT * FROM reservations ORDER BY created_at"))
+
+    def settle_orphans(self, db: Database, live: set[str], created_before: datetime, now: datetime) -> list[str]:
+        """Settle reservations no running request owns (left by a crash) at their full amount.
+
+        What they used is unknown, and charging the reserved worst case is the
+        only choice that can never undercount; each gets an 'interrupted' record.
+        """
+        settled = []
+        for res in self.open_reservations(db):
+            if res["request_id"] in live or parse_iso(res["created_at"]) >= created_before:
+                continue
+            ctx = json.loads(res["plan"])
+            plan, a = ctx.get("plan", {}), ctx.get("assessment", {})
+            row = SpendRow(
+                request_id=res["request_id"], tenant=res["tenant"], at=iso(now),
+                severity=a.get("severity", "high"), needs_reasoning=bool(a.get("needs_reasoning", True)),
+                model_severity=a.get("model_severity", "high"),
+                model_needs_reasoning=bool(a.get("model_needs_reasoning", True)),
+                risk_model=a.get("risk_model", ""), policy_version=plan.get("policy_version", ""),
+                level=plan.get("level", ""), thinking_cap=plan.get("thinking_tokens", 0),
+                answer_cap=plan.get("answer_tokens", 0), samples_planned=plan.get("samples", 0),
+                prompt_tokens=0, thinking_tokens=0, answer_tokens=0, forced_tokens=0,
+                samples_run=0, samples_stopped=0, cost_micros=res["amount_micros"], latency_ms=0,
+                status="interrupted", error="the daemon stopped before this request settled; charged its reservation",
+            )
+            self.settle(db, row, None)
+            settled.append(res["request_id"])
+        return settled
+
+    # windows ---------------------------------------------------------------
+
+    def renew_windows(self, db: Database, now: datetime) -> list[str]:
+        """Start a new window for every tenant whose window has ended; return their names."""
+        renewed = []
+        with db.atomic():
+            for row in list(db.query("SELECT * FROM tenants ORDER BY name")):
+                if self._roll(db, row, now)["window_start"] != row["window_start"]:
+                    renewed.append(row["name"])
+        return renewed
+
+    # helpers ---------------------------------------------------------------
+
+    def _row(self, db: Database, name: str) -> dict[str, Any]:
+        row = db.execute("SELECT * FROM tenants WHERE name = ?", [name]).fetchone()
+        if row is None:
+            raise NotFound(f"no tenant named {name!r}; 'ponder admin tenant list' shows them")
+        cols = [d[0] for d in db.execute("SELECT * FROM tenants LIMIT 0").description]
+        return dict(zip(cols, row))
+
+    def _roll(self, db: Database, row: dict[str, Any], now: datetime) -> dict[str, Any]:
+        """Move the tenant into the window holding `now` if its window has ended.
+
+        Spending restarts at zero; open reservations carry over, since their
+        requests are still running and will settle into the new window.
+        """
+        start = parse_iso(row["window_start"])
+        if now < window_end(start, row["window"], self.zone):
+            return row
+        new_start = iso(window_start(now, row["window"], self.zone))
+        db.execute(
+            "UPDATE tenants SET window_start = ?, spent_micros = 0 WHERE name = ?", [new_start, row["name"]]
+        )
+        return row | {"window_start": new_start, "spent_micros": 0}
+
+    def _view(self, row: dict[str, Any]) -> BalanceView:
+        start = parse_iso(row["window_start"])
+        return BalanceView(
+            tenant=row["name"],
+            enabled=bool(row["enabled"]),
+            budget_micros=row["budget_micros"],
+            spent_micros=row["spent_micros"],
+            reserved_micros=row["reserved_micros"],
+            window=row["window"],
+            window_start=start,
+            window_end=window_end(start, row["window"], self.zone),
+            created_at=parse_iso(row["created_at"]),
+        )

@@ -1,0 +1,1 @@
+"""One request's path: validate, assess, plan, reserve, generate, vote, stop, refine, settle (pipeline.py)."""

@@ -1,0 +1,61 @@
+"""Request fields checked at the boundary, before anything acts on them.
+
+What a message's type cannot say (a finite max_cost, no NUL in text the model
+reads, a time a datetime can hold) is checked here, in one place, so every
+handler refuses the same input the same way: InvalidRequest, saying what to
+change. Checks that depend on the tenant's policy (which hints, how many
+samples) stay with the planner (`planner.check_hints`).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from ponder.v1 import ponder_pb2
+from ponderd.errors import InvalidRequest
+from ponderd.ledger.idempotency import check_key
+
+# The range google.protobuf.Timestamp defines (0001-01-01 to 9999-12-31 UTC),
+# which is also what a Python datetime can hold.
+MIN_SECONDS = -62_135_596_800
+MAX_SECONDS = 253_402_300_799
+
+
+def ask_request(request: ponder_pb2.AskRequest | ponder_pb2.AskStreamRequest | ponder_pb2.QuoteRequest) -> None:
+    """Refuse an Ask/AskStream/Quote request the pipeline must not see."""
+    # The tokenizer and llama.cpp take C strings: a NUL would cut the text short
+    # (and a prompt of NULs only would pass as non-empty).
+    _no_nul(request.prompt, "prompt")
+    _no_nul(request.system, "system")
+    if not request.prompt.strip():
+        raise InvalidRequest("the prompt is empty: put the question in 'prompt'")
+    max_cost = request.hints.max_cost
+    if not math.isfinite(max_cost):
+        raise InvalidRequest(
+            f"hints.max_cost must be a finite number of credits (0 means no limit), not {max_cost}"
+        )
+    if max_cost < 0:
+        raise InvalidRequest(f"hints.max_cost must be >= 0 (0 means no limit), not {max_cost}")
+    if not isinstance(request, ponder_pb2.QuoteRequest):
+        check_key(request.idempotency_key)
+
+
+def instant(ts: Timestamp, name: str) -> datetime:
+    """A request's Timestamp as an aware UTC datetime, refusing one outside Timestamp's range."""
+    if not MIN_SECONDS <= ts.seconds <= MAX_SECONDS:
+        raise InvalidRequest(
+            f"{name} must be between 0001-01-01 and 9999-12-31 UTC (seconds from "
+            f"{MIN_SECONDS} to {MAX_SECONDS}), not seconds={ts.seconds}"
+        )
+    if not 0 <= ts.nanos < 1_000_000_000:
+        raise InvalidRequest(f"{name}.nanos must be from 0 to 999999999, not {ts.nanos}")
+    return ts.ToDatetime(tzinfo=timezone.utc)
+
+
+def _no_nul(text: str, name: str) -> None:
+    at = text.find("\0")
+    if at >= 0:
+        raise InvalidRequest(f"{name} contains a NUL byte (\\x00) at character {at}: remove it")

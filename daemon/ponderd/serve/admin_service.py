@@ -1,0 +1,232 @@
+"""The Admin service: tenants, keys, budgets, spend, policy, risk model. Admin keys only."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import re
+from datetime import datetime
+from typing import Any, Awaitable, Callable, overload
+from zoneinfo import ZoneInfo
+
+import grpc
+
+from ponder.v1 import admin_pb2, admin_pb2_grpc
+from ponderd.clock import Clock
+from ponderd.errors import InvalidRequest, PonderError
+from ponderd.ledger import types as ledger
+from ponderd.ledger.accounts import Accounts
+from ponderd.ledger.budgets import Budgets
+from ponderd.ledger.types import WINDOWS, to_credits, to_micros
+from ponderd.planning.assessment import adjust
+from ponderd.planning.policy import Policy
+from ponderd.planning.policy_file import PolicyHolder
+from ponderd.request import validate
+from ponderd.risk import Classifier, ClassifierHolder
+from ponderd.serve import convert
+from ponderd.serve.boundary import rpc, status_code
+from ponderd.serve.jobs import Jobs
+from ponderd.serve.logs import audit
+
+TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+
+
+def _name(name: str) -> str:
+    if not TENANT_NAME.fullmatch(name):
+        raise InvalidRequest(
+            f"tenant name {name!r} is not valid: use 1-63 lowercase letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def _budget(amount: float) -> int:
+    if not amount >= 0 or amount > 1e12:
+        raise InvalidRequest(f"budget must be a number from 0 to 1e12 credits, not {amount}")
+    return to_micros(amount)
+
+
+@overload
+def _window(window: str, default: str) -> str: ...
+@overload
+def _window(window: str, default: None) -> str | None: ...
+def _window(window: str, default: str | None) -> str | None:
+    if not window:
+        return default
+    if window not in WINDOWS:
+        raise InvalidRequest(f"window must be one of {', '.join(WINDOWS)}, not {window!r}")
+    return window
+
+
+def audited(action: str, fields: Callable[[Any, Any], dict[str, Any]]) -> Callable[..., Any]:
+    """Write one `ponder.audit` line per call, done or refused: action, acting key, target, outcome.
+
+    `fields(request, response)` names the target (response is None when the
+    call failed); it must never return a token.
+    """
+
+    def wrap(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(method)
+        async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                response = await method(self, request, context)
+            except PonderError as exc:
+                audit(action, status_code(exc).name, **fields(request, None))
+                raise
+            except Exception:
+                audit(action, "INTERNAL", **fields(request, None))
+                raise
+            audit(action, "OK", **fields(request, response))
+            return response
+
+        return handler
+
+    return wrap
+
+
+class AdminService(admin_pb2_grpc.AdminServiceServicer):
+    def __init__(
+        self, *, accounts: Accounts, budgets: Budgets, policies: PolicyHolder, classifier: ClassifierHolder,
+        clock: Clock, zone: ZoneInfo, jobs: Jobs, reload: Callable[[], tuple[Policy, Classifier]],
+        retrains: Callable[[int], Awaitable[list[dict[str, Any]]]],
+    ) -> None:
+        self.accounts, self.budgets, self.retrains = accounts, budgets, retrains
+        self.policies, self.classifier, self.clock, self.jobs = policies, classifier, clock, jobs
+        # Days start at midnight here (spend totals without a window).
+        self.zone = zone
+        # Re-reads the policy and the risk model, both or neither (Daemon.reload).
+        self.reload = reload
+
+    @property
+    def _currency(self) -> str:
+        return self.policies.current().currency
+
+    @rpc
+    @audited("create_tenant", lambda q, r: {"tenant": q.name, "budget": q.budget, "new_key_id": r.key_id if r else "-"})
+    async def CreateTenant(self, request: admin_pb2.CreateTenantRequest, context: grpc.aio.ServicerContext) -> admin_pb2.CreateTenantResponse:
+        name, budget, window = _name(request.name), _budget(request.budget), _window(request.window, "day")
+        view, key_id, token = await self.accounts.create_tenant(name, budget, window)
+        return admin_pb2.CreateTenantResponse(tenant=convert.tenant(view, self._currency), token=token, key_id=key_id)
+
+    @rpc
+    async def ListTenants(self, request: admin_pb2.ListTenantsRequest, context: grpc.aio.ServicerContext) -> admin_pb2.ListTenantsResponse:
+        views = await self.accounts.balances()
+        return admin_pb2.ListTenantsResponse(tenants=[convert.tenant(v, self._currency) for v in views])
+
+    @rpc
+    @audited("set_enabled", lambda q, r: {"tenant": q.name, "enabled": q.enabled})
+    async def SetTenantEnabled(self, request: admin_pb2.SetTenantEnabledRequest, context: grpc.aio.ServicerContext) -> admin_pb2.SetTenantEnabledResponse:
+        view = await self.accounts.set_enabled(request.name, request.enabled)
+        return admin_pb2.SetTenantEnabledResponse(tenant=convert.tenant(view, self._currency))
+
+    @rpc
+    @audited("set_budget", lambda q, r: {"tenant": q.name, "budget": q.budget, "window": q.window or "-"})
+    async def SetBudget(self, request: admin_pb2.SetBudgetRequest, context: grpc.aio.ServicerContext) -> admin_pb2.SetBudgetResponse:
+        view = await self.accounts.set_budget(request.name, _budget(request.budget), _window(request.window, None))
+        return admin_pb2.SetBudgetResponse(tenant=convert.tenant(view, self._currency))
+
+    @rpc
+    @audited("issue_key", lambda q, r: {"tenant": q.tenant or "-", "scope": q.scope, "new_key_id": r.key_id if r else "-"})
+    async def IssueKey(self, request: admin_pb2.IssueKeyRequest, context: grpc.aio.ServicerContext) -> admin_pb2.IssueKeyResponse:
+        scope = request.scope or "tenant"
+        if scope not in ("tenant", "admin"):
+            raise InvalidRequest(f"scope must be 'tenant' or 'admin', not {scope!r}")
+        if scope == "tenant" and not request.tenant:
+            raise InvalidRequest("name the tenant the key is for (or use scope 'admin')")
+        key_id, token = await self.accounts.issue_key(request.tenant or None, scope, request.label)
+        return admin_pb2.IssueKeyResponse(key_id=key_id, token=token)
+
+    @rpc
+    @audited("revoke_key", lambda q, r: {"revoked_key_id": q.key_id})
+    async def RevokeKey(self, request: admin_pb2.RevokeKeyRequest, context: grpc.aio.ServicerContext) -> admin_pb2.RevokeKeyResponse:
+        await self.accounts.revoke_key(request.key_id)
+        return admin_pb2.RevokeKeyResponse()
+
+    @rpc
+    async def ListKeys(self, request: admin_pb2.ListKeysRequest, context: grpc.aio.ServicerContext) -> admin_pb2.ListKeysResponse:
+        rows = await self.accounts.list_keys(request.tenant or None)
+        return admin_pb2.ListKeysResponse(
+            keys=[
+                admin_pb2.Key(
+                    key_id=r["key_id"], tenant=r["tenant"] or "", scope=r["scope"], label=r["label"],
+                    created_at=convert.timestamp(ledger.parse_iso(r["created_at"])), revoked=r["revoked_at"] is not None,
+                )
+                for r in rows
+            ]
+        )
+
+    @rpc
+    async def SpendReport(self, request: admin_pb2.SpendReportRequest, context: grpc.aio.ServicerContext) -> admin_pb2.SpendReportResponse:
+        now = self.clock.now()
+        tenant = request.tenant or None
+        until = validate.instant(request.until, "until") if request.HasField("until") else now
+        if request.HasField("since"):
+            since = validate.instant(request.since, "since")
+        elif tenant:
+            since = (await self.budgets.balance(tenant)).window_start
+        else:
+            since = ledger.window_start(now, "day", self.zone)
+        if since >= until:
+            raise InvalidRequest("since must be before until")
+        totals = await self.accounts.spend_totals(since, until, tenant)
+        lines: dict[str, admin_pb2.SpendLine] = {}
+        for row in totals:
+            line = lines.setdefault(row["tenant"], admin_pb2.SpendLine(tenant=row["tenant"]))
+            line.requests += row["requests"]
+            line.prompt_tokens += row["prompt_tokens"]
+            line.thinking_tokens += row["thinking_tokens"]
+            line.answer_tokens += row["answer_tokens"]
+            line.cost += to_credits(row["cost_micros"])
+            line.by_status[row["status"]] = row["requests"]
+        records = []
+        if request.records:
+            rows = await self.accounts.spend_records(since, until, tenant, request.limit or 100)
+            records = [convert.spend_record(r) for r in rows]
+        return admin_pb2.SpendReportResponse(
+            lines=list(lines.values()), records=records, since=convert.timestamp(since), until=convert.timestamp(until)
+        )
+
+    @rpc
+    @audited("reload", lambda q, r: {"policy": r.policy_version if r else "-", "risk_model": r.model_version if r else "-"})
+    async def ReloadPolicy(self, request: admin_pb2.ReloadPolicyRequest, context: grpc.aio.ServicerContext) -> admin_pb2.ReloadPolicyResponse:
+        policy, model = await asyncio.to_thread(self.reload)
+        return admin_pb2.ReloadPolicyResponse(policy_version=policy.version, path=policy.path, model_version=model.version)
+
+    @rpc
+    async def Explain(self, request: admin_pb2.ExplainRequest, context: grpc.aio.ServicerContext) -> admin_pb2.ExplainResponse:
+        if not request.text.strip():
+            raise InvalidRequest("text is empty: send the query to explain")
+        score = self.classifier.current().score(request.text, explain=True)
+        assessment = adjust(score, self.policies.current(), request.tenant or None, request.text, None)
+        return admin_pb2.ExplainResponse(assessment=convert.assessment(assessment))
+
+    @rpc
+    @audited("run_job", lambda q, r: {"job": q.name})
+    async def RunJob(self, request: admin_pb2.RunJobRequest, context: grpc.aio.ServicerContext) -> admin_pb2.RunJobResponse:
+        return admin_pb2.RunJobResponse(summary=await self.jobs.run(request.name))
+
+    @rpc
+    async def RiskStatus(self, request: admin_pb2.RiskStatusRequest, context: grpc.aio.ServicerContext) -> admin_pb2.RiskStatusResponse:
+        model = self.classifier.current()
+        rows = await self.retrains(50)
+        return admin_pb2.RiskStatusResponse(
+            model_version=model.version,
+            metrics=_floats(getattr(model, "manifest", {}).get("metrics", {})),
+            retrains=[
+                admin_pb2.Retrain(
+                    at=convert.timestamp(datetime.fromisoformat(r["at"])),
+                    candidate_version=r["candidate_version"],
+                    accepted=bool(r["accepted"]),
+                    reason=r["reason"],
+                    candidate_metrics=_floats(json.loads(r["candidate_metrics"])),
+                    incumbent_metrics=_floats(json.loads(r["incumbent_metrics"])),
+                    feedback_used=r["feedback_used"],
+                )
+                for r in rows
+            ],
+        )
+
+
+def _floats(d: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in d.items() if isinstance(v, (int, float))}

@@ -1,0 +1,157 @@
+"""The one place that chooses concrete classes and wires the daemon together."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from sqlite_utils import Database
+
+from ponderd.clock import Clock, SystemClock
+from ponderd.engine import Engine
+from ponderd.ledger import keys
+from ponderd.ledger.sqlite import keys as sqlite_keys
+from ponderd.ledger.sqlite.accounts import SqliteAccounts
+from ponderd.ledger.sqlite.budgets import SqliteBudgets
+from ponderd.ledger.sqlite.idempotency import IdempotencyKeys
+from ponderd.ledger.sqlite.ledger import Ledger
+from ponderd.ledger.sqlite.store import Store
+from ponderd.ledger.types import to_micros
+from ponderd.planning.accuracy import AccuracyEstimates, UpdateResult
+from ponderd.planning.policy import Policy
+from ponderd.planning.policy_file import PolicyHolder
+from ponderd.request.models import ServedModels
+from ponderd.request.pipeline import Pipeline
+from ponderd.risk import Classifier, ClassifierHolder
+from ponderd.risk.retrain import Retrainer
+from ponderd.serve.jobs import Jobs, Schedules
+from ponderd.serve.telemetry import MeteredBudgets, NullTelemetry, Telemetry, TimedClassifiers
+from ponderd.serve.telemetry import create as create_telemetry
+from ponderd.settings import Settings
+
+log = logging.getLogger("ponder")
+
+QUICKSTART_TENANT = "local"
+
+
+@dataclass
+class Daemon:
+    settings: Settings
+    clock: Clock
+    store: Store
+    ledger: Ledger
+    budgets: SqliteBudgets
+    keyring: keys.Keyring
+    # Tenants, keys, spend, feedback and the jobs' SQL (ledger/accounts.py's Protocols).
+    accounts: SqliteAccounts
+    policies: PolicyHolder
+    classifier: ClassifierHolder
+    engine: ServedModels
+    pipeline: Pipeline
+    retrainer: Retrainer
+    jobs: Jobs
+    # Idempotency keys of Ask/AskStream (idempotency.py), handed to the Ponder service and the jobs.
+    keys: IdempotencyKeys
+    telemetry: Telemetry = field(default_factory=NullTelemetry)
+    accuracy: AccuracyEstimates = field(default_factory=AccuracyEstimates)
+
+    def open(self) -> None:
+        """Open the database, write first-run credentials, load keys, start the model, serve metrics."""
+        self.store.open()
+        self.store.call_sync(self._bootstrap)
+        self.store.call_sync(self.accuracy.load)
+        self.engine.start()
+        self.telemetry.watch(
+            self.engine.queue_depth,
+            # Running requests hold (or are about to take) one; waiting settlements keep theirs.
+            lambda: len(self.pipeline.live) + len(self.budgets.unsettled()),
+        )
+        self.telemetry.start()
+
+    def reload(self) -> tuple[Policy, Classifier]:
+        """Re-read the policy file and the risk model: both come into force, or neither does.
+
+        The classifier's lock is held throughout, so a retrain cannot install
+        a model between this reload's load and its swap (and be reverted by it).
+        """
+        with self.classifier.lock:
+            policy = self.policies.load()
+            model = self.classifier.load()
+            self.policies.swap(policy)
+            self.classifier.swap(model)
+        return policy, model
+
+    def close(self, free_model: bool = True) -> None:
+        """Stop the jobs and metrics, free the model (unless a request may still use it), close the database."""
+        self.jobs.shutdown()
+        self.telemetry.close()
+        if free_model:
+            self.engine.close()
+        self.store.close()
+
+    def _bootstrap(self, db: Database) -> None:
+        now = self.clock.now()
+        state = self.settings.state_dir
+        with db.atomic():
+            if not db["keys"].count_where("scope = 'admin' AND revoked_at IS NULL"):
+                _, token = sqlite_keys.issue_key(db, None, "admin", "first admin key", now)
+                keys.write_credential(state / "admin.token", token)
+                log.info("wrote the first admin key to %s (mode 0600)", state / "admin.token")
+            if self.settings.quickstart and not self.ledger.tenant_exists(db, QUICKSTART_TENANT):
+                s = self.settings
+                self.ledger.create_tenant(db, QUICKSTART_TENANT, to_micros(s.quickstart_budget), s.quickstart_window, now)
+                _, token = sqlite_keys.issue_key(db, QUICKSTART_TENANT, "tenant", "quickstart", now)
+                keys.write_credential(state / "local.token", token)
+                log.info("created tenant %r; its key is in %s (mode 0600)", QUICKSTART_TENANT, state / "local.token")
+        sqlite_keys.refresh(self.keyring, db)
+
+
+def build(settings: Settings, clock: Clock | None = None, engine: Engine | None = None) -> Daemon:
+    """Wire a daemon from settings. Nothing starts until `open`.
+
+    `engine` replaces the primary model's engine (tests); other models always get a llama.cpp engine.
+    """
+    clock = clock or SystemClock()
+    engines: dict[str, Engine] = {}
+    for name, model_settings in settings.served_models.items():
+        if engine is not None and name == settings.model.name:
+            engines[name] = engine
+            continue
+        from ponderd.engine.llama import LlamaEngine
+
+        engines[name] = LlamaEngine(model_settings, settings.max_queue)
+    models = ServedModels(engines, settings.model.name)
+    store = Store(settings.database)
+    ledger = Ledger(settings.zone)
+    budgets = SqliteBudgets(store, ledger, clock)
+    policies = PolicyHolder(settings.policy_file, models.names)
+    accuracy = AccuracyEstimates(settings.accuracy.prior_weight, settings.accuracy.min_new_outcomes)
+    classifier = ClassifierHolder(settings.state_dir, settings.risk.model_dir, settings.risk.second_view)
+    telemetry = create_telemetry(settings.metrics.listen)
+    # The pipeline sees metered wrappers; everything else uses the collaborators themselves.
+    pipeline = Pipeline(
+        policies, TimedClassifiers(classifier, telemetry),  # type: ignore[arg-type]
+        models, MeteredBudgets(budgets, telemetry, lambda: models.model_name), clock,
+        keep_prompts=settings.risk.keep_prompts_days > 0, planned=telemetry.planned,
+        accuracy=lambda: accuracy.current(policies.current().profile),
+    )
+    retrainer = Retrainer(classifier, store, clock, settings.risk.high_recall_target, settings.risk.retrain_cv_folds)
+    schedules = Schedules(settings.zone, settings.risk.retrain_schedule, settings.accuracy.update_schedule,
+                          settings.risk.keep_prompts_days)
+    # A settlement waiting for the disk may still turn its claim into an answered one.
+    idempotency = IdempotencyKeys(store, ledger, clock, settings.idempotency_hours, budgets.unsettled)
+    # Running requests, and settlements waiting for the disk, own their reservations: not orphans.
+    keyring = keys.Keyring()
+    accounts = SqliteAccounts(store, ledger, keyring, clock)
+
+    async def update_accuracy() -> UpdateResult:
+        return await store.call(accuracy.update, clock.now())
+
+    jobs = Jobs(
+        schedules, clock, accounts, lambda: set(pipeline.live) | budgets.unsettled(), retrainer, update_accuracy,
+        telemetry, idempotency,
+    )
+    return Daemon(
+        settings, clock, store, ledger, budgets, keyring, accounts, policies, classifier, models, pipeline, retrainer,
+        jobs, idempotency, telemetry=telemetry, accuracy=accuracy,
+    )

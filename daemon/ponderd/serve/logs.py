@@ -1,0 +1,150 @@
+"""The access log, the audit log and the JSON log format.
+
+`ponder.access`: one line per RPC (health checks and reflection aside) with its
+request id, tenant, acting key, method, effort level, status, cost and latency.
+`ponder.audit`: one line per admin action with the acting key id. Neither ever
+holds a prompt, an answer or a token: the fields are set by name (`note`), and
+no request or response is formatted into them.
+
+With `log_format = "json"` each line is one JSON object; the access and audit
+fields are keys of their own, so a log pipeline needs no parsing of messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import grpc
+
+from ponderd.serve.auth import OPEN_SERVICES, current_principal
+from ponderd.serve.telemetry import Telemetry
+
+access_log = logging.getLogger("ponder.access")
+audit_log = logging.getLogger("ponder.audit")
+
+# The access record of the RPC being handled; handlers add to it with `note`.
+_record: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("ponder_access")
+
+
+def note(**fields: Any) -> None:
+    """Add fields (request_id, level, cost) to the access line of the RPC being handled."""
+    record = _record.get(None)
+    if record is not None:
+        record.update(fields)
+
+
+def audit(action: str, outcome: str, **fields: Any) -> None:
+    """Log one admin action by the caller of the RPC being handled."""
+    who = current_principal()
+    entry = {"action": action, "key_id": who.key_id if who else "-", "outcome": outcome, **fields}
+    audit_log.info("%s", _pairs(entry), extra={"fields": {"audit": entry}})
+
+
+def _pairs(fields: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in fields.items())
+
+
+def _code(context: grpc.aio.ServicerContext, default: str) -> str:
+    code = context.code()
+    if code is None:
+        return default
+    return getattr(code, "name", str(code))
+
+
+class AccessInterceptor(grpc.aio.ServerInterceptor):
+    """Times every RPC, counts it in the metrics and writes its access line; outermost, so refusals count."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Any], details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(OPEN_SERVICES):
+            return handler
+        method = details.method.rsplit("/", 1)[-1]
+
+        if handler.unary_unary:
+            inner = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                record, started, code = self._begin(context), time.perf_counter(), "OK"
+                try:
+                    return await inner(request, context)
+                except asyncio.CancelledError:
+                    code = "CANCELLED"
+                    raise
+                except BaseException:
+                    code = _code(context, "UNKNOWN")
+                    raise
+                finally:
+                    self._end(method, record, code, started)
+
+            return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
+        if handler.unary_stream:
+            inner_stream = handler.unary_stream
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                record, started, code = self._begin(context), time.perf_counter(), "OK"
+                try:
+                    async for item in inner_stream(request, context):
+                        yield item
+                except (asyncio.CancelledError, GeneratorExit):
+                    code = "CANCELLED"
+                    raise
+                except BaseException:
+                    code = _code(context, "UNKNOWN")
+                    raise
+                finally:
+                    self._end(method, record, code, started)
+
+            return grpc.unary_stream_rpc_method_handler(stream, handler.request_deserializer, handler.response_serializer)
+        return handler
+
+    @staticmethod
+    def _begin(context: grpc.aio.ServicerContext) -> dict[str, Any]:
+        # The peer is read now, while the call is alive: grpc's aio context can crash
+        # the process when asked after a streaming call was cancelled.
+        record: dict[str, Any] = {"peer": context.peer() or "-"}
+        _record.set(record)
+        return record
+
+    def _end(self, method: str, record: dict[str, Any], code: str, started: float) -> None:
+        seconds = time.perf_counter() - started
+        self.telemetry.rpc(method, code, seconds)
+        who = current_principal()
+        entry = {
+            "request_id": record.get("request_id", "-"),
+            "tenant": (who.tenant if who else None) or "-",
+            "key_id": who.key_id if who else "-",
+            "method": method,
+            "level": record.get("level", "-"),
+            "status": code,
+            "cost": f"{record['cost']:.6f}" if "cost" in record else "-",
+            "latency_ms": int(seconds * 1000),
+            "peer": record["peer"],
+        }
+        access_log.info("%s", _pairs(entry), extra={"fields": {"access": entry}})
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the access or audit fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        out.update(getattr(record, "fields", None) or {})
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
