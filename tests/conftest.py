@@ -241,3 +241,22 @@ def node_or_skip() -> str:
             pytest.fail("node or clients/node/node_modules is missing: `make tools` runs npm ci there")
         pytest.skip("needs node and `make tools` (npm ci in clients/node)")
     return node
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """One throwaway PostgreSQL server for the session (tests/postgres.py); skips only without server binaries."""
+    import postgres
+
+    try:
+        server = postgres.start_server()
+    except FileNotFoundError as exc:
+        pytest.skip(f"PostgreSQL: {exc}")
+    yield server
+    postgres.remove(server)
+
+
+@pytest.fixture
+def pg_dsn(pg_server: Any) -> str:
+    """A fresh database on the session's PostgreSQL server."""
+    return pg_server.database()

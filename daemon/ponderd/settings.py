@@ -133,6 +133,40 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class LedgerSettings:
+    # "sqlite": this host's own ledger (the file in state_dir). "postgres": one
+    # ledger for a fleet of hosts (docs/operations.md § A fleet of hosts): tenants,
+    # keys and budgets live in PostgreSQL, and each host serves from leases it
+    # holds in its local file, so it keeps serving through an outage.
+    backend: str = "sqlite"
+    # libpq connection string or URI, e.g. "host=db.internal dbname=ponder user=ponder
+    # sslmode=verify-full passfile=/etc/ponder/pgpass". Keep the password in a
+    # passfile, never here: the DSN is never printed with its password.
+    dsn: str = field(default="", repr=False)
+    # This host's name in the fleet (its leases and spend records); "" is the hostname.
+    host_id: str = ""
+    # A lease is this host's share of a tenant's window budget. It lasts this long
+    # unless renewed: a host that dies gives its unused share back after this.
+    lease_seconds: float = 60.0
+    # Each grant asks for about this many seconds of the tenant's recent spend on
+    # this host, at least min_lease (credits) and at most max_lease_fraction of its budget.
+    lease_horizon_seconds: float = 30.0
+    min_lease: float = 0.5
+    max_lease_fraction: float = 0.25
+    # How often spend records are shipped and leases renewed (seconds).
+    sync_seconds: float = 1.0
+    # Keys and tenants are re-read at least this often (a revocation's bound
+    # without LISTEN/NOTIFY); NOTIFY usually brings it within a second.
+    keys_poll_seconds: float = 5.0
+
+    @property
+    def host(self) -> str:
+        import socket
+
+        return self.host_id or socket.gethostname()
+
+
+@dataclass(frozen=True)
 class Settings:
     # One address, or several separated by commas: HOST:PORT, or
     # unix:///run/ponder/ponder.sock for callers on this host.
@@ -170,6 +204,7 @@ class Settings:
     accuracy: AccuracySettings = field(default_factory=AccuracySettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    ledger: LedgerSettings = field(default_factory=LedgerSettings)
 
     @property
     def served_models(self) -> dict[str, ModelSettings]:
@@ -187,7 +222,7 @@ class Settings:
 
 _SECTIONS = {
     "model": ModelSettings, "risk": RiskSettings, "accuracy": AccuracySettings, "tls": TlsSettings,
-    "metrics": MetricsSettings,
+    "metrics": MetricsSettings, "ledger": LedgerSettings,
 }
 
 
@@ -361,3 +396,20 @@ def _validate(s: Settings, where: str) -> None:
         raise SettingsError(f"{where}: tls.identities needs tls.client_ca: only verified client certificates can map to tenants")
     if s.metrics.listen and ":" not in s.metrics.listen:
         raise SettingsError(f"{where}: metrics.listen must be HOST:PORT, e.g. 127.0.0.1:9464, or \"\" to turn it off")
+    lg = s.ledger
+    if lg.backend not in ("sqlite", "postgres"):
+        raise SettingsError(f"{where}: ledger.backend must be sqlite or postgres, not {lg.backend!r}")
+    if lg.backend == "postgres" and not lg.dsn.strip():
+        raise SettingsError(
+            f"{where}: ledger.backend = \"postgres\" needs ledger.dsn (PONDER_LEDGER_DSN), "
+            "e.g. \"host=db.internal dbname=ponder user=ponder passfile=/etc/ponder/pgpass\""
+        )
+    if lg.lease_seconds < 5 or lg.sync_seconds <= 0 or lg.sync_seconds * 3 > lg.lease_seconds:
+        raise SettingsError(
+            f"{where}: ledger.lease_seconds must be >= 5 and at least 3 x ledger.sync_seconds (> 0), "
+            "so a lease is renewed before it runs out"
+        )
+    if lg.keys_poll_seconds <= 0 or lg.lease_horizon_seconds <= 0 or lg.min_lease < 0:
+        raise SettingsError(f"{where}: ledger.keys_poll_seconds and ledger.lease_horizon_seconds must be > 0, ledger.min_lease >= 0")
+    if not 0 < lg.max_lease_fraction <= 1:
+        raise SettingsError(f"{where}: ledger.max_lease_fraction must be in (0, 1]")

@@ -255,6 +255,6 @@ def test_the_migration_adds_the_table_to_an_existing_database(tmp_path: pathlib.
         keys = IdempotencyKeys(s, Ledger(ZoneInfo("UTC")), ManualClock(START), hours=1)
         assert run(keys.claim("acme", "k1", "fp")).request_id
         applied = s.call_sync(lambda db: [r["name"] for r in db.query("SELECT name FROM _sqlite_migrations")])
-        assert applied[-1] == "m006_idempotency_keys"
+        assert "m006_idempotency_keys" in applied  # (and any later ones)
     finally:
         s.close()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlite_utils import Database
 
 from ponderd.clock import Clock, SystemClock
 from ponderd.engine import Engine
 from ponderd.ledger import keys
+from ponderd.ledger.accounts import Accounts
+from ponderd.ledger.budgets import Budgets
 from ponderd.ledger.sqlite import keys as sqlite_keys
 from ponderd.ledger.sqlite.accounts import SqliteAccounts
 from ponderd.ledger.sqlite.budgets import SqliteBudgets
@@ -40,10 +43,10 @@ class Daemon:
     clock: Clock
     store: Store
     ledger: Ledger
-    budgets: SqliteBudgets
+    budgets: Budgets
     keyring: keys.Keyring
     # Tenants, keys, spend, feedback and the jobs' SQL (ledger/accounts.py's Protocols).
-    accounts: SqliteAccounts
+    accounts: Accounts
     policies: PolicyHolder
     classifier: ClassifierHolder
     engine: ServedModels
@@ -54,11 +57,14 @@ class Daemon:
     keys: IdempotencyKeys
     telemetry: Telemetry = field(default_factory=NullTelemetry)
     accuracy: AccuracyEstimates = field(default_factory=AccuracyEstimates)
+    # The fleet ledger's host side ([ledger] backend = "postgres"); None on a single host.
+    fleet: Any = None
 
     def open(self) -> None:
         """Open the database, write first-run credentials, load keys, start the model, serve metrics."""
         self.store.open()
-        self.store.call_sync(self._bootstrap)
+        if self.fleet is None:  # a fleet host's credentials come from the central ledger (Fleet.start)
+            self.store.call_sync(self._bootstrap)
         self.store.call_sync(self.accuracy.load)
         self.engine.start()
         self.telemetry.watch(
@@ -122,8 +128,23 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
         engines[name] = LlamaEngine(model_settings, settings.max_queue)
     models = ServedModels(engines, settings.model.name)
     store = Store(settings.database)
-    ledger = Ledger(settings.zone)
-    budgets = SqliteBudgets(store, ledger, clock)
+    fleet_mode = settings.ledger.backend == "postgres"
+    ledger = Ledger(settings.zone, leased=fleet_mode)
+    local_budgets = SqliteBudgets(store, ledger, clock)
+    keyring = keys.Keyring()
+    local_accounts = SqliteAccounts(store, ledger, keyring, clock)
+    budgets: Any = local_budgets
+    accounts: Any = local_accounts
+    fleet = None
+    if fleet_mode:
+        from ponderd.ledger.postgres.fleet import Fleet, FleetBudgets, PostgresAccounts
+
+        quickstart = (QUICKSTART_TENANT, to_micros(settings.quickstart_budget), settings.quickstart_window)
+        fleet = Fleet(
+            settings.ledger, store, ledger, keyring, clock, settings.zone, settings.timezone, settings.state_dir,
+            quickstart if settings.quickstart else None,
+        )
+        budgets, accounts = FleetBudgets(local_budgets, fleet), PostgresAccounts(fleet, local_accounts)
     policies = PolicyHolder(settings.policy_file, models.names)
     accuracy = AccuracyEstimates(settings.accuracy.prior_weight, settings.accuracy.min_new_outcomes)
     classifier = ClassifierHolder(settings.state_dir, settings.risk.model_dir, settings.risk.second_view)
@@ -141,17 +162,14 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
     # A settlement waiting for the disk may still turn its claim into an answered one.
     idempotency = IdempotencyKeys(store, ledger, clock, settings.idempotency_hours, budgets.unsettled)
     # Running requests, and settlements waiting for the disk, own their reservations: not orphans.
-    keyring = keys.Keyring()
-    accounts = SqliteAccounts(store, ledger, keyring, clock)
-
     async def update_accuracy() -> UpdateResult:
         return await store.call(accuracy.update, clock.now())
 
     jobs = Jobs(
-        schedules, clock, accounts, lambda: set(pipeline.live) | budgets.unsettled(), retrainer, update_accuracy,
+        schedules, clock, local_accounts, lambda: set(pipeline.live) | budgets.unsettled(), retrainer, update_accuracy,
         telemetry, idempotency,
     )
     return Daemon(
         settings, clock, store, ledger, budgets, keyring, accounts, policies, classifier, models, pipeline, retrainer,
-        jobs, idempotency, telemetry=telemetry, accuracy=accuracy,
+        jobs, idempotency, telemetry=telemetry, accuracy=accuracy, fleet=fleet,
     )

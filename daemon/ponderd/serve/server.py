@@ -144,6 +144,8 @@ class Server:
     async def startup(self) -> None:
         d = self.daemon
         await asyncio.to_thread(d.open)
+        if d.fleet is not None:
+            await d.fleet.start()
         await asyncio.to_thread(d.engine.warm)
         # Anything still reserved now was left by a process that died mid-request.
         log.info("start-up: %s", await d.jobs.expire_reservations(grace=timedelta(0)))
@@ -202,6 +204,8 @@ class Server:
                 "%d settlement(s) could not be written (%s); their reservations are charged as interrupted at the next start",
                 len(d.budgets.unsettled()), d.store.fault,
             )
+        if d.fleet is not None:
+            await d.fleet.stop()
         await asyncio.to_thread(d.close, settled)
         (self.settings.state_dir / "endpoint").unlink(missing_ok=True)
         log.info("stopped")

@@ -31,8 +31,11 @@ from ponderd.ledger.types import (
 class Ledger:
     """Budget operations; every method runs on the store's owner thread (first argument: the db)."""
 
-    def __init__(self, zone: ZoneInfo) -> None:
+    def __init__(self, zone: ZoneInfo, leased: bool = False) -> None:
+        """`leased`: a fleet host's buffer (ledger/postgres/): a tenant's budget here is the lease this host
+        holds, so a new window starts with none, and spend records wait to be shipped."""
         self.zone = zone
+        self.leased = leased
 
     # tenants ---------------------------------------------------------------
 
@@ -159,6 +162,8 @@ class Ledger:
                 "needs_reasoning": int(row.needs_reasoning),
                 "model_needs_reasoning": int(row.model_needs_reasoning),
             }
+            if self.leased:
+                record["shipped"] = 0
             db.table("spend").insert(record)
             if prompt_text is not None:
                 db.table("prompts").insert({"request_id": row.request_id, "at": row.at, "text": prompt_text})
@@ -173,6 +178,8 @@ class Ledger:
             "needs_reasoning": int(row.needs_reasoning),
             "model_needs_reasoning": int(row.model_needs_reasoning),
         }
+        if self.leased:
+            record["shipped"] = 0
         # A retried refusal whose first write did commit stays one record.
         db.table("spend").insert(record, ignore=True)
 
@@ -242,6 +249,12 @@ class Ledger:
         if now < window_end(start, row["window"], self.zone):
             return row
         new_start = iso(window_start(now, row["window"], self.zone))
+        if self.leased:  # the lease was for the window that ended
+            db.execute(
+                "UPDATE tenants SET window_start = ?, spent_micros = 0, budget_micros = 0 WHERE name = ?",
+                [new_start, row["name"]],
+            )
+            return row | {"window_start": new_start, "spent_micros": 0, "budget_micros": 0}
         db.execute(
             "UPDATE tenants SET window_start = ?, spent_micros = 0 WHERE name = ?", [new_start, row["name"]]
         )
@@ -260,3 +273,49 @@ class Ledger:
             window_end=window_end(start, row["window"], self.zone),
             created_at=parse_iso(row["created_at"]),
         )
+
+    # a fleet host's leases (ledger/postgres/fleet.py) ---------------------
+
+    def apply_lease(
+        self, db: Database, tenant: str, enabled: bool, window: str, start: datetime, granted_micros: int,
+        created_at: datetime, now: datetime,
+    ) -> BalanceView:
+        """Make this file's row for the tenant hold the lease the central ledger granted (a total, not a delta)."""
+        with db.atomic():
+            if not db["tenants"].count_where("name = ?", [tenant]):
+                db.table("tenants").insert(
+                    {"name": tenant, "enabled": int(enabled), "budget_micros": 0, "window": window,
+                     "window_start": iso(start), "spent_micros": 0, "reserved_micros": 0, "created_at": iso(created_at)}
+                )
+            row = self._roll(db, self._row(db, tenant), now)
+            changes: dict[str, Any] = {"enabled": int(enabled), "budget_micros": granted_micros}
+            if row["window_start"] != iso(start) or row["window"] != window:
+                # The fleet's window moved on (or was changed by an admin): this file follows it.
+                changes |= {"window": window, "window_start": iso(start), "spent_micros": 0}
+            db.table("tenants").update(tenant, changes)
+            return self._view(self._row(db, tenant))
+
+    def ensure_tenants(self, db: Database, tenants: Sequence[dict[str, Any]], now: datetime) -> None:
+        """Give every tenant of the fleet a row here (no lease: budget 0) and its enabled flag."""
+        with db.atomic():
+            for t in tenants:
+                db.execute(
+                    "INSERT INTO tenants (name, enabled, budget_micros, window, window_start, spent_micros, "
+                    "reserved_micros, created_at) VALUES (?, ?, 0, ?, ?, 0, 0, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled",
+                    [t["name"], int(t["enabled"]), t["budget_window"], iso(t["window_start"]), iso(t["created_at"])],
+                )
+
+    def freeze(self, db: Database, tenant: str) -> None:
+        """The lease ran out unrenewed: no new reservation fits (running ones still settle)."""
+        db.execute(
+            "UPDATE tenants SET budget_micros = MIN(budget_micros, spent_micros + reserved_micros) WHERE name = ?",
+            [tenant],
+        )
+
+    def unshipped(self, db: Database, limit: int) -> list[dict[str, Any]]:
+        return list(db.query("SELECT * FROM spend WHERE shipped = 0 ORDER BY at LIMIT ?", [limit]))
+
+    def mark_shipped(self, db: Database, request_ids: Sequence[str]) -> None:
+        with db.atomic():
+            db.conn.executemany("UPDATE spend SET shipped = 1 WHERE request_id = ?", [[r] for r in request_ids])

@@ -195,6 +195,15 @@ def m006_idempotency_keys(db: Database) -> None:
     db.execute("CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at)")
 
 
+@migrations()
+def m007_fleet_outbox(db: Database) -> None:
+    # With the fleet ledger (ledger/postgres/) this file is the host's buffer:
+    # a spend record is written with shipped = 0 and set to 1 once the central
+    # ledger has it. A single host's records are written as shipped: nothing waits.
+    db.execute("ALTER TABLE spend ADD COLUMN shipped INTEGER NOT NULL DEFAULT 1")
+    db.execute("CREATE INDEX spend_unshipped ON spend (at) WHERE shipped = 0")
+
+
 def connect(path: pathlib.Path) -> Database:
     """Open (creating if needed) the database and bring its schema up to date."""
     private_dir(path.parent)
