@@ -42,7 +42,7 @@ def test_grants_never_exceed_the_budget_across_hosts(pg_dsn):
         conn = await connect(pg_dsn)
         await central.create_tenant(conn, "acme", 1_000, "day", NOW, UTC, with_key=False)
         granted = {}
-        for i in range(20):  # hosts asking in turn for more than there is
+        for i in range(50):  # hosts asking in turn for more than there is
             host = f"h{i % 5}"
             g = await central.grant(conn, "acme", host, 300, 60, NOW, UTC)
             granted[host] = g.granted_micros
@@ -53,7 +53,8 @@ def test_grants_never_exceed_the_budget_across_hosts(pg_dsn):
         for h in ("h1", "h2", "h3", "h4"):  # the others renew in time
             await central.grant(conn, "acme", h, 0, 60, NOW + timedelta(seconds=30), UTC)
         later = NOW + timedelta(seconds=61)
-        g = await central.grant(conn, "acme", "h1", 10_000, 60, later, UTC)
+        for _ in range(30):  # fair shares: asking again and again takes what is free, bit by bit
+            g = await central.grant(conn, "acme", "h1", 10_000, 60, later, UTC)
         others = sum(v for k, v in granted.items() if k not in ("h0", "h1"))
         assert g.granted_micros == 1_000 - 100 - others  # h0's unused share, and no more
         await conn.close()
@@ -172,3 +173,23 @@ def test_the_dsn_is_shown_without_its_password():
     shown = schema.safe_dsn("host=db.internal dbname=ponder user=ponder password=hunter2 sslmode=verify-full")
     assert "hunter2" not in shown and "host=db.internal" in shown and "sslmode=verify-full" in shown
     assert "s3cret" not in schema.safe_dsn("postgresql://ponder:s3cret@db.internal/ponder")
+
+
+def test_grants_are_shared_fairly_and_can_be_given_back(pg_dsn):
+    async def body():
+        conn = await connect(pg_dsn)
+        await central.create_tenant(conn, "acme", 1_200, "day", NOW, UTC, with_key=False)
+        # Three hosts hold live leases: a fourth asking for everything gets its fair part of what is free.
+        for h in ("a", "b", "c"):
+            await central.grant(conn, "acme", h, 100, 60, NOW, UTC)
+        g = await central.grant(conn, "acme", "d", 10_000, 60, NOW, UTC)
+        assert g.granted_micros == -(-(1_200 - 300) // 4)
+        # ...but always what its waiting request needs, if that much is free.
+        g = await central.grant(conn, "acme", "d", 10_000, 60, NOW, UTC, need_micros=600)
+        assert g.granted_micros == 225 + 600
+        # Giving back: the lease shrinks, never below what was shipped as spent.
+        await central.ship(conn, "d", [record("r1", "acme", 500)], NOW)
+        assert (await central.grant(conn, "acme", "d", -10_000, 60, NOW, UTC)).granted_micros == 500
+        await conn.close()
+
+    run(body())

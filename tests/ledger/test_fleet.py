@@ -140,3 +140,181 @@ def test_keys_reach_every_host_from_the_cli(fleet, tmp_path):
                          != 0 and r, timeout=FLEET["keys_poll_seconds"] + 10, what="host1 refusing the revoked key")
     assert "revoked" in refused.stderr, refused.stderr
     assert time.monotonic() - revoked_at < FLEET["keys_poll_seconds"] + 10
+
+
+def test_an_outage_of_the_central_ledger(tmp_path):
+    """PostgreSQL stops mid-run: hosts serve within their leases, refuse beyond them saying why, never overspend,
+    and ship every record exactly once when it is back."""
+    import postgres
+
+    server = postgres.start_server()  # its own server: this test stops it
+    hosts: list[DaemonThread] = []
+    try:
+        dsn = server.database()
+        hosts = start_fleet(tmp_path, dsn, n=2, lease_seconds=120, max_lease_fraction=0.2)
+        with hosts[0].admin() as admin:
+            token = admin.create_tenant("shared", 3.0).token
+        for h in hosts:  # both know the key, and each holds a lease
+            with PonderClient(h.address, token, timeout=120) as c:
+                eventually(lambda c=c: _try(c.ask, "What is 5 plus 5?"), what="the key on every host")
+        before, _ = ask_all(hosts, token, 20)
+        server.stop()
+        stopped = time.monotonic()
+        during, refused = ask_all(hosts, token, 80)
+        assert during, "hosts kept serving within the leases they held"
+        assert refused, "and refused beyond them"
+        for r in refused:
+            assert "unreachable" in str(r) and "ledger.dsn" in str(r), str(r)
+        waiting = sum(h.call(h.daemon.store.call(lambda db: db.execute(
+            "SELECT count(*) FROM spend WHERE shipped = 0").fetchone()[0])) for h in hosts)
+        assert waiting >= len(during), "the records wait in each host's file"
+        server.start()
+        assert time.monotonic() - stopped < 100, "the outage was meant to be shorter than a lease"
+        ids = [x.request_id for x in before + during]
+        eventually(lambda: central(dsn, "SELECT count(*) FROM spend WHERE request_id = ANY(%s)", [ids])[0][0]
+                   == len(ids), timeout=60, what="every record shipped after the outage")
+        rows = central(dsn, "SELECT count(*), count(DISTINCT request_id), sum(cost_micros)::bigint FROM spend "
+                            "WHERE tenant = 'shared'")[0]
+        assert rows[0] == rows[1], "no record twice"
+        assert rows[2] <= 3_000_000, f"the fleet spent {rows[2]} of a 3,000,000 budget"
+        late = central(dsn, "SELECT count(*) FROM spend WHERE late")[0][0]
+        assert late == 0, "an outage shorter than a lease leaves no spend beyond a lease"
+    finally:
+        for h in hosts:
+            h.stop()
+        postgres.remove(server)
+
+
+def test_an_unreachable_central_ledger_at_start_is_one_line_naming_the_setting(tmp_path):
+    import socket
+
+    from conftest import SMALL_POLICY
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PONDER_")}
+    env |= {
+        "PONDER_METRICS_LISTEN": "", "PONDER_LEDGER_BACKEND": "postgres",
+        "PONDER_LEDGER_DSN": f"host=127.0.0.1 port={port} dbname=ponder user=ponder password=hunter2",
+    }
+    r = subprocess.run(
+        [str(pathlib.Path(sys.executable).parent / "ponderd"), "--listen", "127.0.0.1:0", "--state-dir",
+         str(tmp_path / "state"), "--policy-file", str(SMALL_POLICY)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr and "hunter2" not in r.stderr + r.stdout
+    line = next(x for x in r.stderr.splitlines() if "cannot reach the central ledger (" in x)
+    for part in ("host=127.0.0.1", f"port={port}", "dbname=ponder", "user=ponder", "Connection refused"):
+        assert part in line, line
+    assert "check ledger.dsn (PONDER_LEDGER_DSN)" in r.stderr
+
+
+def test_the_postgres_backend_needs_a_dsn():
+    from ponderd.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match=r"needs ledger.dsn \(PONDER_LEDGER_DSN\)"):
+        load_settings(env={"PONDER_LEDGER_BACKEND": "postgres"})
+    with pytest.raises(SettingsError, match="ledger.backend must be sqlite or postgres"):
+        load_settings(env={"PONDER_LEDGER_BACKEND": "mysql"})
+    s = load_settings(env={"PONDER_LEDGER_BACKEND": "postgres", "PONDER_LEDGER_DSN": "host=db password=hunter2"})
+    assert "hunter2" not in repr(s)
+
+
+def test_a_retry_on_another_host_replays_and_is_charged_once(fleet, pg_dsn):
+    with fleet[0].admin() as admin:
+        token = admin.create_tenant("retry", 5.0).token
+    clients = [PonderClient(h.address, token, timeout=120) for h in fleet]
+    try:
+        first = eventually(lambda: _try(clients[0].ask, "What is 6 plus 7?", idempotency_key="key-1"),
+                           what="host0 knowing the key")
+        again = eventually(lambda: _try(clients[1].ask, "What is 6 plus 7?", idempotency_key="key-1"),
+                           what="host1 knowing the key")
+        assert again.request_id == first.request_id and again.answer == first.answer
+        # A repeat while the first attempt still runs on another host waits for it, then gets its answer.
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            running = pool.submit(clients[2].ask, "Name three colours, then count to ten.", idempotency_key="key-2")
+            eventually(lambda: central(pg_dsn, "SELECT state FROM idempotency_keys WHERE key = 'key-2'")
+                       == [("running",)], what="the claim running on host2")
+            repeat = pool.submit(clients[0].ask, "Name three colours, then count to ten.", idempotency_key="key-2")
+            a, b = running.result(120), repeat.result(120)
+        assert a.request_id == b.request_id and a.answer == b.answer
+    finally:
+        for c in clients:
+            c.close()
+    ids = [first.request_id, a.request_id]
+    eventually(lambda: central(pg_dsn, "SELECT count(*) FROM spend WHERE request_id = ANY(%s)", [ids])[0][0] == 2,
+               what="both records shipped")
+    rows = central(pg_dsn, "SELECT count(*) FROM spend WHERE tenant = 'retry' AND status = 'ok'")
+    assert rows == [(2,)], "each key was charged once, on one host"
+
+
+def test_a_host_killed_holding_a_lease(tmp_path, pg_dsn):
+    """SIGKILL a host that holds most of a budget: its share returns to the pool after the lease expires, and
+    the records it had not shipped arrive when it restarts (any after their lease expired are marked late)."""
+    import signal
+
+    from conftest import DaemonProcess
+
+    lease = 8
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PONDER_")} | {
+        "PONDER_STATE_DIR": str(tmp_path / "killed" / "state"), "PONDER_METRICS_LISTEN": "",
+        "PONDER_LEDGER_BACKEND": "postgres", "PONDER_LEDGER_DSN": pg_dsn, "PONDER_LEDGER_HOST_ID": "killed",
+        "PONDER_LEDGER_LEASE_SECONDS": str(lease), "PONDER_LEDGER_SYNC_SECONDS": "2",
+        "PONDER_LEDGER_MIN_LEASE": "0.8", "PONDER_LEDGER_MAX_LEASE_FRACTION": "0.9",
+    }
+    survivor = DaemonThread(fleet_settings(tmp_path / "survivor", pg_dsn, "survivor", min_lease=0.05,
+                                           max_lease_fraction=0.9, lease_seconds=lease, sync_seconds=1)).start()
+    killed = DaemonProcess(env, program="ponderd")
+    try:
+        killed.wait_ready()
+        with survivor.admin() as admin:
+            token = admin.create_tenant("shared", 1.0).token
+        address = (tmp_path / "killed" / "state" / "endpoint").read_text().strip()
+        with PonderClient(address, token, timeout=120) as c:
+            answered = [eventually(lambda: _try(c.ask, "What is 8 plus 1?"), what="the key on the killed host")]
+            answered += [c.ask(f"What is {i} plus 2?") for i in range(3)]
+        killed.proc.send_signal(signal.SIGKILL)
+        assert killed.proc.wait(30) == -signal.SIGKILL
+        killed._log.close()
+        held = central(pg_dsn, "SELECT granted_micros FROM leases WHERE host_id = 'killed'")[0][0]
+        assert held >= 800_000, "the killed host held most of the budget"
+        with PonderClient(survivor.address, token, timeout=120) as c:
+            eventually(lambda: _try(c.ask, "What is 1 plus 1?"), what="the key on the survivor")
+            refused = _refused(c)
+            assert "held in other hosts' leases" in str(refused)
+            # After the lease expires, its unused share is the pool's again: the survivor serves on.
+            eventually(lambda: _answered(c), timeout=lease + 30, what="the survivor serving from the returned share")
+        restarted = DaemonProcess(env, program="ponderd")
+        try:
+            restarted.wait_ready()
+            ids = [a.request_id for a in answered]
+            eventually(lambda: central(pg_dsn, "SELECT count(*) FROM spend WHERE request_id = ANY(%s)", [ids])[0][0]
+                       == len(ids), what="the killed host's records after its restart")
+        finally:
+            restarted.stop()
+        spent = central(pg_dsn, "SELECT sum(cost_micros)::bigint FROM spend WHERE tenant = 'shared'")[0][0]
+        late = central(pg_dsn, "SELECT count(*) FROM spend WHERE late")[0][0]
+        assert spent <= 1_000_000 or late > 0, "spend beyond the budget only from records reported late"
+    finally:
+        survivor.stop()
+        if killed.proc.poll() is None:
+            killed.proc.kill()
+
+
+def _refused(c: PonderClient):
+    """Ask until the budget refuses (returned), or an answer comes (returned, for `eventually`)."""
+    for i in range(40):
+        try:
+            answer = c.ask(f"What is {i} plus 3?")
+        except BudgetExhaustedError as exc:
+            return exc
+    return answer
+
+
+def _answered(c: PonderClient):
+    try:
+        return c.ask("What is 2 plus 3?")
+    except BudgetExhaustedError:
+        return None

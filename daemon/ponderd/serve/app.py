@@ -54,7 +54,7 @@ class Daemon:
     retrainer: Retrainer
     jobs: Jobs
     # Idempotency keys of Ask/AskStream (idempotency.py), handed to the Ponder service and the jobs.
-    keys: IdempotencyKeys
+    keys: Any
     telemetry: Telemetry = field(default_factory=NullTelemetry)
     accuracy: AccuracyEstimates = field(default_factory=AccuracyEstimates)
     # The fleet ledger's host side ([ledger] backend = "postgres"); None on a single host.
@@ -160,7 +160,11 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
     schedules = Schedules(settings.zone, settings.risk.retrain_schedule, settings.accuracy.update_schedule,
                           settings.risk.keep_prompts_days)
     # A settlement waiting for the disk may still turn its claim into an answered one.
-    idempotency = IdempotencyKeys(store, ledger, clock, settings.idempotency_hours, budgets.unsettled)
+    idempotency: Any = IdempotencyKeys(store, ledger, clock, settings.idempotency_hours, budgets.unsettled)
+    if fleet is not None:
+        from ponderd.ledger.postgres.idempotency import CentralIdempotency
+
+        idempotency = CentralIdempotency(fleet, idempotency, clock, settings.idempotency_hours)
     # Running requests, and settlements waiting for the disk, own their reservations: not orphans.
     async def update_accuracy() -> UpdateResult:
         return await store.call(accuracy.update, clock.now())

@@ -337,6 +337,8 @@ def configure_logging(level: str, fmt: str = "text") -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
     # APScheduler narrates every job it adds at INFO; Ponder logs each run itself.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # The pool retries a lost PostgreSQL every few seconds and would say so each time; the fleet ledger says it once.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
 def run(settings: Settings) -> int:

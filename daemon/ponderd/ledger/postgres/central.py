@@ -56,18 +56,24 @@ async def _tenant_for_update(conn: Any, name: str, now: datetime, zone: ZoneInfo
 
 async def grant(
     conn: Any, tenant: str, host: str, want_micros: int, lease_seconds: float, now: datetime, zone: ZoneInfo,
+    need_micros: int = 0,
 ) -> Grant:
-    """Renew this host's lease on the tenant's window and add up to `want_micros` to it, within the budget.
+    """Renew this host's lease on the tenant's window and change it by `want_micros`, within the budget.
 
-    A lowered budget shrinks the lease (never below what the host has shipped as spent).
+    More (want > 0) is shared fairly: a host gets at most the free part of the
+    budget divided among the hosts holding live leases, but always `need_micros`
+    (the request waiting) if that much is free. Less (want < 0) gives part of
+    the lease back. A lowered budget shrinks the lease. Never below what the
+    host has shipped as spent.
     """
     async with conn.transaction():
         t = await _tenant_for_update(conn, tenant, now, zone)
         others = await (await conn.execute(
-            """SELECT COALESCE(SUM(CASE WHEN returned OR expires_at <= %s THEN spent_micros
-                                        ELSE GREATEST(granted_micros, spent_micros) END), 0) AS used
-               FROM leases WHERE tenant = %s AND window_start = %s AND host_id <> %s""",
-            [now, tenant, t["window_start"], host],
+            """SELECT COALESCE(SUM(CASE WHEN returned OR expires_at <= %(now)s THEN spent_micros
+                                        ELSE GREATEST(granted_micros, spent_micros) END), 0)::bigint AS used,
+                      COUNT(*) FILTER (WHERE NOT returned AND expires_at > %(now)s)::int AS holders
+               FROM leases WHERE tenant = %(t)s AND window_start = %(w)s AND host_id <> %(host)s""",
+            {"now": now, "t": tenant, "w": t["window_start"], "host": host},
         )).fetchone()
         mine = await (await conn.execute(
             "SELECT * FROM leases WHERE tenant = %s AND host_id = %s AND window_start = %s",
@@ -77,7 +83,13 @@ async def grant(
         live = mine is not None and not mine["returned"] and mine["expires_at"] > now
         base = max(mine["granted_micros"], spent) if live and mine else spent
         cap = t["budget_micros"] - int(others["used"])
-        granted = max(spent, min(base + max(want_micros, 0), cap))
+        if want_micros > 0:
+            free = max(cap - base, 0)
+            fair = -(-free // (int(others["holders"]) + 1))  # rounded up: the last micro-credits are handed out too
+            extra = min(want_micros, max(fair, min(need_micros, free)))
+        else:
+            extra = want_micros
+        granted = max(spent, min(base + extra, cap))
         expires = now + timedelta(seconds=lease_seconds)
         await conn.execute(
             """INSERT INTO leases (tenant, host_id, window_start, granted_micros, spent_micros, expires_at, returned, grants)
@@ -110,7 +122,13 @@ async def ship(conn: Any, host: str, records: Iterable[dict[str, Any]], now: dat
     when it arrived is marked late: its spend was not held back from the pool.
     """
     new: list[str] = []
+    records = list(records)
     async with conn.transaction():
+        # Tenant rows first, in name order, as `grant` locks them: one lock order, no deadlock between the two.
+        await conn.execute(
+            "SELECT name FROM tenants WHERE name = ANY(%s) ORDER BY name FOR UPDATE",
+            [sorted({r["tenant"] for r in records})],
+        )
         for r in records:
             window = parse_iso(r["window_start"])
             lease = await (await conn.execute(
@@ -300,3 +318,16 @@ async def spend_records(conn: Any, since: datetime, until: datetime, tenant: str
     rows = await (await conn.execute(
         f"SELECT record, host_id FROM spend WHERE {where} ORDER BY at DESC LIMIT %s", [*args, limit])).fetchall()
     return [r["record"] | {"host_id": r["host_id"]} for r in rows]
+
+
+# idempotency -------------------------------------------------------------
+
+
+async def heartbeat(conn: Any, host: str, live: set[str], now: datetime) -> None:
+    """This host's running claims are alive: refresh them (the sync loop, every sync_seconds)."""
+    if live:
+        await conn.execute(
+            "UPDATE idempotency_keys SET heartbeat_at = %s WHERE host_id = %s AND request_id = ANY(%s) "
+            "AND state = 'running'",
+            [now, host, sorted(live)],
+        )

@@ -21,7 +21,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -60,14 +60,14 @@ class Fleet:
 
     def __init__(
         self, settings: LedgerSettings, store: Store, ledger: Ledger, keyring: Keyring, clock: Clock,
-        zone: ZoneInfo, timezone: str, state_dir: Any, quickstart: tuple[str, int, str] | None,
+        zone: ZoneInfo, timezone: str, state_dir: Any, quickstart: tuple[str, int, str] | None, pool_size: int = 4,
     ) -> None:
         """`quickstart`: (tenant, budget_micros, window) to create fleet-wide on first start, with this host's local.token."""
         self.settings, self.store, self.ledger, self.keyring, self.clock = settings, store, ledger, keyring, clock
         self.zone, self.timezone, self.state_dir, self.quickstart = zone, timezone, state_dir, quickstart
         self.host = settings.host
-        self.pool = psycopg_pool.AsyncConnectionPool(
-            settings.dsn, min_size=1, max_size=8, open=False, check=psycopg_pool.AsyncConnectionPool.check_connection,
+        self.pool: Any = psycopg_pool.AsyncConnectionPool(
+            settings.dsn, min_size=1, max_size=pool_size, open=False, check=psycopg_pool.AsyncConnectionPool.check_connection,
             kwargs={"row_factory": dict_row, "autocommit": True, "connect_timeout": 5},
         )
         self.leases: dict[str, Lease] = {}
@@ -77,7 +77,11 @@ class Fleet:
         self._tasks: list[asyncio.Task[None]] = []
         self._keys_read = 0.0
         self.reachable = True
+        self._failed_at = 0.0
         self.shipped = 0
+        self.grants = 0  # lease transactions sent (bench/fleet.py counts the traffic)
+        # Request ids of this host's running idempotency claims (ledger/postgres/idempotency.py), kept alive each sync.
+        self.heartbeats: Callable[[], set[str]] = set
 
     # life ----------------------------------------------------------------
 
@@ -85,6 +89,9 @@ class Fleet:
         """Connect, migrate, write this host's credentials, load keys, ship what waits; then sync in the background."""
         where = schema.safe_dsn(self.settings.dsn)
         try:
+            # One plain connection first: its error says why (refused, auth, TLS), where the pool's would not.
+            probe = await psycopg.AsyncConnection.connect(self.settings.dsn, connect_timeout=10)
+            await probe.close()
             await self.pool.open(wait=True, timeout=15)
         except UNREACHABLE as exc:
             await self.pool.close()
@@ -167,7 +174,9 @@ class Fleet:
         horizon = time.monotonic() - s.lease_seconds
         while spent and spent[0][0] < horizon:
             spent.popleft()
-        rate = sum(c for _, c in spent) / s.lease_seconds
+        # Over what was seen, up to a lease's length back: a burst that began a second ago is its own rate.
+        seen = time.monotonic() - spent[0][0] if spent else s.lease_seconds
+        rate = sum(c for _, c in spent) / max(seen, s.sync_seconds)
         want = max(to_micros(s.min_lease), int(rate * s.lease_horizon_seconds))
         return min(want, int(budget_micros * s.max_lease_fraction))
 
@@ -178,31 +187,45 @@ class Fleet:
             local = await self._local(tenant)
             if lease is not None and not lease.frozen and local is not None and local.remaining_micros >= need_micros:
                 return True  # another request's grant made room meanwhile
+            if not self.reachable and time.monotonic() - self._failed_at < self.settings.sync_seconds:
+                return False  # it failed a moment ago: the sync loop retries; requests do not wait on it
             try:
                 if lease is None:  # the first lease: learn the budget (and any share held from before a restart)
                     await self._grant(tenant, 0)
                     lease, local = self.leases[tenant], await self._local(tenant)
                 remaining = max(local.remaining_micros, 0) if local is not None else 0
                 want = max(need_micros, self._target(tenant, lease.budget_micros)) - remaining
-                await self._grant(tenant, max(want, 0))
+                await self._grant(tenant, max(want, 0), need_micros - remaining)
             except UNREACHABLE as exc:
                 self._unreachable(exc)
                 return False
             return True
 
-    async def _grant(self, tenant: str, want: int) -> None:
-        """Ask for `want` more (0: renew); make the local file hold the total the central ledger answers."""
+    async def _grant(self, tenant: str, want: int, need: int = 0) -> None:
+        """Ask for `want` more (0: renew; < 0: give some back); make the local file hold the total the answer names.
+
+        Giving back shrinks the local budget first, so this host can never spend what the pool has taken back.
+        """
         now = self.clock.now()
+        if want < 0:
+            local = await self._local(tenant)
+            if local is None or local.remaining_micros <= 0:
+                want = 0
+            else:
+                want = -await self.store.call(self.ledger.shrink, tenant, min(-want, local.remaining_micros))
         # Shielded: a request cancelled mid-grant leaves a whole transaction, and the totals heal the rest.
-        g = await asyncio.shield(self._grant_call(tenant, want, now))
+        g = await asyncio.shield(self._grant_call(tenant, want, now, need))
         await self.store.call(
             self.ledger.apply_lease, tenant, g.enabled, g.window, g.window_start, g.granted_micros, g.created_at, now
         )
         self.leases[tenant] = Lease(g.granted_micros, g.expires_at, g.budget_micros, g.window_start)
 
-    async def _grant_call(self, tenant: str, want: int, now: datetime) -> central.Grant:
+    async def _grant_call(self, tenant: str, want: int, now: datetime, need: int = 0) -> central.Grant:
+        self.grants += 1
         async with self.pool.connection(timeout=2) as conn:
-            return await central.grant(conn, tenant, self.host, want, self.settings.lease_seconds, now, self.zone)
+            return await central.grant(
+                conn, tenant, self.host, want, self.settings.lease_seconds, now, self.zone, need_micros=max(need, 0)
+            )
 
     async def _local(self, tenant: str) -> BalanceView | None:
         try:
@@ -211,9 +234,9 @@ class Fleet:
             return None
 
     def spent(self, tenant: str, micros: int) -> None:
+        """Note a settled charge (the lease's rate). Records ship with the next sync, in batches."""
         if micros:
             self._spend[tenant].append((time.monotonic(), micros))
-            self._wake.set()
 
     # the background sync -------------------------------------------------
 
@@ -230,6 +253,10 @@ class Fleet:
         """Ship, renew what runs low or expires soon, re-read keys when due; freeze leases that ran out."""
         try:
             await self._ship()
+            live = self.heartbeats()
+            if live:
+                async with self.pool.connection(timeout=2) as conn:
+                    await central.heartbeat(conn, self.host, live, self.clock.now())
             await self._renew()
             if time.monotonic() - self._keys_read >= self.settings.keys_poll_seconds:
                 await self.refresh_keys()
@@ -262,9 +289,11 @@ class Fleet:
                 continue
             target = self._target(tenant, lease.budget_micros)
             soon = lease.expires_at - now < timedelta(seconds=self.settings.lease_seconds / 2)
-            if soon or local.remaining_micros < target / 2 or lease.frozen:
+            idle = local.remaining_micros > 2 * target + to_micros(self.settings.min_lease)
+            if soon or local.remaining_micros < target / 2 or lease.frozen or idle:
                 async with self._locks[tenant]:
-                    await self._grant(tenant, max(target - max(local.remaining_micros, 0), 0))
+                    # Top up to the target; a lease well above it (the rate fell) gives the excess back.
+                    await self._grant(tenant, target - max(local.remaining_micros, 0))
 
     async def _freeze_expired(self) -> None:
         """Stop using a lease a little before the central ledger counts it expired (two sync periods early)."""
@@ -278,6 +307,7 @@ class Fleet:
                             "for it until the central ledger is reachable", tenant)
 
     def _unreachable(self, exc: BaseException) -> None:
+        self._failed_at = time.monotonic()
         if self.reachable:
             log.warning("fleet ledger: the central ledger is unreachable (%s); serving within held leases", _reason(exc))
         self.reachable = False

@@ -71,6 +71,24 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX spend_tenant_at ON spend (tenant, at);
     CREATE INDEX spend_at ON spend (at);
     """,
+    # 2: idempotency keys, fleet-wide (ledger/postgres/idempotency.py)
+    """
+    CREATE TABLE idempotency_keys (
+        tenant text NOT NULL REFERENCES tenants(name),
+        key text NOT NULL,
+        fingerprint text NOT NULL,
+        state text NOT NULL CHECK (state IN ('running', 'done', 'lost')),
+        request_id text NOT NULL,
+        host_id text NOT NULL,
+        reply bytea,
+        created_at timestamptz NOT NULL,
+        heartbeat_at timestamptz NOT NULL,
+        expires_at timestamptz NOT NULL,
+        PRIMARY KEY (tenant, key),
+        CHECK ((state = 'done') = (reply IS NOT NULL))
+    );
+    CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at);
+    """,
 )
 
 VERSION = len(MIGRATIONS)

@@ -313,6 +313,20 @@ class Ledger:
             [tenant],
         )
 
+    def shrink(self, db: Database, tenant: str, micros: int) -> int:
+        """Hand up to `micros` of the lease back: lower the budget here first (never below spent + reserved).
+
+        Returns what was actually taken off, in the same transaction: only that may be given back centrally.
+        """
+        with db.atomic():
+            before = self._row(db, tenant)["budget_micros"]
+            db.execute(
+                "UPDATE tenants SET budget_micros = MAX(MIN(budget_micros, budget_micros - ?), "
+                "MIN(budget_micros, spent_micros + reserved_micros)) WHERE name = ?",
+                [micros, tenant],
+            )
+            return int(before - self._row(db, tenant)["budget_micros"])
+
     def unshipped(self, db: Database, limit: int) -> list[dict[str, Any]]:
         return list(db.query("SELECT * FROM spend WHERE shipped = 0 ORDER BY at LIMIT ?", [limit]))
 
