@@ -200,7 +200,9 @@ def _plot(results: list[dict], path: str) -> None:
     hosts = [r["hosts"] for r in results]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     axes[0].bar([str(h) for h in hosts], [r["overshoot"] for r in results], color="tab:green")
-    axes[0].set_title("overshoot (micro-credits)")
+    for i, r in enumerate(results):
+        axes[0].text(i, 0.05, f"{r['overshoot']}", ha="center", va="bottom", fontsize=11)
+    axes[0].set_title("overshoot (micro-credits; must be 0)")
     axes[0].set_ylim(0, max(1, max(r["overshoot"] for r in results)) * 1.2)
     axes[1].plot(hosts, [100 * r["stranded"] / max(r["requests"], 1) for r in results], marker="o")
     axes[1].set_title("stranded refusals (% of requests)")
