@@ -105,6 +105,10 @@ def test_one_budget_across_three_hosts(fleet, pg_dsn):
         report = admin.spend(tenant="shared", records=0)
     total = sum(line.cost for line in report.lines)
     assert abs(total - spent / 1e6) < 1e-9
+    with fleet[2].admin() as admin:
+        by_host = admin.spend(tenant="shared", by_host=True)
+    assert {line.host for line in by_host.lines} == {"host0", "host1", "host2"}
+    assert abs(sum(line.cost for line in by_host.lines) - total) < 1e-9
 
 
 def _try(fn, *args, **kwargs):
@@ -139,6 +143,10 @@ def test_keys_reach_every_host_from_the_cli(fleet, tmp_path):
     refused = eventually(lambda: (r := cli(b, "ask", "What is 1 plus 1?", token=token)).returncode
                          != 0 and r, timeout=FLEET["keys_poll_seconds"] + 10, what="host1 refusing the revoked key")
     assert "revoked" in refused.stderr, refused.stderr
+    # `ponder admin spend --by-host` on the other host shows the ask host1 served.
+    report = cli(b, "admin", "spend", "--tenant", "team", "--by-host", "--json", token=b.token("admin"))
+    assert report.returncode == 0, report.stderr
+    assert [line["host"] for line in json.loads(report.stdout)["lines"]] == ["host1"]
     assert time.monotonic() - revoked_at < FLEET["keys_poll_seconds"] + 10
 
 

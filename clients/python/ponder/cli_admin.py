@@ -106,15 +106,16 @@ def key_list(args: argparse.Namespace) -> int:
 
 def spend(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
-        r = admin.spend(args.tenant or "", args.since, args.until, args.records)
+        r = admin.spend(args.tenant or "", args.since, args.until, args.records, by_host=args.by_host)
     if args.json:
         dump_json(r)
         return 0
     print(f"spend from {r.since.ToDatetime():%Y-%m-%d %H:%M} to {r.until.ToDatetime():%Y-%m-%d %H:%M} UTC")
     for line in r.lines:
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(line.by_status.items()))
+        who = f"{line.tenant} @ {line.host}" if args.by_host else line.tenant
         print(
-            f"  {line.tenant:<20} {line.requests:>6} requests  {line.cost:>12.4f} credits  "
+            f"  {who:<20} {line.requests:>6} requests  {line.cost:>12.4f} credits  "
             f"tokens: prompt {line.prompt_tokens}, thinking {line.thinking_tokens}, answer {line.answer_tokens}  ({statuses})"
         )
     for rec in r.records:
@@ -228,6 +229,7 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     p.add_argument("--since", type=when_argument, help="ISO time, or 7d, 12h, today, yesterday (UTC; default: start of the window)")
     p.add_argument("--until", type=when_argument, help="ISO time, or 1d, today, now (UTC; default: now)")
     p.add_argument("--records", type=int, default=0, help="also list up to N spend records")
+    p.add_argument("--by-host", action="store_true", help="one line per tenant and host (a fleet on the shared ledger)")
 
     policy = groups.add_parser("policy", help="reload the policy file", description="Policy.")
     pol = policy.add_subparsers(dest="action", metavar="ACTION", required=True)

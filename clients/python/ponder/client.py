@@ -124,8 +124,10 @@ def feedback_request(
     return req
 
 
-def spend_request(tenant: str, since: datetime | None, until: datetime | None, records: int) -> admin_pb2.SpendReportRequest:
-    req = admin_pb2.SpendReportRequest(tenant=tenant, records=records > 0, limit=records)
+def spend_request(
+    tenant: str, since: datetime | None, until: datetime | None, records: int, by_host: bool = False
+) -> admin_pb2.SpendReportRequest:
+    req = admin_pb2.SpendReportRequest(tenant=tenant, records=records > 0, limit=records, by_host=by_host)
     if since:
         req.since.FromDatetime(since)
     if until:
@@ -250,9 +252,11 @@ class AdminMethods(Connection):
 
     def spend(
         self, tenant: str = "", since: datetime | None = None, until: datetime | None = None, records: int = 0,
-        *, timeout: float | None = None,
+        *, by_host: bool = False, timeout: float | None = None,
     ) -> Any:
-        return self._call("spend", self._stub.SpendReport, spend_request(tenant, since, until, records), timeout, _same)
+        """Spend by tenant (and by host, with by_host: a fleet on the shared ledger) over a period."""
+        request = spend_request(tenant, since, until, records, by_host)
+        return self._call("spend", self._stub.SpendReport, request, timeout, _same)
 
     def reload_policy(self, *, timeout: float | None = None) -> Any:
         return self._call("reload_policy", self._stub.ReloadPolicy, admin_pb2.ReloadPolicyRequest(), timeout, _same)

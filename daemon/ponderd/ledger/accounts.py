@@ -38,8 +38,10 @@ class Accounts(Protocol):
     async def list_keys(self, tenant: str | None) -> list[dict[str, Any]]:
         """Keys (never secrets): key_id, tenant, scope, label, created_at, revoked_at."""
 
-    async def spend_totals(self, since: datetime, until: datetime, tenant: str | None) -> list[dict[str, Any]]:
-        """Requests, tokens and cost per tenant and status between two instants."""
+    async def spend_totals(
+        self, since: datetime, until: datetime, tenant: str | None, by_host: bool = False
+    ) -> list[dict[str, Any]]:
+        """Requests, tokens and cost per tenant (and host, with `by_host`: key "host") and status between two instants."""
 
     async def spend_records(
         self, since: datetime, until: datetime, tenant: str | None, limit: int

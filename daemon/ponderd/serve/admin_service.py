@@ -169,10 +169,11 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             since = ledger.window_start(now, "day", self.zone)
         if since >= until:
             raise InvalidRequest("since must be before until")
-        totals = await self.accounts.spend_totals(since, until, tenant)
+        totals = await self.accounts.spend_totals(since, until, tenant, request.by_host)
         lines: dict[str, admin_pb2.SpendLine] = {}
         for row in totals:
-            line = lines.setdefault(row["tenant"], admin_pb2.SpendLine(tenant=row["tenant"]))
+            host = row.get("host", "") if request.by_host else ""
+            line = lines.setdefault(f"{row['tenant']}\0{host}", admin_pb2.SpendLine(tenant=row["tenant"], host=host))
             line.requests += row["requests"]
             line.prompt_tokens += row["prompt_tokens"]
             line.thinking_tokens += row["thinking_tokens"]

@@ -132,7 +132,7 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
     ledger = Ledger(settings.zone, leased=fleet_mode)
     local_budgets = SqliteBudgets(store, ledger, clock)
     keyring = keys.Keyring()
-    local_accounts = SqliteAccounts(store, ledger, keyring, clock)
+    local_accounts = SqliteAccounts(store, ledger, keyring, clock, settings.ledger.host)
     budgets: Any = local_budgets
     accounts: Any = local_accounts
     fleet = None

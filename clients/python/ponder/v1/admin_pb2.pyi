@@ -139,21 +139,23 @@ class ListKeysResponse(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[_Union[Key, _Mapping]]] = ...) -> None: ...
 
 class SpendReportRequest(_message.Message):
-    __slots__ = ("tenant", "since", "until", "records", "limit")
+    __slots__ = ("tenant", "since", "until", "records", "limit", "by_host")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
     UNTIL_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    BY_HOST_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     since: _timestamp_pb2.Timestamp
     until: _timestamp_pb2.Timestamp
     records: bool
     limit: int
-    def __init__(self, tenant: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., records: _Optional[bool] = ..., limit: _Optional[int] = ...) -> None: ...
+    by_host: bool
+    def __init__(self, tenant: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., records: _Optional[bool] = ..., limit: _Optional[int] = ..., by_host: _Optional[bool] = ...) -> None: ...
 
 class SpendLine(_message.Message):
-    __slots__ = ("tenant", "requests", "prompt_tokens", "thinking_tokens", "answer_tokens", "cost", "by_status")
+    __slots__ = ("tenant", "requests", "prompt_tokens", "thinking_tokens", "answer_tokens", "cost", "by_status", "host")
     class ByStatusEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -168,6 +170,7 @@ class SpendLine(_message.Message):
     ANSWER_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
     BY_STATUS_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     requests: int
     prompt_tokens: int
@@ -175,7 +178,8 @@ class SpendLine(_message.Message):
     answer_tokens: int
     cost: float
     by_status: _containers.ScalarMap[str, int]
-    def __init__(self, tenant: _Optional[str] = ..., requests: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., thinking_tokens: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., cost: _Optional[float] = ..., by_status: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    host: str
+    def __init__(self, tenant: _Optional[str] = ..., requests: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., thinking_tokens: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., cost: _Optional[float] = ..., by_status: _Optional[_Mapping[str, int]] = ..., host: _Optional[str] = ...) -> None: ...
 
 class SpendRecord(_message.Message):
     __slots__ = ("request_id", "tenant", "at", "severity", "needs_reasoning", "level", "thinking_cap", "samples_planned", "usage", "reserved", "cost", "latency_seconds", "status", "error", "confidence_mean", "confidence_min", "model", "verified")

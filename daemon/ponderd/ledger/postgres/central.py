@@ -297,16 +297,20 @@ async def keyring_rows(conn: Any) -> tuple[list[dict[str, Any]], list[dict[str, 
 # spend -------------------------------------------------------------------
 
 
-async def spend_totals(conn: Any, since: datetime, until: datetime, tenant: str | None) -> list[dict[str, Any]]:
+async def spend_totals(
+    conn: Any, since: datetime, until: datetime, tenant: str | None, by_host: bool = False
+) -> list[dict[str, Any]]:
+    host = "host_id AS host, " if by_host else ""
+    group = "tenant, host_id, status" if by_host else "tenant, status"
     where, args = "at >= %s AND at < %s", list[Any]([since, until])
     if tenant:
         where += " AND tenant = %s"
         args.append(tenant)
     return list(await (await conn.execute(
-        f"""SELECT tenant, status, COUNT(*)::int AS requests, SUM(prompt_tokens)::bigint AS prompt_tokens,
+        f"""SELECT tenant, {host}status, COUNT(*)::int AS requests, SUM(prompt_tokens)::bigint AS prompt_tokens,
                    SUM(thinking_tokens)::bigint AS thinking_tokens, SUM(answer_tokens)::bigint AS answer_tokens,
                    SUM(cost_micros)::bigint AS cost_micros
-            FROM spend WHERE {where} GROUP BY tenant, status ORDER BY tenant, status""", args,
+            FROM spend WHERE {where} GROUP BY {group} ORDER BY {group}""", args,
     )).fetchall())
 
 

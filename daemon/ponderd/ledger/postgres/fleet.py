@@ -435,9 +435,11 @@ class PostgresAccounts:
         async with self._conn() as conn:
             return await central.list_keys(conn, tenant)
 
-    async def spend_totals(self, since: datetime, until: datetime, tenant: str | None) -> list[dict[str, Any]]:
+    async def spend_totals(
+        self, since: datetime, until: datetime, tenant: str | None, by_host: bool = False
+    ) -> list[dict[str, Any]]:
         async with self._conn() as conn:
-            return await central.spend_totals(conn, since, until, tenant)
+            return await central.spend_totals(conn, since, until, tenant, by_host)
 
     async def spend_records(
         self, since: datetime, until: datetime, tenant: str | None, limit: int

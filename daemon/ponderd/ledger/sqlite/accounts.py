@@ -20,8 +20,10 @@ T = TypeVar("T")
 class SqliteAccounts:
     """Tenants, keys, spend, feedback and the maintenance jobs' SQL, one transaction each."""
 
-    def __init__(self, store: Store, ledger: Ledger, keyring: Keyring, clock: Clock) -> None:
+    def __init__(self, store: Store, ledger: Ledger, keyring: Keyring, clock: Clock, host: str = "") -> None:
         self.store, self.ledger, self.keyring, self.clock = store, ledger, keyring, clock
+        # This host's name, for spend lines by host (one host: all of them).
+        self.host = host
 
     async def _mutate(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a change on the store thread, then refresh the in-memory keyring there too."""
@@ -66,8 +68,11 @@ class SqliteAccounts:
     async def list_keys(self, tenant: str | None) -> list[dict[str, Any]]:
         return await self.store.call(keys.list_keys, tenant)
 
-    async def spend_totals(self, since: datetime, until: datetime, tenant: str | None) -> list[dict[str, Any]]:
-        return await self.store.call(spend.spend_totals, since, until, tenant)
+    async def spend_totals(
+        self, since: datetime, until: datetime, tenant: str | None, by_host: bool = False
+    ) -> list[dict[str, Any]]:
+        rows = await self.store.call(spend.spend_totals, since, until, tenant)
+        return [r | {"host": self.host} for r in rows] if by_host else rows
 
     async def spend_records(
         self, since: datetime, until: datetime, tenant: str | None, limit: int
