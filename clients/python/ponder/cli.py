@@ -186,9 +186,8 @@ def run_handler(args: argparse.Namespace) -> int:
     try:
         return args.handler(args)
     except PonderError as exc:
+        # One that never reached the daemon names its cause and fix (ponder.channel.explain_unreachable).
         print(f"ponder: {exc.code.name}: {exc.message}", file=sys.stderr)
-        if exc.code.name == "UNAVAILABLE" and "connect" in exc.message.lower():
-            print("ponder: is the daemon running? start it with `make run` or `ponder serve`", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -165,11 +165,15 @@ class Connection:
         token = resolve_token(self._token, self._env, self._file, optional=self._target.cert_auth)
         return (("authorization", f"Bearer {token}"),) if token else ()
 
+    def _error(self, err: grpc.RpcError) -> PonderError:
+        """The typed error for a failed call; one that never reached the daemon names its cause (ConnectFailed)."""
+        return channel.explain_unreachable(from_rpc_error(err), self._target)
+
     def _call(self, name: str, method: Any, request: Any, timeout: float | None, unwrap: Callable[[Any], Any]) -> Any:
         try:
             return unwrap(method(request, metadata=self._metadata(), timeout=self._deadline(name, timeout)))
         except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+            raise self._error(err) from None
 
 
 def _same(reply: Any) -> Any:
@@ -292,7 +296,7 @@ class PonderClient(_Blocking, PonderMethods):
         try:
             yield from self._stub.AskStream(request, metadata=self._metadata(), timeout=self._deadline("ask_stream", timeout))
         except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+            raise self._error(err) from None
 
 
 class AdminClient(_Blocking, AdminMethods):
