@@ -2,6 +2,7 @@
 
 Every command prints one line to stderr and exits 1 when it fails; `--json`
 prints machine-readable output. `ponder COMMAND --help` explains each one.
+The connection options (--address, --token, --tls-*) go before or after the command.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def _hint_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-_connection_arguments = cli_connect.add_arguments
+# Each command that calls the daemon repeats the global connection flags (after the command wins).
+_connection_arguments = cli_connect.repeated
 
 
 def _ask_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -128,6 +130,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ponder", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    cli_connect.add_global_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("ask", help="ask a question; print the answer, assessment, plan and cost",
@@ -174,11 +177,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_admin.add_commands(sub, _connection_arguments)
     plugins.add_commands(sub, _connection_arguments)
+    _name_commands(parser)
     return parser
 
 
+def _name_commands(parser: argparse.ArgumentParser) -> None:
+    """Each command's parser records its name (`ponder admin key list`), for messages about the whole line."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _name_commands(sub)
+            return
+    parser.set_defaults(_command=parser.prog)
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    flag = cli_connect.misplaced(args)
+    if flag is not None:
+        parser.error(f"{flag} is for commands that call the daemon; `{args._command}` does not take it")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_handler(build_parser().parse_args(argv))
+    return run_handler(parse(argv))
 
 
 def run_handler(args: argparse.Namespace) -> int:
