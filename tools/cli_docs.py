@@ -24,7 +24,9 @@ TLS), `--tls-server-name`, their `PONDER_TLS_*` variables, `PONDER_TLS=true`, or
 endpoint file that says so. They authenticate with
 `--token`, `PONDER_TOKEN` (`PONDER_ADMIN_TOKEN` for `ponder admin`), or the state
 directory's `local.token` (`admin.token`). A failing command prints one line,
-`ponder: STATUS: what to change`, on stderr and exits 1.
+`ponder: STATUS: what to change`, on stderr and exits 1; gRPC's own C-core log
+lines stay off stderr unless `GRPC_VERBOSITY` is set or `--verbose` is given
+(which also prints gRPC's text for a failed connection).
 
 The connection options are global: they go before the command or after it
 (`ponder --address H:P quote "…"` is `ponder quote --address H:P "…"`; given in

@@ -105,8 +105,9 @@ def test_each_tls_failure_names_its_cause_and_fix(request, pki, cli_env, case, w
         [PONDER, "balance", "--address", d.address, "--token", d.token("local"), *cli_flags(kwargs)],
         env=cli_env, capture_output=True, text=True, timeout=120,
     )
+    # That one line, and nothing from gRPC's C core (see the test below).
     assert run.returncode == 1
-    assert run.stderr.splitlines()[-1] == f"ponder: UNAVAILABLE: {e.message}"
+    assert run.stderr == f"ponder: UNAVAILABLE: {e.message}\n"
 
 
 def test_a_mapped_client_certificate_gets_through(mtls, pki):
@@ -124,7 +125,7 @@ def test_only_a_refused_connection_asks_whether_the_daemon_runs(cli_env):
     assert "is the daemon running? start it with `ponder serve`" in err.value.message
     run = subprocess.run([PONDER, "balance", "--address", address, "--token", "pnd_x_y"],
                          env=cli_env, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 1 and run.stderr.splitlines()[-1] == f"ponder: UNAVAILABLE: {err.value.message}"
+    assert run.returncode == 1 and run.stderr == f"ponder: UNAVAILABLE: {err.value.message}\n"
 
 
 def test_the_asyncio_client_names_the_cause_too(mtls, pki):
@@ -139,3 +140,23 @@ def test_the_asyncio_client_names_the_cause_too(mtls, pki):
     with pytest.raises(errors.ConnectFailed) as err:
         asyncio.run(main())
     assert err.value.cause == "tls_untrusted" and "--tls-ca" in err.value.message
+
+
+def test_grpc_core_log_lines_reach_stderr_only_when_asked_for(plaintext, pki, cli_env):
+    """A TLS client against a plaintext port: gRPC's C core logs the failed handshake (ssl_transport_security.cc)."""
+    call = ["balance", "--address", plaintext.address, "--token", plaintext.token("local"), "--tls-ca", str(pki["ca"])]
+
+    def run(*args, **env):
+        r = subprocess.run([*args], env=cli_env | env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1, r.stderr
+        return r.stderr
+
+    quiet = run(PONDER, *call)
+    assert quiet.startswith("ponder: UNAVAILABLE: cannot connect to ") and quiet.count("\n") == 1, quiet
+    assert run(sys.executable, "-m", "ponder", *call) == quiet  # `python -m ponder` is the same CLI
+    # The user's GRPC_VERBOSITY is theirs; --verbose (before or after the command) shows gRPC's lines too.
+    for loud in (run(PONDER, *call, GRPC_VERBOSITY="INFO"), run(PONDER, "--verbose", *call), run(PONDER, *call, "--verbose")):
+        assert "ssl_transport_security" in loud and "Handshake failed" in loud, loud
+        assert quiet.strip() in loud.splitlines()
+    verbose = run(PONDER, "--verbose", *call)
+    assert "ponder: gRPC said: failed to connect to all addresses" in verbose and "WRONG_VERSION_NUMBER" in verbose

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 from . import cli_admin, cli_connect, plugins
 from .cli_format import dump_json, print_answer, print_balance, print_quote, to_dict
 from .client import PonderClient, PonderError
+from .errors import ConnectFailed
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -211,6 +212,8 @@ def run_handler(args: argparse.Namespace) -> int:
     except PonderError as exc:
         # One that never reached the daemon names its cause and fix (ponder.channel.explain_unreachable).
         print(f"ponder: {exc.code.name}: {exc.message}", file=sys.stderr)
+        if isinstance(exc, ConnectFailed) and getattr(args, "verbose", False):
+            print(f"ponder: gRPC said: {exc.grpc_details}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -219,4 +222,5 @@ def run_handler(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
+    # gRPC logs as it would here; `ponder` and `python -m ponder` (ponder/__main__.py) keep its C-core lines off stderr.
     sys.exit(main())

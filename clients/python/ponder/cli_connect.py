@@ -31,18 +31,25 @@ def add_arguments(p: argparse.ArgumentParser, default: Any = None, token_help: s
                      help="name to verify in the daemon's certificate (or PONDER_TLS_SERVER_NAME)")
 
 
+VERBOSE_HELP = (
+    "show gRPC's own log lines on stderr (hidden unless GRPC_VERBOSITY is set) and its text when a connection fails"
+)
+
+
 def add_global_arguments(parser: argparse.ArgumentParser) -> None:
-    """The connection flags on `ponder` itself, before the command."""
+    """The connection flags on `ponder` itself, before the command, and --verbose."""
     add_arguments(
         parser,
         token_help="API key (or PONDER_TOKEN, for `ponder admin` PONDER_ADMIN_TOKEN; default: the state "
         "directory's local.token, admin.token)",
     )
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
 
 
 def repeated(p: argparse.ArgumentParser) -> None:
     """The connection flags on a command, after it: the same flags as the global ones, unset ones left alone."""
     add_arguments(p, default=argparse.SUPPRESS)
+    p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     p.set_defaults(**{CONNECTS: True})
 
 
