@@ -163,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_balance)
 
     p = sub.add_parser("feedback", help="report whether an answer was right", description="Report whether an answer was right, and optionally its true labels.")
-    p.add_argument("request_id", help="the request_id an ask returned")
+    p.add_argument("request_id", help="the request_id an ask returned, or a unique prefix of it (6 characters or more, "
+                   "as git takes short hashes)")
     verdict = p.add_mutually_exclusive_group()
     verdict.add_argument("--correct", dest="correct", action="store_true", default=None, help="the answer was right")
     verdict.add_argument("--wrong", dest="correct", action="store_false", help="the answer was wrong")

@@ -213,7 +213,10 @@ class PonderMethods(Connection):
         *,
         timeout: float | None = None,
     ) -> Any:
-        """Report whether an answer was right; returns the feedback id."""
+        """Report whether an answer was right; returns the feedback id.
+
+        `request_id` is the id Ask returned, or a prefix of it (6 characters or more) that starts only
+        one of this tenant's requests; an ambiguous one is InvalidArgument listing the requests it starts."""
         request = feedback_request(request_id, correct, true_severity, true_needs_reasoning, comment)
         return self._call("feedback", self._stub.Feedback, request, timeout, lambda r: r.feedback_id)
 
