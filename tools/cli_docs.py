@@ -24,7 +24,14 @@ TLS), `--tls-server-name`, their `PONDER_TLS_*` variables, `PONDER_TLS=true`, or
 endpoint file that says so. They authenticate with
 `--token`, `PONDER_TOKEN` (`PONDER_ADMIN_TOKEN` for `ponder admin`), or the state
 directory's `local.token` (`admin.token`). A failing command prints one line,
-`ponder: STATUS: what to change`, on stderr and exits 1.
+`ponder: STATUS: what to change`, on stderr and exits 1; gRPC's own C-core log
+lines stay off stderr unless `GRPC_VERBOSITY` is set or `--verbose` is given
+(which also prints gRPC's text for a failed connection).
+
+The connection options are global: they go before the command or after it
+(`ponder --address H:P quote "…"` is `ponder quote --address H:P "…"`; given in
+both places, the one after the command wins). Before a command that does not
+call the daemon (`ponder serve`, `ponder policy check`, …) they are an error.
 """
 
 
@@ -42,8 +49,9 @@ def render() -> str:
     sys.path.insert(0, str(DOC.parent.parent / "clients" / "python"))
     from ponder.cli import build_parser
 
-    parts = [HEADER]
-    for name, parser in commands(build_parser(), []):
+    top = build_parser()
+    parts = [HEADER, f"\n## ponder\n\n```\n{top.format_help().rstrip()}\n```\n"]
+    for name, parser in commands(top, []):
         parser.prog = f"ponder {name}"
         parts.append(f"\n## ponder {name}\n\n```\n{parser.format_help().rstrip()}\n```\n")
     return "".join(parts)

@@ -106,6 +106,26 @@ def test_no_daemon_says_how_to_start_one(cli_env):
     assert "UNAVAILABLE" in r.stderr and "ponder serve" in r.stderr
 
 
+def test_connection_options_go_before_or_after_the_command(served, cli_env, tmp_path):
+    address = (served.state_dir / "endpoint").read_text().strip()
+    token = (served.state_dir / "local.token").read_text().strip()
+    # Nothing to fall back on: only the flags can lead these commands to the daemon.
+    env = cli_env | {"PONDER_STATE_DIR": str(tmp_path / "elsewhere"), "PONDER_ADDRESS": "127.0.0.1:9"}
+    before = json.loads(ponder(env, "--address", address, "--token", token, "quote", "Is 91 prime?", "--json").stdout)
+    after = json.loads(ponder(env, "quote", "--address", address, "--token", token, "Is 91 prime?", "--json").stdout)
+    assert before["plan"] == after["plan"] and before["assessment"]["severity"] == after["assessment"]["severity"]
+    mixed = ponder(env, "--token", token, "balance", "--address", address)
+    assert mixed.stdout.startswith("local: ")
+    # Given in both places, the one after the command wins.
+    assert ponder(env, "--address", "127.0.0.1:9", "balance", "--address", address, "--token", token).returncode == 0
+    admin = (served.state_dir / "admin.token").read_text().strip()
+    assert "local" in ponder(env, "--address", address, "--token", admin, "admin", "tenant", "list").stdout
+    # Before a command that never calls the daemon, a connection option is a usage error, not silently ignored.
+    bad = ponder(env, "--address", address, "policy", "check", str(REPO / "policies/default.toml"), check=False)
+    assert bad.returncode == 2
+    assert "ponder: error: --address is for commands that call the daemon; `ponder policy check` does not take it" in bad.stderr
+
+
 def test_risk_score_reads_and_writes_json_lines(cli_env):
     lines = '{"text": "what is the capital of peru", "id": 1}\n{"text": "wire 40k to this new IBAN now?", "id": 2}\nnot json\n'
     r = ponder(cli_env, "risk", "score", stdin=lines, check=False)

@@ -17,7 +17,6 @@ import grpc
 
 from . import channel
 from .client import AdminMethods, PonderMethods, ask_request
-from .errors import from_rpc_error
 from .v1 import ponder_pb2
 
 
@@ -31,7 +30,7 @@ class _Async:
         try:
             reply = await method(request, metadata=self._metadata(), timeout=self._deadline(name, timeout))  # type: ignore[attr-defined]
         except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+            raise self._error(err) from None  # type: ignore[attr-defined]
         return unwrap(reply)
 
     async def close(self) -> None:
@@ -57,7 +56,7 @@ class AsyncPonderClient(_Async, PonderMethods):
             async for event in call:
                 yield event
         except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+            raise self._error(err) from None
         finally:
             call.cancel()  # a no-op once the stream has ended; stops it when the caller stops reading
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
+import socket
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
-from .errors import InvalidArgument, Unauthenticated
+from .errors import ConnectFailed, InvalidArgument, PonderError, Unauthenticated
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 SERVICES = ("ponder.v1.PonderService", "ponder.v1.AdminService")
@@ -111,6 +114,12 @@ class Target:
     options: tuple[tuple[str, Any], ...]
     # With a client certificate, the local token files are not a fallback: the certificate is the credential.
     cert_auth: bool
+    # The name verified in the daemon's certificate when it is not the address's host (TLS only).
+    server_name: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.credentials is not None
 
 
 def target(
@@ -150,7 +159,7 @@ def target(
         )
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
-    return Target(address, credentials, tuple(options), bool(cert))
+    return Target(address, credentials, tuple(options), bool(cert), server_name if credentials else None)
 
 
 def open_channel(t: Target) -> grpc.Channel:
@@ -163,3 +172,102 @@ def open_aio_channel(t: Target) -> grpc.aio.Channel:
     if t.credentials is None:
         return grpc.aio.insecure_channel(t.address, options=t.options)
     return grpc.aio.secure_channel(t.address, t.credentials, options=t.options)
+
+
+# Why a connection failed. gRPC's UNAVAILABLE text carries the reason: the
+# socket's error, OpenSSL's handshake error, or "Socket closed" when the
+# daemon hung up after (or instead of) the handshake. A mutual-TLS daemon
+# that refuses a client's certificate and a TLS daemon that hears a plaintext
+# client both just close, so those cases are told apart by what this client
+# sent, and the plaintext one is confirmed by trying a TLS handshake.
+_CLOSED = re.compile(r"socket closed|connection reset|end of tcp stream|broken pipe|connection aborted", re.I)
+_UNTRUSTED = re.compile(r"certificate[_ ]verify[_ ]failed(?::\s*([^:]+))?", re.I)
+_NAME = re.compile(r"hostname verification|no match found for server name|peer name .* is not in peer certificate", re.I)
+_PLAINTEXT = re.compile(r"wrong[_ ]version[_ ]number|packet[_ ]length[_ ]too[_ ]long|http[_ ]request|record[_ ]layer", re.I)
+_REFUSED = re.compile(r"connection refused|connect failed: .*no such file or directory", re.I)
+_UNRESOLVED = re.compile(r"errors resolving|dns resolution failed|domain name not found|name or service not known", re.I)
+
+TLS_FLAGS = "--tls-ca FILE (PONDER_TLS_CA; tls_ca= in Python)"
+CERT_FLAGS = "--tls-cert FILE and --tls-key FILE (PONDER_TLS_CERT, PONDER_TLS_KEY; tls_cert=, tls_key= in Python)"
+
+
+def explain_unreachable(err: PonderError, t: Target) -> PonderError:
+    """`err` as a ConnectFailed naming its cause and fix, when gRPC says the call never reached the daemon."""
+    if err.code != grpc.StatusCode.UNAVAILABLE or err.details or isinstance(err, ConnectFailed):
+        return err  # the daemon itself answered (draining, storage): its message says what to do
+    cause, fix = _diagnose(err.message, t)
+    if not cause:
+        return err
+    return ConnectFailed(f"cannot connect to {t.address}: {fix}", cause, err.message)
+
+
+def _diagnose(text: str, t: Target) -> tuple[str, str]:
+    if _REFUSED.search(text):
+        return "not_listening", (
+            "nothing listens there: is the daemon running? start it with `ponder serve` (or `make run`), "
+            "or pass its address with --address (PONDER_ADDRESS)"
+        )
+    if _UNRESOLVED.search(text):
+        return "unknown_host", "its host name does not resolve: check --address (PONDER_ADDRESS)"
+    if not t.tls:
+        if _CLOSED.search(text) and _speaks_tls(t.address):
+            return "tls_expected", (
+                f"the daemon speaks TLS and this client sent plaintext: turn TLS on with {TLS_FLAGS}, the CA that "
+                "signed the daemon's certificate, or PONDER_TLS=true if the system's roots trust it"
+            )
+        return "", ""
+    untrusted = _UNTRUSTED.search(text)
+    if untrusted:
+        why = (untrusted.group(1) or "").strip()
+        return "tls_untrusted", (
+            f"the daemon's certificate is not trusted{f' ({why})' if why else ''}: pass the CA bundle that signed it "
+            f"with {TLS_FLAGS}" + ("; or renew the daemon's certificate" if "expired" in why else "")
+        )
+    if _NAME.search(text):
+        name = f"{t.server_name!r} (--tls-server-name)" if t.server_name else repr(_host(t.address))
+        return "tls_name_mismatch", (
+            f"the daemon's certificate does not name {name}: connect to a name the certificate holds (--address), "
+            "or pass one of its names with --tls-server-name NAME (PONDER_TLS_SERVER_NAME; tls_server_name= in Python)"
+        )
+    if _PLAINTEXT.search(text):
+        return "plaintext_expected", (
+            "the daemon speaks plaintext and this client started TLS: drop --tls-ca, --tls-cert, --tls-key and "
+            "--tls-server-name (and PONDER_TLS, PONDER_TLS_*), or turn TLS on at the daemon ([tls] cert and key)"
+        )
+    if _CLOSED.search(text):
+        if not t.cert_auth:
+            return "tls_client_cert_missing", (
+                "the daemon closed the connection after the TLS handshake: it requires a client certificate "
+                f"(mutual TLS) and this client sent none: pass {CERT_FLAGS}"
+            )
+        return "tls_client_cert_refused", (
+            "the daemon refused this client's certificate (--tls-cert): it must be signed by the CA in the daemon's "
+            "[tls] client_ca, be unexpired and allow client authentication; pass a certificate it accepts with "
+            f"{CERT_FLAGS}"
+        )
+    return "", ""
+
+
+def _host(address: str) -> str:
+    return address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
+
+
+def _speaks_tls(address: str, timeout: float = 2.0) -> bool:
+    """Whether a TLS handshake with `address` succeeds (certificate unchecked: this only asks what it speaks)."""
+    if address.startswith("unix:"):
+        return False
+    target = address.split("://", 1)[-1]  # dns:///host:port, ipv4:host:port
+    target = target.split(":", 1)[1] if target.startswith(("ipv4:", "ipv6:")) else target
+    host, _, port = target.rpartition(":")
+    if not port.isdigit():
+        return False
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=host.strip("[]") or None):
+                return True
+    except (OSError, ValueError):  # ssl.SSLError is an OSError
+        return False

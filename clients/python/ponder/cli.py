@@ -2,6 +2,7 @@
 
 Every command prints one line to stderr and exits 1 when it fails; `--json`
 prints machine-readable output. `ponder COMMAND --help` explains each one.
+The connection options (--address, --token, --tls-*) go before or after the command.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Callable, Sequence
 from . import cli_admin, cli_connect, plugins
 from .cli_format import dump_json, print_answer, print_balance, print_quote, to_dict
 from .client import PonderClient, PonderError
+from .errors import ConnectFailed
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -32,7 +34,8 @@ def _hint_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-_connection_arguments = cli_connect.add_arguments
+# Each command that calls the daemon repeats the global connection flags (after the command wins).
+_connection_arguments = cli_connect.repeated
 
 
 def _ask_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -128,6 +131,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ponder", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    cli_connect.add_global_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("ask", help="ask a question; print the answer, assessment, plan and cost",
@@ -159,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_balance)
 
     p = sub.add_parser("feedback", help="report whether an answer was right", description="Report whether an answer was right, and optionally its true labels.")
-    p.add_argument("request_id", help="the request_id an ask returned")
+    p.add_argument("request_id", help="the request_id an ask returned, or a unique prefix of it (6 characters or more, "
+                   "as git takes short hashes)")
     verdict = p.add_mutually_exclusive_group()
     verdict.add_argument("--correct", dest="correct", action="store_true", default=None, help="the answer was right")
     verdict.add_argument("--wrong", dest="correct", action="store_false", help="the answer was wrong")
@@ -174,11 +179,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_admin.add_commands(sub, _connection_arguments)
     plugins.add_commands(sub, _connection_arguments)
+    _name_commands(parser)
     return parser
 
 
+def _name_commands(parser: argparse.ArgumentParser) -> None:
+    """Each command's parser records its name (`ponder admin key list`), for messages about the whole line."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _name_commands(sub)
+            return
+    parser.set_defaults(_command=parser.prog)
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    flag = cli_connect.misplaced(args)
+    if flag is not None:
+        parser.error(f"{flag} is for commands that call the daemon; `{args._command}` does not take it")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_handler(build_parser().parse_args(argv))
+    return run_handler(parse(argv))
 
 
 def run_handler(args: argparse.Namespace) -> int:
@@ -186,9 +211,10 @@ def run_handler(args: argparse.Namespace) -> int:
     try:
         return args.handler(args)
     except PonderError as exc:
+        # One that never reached the daemon names its cause and fix (ponder.channel.explain_unreachable).
         print(f"ponder: {exc.code.name}: {exc.message}", file=sys.stderr)
-        if exc.code.name == "UNAVAILABLE" and "connect" in exc.message.lower():
-            print("ponder: is the daemon running? start it with `make run` or `ponder serve`", file=sys.stderr)
+        if isinstance(exc, ConnectFailed) and getattr(args, "verbose", False):
+            print(f"ponder: gRPC said: {exc.grpc_details}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -197,4 +223,5 @@ def run_handler(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
+    # gRPC logs as it would here; `ponder` and `python -m ponder` (ponder/__main__.py) keep its C-core lines off stderr.
     sys.exit(main())

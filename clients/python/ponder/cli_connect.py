@@ -1,19 +1,66 @@
-"""How a CLI command reaches the daemon: address, key and TLS flags, each with its PONDER_* variable."""
+"""How a CLI command reaches the daemon: address, key and TLS flags, each with its PONDER_* variable.
+
+In `ponder` they are global options: given before the command (`ponder --address H:P quote …`,
+as git and kubectl take them) or after it (`ponder quote --address H:P …`); after it wins.
+"""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+# The namespace attributes these flags set, in the order --help lists them.
+DESTS = ("address", "token", "tls_ca", "tls_cert", "tls_key", "tls_server_name")
+# Set on every command that takes them (see `repeated`), so options given before a command that does not are refused.
+CONNECTS = "_connects"
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--address", help="daemon HOST:PORT or unix:///PATH (or PONDER_ADDRESS; default: the local daemon)")
-    p.add_argument("--token", help="API key (or PONDER_TOKEN; default: the local quickstart key)")
+
+def add_arguments(p: argparse.ArgumentParser, default: Any = None, token_help: str | None = None) -> None:
+    """The connection flags on `p`. `default=argparse.SUPPRESS` leaves unset ones out of the namespace,
+    so a command's copy of a flag does not overwrite the value given before the command."""
+    p.add_argument("--address", default=default,
+                   help="daemon HOST:PORT or unix:///PATH (or PONDER_ADDRESS; default: the local daemon)")
+    p.add_argument("--token", default=default,
+                   help=token_help or "API key (or PONDER_TOKEN; default: the local quickstart key)")
     tls = p.add_argument_group("TLS (any of these turns it on; so does PONDER_TLS=true)")
-    tls.add_argument("--tls-ca", help="CA bundle that signed the daemon's certificate (or PONDER_TLS_CA; default: system roots)")
-    tls.add_argument("--tls-cert", help="client certificate for mutual TLS (or PONDER_TLS_CERT)")
-    tls.add_argument("--tls-key", help="the client certificate's private key (or PONDER_TLS_KEY)")
-    tls.add_argument("--tls-server-name", help="name to verify in the daemon's certificate (or PONDER_TLS_SERVER_NAME)")
+    tls.add_argument("--tls-ca", default=default,
+                     help="CA bundle that signed the daemon's certificate (or PONDER_TLS_CA; default: system roots)")
+    tls.add_argument("--tls-cert", default=default, help="client certificate for mutual TLS (or PONDER_TLS_CERT)")
+    tls.add_argument("--tls-key", default=default, help="the client certificate's private key (or PONDER_TLS_KEY)")
+    tls.add_argument("--tls-server-name", default=default,
+                     help="name to verify in the daemon's certificate (or PONDER_TLS_SERVER_NAME)")
+
+
+VERBOSE_HELP = (
+    "show gRPC's own log lines on stderr (hidden unless GRPC_VERBOSITY is set) and its text when a connection fails"
+)
+
+
+def add_global_arguments(parser: argparse.ArgumentParser) -> None:
+    """The connection flags on `ponder` itself, before the command, and --verbose."""
+    add_arguments(
+        parser,
+        token_help="API key (or PONDER_TOKEN, for `ponder admin` PONDER_ADMIN_TOKEN; default: the state "
+        "directory's local.token, admin.token)",
+    )
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+
+
+def repeated(p: argparse.ArgumentParser) -> None:
+    """The connection flags on a command, after it: the same flags as the global ones, unset ones left alone."""
+    add_arguments(p, default=argparse.SUPPRESS)
+    p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+    p.set_defaults(**{CONNECTS: True})
+
+
+def misplaced(args: argparse.Namespace) -> str | None:
+    """The first connection flag given before a command that does not connect to a daemon (None: all is well)."""
+    if getattr(args, CONNECTS, False):
+        return None
+    for dest in DESTS:
+        if getattr(args, dest, None) is not None:
+            return "--" + dest.replace("_", "-")
+    return None
 
 
 def tls_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -167,11 +167,15 @@ class Connection:
         token = resolve_token(self._token, self._env, self._file, optional=self._target.cert_auth)
         return (("authorization", f"Bearer {token}"),) if token else ()
 
+    def _error(self, err: grpc.RpcError) -> PonderError:
+        """The typed error for a failed call; one that never reached the daemon names its cause (ConnectFailed)."""
+        return channel.explain_unreachable(from_rpc_error(err), self._target)
+
     def _call(self, name: str, method: Any, request: Any, timeout: float | None, unwrap: Callable[[Any], Any]) -> Any:
         try:
             return unwrap(method(request, metadata=self._metadata(), timeout=self._deadline(name, timeout)))
         except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+            raise self._error(err) from None
 
 
 def _same(reply: Any) -> Any:
@@ -211,7 +215,10 @@ class PonderMethods(Connection):
         *,
         timeout: float | None = None,
     ) -> Any:
-        """Report whether an answer was right; returns the feedback id."""
+        """Report whether an answer was right; returns the feedback id.
+
+        `request_id` is the id Ask returned, or a prefix of it (6 characters or more) that starts only
+        one of this tenant's requests; an ambiguous one is InvalidArgument listing the requests it starts."""
         request = feedback_request(request_id, correct, true_severity, true_needs_reasoning, comment)
         return self._call("feedback", self._stub.Feedback, request, timeout, lambda r: r.feedback_id)
 
@@ -296,7 +303,7 @@ class PonderClient(_Blocking, PonderMethods):
         try:
             yield from self._stub.AskStream(request, metadata=self._metadata(), timeout=self._deadline("ask_stream", timeout))
         except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+            raise self._error(err) from None
 
 
 class AdminClient(_Blocking, AdminMethods):

@@ -128,6 +128,32 @@ class Unavailable(PonderError):
         return info.retry_delay.ToTimedelta().total_seconds() if info is not None else None
 
 
+class ConnectFailed(Unavailable):
+    """UNAVAILABLE before the call reached the daemon: nothing listens, or the TLS handshake failed.
+
+    `cause` says which (one of CONNECT_CAUSES, "" when gRPC's text names none of
+    them), the message says what to change, and `grpc_details` keeps gRPC's own text.
+    """
+
+    def __init__(self, message: str, cause: str, grpc_details: str) -> None:
+        super().__init__(grpc.StatusCode.UNAVAILABLE, message)
+        self.cause = cause
+        self.grpc_details = grpc_details
+
+
+# What ConnectFailed.cause can be (docs/errors.md explains each).
+CONNECT_CAUSES = (
+    "not_listening",            # connection refused: no daemon at the address
+    "unknown_host",             # the address's host name does not resolve
+    "tls_untrusted",            # the daemon's certificate is not signed by a CA the client trusts
+    "tls_name_mismatch",        # the daemon's certificate does not name the host (or --tls-server-name)
+    "tls_client_cert_missing",  # the daemon asks for a client certificate and the client sent none
+    "tls_client_cert_refused",  # the daemon refused the client certificate the client sent
+    "tls_expected",             # a plaintext client against a TLS port
+    "plaintext_expected",       # a TLS client against a plaintext port
+)
+
+
 class DeadlineExceeded(PonderError):
     """DEADLINE_EXCEEDED: the call's timeout passed; the daemon stopped the request and charged what ran."""
 

@@ -315,6 +315,18 @@ def _watchdog_seconds() -> float:
     return int(usec) / 1e6
 
 
+def _about_state_dir(exc: BaseException, settings: Settings) -> bool:
+    """Whether a start-up error is the state directory's: the database's, or a file inside (or above) it."""
+    if isinstance(exc, sqlite3.Error):
+        return True
+    names = [n for n in (getattr(exc, "filename", None), getattr(exc, "filename2", None)) if n]
+    state = os.path.abspath(settings.state_dir)
+    return any(
+        os.path.commonpath([state, os.path.abspath(os.fsdecode(n))]) in (state, os.path.abspath(os.fsdecode(n)))
+        for n in names
+    )
+
+
 def ask_hint(settings: Settings) -> str:
     """The command that asks this daemon something from this host, as a user would type it."""
     script = os.path.join(os.path.dirname(sys.executable), "ponder")
@@ -352,9 +364,12 @@ def run(settings: Settings) -> int:
         log.error("%s", exc.message)
         return 1
     except (OSError, sqlite3.Error) as exc:
-        log.error(
-            "cannot use the state directory %s: %s; make it writable by this user, or set state_dir (PONDER_STATE_DIR)",
-            settings.state_dir, exc,
-        )
+        if _about_state_dir(exc, settings):
+            log.error(
+                "cannot use the state directory %s: %s; make it writable by this user, or set state_dir (PONDER_STATE_DIR)",
+                settings.state_dir, exc,
+            )
+        else:  # what names its own cause (a port, a model file) is not blamed on the state directory
+            log.error("could not start: %s", exc)
         return 1
     return server.exit_code

@@ -173,13 +173,18 @@ class PrometheusTelemetry:
     def start(self) -> None:
         from prometheus_client import start_http_server
 
+        from ponderd.errors import FailedPrecondition
+        from ponderd.serve.transport import bind_failure
+
         host, _, port = self.listen.rpartition(":")
         try:
             self._httpd, _ = start_http_server(int(port), host.strip("[]"), registry=self.registry)
         except (OSError, ValueError) as exc:
-            raise OSError(
-                f"could not serve metrics on {self.listen} ({exc}): set metrics.listen (PONDER_METRICS_LISTEN) "
-                'to a free HOST:PORT, or "" to turn metrics off'
+            why = bind_failure(exc) if isinstance(exc, OSError) else "that is not HOST:PORT"
+            # Its own cause, not the state directory's: a second daemon on a host meets this first.
+            raise FailedPrecondition(
+                f"could not serve metrics on {self.listen}: {why}: set [metrics] listen (PONDER_METRICS_LISTEN, "
+                '--metrics-listen) to a free HOST:PORT, or "" to turn metrics off'
             ) from None
         self.address = f"{host}:{self._httpd.server_port}"
         log.info("metrics on http://%s/metrics", self.address)

@@ -19,6 +19,7 @@ not PEM, a key that does not match the certificate) keeps the one in force.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import ipaddress
 import os
@@ -153,13 +154,41 @@ def bind(server: grpc.aio.Server, settings: Settings, certificates: TlsCertifica
         except RuntimeError:  # grpcio raises where older versions returned 0
             port = 0
         if port == 0:
-            raise OSError(
-                f"could not listen on {lst.address}: is another process using it? "
-                "set listen (PONDER_LISTEN) to a free HOST:PORT"
+            raise FailedPrecondition(
+                f"could not listen on {lst.address}: {why_unbindable(lst.address)}: "
+                "set listen (PONDER_LISTEN, --listen) to a free HOST:PORT"
             )
         first_port = first_port or port
         bound.append(f"{lst.host}:{port}")
     return first_port, bound
+
+
+def bind_failure(exc: OSError) -> str:
+    """Why binding a TCP address failed, in words that point at the fix."""
+    if isinstance(exc, socket.gaierror):
+        return "its host name does not resolve"
+    if exc.errno == errno.EADDRINUSE:
+        return "the address is in use (another daemon on this host? stop it, or pick another port)"
+    if exc.errno == errno.EACCES:
+        return "permission denied (a port below 1024 needs privileges)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "no network interface of this host has that address"
+    return exc.strerror or str(exc)
+
+
+def why_unbindable(address: str) -> str:
+    """gRPC says only that it could not bind: ask the socket layer why (it binds nothing it keeps)."""
+    host, _, port = address.rpartition(":")
+    try:
+        infos = socket.getaddrinfo(host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, sockaddr in infos:
+            with socket.socket(family, kind, proto) as probe:
+                probe.bind(sockaddr)
+    except ValueError:
+        return "that is not HOST:PORT"
+    except OSError as exc:
+        return bind_failure(exc)
+    return "gRPC could not bind it (is another process using it?)"
 
 
 def _bind_unix(server: grpc.aio.Server, lst: Listener, mode: int) -> str:
@@ -174,15 +203,20 @@ def _bind_unix(server: grpc.aio.Server, lst: Listener, mode: int) -> str:
             except OSError:
                 pass
             else:
-                raise OSError(f"could not listen on {lst.address}: another daemon is serving on it; stop it or set another path")
+                raise FailedPrecondition(
+                    f"could not listen on {lst.address}: another daemon is serving on it; stop it, "
+                    "or set listen (PONDER_LISTEN, --listen) to another path"
+                )
     if not path.parent.is_dir():
-        raise OSError(f"could not listen on {lst.address}: no directory {path.parent}; create it (systemd: RuntimeDirectory=ponder)")
+        raise FailedPrecondition(
+            f"could not listen on {lst.address}: no directory {path.parent}; create it (systemd: RuntimeDirectory=ponder)"
+        )
     try:
         port = server.add_insecure_port(lst.address)
     except RuntimeError:
         port = 0
     if port == 0 or not path.exists():
-        raise OSError(f"could not listen on {lst.address}: check that the daemon's user can write {path.parent}")
+        raise FailedPrecondition(f"could not listen on {lst.address}: check that the daemon's user can write {path.parent}")
     # The socket exists with the umask's mode for this instant: a directory only
     # the daemon's user (and group) can enter keeps that instant harmless.
     os.chmod(path, mode)
