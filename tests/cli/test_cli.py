@@ -123,7 +123,7 @@ def test_connection_options_go_before_or_after_the_command(served, cli_env, tmp_
     # Before a command that never calls the daemon, a connection option is a usage error, not silently ignored.
     bad = ponder(env, "--address", address, "policy", "check", str(REPO / "policies/default.toml"), check=False)
     assert bad.returncode == 2
-    assert "ponder: error: --address is for commands that call the daemon; `ponder policy check` does not take it" in bad.stderr
+    assert "ponder: error: --address before the command is a connection option, and `ponder policy check` does not call the daemon" in bad.stderr
 
 
 def test_risk_score_reads_and_writes_json_lines(cli_env):
@@ -213,3 +213,18 @@ def test_the_command_reference_is_current():
     import cli_docs
 
     assert (REPO / "docs" / "cli.md").read_text() == cli_docs.render(), "docs/cli.md is stale: run python tools/cli_docs.py"
+
+
+def test_a_commands_own_flag_named_like_a_connection_option_is_its_own():
+    """`ponder serve --tls-cert` is the daemon's certificate, not a misplaced client option; before `serve` it is one."""
+    from ponder.cli import parse
+
+    args = parse(["serve", "--tls-cert", "server.crt", "--tls-key", "server.key"])
+    assert (args.tls_cert, args.tls_key) == ("server.crt", "server.key")
+    with pytest.raises(SystemExit) as stop:
+        parse(["--tls-cert", "client.crt", "serve"])
+    assert stop.value.code == 2
+    # A command that calls the daemon takes the global value unless it repeats the flag after itself.
+    args = parse(["--address", "h:1", "--verbose", "balance"])
+    assert (args.address, args.verbose) == ("h:1", True)
+    assert parse(["--address", "h:1", "balance", "--address", "h:2"]).address == "h:2"

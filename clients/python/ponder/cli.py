@@ -198,7 +198,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     flag = cli_connect.misplaced(args)
     if flag is not None:
-        parser.error(f"{flag} is for commands that call the daemon; `{args._command}` does not take it")
+        parser.error(
+            f"{flag} before the command is a connection option, and `{args._command}` does not call the daemon"
+        )
     return args
 
 

@@ -15,19 +15,26 @@ DESTS = ("address", "token", "tls_ca", "tls_cert", "tls_key", "tls_server_name")
 CONNECTS = "_connects"
 
 
-def add_arguments(p: argparse.ArgumentParser, default: Any = None, token_help: str | None = None) -> None:
+# The global copies (before the command) keep their values under this prefix, so a command's own flag of the
+# same name (`ponder serve --tls-cert`, the daemon's certificate) is never mistaken for a misplaced one.
+GLOBAL = "global_"
+
+
+def add_arguments(
+    p: argparse.ArgumentParser, default: Any = None, token_help: str | None = None, prefix: str = ""
+) -> None:
     """The connection flags on `p`. `default=argparse.SUPPRESS` leaves unset ones out of the namespace,
     so a command's copy of a flag does not overwrite the value given before the command."""
-    p.add_argument("--address", default=default,
+    p.add_argument("--address", default=default, dest=prefix + "address", metavar="ADDRESS",
                    help="daemon HOST:PORT or unix:///PATH (or PONDER_ADDRESS; default: the local daemon)")
-    p.add_argument("--token", default=default,
+    p.add_argument("--token", default=default, dest=prefix + "token", metavar="TOKEN",
                    help=token_help or "API key (or PONDER_TOKEN; default: the local quickstart key)")
     tls = p.add_argument_group("TLS (any of these turns it on; so does PONDER_TLS=true)")
-    tls.add_argument("--tls-ca", default=default,
+    tls.add_argument("--tls-ca", default=default, dest=prefix + "tls_ca", metavar="TLS_CA",
                      help="CA bundle that signed the daemon's certificate (or PONDER_TLS_CA; default: system roots)")
-    tls.add_argument("--tls-cert", default=default, help="client certificate for mutual TLS (or PONDER_TLS_CERT)")
-    tls.add_argument("--tls-key", default=default, help="the client certificate's private key (or PONDER_TLS_KEY)")
-    tls.add_argument("--tls-server-name", default=default,
+    tls.add_argument("--tls-cert", default=default, dest=prefix + "tls_cert", metavar="TLS_CERT", help="client certificate for mutual TLS (or PONDER_TLS_CERT)")
+    tls.add_argument("--tls-key", default=default, dest=prefix + "tls_key", metavar="TLS_KEY", help="the client certificate's private key (or PONDER_TLS_KEY)")
+    tls.add_argument("--tls-server-name", default=default, dest=prefix + "tls_server_name", metavar="TLS_SERVER_NAME",
                      help="name to verify in the daemon's certificate (or PONDER_TLS_SERVER_NAME)")
 
 
@@ -42,8 +49,9 @@ def add_global_arguments(parser: argparse.ArgumentParser) -> None:
         parser,
         token_help="API key (or PONDER_TOKEN, for `ponder admin` PONDER_ADMIN_TOKEN; default: the state "
         "directory's local.token, admin.token)",
+        prefix=GLOBAL,
     )
-    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    parser.add_argument("--verbose", action="store_true", dest=GLOBAL + "verbose", help=VERBOSE_HELP)
 
 
 def repeated(p: argparse.ArgumentParser) -> None:
@@ -54,11 +62,15 @@ def repeated(p: argparse.ArgumentParser) -> None:
 
 
 def misplaced(args: argparse.Namespace) -> str | None:
-    """The first connection flag given before a command that does not connect to a daemon (None: all is well)."""
-    if getattr(args, CONNECTS, False):
-        return None
-    for dest in DESTS:
-        if getattr(args, dest, None) is not None:
+    """The first connection flag given before a command that does not connect to a daemon (None: all is well).
+    A command that connects gets each global value its own copy of the flag did not set (after the command wins)."""
+    connects = getattr(args, CONNECTS, False)
+    for dest in (*DESTS, "verbose"):
+        value = getattr(args, GLOBAL + dest, None)
+        if connects:
+            if not hasattr(args, dest):
+                setattr(args, dest, value)
+        elif value not in (None, False):
             return "--" + dest.replace("_", "-")
     return None
 
