@@ -17,7 +17,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import DaemonThread, make_settings
+from conftest import DaemonThread, make_settings, scrape, value
 from ponder.client import PonderClient
 from ponder.errors import BudgetExhausted as BudgetExhaustedError
 from ponder.errors import Unauthenticated as UnauthenticatedError
@@ -166,6 +166,12 @@ def test_an_outage_of_the_central_ledger(tmp_path):
             with PonderClient(h.address, token, timeout=120) as c:
                 eventually(lambda c=c: _try(c.ask, "What is 5 plus 5?"), what="the key on every host")
         before, _ = ask_all(hosts, token, 20)
+        for h in hosts:  # the fleet gauges, scraped from each daemon's metrics port
+            samples = scrape(h)
+            assert value(samples, "ponder_fleet_ledger_reachable") == 1
+            assert value(samples, "ponder_fleet_lease_transactions_total", kind="grant") >= 1
+            assert value(samples, "ponder_fleet_leased_credits", tenant="shared") > 0
+            assert 0 <= value(samples, "ponder_fleet_last_sync_age_seconds") < 60
         server.stop()
         stopped = time.monotonic()
         during, refused = ask_all(hosts, token, 80)
@@ -176,11 +182,21 @@ def test_an_outage_of_the_central_ledger(tmp_path):
         waiting = sum(h.call(h.daemon.store.call(lambda db: db.execute(
             "SELECT count(*) FROM spend WHERE shipped = 0").fetchone()[0])) for h in hosts)
         assert waiting >= len(during), "the records wait in each host's file"
+        for h in hosts:
+            eventually(lambda h=h: value(scrape(h), "ponder_fleet_ledger_reachable") == 0,
+                       what="the reachable gauge at 0 during the outage")
+        eventually(lambda: sum(value(scrape(h), "ponder_fleet_unshipped_records") for h in hosts) >= len(during),
+                   what="the unshipped records counted")
         server.start()
         assert time.monotonic() - stopped < 100, "the outage was meant to be shorter than a lease"
         ids = [x.request_id for x in before + during]
         eventually(lambda: central(dsn, "SELECT count(*) FROM spend WHERE request_id = ANY(%s)", [ids])[0][0]
                    == len(ids), timeout=60, what="every record shipped after the outage")
+        for h in hosts:
+            eventually(lambda h=h: value(scrape(h), "ponder_fleet_ledger_reachable") == 1, timeout=60,
+                       what="the reachable gauge back at 1")
+            eventually(lambda h=h: value(scrape(h), "ponder_fleet_unshipped_records") == 0, timeout=60,
+                       what="no record left unshipped")
         rows = central(dsn, "SELECT count(*), count(DISTINCT request_id), sum(cost_micros)::bigint FROM spend "
                             "WHERE tenant = 'shared'")[0]
         assert rows[0] == rows[1], "no record twice"

@@ -72,6 +72,8 @@ class Daemon:
             # Running requests hold (or are about to take) one; waiting settlements keep theirs.
             lambda: len(self.pipeline.live) + len(self.budgets.unsettled()),
         )
+        if self.fleet is not None:
+            self.telemetry.watch_fleet(self.fleet)
         self.telemetry.start()
 
     def reload(self) -> tuple[Policy, Classifier]:

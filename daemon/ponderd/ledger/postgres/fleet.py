@@ -80,6 +80,11 @@ class Fleet:
         self._failed_at = 0.0
         self.shipped = 0
         self.grants = 0  # lease transactions sent (bench/fleet.py counts the traffic)
+        # For the metrics (serve/telemetry.py), read at scrape time:
+        self.synced_at = 0.0  # monotonic time of the last sync that reached the central ledger (0: none yet)
+        self.unspent: dict[str, int] = {}  # per tenant, what the lease has left here, as of the last look
+        self.unshipped_records = 0  # spend records in the local file the central ledger does not have yet
+        self.lease_calls: collections.Counter[str] = collections.Counter()  # lease transactions answered, by kind
         # Request ids of this host's running idempotency claims (ledger/postgres/idempotency.py), kept alive each sync.
         self.heartbeats: Callable[[], set[str]] = set
 
@@ -108,6 +113,8 @@ class Fleet:
         except BaseException:
             await self.pool.close()
             raise
+        self.synced_at = time.monotonic()
+        await self._count_unshipped()
         self._tasks = [asyncio.ensure_future(self._sync_loop()), asyncio.ensure_future(self._listen())]
         log.info("fleet ledger: host %r joined %s (schema %d)", self.host, where, schema.VERSION)
 
@@ -191,17 +198,17 @@ class Fleet:
                 return False  # it failed a moment ago: the sync loop retries; requests do not wait on it
             try:
                 if lease is None:  # the first lease: learn the budget (and any share held from before a restart)
-                    await self._grant(tenant, 0)
+                    await self._grant(tenant, 0, kind="grant")
                     lease, local = self.leases[tenant], await self._local(tenant)
                 remaining = max(local.remaining_micros, 0) if local is not None else 0
                 want = max(need_micros, self._target(tenant, lease.budget_micros)) - remaining
-                await self._grant(tenant, max(want, 0), need_micros - remaining)
+                await self._grant(tenant, max(want, 0), need_micros - remaining, kind="grant")
             except UNREACHABLE as exc:
                 self._unreachable(exc)
                 return False
             return True
 
-    async def _grant(self, tenant: str, want: int, need: int = 0) -> None:
+    async def _grant(self, tenant: str, want: int, need: int = 0, kind: str = "renewal") -> None:
         """Ask for `want` more (0: renew; < 0: give some back); make the local file hold the total the answer names.
 
         Giving back shrinks the local budget first, so this host can never spend what the pool has taken back.
@@ -215,10 +222,12 @@ class Fleet:
                 want = -await self.store.call(self.ledger.shrink, tenant, min(-want, local.remaining_micros))
         # Shielded: a request cancelled mid-grant leaves a whole transaction, and the totals heal the rest.
         g = await asyncio.shield(self._grant_call(tenant, want, now, need))
-        await self.store.call(
+        view = await self.store.call(
             self.ledger.apply_lease, tenant, g.enabled, g.window, g.window_start, g.granted_micros, g.created_at, now
         )
         self.leases[tenant] = Lease(g.granted_micros, g.expires_at, g.budget_micros, g.window_start)
+        self.lease_calls[kind] += 1
+        self.unspent[tenant] = max(view.remaining_micros, 0)
 
     async def _grant_call(self, tenant: str, want: int, now: datetime, need: int = 0) -> central.Grant:
         self.grants += 1
@@ -263,11 +272,16 @@ class Fleet:
             if not self.reachable:
                 log.info("fleet ledger: reachable again; shipped what waited")
             self.reachable = True
+            self.synced_at = time.monotonic()
         except UNREACHABLE as exc:
             self._unreachable(exc)
         except NotFound as exc:  # a tenant was removed centrally
             log.warning("fleet ledger: %s", exc)
         await self._freeze_expired()
+        await self._count_unshipped()
+
+    async def _count_unshipped(self) -> None:
+        self.unshipped_records = await self.store.call(self.ledger.unshipped_count)
 
     async def _ship(self) -> None:
         while True:
@@ -287,6 +301,7 @@ class Fleet:
             local = await self._local(tenant)
             if local is None:
                 continue
+            self.unspent[tenant] = max(local.remaining_micros, 0)
             target = self._target(tenant, lease.budget_micros)
             soon = lease.expires_at - now < timedelta(seconds=self.settings.lease_seconds / 2)
             idle = local.remaining_micros > 2 * target + to_micros(self.settings.min_lease)

@@ -332,6 +332,9 @@ class Ledger:
     def unshipped(self, db: Database, limit: int) -> list[dict[str, Any]]:
         return list(db.query("SELECT * FROM spend WHERE shipped = 0 ORDER BY at LIMIT ?", [limit]))
 
+    def unshipped_count(self, db: Database) -> int:
+        return int(db.execute("SELECT COUNT(*) FROM spend WHERE shipped = 0").fetchone()[0])
+
     def mark_shipped(self, db: Database, request_ids: Sequence[str]) -> None:
         with db.atomic():
             db.conn.executemany("UPDATE spend SET shipped = 1 WHERE request_id = ?", [[r] for r in request_ids])
