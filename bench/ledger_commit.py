@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import pathlib
 import statistics
 import sys
@@ -100,6 +101,7 @@ def main() -> int:
     ap.add_argument("--plot", default=str(REPO / "bench" / "results" / "ledger_commit.png"))
     args = ap.parse_args()
     levels = [int(x) for x in args.concurrency.split(",")]
+    load_before = os.getloadavg()[0]
     runs: dict[tuple[str, int], list[dict]] = {(m, c): [] for m in MODES for c in levels}
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for round_ in range(args.rounds):
@@ -118,6 +120,8 @@ def main() -> int:
         "Real: SqliteBudgets -> Ledger -> Store on a SQLite file (WAL, synchronous=FULL) on this machine's disk.",
         "Simulated: the requests (each worker reserves 1,000 micro-credits and settles at once, in a loop).",
         f"Median of {args.rounds} rounds of {args.seconds:g} s per cell; modes alternate within each round.",
+        f"Machine: {os.cpu_count()} cores, load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after "
+        "(other work on the machine takes CPU from both modes alike; the ratio is the figure to compare).",
         "",
         f"{'concurrency':>11} {'baseline pairs/s':>16} {'group pairs/s':>13} {'ratio':>6} {'calls/commit':>12}",
     ]
