@@ -21,7 +21,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -29,7 +29,7 @@ import psycopg_pool
 from psycopg.rows import dict_row
 
 from ponderd.clock import Clock
-from ponderd.errors import BudgetExhausted, FailedPrecondition, NotFound, QuotaDetail
+from ponderd.errors import BudgetExhausted, FailedPrecondition, NotFound, QuotaDetail, Unavailable
 from ponderd.ledger.keys import Keyring, write_credential
 from ponderd.ledger.postgres import central, schema
 from ponderd.ledger.sqlite.accounts import SqliteAccounts
@@ -87,6 +87,9 @@ class Fleet:
         self.lease_calls: collections.Counter[str] = collections.Counter()  # lease transactions answered, by kind
         # Request ids of this host's running idempotency claims (ledger/postgres/idempotency.py), kept alive each sync.
         self.heartbeats: Callable[[], set[str]] = set
+        # Puts a central policy version in force here: (text, sha256, version); set by the server.
+        self.on_policy: Callable[[str, str, int], Awaitable[None]] | None = None
+        self.policy_seen = 0  # the newest central policy version this host has handled
 
     # life ----------------------------------------------------------------
 
@@ -165,11 +168,42 @@ class Fleet:
                 conn = await psycopg.AsyncConnection.connect(self.settings.dsn, autocommit=True, connect_timeout=5)
                 async with conn:
                     await conn.execute(f"LISTEN {central.NOTIFY_CHANNEL}")
+                    await conn.execute(f"LISTEN {central.POLICY_CHANNEL}")
                     await self.refresh_keys()
-                    async for _ in conn.notifies():
-                        await self.refresh_keys()
+                    await self.check_policy()
+                    async for note in conn.notifies():
+                        if note.channel == central.POLICY_CHANNEL:
+                            await self.check_policy()
+                        else:
+                            await self.refresh_keys()
             except UNREACHABLE:
                 await asyncio.sleep(self.settings.keys_poll_seconds)
+
+    # policy versions -----------------------------------------------------
+
+    async def publish_policy(self, text: str, sha256: str) -> int:
+        """Store this host's policy (just reloaded) as the fleet's newest version; every host picks it up."""
+        try:
+            async with self.pool.connection(timeout=5) as conn:
+                version = await central.publish_policy(conn, text, sha256, self.host, self.clock.now())
+        except UNREACHABLE as exc:
+            raise Unavailable(
+                f"the policy is in force on this host, but the central ledger ({schema.safe_dsn(self.settings.dsn)}) "
+                f"is unreachable ({_reason(exc)}), so the other hosts do not have it; reload again once it is back"
+            ) from None
+        self.policy_seen = max(self.policy_seen, version)
+        log.info("fleet ledger: policy %s stored as central version %d", sha256[:12], version)
+        return version
+
+    async def check_policy(self) -> None:
+        """Put the newest central policy version in force here, if this host has not handled it yet."""
+        async with self.pool.connection(timeout=5) as conn:
+            latest = await central.latest_policy(conn)
+        if latest is None or latest["version"] <= self.policy_seen:
+            return
+        self.policy_seen = latest["version"]
+        if self.on_policy is not None:
+            await self.on_policy(latest["text"], latest["sha256"], latest["version"])
 
     # leases --------------------------------------------------------------
 
@@ -269,6 +303,7 @@ class Fleet:
             await self._renew()
             if time.monotonic() - self._keys_read >= self.settings.keys_poll_seconds:
                 await self.refresh_keys()
+                await self.check_policy()
             if not self.reachable:
                 log.info("fleet ledger: reachable again; shipped what waited")
             self.reachable = True
