@@ -392,11 +392,12 @@ class Store:
         # Per job: None (its effects are in the open transaction, or it has not run) or its final exception.
         failed: list[BaseException | None] = [None] * len(batch)
         values: list[Any] = [None] * len(batch)
-        clean_from = conn.total_changes  # changes after the last storage fault of this batch
+        wrote = False  # a call after this batch's last storage fault changed rows (and kept them)
         try:
             self._execute(conn, "BEGIN IMMEDIATE")
             for i, job in enumerate(batch):
                 self._execute(conn, "SAVEPOINT ponder_call")
+                before = conn.total_changes
                 try:
                     values[i] = job.fn(db, *job.args)
                 except BaseException as exc:
@@ -409,13 +410,15 @@ class Store:
                     reason = storage_fault(exc) if isinstance(exc, Exception) else None
                     if reason is not None:
                         failed[i] = self._unavailable(reason, exc)
-                        clean_from = conn.total_changes
+                        wrote = False
                     else:
                         failed[i] = exc
                 else:
-                    if not conn.in_transaction:  # the call ended the transaction itself
+                    # A call must not COMMIT or ROLLBACK itself (sqlite_utils' atomic() nests as a savepoint).
+                    if not conn.in_transaction:
                         raise _BatchLost()
                     self._execute(conn, "RELEASE ponder_call")
+                    wrote = wrote or conn.total_changes != before
             self._commit(conn)
         except BaseException:
             self._rollback(conn)
@@ -424,7 +427,7 @@ class Store:
             return
         self.batches += 1
         self.batched_calls += len(batch)
-        if self.fault and conn.total_changes != clean_from:
+        if self.fault and wrote:
             self.fault = ""
         # Acknowledged only now, after the batch's COMMIT.
         for i, job in enumerate(batch):
