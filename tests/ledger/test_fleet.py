@@ -19,10 +19,11 @@ import psycopg
 import pytest
 
 from conftest import DaemonThread, make_settings, scrape, value
-from ponder.client import PonderClient
+from ponder.client import AdminClient, PonderClient
 from ponder.errors import BudgetExhausted as BudgetExhaustedError
 from ponder.errors import FailedPrecondition as FailedPreconditionError
 from ponder.errors import Unauthenticated as UnauthenticatedError
+from ponder.errors import Unavailable as UnavailableError
 
 pytestmark = pytest.mark.model
 
@@ -190,6 +191,11 @@ def test_an_outage_of_the_central_ledger(tmp_path):
                        what="the reachable gauge at 0 during the outage")
         eventually(lambda: sum(value(scrape(h), "ponder_fleet_unshipped_records") for h in hosts) >= len(during),
                    what="the unshipped records counted")
+        # A policy reload is in force on its host, but cannot be stored for the fleet: UNAVAILABLE, saying why.
+        no_retry = AdminClient(hosts[0].address, hosts[0].token("admin"), timeout=60, retries=False)
+        with no_retry as admin, pytest.raises(UnavailableError, match="unreachable") as info:
+            admin.reload_policy()
+        assert "other hosts do not have it" in str(info.value)
         server.start()
         assert time.monotonic() - stopped < 100, "the outage was meant to be shorter than a lease"
         ids = [x.request_id for x in before + during]
