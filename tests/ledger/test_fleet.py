@@ -393,6 +393,15 @@ def test_a_policy_reloaded_on_one_host_is_put_in_force_on_the_others(tmp_path, p
                 admin.reload_policy()
         assert len(central(pg_dsn, "SELECT version FROM policy_versions")) == 1
         assert a.daemon.policies.current().version == b.daemon.policies.current().version == "test-small-fleet-2"
+
+        # A host that joins later takes the fleet's newest version at start.
+        late = tmp_path / "host2" / "policy.toml"
+        late.parent.mkdir(parents=True)
+        shutil.copy(SMALL_POLICY, late)
+        hosts.append(DaemonThread(fleet_settings(tmp_path / "host2" / "state", pg_dsn, "host2", late)).start())
+        eventually(lambda: hosts[2].daemon.policies.current().version == "test-small-fleet-2", timeout=30,
+                   what="a new host taking the fleet's policy")
+        assert late.read_text() == new
     finally:
         for h in hosts:
             h.stop()
