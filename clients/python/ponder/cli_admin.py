@@ -233,7 +233,9 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
 
     policy = groups.add_parser("policy", help="reload the policy file", description="Policy.")
     pol = policy.add_subparsers(dest="action", metavar="ACTION", required=True)
-    command(pol, "reload", policy_reload, "re-read the policy file and risk model (a bad file keeps the old one)")
+    command(pol, "reload", policy_reload,
+            "re-read the policy file and risk model (a bad file keeps the old one); on a fleet host, also "
+            "store the policy as the fleet's newest version, which every host then puts in force")
 
     p = command(groups, "explain", explain, "show how the daemon assesses a text, and why")
     p.add_argument("text")
