@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
+import pathlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +13,7 @@ from sqlite_utils import Database
 
 from ponderd.clock import Clock, SystemClock
 from ponderd.engine import Engine
+from ponderd.errors import FailedPrecondition, PonderError
 from ponderd.ledger import keys
 from ponderd.ledger.accounts import Accounts
 from ponderd.ledger.budgets import Budgets
@@ -22,7 +26,7 @@ from ponderd.ledger.sqlite.store import Store
 from ponderd.ledger.types import to_micros
 from ponderd.planning.accuracy import AccuracyEstimates, UpdateResult
 from ponderd.planning.policy import Policy
-from ponderd.planning.policy_file import PolicyHolder
+from ponderd.planning.policy_file import PolicyHolder, load_policy
 from ponderd.request.models import ServedModels
 from ponderd.request.pipeline import Pipeline
 from ponderd.risk import Classifier, ClassifierHolder
@@ -72,6 +76,8 @@ class Daemon:
             # Running requests hold (or are about to take) one; waiting settlements keep theirs.
             lambda: len(self.pipeline.live) + len(self.budgets.unsettled()),
         )
+        if self.fleet is not None:
+            self.telemetry.watch_fleet(self.fleet)
         self.telemetry.start()
 
     def reload(self) -> tuple[Policy, Classifier]:
@@ -86,6 +92,38 @@ class Daemon:
             self.policies.swap(policy)
             self.classifier.swap(model)
         return policy, model
+
+    async def publish_policy(self, policy: Policy) -> None:
+        """A fleet host: store the policy just put in force as the fleet's newest version (admin policy reload)."""
+        if self.fleet is None:
+            return
+        raw = await asyncio.to_thread(pathlib.Path(policy.path).read_bytes)
+        if hashlib.sha256(raw).hexdigest() != policy.sha256:
+            raise FailedPrecondition(
+                f"the policy file {policy.path} changed while it was being reloaded; reload again to store it fleet-wide"
+            )
+        await self.fleet.publish_policy(raw.decode("utf-8"), policy.sha256)
+
+    async def apply_central_policy(self, text: str, sha256: str, version: int) -> None:
+        """A fleet host: put central policy version `version` in force here, written over this host's policy file
+        (so a restart or SIGHUP keeps it). A version this host cannot use is logged and the policy in force kept."""
+        if sha256 == self.policies.current().sha256:
+            return
+        path = self.policies.path
+        tmp = path.with_name(f".{path.name}.central-{version}.tmp")
+        try:
+            await asyncio.to_thread(tmp.write_text, text, encoding="utf-8")
+            await asyncio.to_thread(load_policy, tmp, self.policies.models)  # validated whole before it replaces the file
+            await asyncio.to_thread(tmp.replace, path)
+            policy, _ = await asyncio.to_thread(self.reload)
+        except (OSError, PonderError) as exc:
+            why = exc.message if isinstance(exc, PonderError) else f"{exc.strerror or exc} ({path})"
+            log.error("central policy version %d is not in force on this host, keeping %s: %s",
+                      version, self.policies.current().version, why)
+            return
+        finally:
+            tmp.unlink(missing_ok=True)
+        log.info("central policy version %d is in force: policy %s", version, policy.version)
 
     def close(self, free_model: bool = True) -> None:
         """Stop the jobs and metrics, free the model (unless a request may still use it), close the database."""

@@ -84,6 +84,7 @@ def create_server(
     admin_service = AdminService(
         accounts=d.accounts, budgets=d.budgets, policies=d.policies, classifier=d.classifier, clock=d.clock,
         zone=d.settings.zone, jobs=d.jobs, reload=d.reload, retrains=d.retrainer.recent,
+        publish_policy=d.publish_policy if d.fleet is not None else None,
     )
     add_servicer(ponder_pb2_grpc.add_PonderServiceServicer_to_server, service, server, ponder)
     add_servicer(admin_pb2_grpc.add_AdminServiceServicer_to_server, admin_service, server, admin)
@@ -145,6 +146,7 @@ class Server:
         d = self.daemon
         await asyncio.to_thread(d.open)
         if d.fleet is not None:
+            d.fleet.on_policy = d.apply_central_policy
             await d.fleet.start()
         await asyncio.to_thread(d.engine.warm)
         # Anything still reserved now was left by a process that died mid-request.

@@ -9,7 +9,11 @@ seams, by wrappers `app.build` puts around the collaborators it wires:
 - `TimedClassifiers` around the pipeline's classifier holder: scoring latency;
 - the access interceptor (logs.py): every RPC, by method and status code;
 - the jobs: retrain results; gauges read at scrape time: engine queue depth,
-  reservations held.
+  reservations held;
+- on a fleet host (`[ledger] backend = "postgres"`), read from its `Fleet` at
+  scrape time: whether the central ledger is reachable, the age of the last
+  sync that reached it, leased and unspent credits per tenant, spend records
+  not shipped yet, and lease transactions by kind.
 
 Each daemon has its own CollectorRegistry, so several daemons in one process
 (tests) never share or collide on a metric. `NullTelemetry` is the default.
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from ponderd.ledger.types import BalanceView, Candidate, SpendRow
 
@@ -29,6 +33,17 @@ log = logging.getLogger("ponder.telemetry")
 RPC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 # The classifier and planner are CPU work measured in microseconds to milliseconds.
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+
+
+class FleetView(Protocol):
+    """What the fleet metrics read from a fleet host's `Fleet` (ledger/postgres/fleet.py)."""
+
+    reachable: bool
+    synced_at: float  # monotonic; 0 before the first sync
+    leases: Mapping[str, Any]  # tenant -> lease, with granted_micros
+    unspent: Mapping[str, int]
+    unshipped_records: int
+    lease_calls: Mapping[str, int]
 
 
 class Telemetry(Protocol):
@@ -52,6 +67,9 @@ class Telemetry(Protocol):
 
     def watch(self, queue_depth: Callable[[], int], reservations: Callable[[], int]) -> None:
         """Gauges read at scrape time."""
+
+    def watch_fleet(self, fleet: FleetView) -> None:
+        """A fleet host: its central-ledger gauges, read at scrape time."""
 
     def start(self) -> None:
         """Serve the scrape endpoint (if any)."""
@@ -84,6 +102,9 @@ class NullTelemetry:
         pass
 
     def watch(self, queue_depth: Callable[[], int], reservations: Callable[[], int]) -> None:
+        pass
+
+    def watch_fleet(self, fleet: FleetView) -> None:
         pass
 
     def start(self) -> None:
@@ -137,6 +158,9 @@ class PrometheusTelemetry:
         self.reservations = Gauge(
             "ponder_reservations_held", "Requests holding (or about to take) a reservation, or waiting to settle", registry=r
         )
+        # Registered on every daemon so the names are known; samples only on a fleet host (watch_fleet).
+        self.fleet = _FleetCollector()
+        r.register(self.fleet)
 
     def rpc(self, method: str, code: str, seconds: float) -> None:
         self.rpcs.labels(method, code).inc()
@@ -170,6 +194,9 @@ class PrometheusTelemetry:
         self.queue_depth.set_function(queue_depth)
         self.reservations.set_function(reservations)
 
+    def watch_fleet(self, fleet: FleetView) -> None:
+        self.fleet.source = fleet
+
     def start(self) -> None:
         from prometheus_client import start_http_server
 
@@ -194,6 +221,51 @@ class PrometheusTelemetry:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+
+
+class _FleetCollector:
+    """The fleet host's gauges and counter, read from its Fleet at each scrape (no samples on a single host)."""
+
+    def __init__(self) -> None:
+        self.source: FleetView | None = None
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        f = self.source
+        reachable = GaugeMetricFamily(
+            "ponder_fleet_ledger_reachable", "1 while the central ledger (PostgreSQL) answers this host, 0 while not"
+        )
+        age = GaugeMetricFamily(
+            "ponder_fleet_last_sync_age_seconds", "Seconds since this host's last sync that reached the central ledger"
+        )
+        leased = GaugeMetricFamily(
+            "ponder_fleet_leased_credits", "Credits of the tenant's window budget this host holds as its lease", labels=["tenant"]
+        )
+        unspent = GaugeMetricFamily(
+            "ponder_fleet_lease_unspent_credits",
+            "Credits of this host's lease neither spent nor reserved (as of its last grant or sync)", labels=["tenant"],
+        )
+        unshipped = GaugeMetricFamily(
+            "ponder_fleet_unshipped_records", "Spend records in this host's file that the central ledger does not have yet"
+        )
+        leases = CounterMetricFamily(
+            "ponder_fleet_lease_transactions",
+            "Lease transactions the central ledger answered: grant (a request needed more), renewal (the sync)",
+            labels=["kind"],
+        )
+        if f is not None:
+            reachable.add_metric([], 1 if f.reachable else 0)
+            if f.synced_at:
+                age.add_metric([], time.monotonic() - f.synced_at)
+            for tenant, lease in sorted(f.leases.items()):
+                leased.add_metric([tenant], lease.granted_micros / 1e6)
+            for tenant, micros in sorted(f.unspent.items()):
+                unspent.add_metric([tenant], micros / 1e6)
+            unshipped.add_metric([], f.unshipped_records)
+            for kind in ("grant", "renewal"):
+                leases.add_metric([kind], f.lease_calls.get(kind, 0))
+        yield from (reachable, age, leased, unspent, unshipped, leases)
 
 
 def create(listen: str) -> Telemetry:

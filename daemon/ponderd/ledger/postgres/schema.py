@@ -89,6 +89,18 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at);
     """,
+    # (3: reserved for the keys columns of another branch; lead: when it lands, this becomes entry 4.)
+    # 3/4: policy versions, fleet-wide: `ponder admin policy reload` on any host stores its policy file's text
+    # as the next version (central.publish_policy); every host puts the newest in force (Fleet.check_policy).
+    """
+    CREATE TABLE policy_versions (
+        version bigserial PRIMARY KEY,
+        sha256 text NOT NULL,
+        text text NOT NULL,
+        host_id text NOT NULL,
+        created_at timestamptz NOT NULL
+    );
+    """,
 )
 
 VERSION = len(MIGRATIONS)
