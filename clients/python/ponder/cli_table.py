@@ -1,10 +1,11 @@
 """Tables the CLI prints: a header row and aligned columns.
 
 On a terminal a table is drawn with rich (installed with the daemon, or `pip install rich`),
-headers in bold. Anywhere else (a pipe, a file, `NO_COLOR`) it is plain text that scripts
-can split on runs of spaces: the header row in capitals, then one line per row, columns
-padded to the widest cell and separated by two spaces, numbers right-aligned, no colour
-codes, no box characters and no wrapping. The same rows always print the same text.
+headers in bold. Anywhere else (a pipe, a file, `NO_COLOR`, `TERM=dumb`) it is plain text that
+scripts can split on runs of two or more spaces: the header row in capitals, then one line per
+row, columns padded to the widest cell and separated by two spaces, numbers right-aligned, an
+empty cell as `-`, no colour codes, no box characters and no wrapping. The same rows always
+print the same text.
 """
 
 from __future__ import annotations
@@ -27,9 +28,13 @@ def is_terminal(out: IO[str]) -> bool:
     return bool(isatty and isatty()) and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
 
 
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
 def plain(columns: Sequence[Column], rows: Sequence[Sequence[Any]]) -> str:
     """The table as plain aligned text (what a pipe gets)."""
-    cells = [[c.header.upper() for c in columns]] + [["" if v is None else str(v) for v in row] for row in rows]
+    cells = [[c.header.upper() for c in columns]] + [[_cell(v) or "-" for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     lines = []
     for r in cells:
@@ -58,7 +63,7 @@ def print_table(
                 table.add_column(c.header.upper(), justify="right" if c.align == "right" else "left", no_wrap=True)
             for row in rows:
                 # Text, not markup: a label such as "[ci]" prints as written.
-                table.add_row(*(Text("" if v is None else str(v)) for v in row))
+                table.add_row(*(Text(_cell(v)) for v in row))
             Console(file=stream).print(table)
             return
     if title:
