@@ -99,6 +99,8 @@ proto: setup
 	$(BIN)/python -m grpc_tools.protoc -I protos \
 	  --python_out=clients/python --pyi_out=clients/python --grpc_python_out=clients/python \
 	  protos/ponder/v1/ponder.proto protos/ponder/v1/admin.proto
+	@# The Node.js package carries its own copy (tests/clients/test_node_package.py checks it).
+	cp protos/ponder/v1/*.proto clients/node/protos/ponder/v1/
 
 bench: setup
 	$(BIN)/python bench/run.py

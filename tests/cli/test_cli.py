@@ -32,7 +32,7 @@ def test_ask_json_is_one_object_with_the_same_facts(served, cli_env):
     data = json.loads(ponder(cli_env, "ask", "What is 17 * 23?", "--json", "--samples", "3", "--thinking-tokens", "8").stdout)
     assert set(data) >= {"request_id", "text", "answer", "votes", "assessment", "plan", "usage", "cost", "balance"}
     assert data["plan"]["samples"] == 3 and data["plan"]["thinking_tokens"] == 8
-    assert data["assessment"]["severity"].startswith("SEVERITY_")
+    assert data["assessment"]["severity"] in ("low", "medium", "high")
     assert data["balance"]["tenant"] == "local"
 
 

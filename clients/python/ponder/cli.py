@@ -12,8 +12,8 @@ import json
 import sys
 from typing import Any, Callable, Sequence
 
-from . import cli_admin, cli_connect, plugins
-from .cli_format import dump_json, print_answer, print_balance, print_quote, to_dict
+from . import cli_admin, cli_connect, cli_json, plugins
+from .cli_format import dump_json, print_answer, print_balance, print_quote
 from .client import PonderClient, PonderError
 from .errors import ConnectFailed
 
@@ -70,7 +70,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         if args.stream and args.json:
             # One JSON object per line, per event: the plan, each text delta, the result.
             for event in client.ask_stream(args.text, **kwargs):
-                print(json.dumps(to_dict(event), ensure_ascii=False), flush=True)
+                print(cli_json.dumps(event, indent=None), flush=True)
             return 0
         if args.stream:
             result, shown_round = None, 0

@@ -30,12 +30,13 @@ def policy_check(args: argparse.Namespace) -> int:
         policy = load_policy(pathlib.Path(args.file), models)
     except PolicyError as exc:
         if args.json:
-            dump_json({"file": args.file, "ok": False, "problems": exc.problems})
+            dump_json({"file": args.file, "ok": False, "version": None, "levels": [], "problems": exc.problems})
         for problem in exc.problems:
             print(f"{exc.path}: {problem}", file=sys.stderr)
         return 1
     if args.json:
-        dump_json({"file": args.file, "ok": True, "version": policy.version, "levels": [lvl.name for lvl in policy.levels]})
+        dump_json({"file": args.file, "ok": True, "version": policy.version, "levels": [lvl.name for lvl in policy.levels],
+                   "problems": []})
         return 0
     levels = ", ".join(lvl.name for lvl in policy.levels)
     print(f"{args.file}: ok (version {policy.version}; levels {levels}; {len(policy.tenants)} tenant table(s); "

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import pathlib
 import sys
 from dataclasses import dataclass, field
@@ -242,10 +241,11 @@ def main(args: argparse.Namespace) -> int:
     window = (f"{report.since.ToDatetime():%Y-%m-%d %H:%M}", f"{report.until.ToDatetime():%Y-%m-%d %H:%M} UTC")
     truncated = len(records) >= args.limit
     if args.json:
-        json.dump({"candidate": {"path": str(args.candidate), "version": policy.version},
-                   "since": window[0], "until": window[1], "profile": profile_path, "truncated": truncated,
-                   "groups": [g.to_json() for g in groups]}, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        from ponder.cli_format import dump_json
+
+        dump_json({"candidate": {"path": str(args.candidate), "version": policy.version},
+                   "since": report.since, "until": report.until, "profile": profile_path, "truncated": truncated,
+                   "groups": [g.to_json() for g in groups]})
     else:
         print_report(groups, policy, *window, profile_path, truncated)
     return 0
