@@ -15,17 +15,20 @@ from ponder.cli_format import dump_json
 
 def policy_check(args: argparse.Namespace) -> int:
     from ponderd.errors import PolicyError
+    from ponderd.planning.planner import fit_warnings
     from ponderd.planning.policy_file import load_policy
-    from ponderd.settings import SettingsError, load_settings
+    from ponderd.settings import Settings, SettingsError, load_settings
 
     models = None
+    settings = Settings()  # without a config: the daemon's defaults (n_ctx, n_seq_max), for the fit warnings
     if args.config or os.environ.get("PONDER_CONFIG"):
         # The daemon's config names the served models: check the levels' `model` against them.
         try:
-            models = list(load_settings(pathlib.Path(args.config) if args.config else None).served_models)
+            settings = load_settings(pathlib.Path(args.config) if args.config else None)
         except SettingsError as exc:
             print(exc, file=sys.stderr)
             return 1
+        models = list(settings.served_models)
     try:
         policy = load_policy(pathlib.Path(args.file), models)
     except PolicyError as exc:
@@ -34,13 +37,28 @@ def policy_check(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"{exc.path}: {problem}", file=sys.stderr)
         return 1
+    # A level the model's context cannot hold as configured still runs, fitted: a warning naming what runs.
+    warnings = fit_warnings(policy, lambda name: _limits(settings, name))
     if args.json:
-        dump_json({"file": args.file, "ok": True, "version": policy.version, "levels": [lvl.name for lvl in policy.levels]})
+        dump_json({
+            "file": args.file, "ok": True, "version": policy.version, "levels": [lvl.name for lvl in policy.levels],
+            "warnings": warnings,
+        })
         return 0
     levels = ", ".join(lvl.name for lvl in policy.levels)
     print(f"{args.file}: ok (version {policy.version}; levels {levels}; {len(policy.tenants)} tenant table(s); "
           f"{len(policy.overrides)} override(s))")
+    for warning in warnings:
+        print(f"{args.file}: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _limits(settings: Any, name: str) -> Any:
+    """A served model's limits as its settings give them (before it loads: no forced tokens); None: not served."""
+    from ponderd.engine import EngineLimits
+
+    model = settings.served_models.get(name or settings.model.name)
+    return None if model is None else EngineLimits(model.n_ctx, model.n_ctx, model.n_seq_max)
 
 
 def calibrate(args: argparse.Namespace) -> int:

@@ -130,6 +130,7 @@ class Pipeline:
                 row = self._row(request_id, tenant, quote, None, 0, started, "refused", exc.message)
                 with contextlib.suppress(StorageUnavailable):  # the refusal's record waits in Budgets
                     await self.budgets.refuse(row)
+                _recorded(req, "refused", 0)
                 raise
             # From here the reservation is this request's: every path below settles it exactly once.
             quote = replace(quote, plan=candidates[chosen])
@@ -296,6 +297,7 @@ class Pipeline:
             charged = cost
         if charged < cost:
             log.warning("request %s used %d micros but reserved only %d", request_id, cost, charged)
+        _recorded(req, status, charged)
         if status != "ok":
             raise ended(status, error, charged, fatal=result.fatal)
         return Outcome(
@@ -303,6 +305,16 @@ class Pipeline:
             balance, self.clock.monotonic() - started, vote.weights, verified,
             stop_reason(quote, result), vote.text, vote.answer, refined,
         )
+
+
+def _recorded(req: AskInput, status: str, charged: int) -> None:
+    """Tell the caller its record was written (status, charged micros); a failing listener never fails the request."""
+    if req.recorded is not None:
+        try:
+            req.recorded(status, charged)
+        except Exception:
+            log.exception("the request's record listener failed")
+
 
 def _adaptive(job: GenerationJob, level: Level) -> None:
     """Give the job the level's stop rule, escalation and pruning (stopping.py)."""

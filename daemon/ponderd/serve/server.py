@@ -38,6 +38,7 @@ from grpc_health.v1.health import aio as health_aio
 
 from ponder.v1 import admin_pb2, admin_pb2_grpc, ponder_pb2, ponder_pb2_grpc
 from ponderd.errors import PonderError
+from ponderd.planning.planner import fit_warnings
 from ponderd.request.inflight import DRAINED
 from ponderd.serve import reflection, transport
 from ponderd.serve.admin_service import AdminService
@@ -147,6 +148,7 @@ class Server:
         if d.fleet is not None:
             await d.fleet.start()
         await asyncio.to_thread(d.engine.warm)
+        self._warn_fit()
         # Anything still reserved now was left by a process that died mid-request.
         log.info("start-up: %s", await d.jobs.expire_reservations(grace=timedelta(0)))
         # After the orphans are settled: a claim whose attempt died unanswered is freed for a retry.
@@ -273,10 +275,19 @@ class Server:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def _warn_fit(self) -> None:
+        """Warn of each level that cannot run as configured on its model (planner.level_fit), naming what runs."""
+        models = self.daemon.engine
+        for warning in fit_warnings(
+            self.daemon.policies.current(), lambda name: models.get(name).limits if name in ("", *models.names) else None,
+        ):
+            log.warning("policy %s: %s", self.daemon.policies.current().version, warning)
+
     def reload(self) -> None:
         try:
             policy, model = self.daemon.reload()
             log.info("reloaded: policy %s, risk model %s", policy.version, model.version)
+            self._warn_fit()
         except PonderError as exc:
             log.error("reload refused, keeping the policy and risk model in force: %s", exc.message)
         # Apart from the policy's all-or-nothing: a bad certificate keeps only itself.
