@@ -93,7 +93,11 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     p.add_argument("--profile", help="accuracy profile from `ponder calibrate` (accuracy columns and token estimates)")
     p.add_argument("--tenant", help="only this tenant's requests (default: all)")
     p.add_argument("--limit", type=int, default=100000, help="replay at most this many records, newest first (default 100000)")
-    p.add_argument("--n-ctx", type=int, default=32768, help="model context to plan against (default 32768)")
+    p.add_argument("--config", help="the daemon's config file: its model's n_ctx and n_seq_max and its timezone "
+                   "(default: $PONDER_CONFIG, else the daemon's defaults)")
+    p.add_argument("--n-ctx", type=int, default=None, help="model context to plan against (default: the config's model.n_ctx)")
+    p.add_argument("--no-budgets", action="store_true",
+                   help="do not replay the tenants' budgets: every request gets the candidate's first plan")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait for the daemon")
     connection(p)
