@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from sqlite_utils import Database
 
@@ -60,13 +60,18 @@ class Daemon:
     # The fleet ledger's host side ([ledger] backend = "postgres"); None on a single host.
     fleet: Any = None
 
-    def open(self) -> None:
-        """Open the database, write first-run credentials, load keys, start the model, serve metrics."""
+    def open(self, step: Callable[[str], None] = lambda what: None) -> None:
+        """Open the database, write first-run credentials, load keys, start the model, serve metrics.
+
+        `step` is told each step as it begins (systemd's STATUS= line, server.py)."""
+        step(f"opening the database {self.settings.database}")
         self.store.open()
         if self.fleet is None:  # a fleet host's credentials come from the central ledger (Fleet.start)
             self.store.call_sync(self._bootstrap)
         self.store.call_sync(self.accuracy.load)
+        step(f"loading the model ({', '.join(self.settings.served_models)})")
         self.engine.start()
+        step("serving metrics")
         self.telemetry.watch(
             self.engine.queue_depth,
             # Running requests hold (or are about to take) one; waiting settlements keep theirs.
