@@ -76,6 +76,7 @@ class Daemon:
             self.engine.queue_depth,
             # Running requests hold (or are about to take) one; waiting settlements keep theirs.
             lambda: len(self.pipeline.live) + len(self.budgets.unsettled()),
+            self.engine.failure,
         )
         self.telemetry.start()
 
@@ -158,7 +159,7 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
     pipeline = Pipeline(
         policies, TimedClassifiers(classifier, telemetry),  # type: ignore[arg-type]
         models, MeteredBudgets(budgets, telemetry, lambda: models.model_name), clock,
-        keep_prompts=settings.risk.keep_prompts_days > 0, planned=telemetry.planned,
+        keep_prompts=settings.risk.keep_prompts_days > 0, planned=telemetry.planned, first_token=telemetry.first_token,
         accuracy=lambda: accuracy.current(policies.current().profile),
     )
     retrainer = Retrainer(classifier, store, clock, settings.risk.high_recall_target, settings.risk.retrain_cv_folds)
