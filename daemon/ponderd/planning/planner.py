@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ponderd.answers import ANSWER_FORMATS
 from ponderd.engine import EngineLimits
@@ -349,3 +349,39 @@ def refinement_micros(level: Level, prompt: int, answer: int, limits: EngineLimi
         return 0
     read = refinement_prompt_bound(prompt, answer, level.refine_tokens, limits) + limits.forced_skip
     return level.refine * policy.prices_for(level.model).micros(read, 0, level.refine_tokens)
+
+
+def level_fit(level: Level, limits: EngineLimits, policy: Policy, prompt: int = 0) -> str:
+    """What runs instead of `level` when it cannot run as configured on a model with `limits`; "" when it can.
+
+    Planned as for a `prompt`-token prompt (0: the shortest), with the same
+    fitting every request gets (_fit): fewer samples at once, or lower caps.
+    """
+    try:
+        plan = _fit(level, prompt, limits, policy, [], level.model)
+    except InvalidRequest as exc:
+        return f"level {level.name} cannot run on a {limits.n_ctx}-token context ({exc.message})"
+    changed = []
+    if plan.samples < level.samples:
+        changed.append(f"{plan.samples} sample(s) at once, not {level.samples}")
+    if plan.thinking_tokens < level.thinking_tokens:
+        changed.append(f"a thinking cap of {plan.thinking_tokens}, not {level.thinking_tokens}")
+    if plan.answer_tokens < level.answer_tokens:
+        changed.append(f"an answer cap of {plan.answer_tokens}, not {level.answer_tokens}")
+    if not changed:
+        return ""
+    where = f"model {level.model}'s" if level.model else "the model's"
+    return (
+        f"level {level.name} does not fit {where} context (n_ctx {limits.n_ctx}, n_seq_max {limits.n_seq_max}) "
+        f"as configured and runs with {' and '.join(changed)}; lower its samples or caps, or raise n_ctx"
+    )
+
+
+def fit_warnings(policy: Policy, limits: Callable[[str], EngineLimits | None]) -> list[str]:
+    """One warning per level that cannot run as configured (`limits(model)`: the model's limits; None: not served)."""
+    out = []
+    for level in policy.levels:
+        model_limits = limits(level.model)
+        if model_limits is not None and (warning := level_fit(level, model_limits, policy)):
+            out.append(warning)
+    return out

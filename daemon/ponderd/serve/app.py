@@ -7,7 +7,7 @@ import hashlib
 import logging
 import pathlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from sqlite_utils import Database
 
@@ -64,17 +64,23 @@ class Daemon:
     # The fleet ledger's host side ([ledger] backend = "postgres"); None on a single host.
     fleet: Any = None
 
-    def open(self) -> None:
-        """Open the database, write first-run credentials, load keys, start the model, serve metrics."""
+    def open(self, step: Callable[[str], None] = lambda what: None) -> None:
+        """Open the database, write first-run credentials, load keys, start the model, serve metrics.
+
+        `step` is told each step as it begins (systemd's STATUS= line, server.py)."""
+        step(f"opening the database {self.settings.database}")
         self.store.open()
         if self.fleet is None:  # a fleet host's credentials come from the central ledger (Fleet.start)
             self.store.call_sync(self._bootstrap)
         self.store.call_sync(self.accuracy.load)
+        step(f"loading the model ({', '.join(self.settings.served_models)})")
         self.engine.start()
+        step("serving metrics")
         self.telemetry.watch(
             self.engine.queue_depth,
             # Running requests hold (or are about to take) one; waiting settlements keep theirs.
             lambda: len(self.pipeline.live) + len(self.budgets.unsettled()),
+            self.engine.failure,
         )
         if self.fleet is not None:
             self.telemetry.watch_fleet(self.fleet)
@@ -191,7 +197,7 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
     pipeline = Pipeline(
         policies, TimedClassifiers(classifier, telemetry),  # type: ignore[arg-type]
         models, MeteredBudgets(budgets, telemetry, lambda: models.model_name), clock,
-        keep_prompts=settings.risk.keep_prompts_days > 0, planned=telemetry.planned,
+        keep_prompts=settings.risk.keep_prompts_days > 0, planned=telemetry.planned, first_token=telemetry.first_token,
         accuracy=lambda: accuracy.current(policies.current().profile),
     )
     retrainer = Retrainer(classifier, store, clock, settings.risk.high_recall_target, settings.risk.retrain_cv_folds)

@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable
 
 import grpc
 
 from ponder.v1 import ponder_pb2, ponder_pb2_grpc
 from ponderd.clock import Clock
 from ponderd.engine import ANSWER
-from ponderd.errors import PermissionDenied
+from ponderd.errors import DeadlineExceeded, PermissionDenied
 from ponderd.ledger.accounts import Accounts
 from ponderd.ledger.budgets import Budgets
 from ponderd.ledger.idempotency import Attempt, Idempotency, fingerprint
 from ponderd.ledger.keys import Principal
 from ponderd.planning.policy_file import PolicyHolder
 from ponderd.request import validate
+from ponderd.request.inflight import DEADLINE_SLACK
 from ponderd.request.pipeline import AskInput, Outcome, Pipeline, Quote
 from ponderd.serve import convert
 from ponderd.serve.auth import principal
-from ponderd.serve.boundary import rpc, rpc_stream
-from ponderd.serve.logs import note
+from ponderd.serve.boundary import REQUEST_ID_HEADER, rpc, rpc_stream
+from ponderd.serve.boundary import request_id as rpc_request_id
+from ponderd.serve.logs import hold, note
 
 # Ask, AskStream and Quote each have their own request message (buf's rule), with the same fields.
 AnyAskRequest = ponder_pb2.AskRequest | ponder_pb2.AskStreamRequest | ponder_pb2.QuoteRequest
@@ -50,28 +52,64 @@ class PonderService(ponder_pb2_grpc.PonderServiceServicer):
             reply = _replayed(attempt.reply)
             note(request_id=reply.request_id, cost=0.0)  # the answer again, nothing charged
             return reply
-        outcome = await self._ask(who, ask, _Ended.of(self.keys, attempt))
+        claim = _Ended.of(self.keys, attempt)
+        outcome = await self._before_deadline(self._ask(who, ask, claim), context, claim)
         _note(outcome)
         return _response(outcome)
+
+    @staticmethod
+    async def _before_deadline(ask: Awaitable[Outcome], context: grpc.aio.ServicerContext, claim: _Ended | None) -> Outcome:
+        """The ask, ended by the daemon a moment before the call's deadline: the client hears DEADLINE_EXCEEDED
+        from the daemon, with the request id, not from its own timer. The request stops and settles as `deadline`."""
+        remaining = context.time_remaining()
+        if remaining is None:
+            return await ask
+        try:
+            return await asyncio.wait_for(ask, max(remaining - DEADLINE_SLACK, 0.001))
+        except asyncio.TimeoutError:
+            if claim is not None and not claim.started:
+                await claim(None)  # stopped before the request began: nothing else frees the key
+            raise DeadlineExceeded(
+                f"the call's deadline ({remaining:.1f}s) passed before the answer; the request was stopped and "
+                "charged for what ran; give the call a longer timeout, or ask for less (a lower level, fewer samples)"
+            ) from None
 
     async def _claim(self, who: Principal, request: ponder_pb2.AskRequest | ponder_pb2.AskStreamRequest) -> Attempt | None:
         """The request's claim on its idempotency key; None without a key (or with keys off, or an admin key)."""
         if not request.idempotency_key or who.tenant is None or not self.keys.enabled:
             return None
-        return await self.keys.claim(who.tenant, request.idempotency_key, fingerprint(request))
+        # A new attempt runs under the RPC's request id, the one the client already has.
+        return await self.keys.claim(who.tenant, request.idempotency_key, fingerprint(request), rpc_request_id())
 
-    async def _ask(self, who: Principal, ask: AskInput, ended: _Ended | None, events: Any = None) -> Outcome:
-        """Run the pipeline; under a claim, the request itself keeps its answer or frees the key when it ends."""
-        if ended is None:
-            return await self.pipeline.ask(who, ask, events)
-        # From here the request exists before anything can cancel this coroutine, and it ends the claim.
-        ended.started = True
+    async def _ask(self, who: Principal, ask: AskInput, claim: _Ended | None, events: Any = None) -> Outcome:
+        """Run the pipeline; the request itself, when it ends, keeps its answer or frees the key (under a claim)
+        and lets the access line be written (with its record's outcome and charge, even after its caller left)."""
+        release = hold()
+
+        async def ended(outcome: Outcome | None) -> None:
+            try:
+                if claim is not None:
+                    await claim(outcome)
+            finally:
+                release()
+
+        if claim is not None:
+            # The claim's request id is the request's (a retry gets the first attempt's); the client hears it.
+            note(request_id=claim.attempt.request_id)
+            ask = replace(ask, request_id=claim.attempt.request_id)
+            # From here the request exists before anything can cancel this coroutine, and it ends the claim.
+            claim.started = True
+        ask = replace(ask, recorded=lambda status, micros: note(outcome=status, cost=micros / 1e6))
         try:
-            return await self.pipeline.ask(who, replace(ask, request_id=ended.attempt.request_id), events, ended)
+            return await self.pipeline.ask(who, ask, events, ended)
         except asyncio.CancelledError:
-            raise  # the caller left; the request runs on and ends the claim itself
+            raise  # the caller left; the request runs on, ends the claim and releases the line itself
         except BaseException:
-            await ended(None)  # a no-op if the request ended it; frees the key if the request never started
+            try:
+                if claim is not None:
+                    await claim(None)  # a no-op if the request ended it; frees the key if the request never started
+            finally:
+                release()
             raise
 
     @rpc_stream
@@ -97,6 +135,8 @@ class PonderService(ponder_pb2_grpc.PonderServiceServicer):
                 if kind == "plan":
                     request_id, quote = data
                     note(request_id=request_id, level=quote.plan.level)
+                    # With the first reply (a stream is not retried after it anyway): the error after it has it too.
+                    await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
                     yield ponder_pb2.AskStreamResponse(plan=_quote(quote), request_id=request_id)
                 elif kind == "delta":
                     sample, phase, text, refine_round = data
@@ -187,6 +227,8 @@ def _input(request: AnyAskRequest, context: grpc.aio.ServicerContext | None = No
         explain=request.explain,
         timeout=context.time_remaining() if context is not None else None,
         check=convert.check(request),
+        # The RPC's id (sent to the client as it started) is the ledger record's.
+        request_id=rpc_request_id(),
     )
 
 
