@@ -32,6 +32,12 @@ class Unauthenticated(PonderError):
     reason = "UNAUTHENTICATED"
 
 
+class KeyExpired(Unauthenticated):
+    """The key was valid but its lifetime has ended (or its rotation's overlap has passed)."""
+
+    reason = "KEY_EXPIRED"
+
+
 class PermissionDenied(PonderError):
     """The credential is valid but may not do this."""
 

@@ -9,7 +9,7 @@ from typing import Any, Callable
 from .cli_connect import tls_options
 from .cli_format import SEVERITY, assessment_line, dump_json, to_dict
 from .client import AdminClient
-from .dates import when_argument
+from .dates import duration_argument, future_argument, when_argument
 
 
 def _admin(args: argparse.Namespace) -> AdminClient:
@@ -69,14 +69,44 @@ def budget_set(args: argparse.Namespace) -> int:
         return _tenant_reply(args, admin.set_budget(args.name, args.amount, args.window or ""))
 
 
+def _when(ts: Any) -> str:
+    """A Timestamp field as `2026-12-07 01:30:00Z`, or '-' when unset."""
+    return f"{ts.ToDatetime():%Y-%m-%d %H:%M:%S}Z" if ts.seconds or ts.nanos else "-"
+
+
 def key_issue(args: argparse.Namespace) -> int:
+    if args.expires is not None and args.expires_at is not None:
+        print("ponder: give --expires or --expires-at, not both", file=sys.stderr)
+        return 2
     with _admin(args) as admin:
-        r = admin.issue_key(args.tenant or "", "admin" if args.admin else "tenant", args.label or "")
+        r = admin.issue_key(
+            args.tenant or "", "admin" if args.admin else "tenant", args.label or "",
+            expires_in=args.expires.total_seconds() if args.expires is not None else None, expires_at=args.expires_at,
+        )
     if args.json:
         dump_json(r)
         return 0
     # The token alone on stdout (`TOKEN=$(ponder admin key issue …)`); the note on stderr.
-    print(f"key {r.key_id}; its token is on the next line, shown once: store it now", file=sys.stderr)
+    expiry = f", expires {_when(r.expires_at)}" if r.HasField("expires_at") else ""
+    print(f"key {r.key_id}{expiry}; its token is on the next line, shown once: store it now", file=sys.stderr)
+    print(r.token)
+    return 0
+
+
+def key_rotate(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        r = admin.rotate_key(
+            args.key_id, args.overlap.total_seconds(),
+            expires_in=args.expires.total_seconds() if args.expires is not None else None,
+        )
+    if args.json:
+        dump_json(r)
+        return 0
+    expiry = f", expires {_when(r.expires_at)}" if r.HasField("expires_at") else ""
+    print(
+        f"key {r.key_id} replaces {r.old_key_id}{expiry}; {r.old_key_id} works until {_when(r.old_expires_at)}. "
+        "The new token is on the next line, shown once: store it now", file=sys.stderr,
+    )
     print(r.token)
     return 0
 
@@ -97,10 +127,14 @@ def key_list(args: argparse.Namespace) -> int:
     if args.json:
         dump_json([to_dict(k) for k in keys])
         return 0
-    print(f"{'KEY':<12}  {'SCOPE':<6} {'TENANT':<20} {'STATE':<8} LABEL")
+    print(f"{'KEY':<12}  {'SCOPE':<6} {'TENANT':<20} {'STATE':<8} {'CREATED':<20} {'EXPIRES':<20} {'LAST USED':<20} LABEL")
     for k in keys:
-        state = "revoked" if k.revoked else "active"
-        print(f"{k.key_id}  {k.scope:<6} {k.tenant or '-':<20} {state:<8} {k.label}")
+        state = "revoked" if k.revoked else "expired" if k.expired else "rotating" if k.replaced_by else "active"
+        label = k.label + (f" (replaced by {k.replaced_by})" if k.replaced_by else "")
+        print(
+            f"{k.key_id}  {k.scope:<6} {k.tenant or '-':<20} {state:<8} {_when(k.created_at):<20} "
+            f"{_when(k.expires_at):<20} {_when(k.last_used_at):<20} {label}"
+        )
     return 0
 
 
@@ -219,6 +253,16 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     p.add_argument("tenant", nargs="?", help="the tenant (omit with --admin)")
     p.add_argument("--admin", action="store_true", help="issue an admin key")
     p.add_argument("--label", help="a note to tell keys apart")
+    p.add_argument("--expires", type=duration_argument, metavar="DURATION",
+                   help="the key expires this long after it is issued: 90s, 30m, 12h, 30d, 2w (default: never)")
+    p.add_argument("--expires-at", type=future_argument, metavar="TIME",
+                   help="the key expires at this ISO 8601 time (UTC unless a zone is given)")
+    p = command(k, "rotate", key_rotate, "issue a successor of a key; the old one works for the overlap, then expires")
+    p.add_argument("key_id")
+    p.add_argument("--overlap", type=duration_argument, default=duration_argument("1h"), metavar="DURATION",
+                   help="how long the old key keeps working: 0s revokes it at once (default 1h)")
+    p.add_argument("--expires", type=duration_argument, metavar="DURATION",
+                   help="the new key's lifetime (default: the old key's lifetime, if it had one)")
     p = command(k, "revoke", key_revoke, "revoke a key")
     p.add_argument("key_id")
     p = command(k, "list", key_list, "list keys (never their secrets)")

@@ -55,7 +55,7 @@ SEVERITIES = {"low": ponder_pb2.SEVERITY_LOW, "medium": ponder_pb2.SEVERITY_MEDI
 TIMEOUTS: dict[str, float] = {
     "ask": 600.0, "ask_stream": 600.0, "quote": 30.0, "balance": 10.0, "feedback": 10.0,
     "create_tenant": 30.0, "list_tenants": 30.0, "set_enabled": 30.0, "set_budget": 30.0, "issue_key": 30.0,
-    "revoke_key": 30.0, "list_keys": 30.0, "spend": 60.0, "reload_policy": 60.0, "explain": 30.0,
+    "revoke_key": 30.0, "rotate_key": 30.0, "list_keys": 30.0, "spend": 60.0, "reload_policy": 60.0, "explain": 30.0,
     "run_job": 1800.0, "risk_status": 30.0,
 }
 
@@ -247,9 +247,22 @@ class AdminMethods(Connection):
         request = admin_pb2.SetBudgetRequest(name=name, budget=budget, window=window)
         return self._call("set_budget", self._stub.SetBudget, request, timeout, lambda r: r.tenant)
 
-    def issue_key(self, tenant: str = "", scope: str = "tenant", label: str = "", *, timeout: float | None = None) -> Any:
-        request = admin_pb2.IssueKeyRequest(tenant=tenant, scope=scope, label=label)
+    def issue_key(
+        self, tenant: str = "", scope: str = "tenant", label: str = "", *, expires_in: float | None = None,
+        expires_at: datetime | None = None, timeout: float | None = None,
+    ) -> Any:
+        """A new key; it expires `expires_in` seconds from now or at `expires_at` (aware datetime), else never."""
+        request = admin_pb2.IssueKeyRequest(tenant=tenant, scope=scope, label=label, expires_in=int(expires_in or 0))
+        if expires_at is not None:
+            request.expires_at.FromDatetime(expires_at)
         return self._call("issue_key", self._stub.IssueKey, request, timeout, _same)
+
+    def rotate_key(
+        self, key_id: str, overlap: float = 0, *, expires_in: float | None = None, timeout: float | None = None
+    ) -> Any:
+        """A successor of the key; the old one keeps working for `overlap` seconds, then expires."""
+        request = admin_pb2.RotateKeyRequest(key_id=key_id, overlap_seconds=int(overlap), expires_in=int(expires_in or 0))
+        return self._call("rotate_key", self._stub.RotateKey, request, timeout, _same)
 
     def revoke_key(self, key_id: str, *, timeout: float | None = None) -> Any:
         return self._call("revoke_key", self._stub.RevokeKey, admin_pb2.RevokeKeyRequest(key_id=key_id), timeout, lambda r: None)

@@ -131,7 +131,7 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
     fleet_mode = settings.ledger.backend == "postgres"
     ledger = Ledger(settings.zone, leased=fleet_mode)
     local_budgets = SqliteBudgets(store, ledger, clock)
-    keyring = keys.Keyring()
+    keyring = keys.Keyring(clock)
     local_accounts = SqliteAccounts(store, ledger, keyring, clock, settings.ledger.host)
     budgets: Any = local_budgets
     accounts: Any = local_accounts
@@ -169,9 +169,20 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
     async def update_accuracy() -> UpdateResult:
         return await store.call(accuracy.update, clock.now())
 
+    async def flush_key_usage() -> int:
+        used = keyring.take_usage()
+        if not used:
+            return 0
+        try:
+            await accounts.record_key_use(used)
+        except BaseException:
+            keyring.restore_usage(used)  # written by the next run
+            raise
+        return len(used)
+
     jobs = Jobs(
         schedules, clock, local_accounts, lambda: set(pipeline.live) | budgets.unsettled(), retrainer, update_accuracy,
-        telemetry, idempotency,
+        telemetry, idempotency, flush_key_usage,
     )
     return Daemon(
         settings, clock, store, ledger, budgets, keyring, accounts, policies, classifier, models, pipeline, retrainer,

@@ -420,11 +420,23 @@ class PostgresAccounts:
             await central.set_budget(conn, name, budget_micros, window, now, self.fleet.zone)
             return await central.balance(conn, name, now, self.fleet.zone)
 
-    async def issue_key(self, tenant: str | None, scope: str, label: str) -> tuple[str, str]:
+    async def issue_key(
+        self, tenant: str | None, scope: str, label: str, expires_at: datetime | None = None
+    ) -> tuple[str, str]:
         async with self._conn() as conn:
-            key = await central.issue_key(conn, tenant, scope, label, self.fleet.clock.now())
+            key = await central.issue_key(conn, tenant, scope, label, self.fleet.clock.now(), expires_at)
         await self._changed()
         return key
+
+    async def rotate_key(self, key_id: str, overlap: timedelta, expires_at: datetime | None) -> dict[str, Any]:
+        async with self._conn() as conn:
+            out = await central.rotate_key(conn, key_id, overlap, expires_at, self.fleet.clock.now())
+        await self._changed()
+        return out
+
+    async def record_key_use(self, used: dict[str, datetime]) -> int:
+        async with self._conn() as conn:
+            return await central.record_key_use(conn, used)
 
     async def revoke_key(self, key_id: str) -> None:
         async with self._conn() as conn:

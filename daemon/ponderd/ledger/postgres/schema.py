@@ -89,6 +89,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at);
     """,
+    # 3: key lifetime (ledger/postgres/central.py: issue_key, rotate_key, record_key_use): an expiry
+    # (NULL: never), the successor of a rotated key, and when it was last used (written in batches)
+    """
+    ALTER TABLE keys ADD COLUMN expires_at timestamptz;
+    ALTER TABLE keys ADD COLUMN last_used_at timestamptz;
+    ALTER TABLE keys ADD COLUMN replaced_by text;
+    """,
 )
 
 VERSION = len(MIGRATIONS)

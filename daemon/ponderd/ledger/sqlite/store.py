@@ -204,6 +204,16 @@ def m007_fleet_outbox(db: Database) -> None:
     db.execute("CREATE INDEX spend_unshipped ON spend (at) WHERE shipped = 0")
 
 
+@migrations()
+def m008_key_lifetime(db: Database) -> None:
+    # A key may expire (NULL: never); a rotated key names its successor and expires
+    # at the end of the overlap. last_used_at is written in batches by the
+    # flush_key_usage job (ledger/keys.py), never by the request itself.
+    db.execute("ALTER TABLE keys ADD COLUMN expires_at TEXT DEFAULT NULL")
+    db.execute("ALTER TABLE keys ADD COLUMN last_used_at TEXT DEFAULT NULL")
+    db.execute("ALTER TABLE keys ADD COLUMN replaced_by TEXT DEFAULT NULL")
+
+
 def connect(path: pathlib.Path) -> Database:
     """Open (creating if needed) the database and bring its schema up to date."""
     private_dir(path.parent)
