@@ -108,6 +108,23 @@ class BudgetExhausted(PonderError):
         self.detail = detail
 
 
+class RateLimited(PonderError):
+    """The tenant is at one of its rate or concurrency limits (request/limits.py); nothing was charged."""
+
+    reason = "RATE_LIMITED"
+
+    def __init__(
+        self, message: str, tenant: str, limit: str, value: int, retry_after_seconds: float, retryable: bool = True
+    ) -> None:
+        super().__init__(message)
+        self.tenant = tenant
+        self.limit = limit  # requests_per_minute, tokens_per_minute or max_concurrent
+        self.value = value
+        # When a retry can pass. Not retryable: an ask larger than the whole bucket, which no wait helps.
+        self.retry_after_seconds = retry_after_seconds
+        self.retryable = retryable
+
+
 class Unavailable(PonderError):
     """The daemon cannot take the call now (draining, overloaded); retry later."""
 

@@ -22,8 +22,9 @@ token given, no token is sent: the daemon may map the certificate to a tenant.
 
 Timeouts: every method has a default deadline (`TIMEOUTS`); `timeout=` on the
 constructor replaces them all, and `timeout=` on a call overrides both.
-Retries: calls that fail with UNAVAILABLE are retried by gRPC itself, with
-backoff (channel.RETRY_POLICY; `retries=False` turns it off). Each ask and
+Retries: calls that fail with UNAVAILABLE, or RESOURCE_EXHAUSTED for a rate
+limit (RATE_LIMITED), are retried by gRPC itself, with backoff or after the
+daemon's RetryInfo delay (channel.RETRY_POLICY; `retries=False` turns it off). Each ask and
 ask_stream carries an idempotency key (a fresh UUID unless `idempotency_key=`
 is given), so a retry of an ask the daemon had already answered gets that
 answer back (`replayed` set) and is not charged again. Failures raise typed

@@ -38,6 +38,10 @@ _LEVEL_OPTIONAL |= {"refine", "refine_tokens", "refine_keep"}
 REFINE_KEEPS = ("always", "unless_decided")
 _ROUTE = {"direct", "reasoning", "floor"}
 _RULES = {"min_level", "max_level", "hints", "max_samples", "max_thinking_tokens", "unsure_floor", "unsure_confidence"}
+# Rate and concurrency limits (request/limits.py); 0 is no limit.
+LIMITS = ("requests_per_minute", "tokens_per_minute", "max_concurrent")
+LIMIT_MAX = 1_000_000_000
+_RULES |= set(LIMITS)
 # `unsure_floor = "off"` turns the unsure-stakes floor off.
 UNSURE_OFF = "off"
 UNSURE_CONFIDENCE = 0.6
@@ -120,6 +124,10 @@ class TenantRules:
     # "" is off. See assessment.adjust and docs/policy.md.
     unsure_floor: str = ""
     unsure_confidence: float = UNSURE_CONFIDENCE
+    # Limits on this host (request/limits.py; docs/policy.md "Rate and concurrency limits"); 0: none.
+    requests_per_minute: int = 0
+    tokens_per_minute: int = 0
+    max_concurrent: int = 0
 
 
 @dataclass(frozen=True)
