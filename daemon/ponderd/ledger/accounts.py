@@ -68,6 +68,18 @@ class Accounts(Protocol):
         """Keep feedback on the tenant's own request (with its prompt); return the feedback id."""
 
 
+class Alerts(Protocol):
+    """Alerts raised once per tenant, window and kind (request/alerts.py), kept in the ledger so a restart does not repeat them."""
+
+    async def claim_alert(
+        self, tenant: str, window_start: datetime, kind: str, spent_micros: int, budget_micros: int
+    ) -> bool:
+        """Record the alert unless the tenant's window has it already; True when this call recorded it."""
+
+    async def recent_alerts(self, limit: int) -> list[dict[str, Any]]:
+        """The latest alerts, newest first."""
+
+
 class Maintenance(Protocol):
     """What the scheduled jobs ask of the ledger."""
 

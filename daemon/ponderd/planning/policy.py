@@ -42,6 +42,8 @@ _RULES = {"min_level", "max_level", "hints", "max_samples", "max_thinking_tokens
 LIMITS = ("requests_per_minute", "tokens_per_minute", "max_concurrent")
 LIMIT_MAX = 1_000_000_000
 _RULES |= set(LIMITS)
+# A fraction of the window's budget whose crossing raises one alert per tenant and window (request/alerts.py).
+_RULES.add("soft_limit")
 # `unsure_floor = "off"` turns the unsure-stakes floor off.
 UNSURE_OFF = "off"
 UNSURE_CONFIDENCE = 0.6
@@ -128,6 +130,8 @@ class TenantRules:
     requests_per_minute: int = 0
     tokens_per_minute: int = 0
     max_concurrent: int = 0
+    # Alert once per window when spent reaches this fraction of the budget; 0: off.
+    soft_limit: float = 0.0
 
 
 @dataclass(frozen=True)

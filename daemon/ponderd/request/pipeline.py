@@ -33,6 +33,7 @@ from ponderd.planning.planner import Plan, Served, check_hints, plan_candidates
 from ponderd.planning.policy import Level, Policy
 from ponderd.planning.policy_file import PolicyHolder
 from ponderd.request import refine, stopping, voting
+from ponderd.request.alerts import SoftLimits
 from ponderd.request.inflight import Inflight, Stop
 from ponderd.request.limits import Admission, Limiter, worst_case_tokens
 from ponderd.request.models import ServedModels
@@ -67,11 +68,14 @@ class Pipeline:
         planned: Callable[[float], None] = lambda seconds: None,
         accuracy: Callable[[], Any] = lambda: None,
         limiter: Limiter | None = None,
+        soft_limits: SoftLimits | None = None,
     ) -> None:
         self.policies = policies
         # Per-tenant rate and concurrency limits, checked before the reservation (limits.py).
         self.limiter = limiter or Limiter(clock)
         self._admissions: dict[str, Admission] = {}
+        # Alerts when a tenant's spend crosses its soft limit (alerts.py); None: none.
+        self.soft_limits = soft_limits
         # The learned accuracy estimates for expected-loss planning (accuracy.py); None: the policy's profile.
         self.accuracy = accuracy
         # Told how long each plan took (telemetry's planner histogram).
@@ -140,6 +144,8 @@ class Pipeline:
                 row = self._row(request_id, tenant, quote, None, 0, started, "refused", exc.message)
                 with contextlib.suppress(StorageUnavailable):  # the refusal's record waits in Budgets
                     await self.budgets.refuse(row)
+                if self.soft_limits is not None:
+                    await self.soft_limits.exhausted(quote.balance, quote.policy.rules_for(tenant))
                 raise
             # From here the reservation is this request's: every path below settles it exactly once.
             quote = replace(quote, plan=candidates[chosen])
@@ -304,6 +310,8 @@ class Pipeline:
         try:
             charged = await self.budgets.settle(row, req.prompt if self.keep_prompts else None)
             balance = await self.budgets.balance(tenant)
+            if self.soft_limits is not None:
+                await self.soft_limits.settled(balance, quote.policy.rules_for(tenant))
         except StorageUnavailable as exc:
             # The settlement waits in Budgets and is written when the database
             # takes writes again; the reservation covers it until then.

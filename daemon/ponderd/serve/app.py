@@ -23,6 +23,7 @@ from ponderd.ledger.types import to_micros
 from ponderd.planning.accuracy import AccuracyEstimates, UpdateResult
 from ponderd.planning.policy import Policy
 from ponderd.planning.policy_file import PolicyHolder
+from ponderd.request.alerts import SoftLimits
 from ponderd.request.limits import Limiter
 from ponderd.request.models import ServedModels
 from ponderd.request.pipeline import Pipeline
@@ -156,6 +157,7 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
         models, MeteredBudgets(budgets, telemetry, lambda: models.model_name), clock,
         keep_prompts=settings.risk.keep_prompts_days > 0, planned=telemetry.planned,
         accuracy=lambda: accuracy.current(policies.current().profile), limiter=Limiter(clock),
+        soft_limits=SoftLimits(accounts, telemetry.alert),
     )
     retrainer = Retrainer(classifier, store, clock, settings.risk.high_recall_target, settings.risk.retrain_cv_folds)
     schedules = Schedules(settings.zone, settings.risk.retrain_schedule, settings.accuracy.update_schedule,

@@ -47,6 +47,9 @@ class Telemetry(Protocol):
     def planned(self, seconds: float) -> None:
         """The planner chose a plan for one request."""
 
+    def alert(self, tenant: str, kind: str) -> None:
+        """An alert was raised (request/alerts.py)."""
+
     def retrained(self, accepted: bool) -> None:
         """A retraining run ended: its candidate was accepted or rejected."""
 
@@ -78,6 +81,9 @@ class NullTelemetry:
         pass
 
     def planned(self, seconds: float) -> None:
+        pass
+
+    def alert(self, tenant: str, kind: str) -> None:
         pass
 
     def retrained(self, accepted: bool) -> None:
@@ -132,6 +138,8 @@ class PrometheusTelemetry:
         self.plan_seconds = Histogram(
             "ponder_planner_duration_seconds", "Planner latency per request", buckets=FAST_BUCKETS, registry=r
         )
+        self.alerts = Counter("ponder_alerts", "Alerts raised, by tenant and kind (soft_limit, budget_exhausted)",
+                              ["tenant", "kind"], registry=r)
         self.retrains = Counter("ponder_retrains", "Retraining runs by result", ["result"], registry=r)
         self.queue_depth = Gauge("ponder_engine_queue_depth", "Generation jobs waiting or running", registry=r)
         self.reservations = Gauge(
@@ -162,6 +170,9 @@ class PrometheusTelemetry:
 
     def planned(self, seconds: float) -> None:
         self.plan_seconds.observe(seconds)
+
+    def alert(self, tenant: str, kind: str) -> None:
+        self.alerts.labels(tenant, kind).inc()
 
     def retrained(self, accepted: bool) -> None:
         self.retrains.labels("accepted" if accepted else "rejected").inc()

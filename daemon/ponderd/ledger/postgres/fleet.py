@@ -459,6 +459,15 @@ class PostgresAccounts:
         async with self._conn() as conn:
             return await central.spend_records(conn, since, until, tenant, limit)
 
+    async def claim_alert(
+        self, tenant: str, window_start: datetime, kind: str, spent_micros: int, budget_micros: int
+    ) -> bool:
+        # Kept in this host's file: each host alerts once per window for what it sees.
+        return await self.local.claim_alert(tenant, window_start, kind, spent_micros, budget_micros)
+
+    async def recent_alerts(self, limit: int) -> list[dict[str, Any]]:
+        return await self.local.recent_alerts(limit)
+
     async def record_feedback(
         self, tenant: str, request_id: str, correct: bool | None, true_severity: str | None,
         true_needs_reasoning: bool | None, comment: str,

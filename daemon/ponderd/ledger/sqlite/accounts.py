@@ -9,7 +9,7 @@ from sqlite_utils import Database
 
 from ponderd.clock import Clock
 from ponderd.ledger.keys import Keyring
-from ponderd.ledger.sqlite import feedback, keys, retention, spend
+from ponderd.ledger.sqlite import alerts, feedback, keys, retention, spend
 from ponderd.ledger.sqlite.ledger import Ledger
 from ponderd.ledger.sqlite.store import Store
 from ponderd.ledger.types import BalanceView
@@ -94,6 +94,16 @@ class SqliteAccounts:
         return await self.store.call(
             feedback.record, tenant, request_id, correct, true_severity, true_needs_reasoning, comment, self.clock.now()
         )
+
+    async def claim_alert(
+        self, tenant: str, window_start: datetime, kind: str, spent_micros: int, budget_micros: int
+    ) -> bool:
+        return await self.store.call(
+            alerts.claim, tenant, window_start, kind, self.clock.now(), spent_micros, budget_micros
+        )
+
+    async def recent_alerts(self, limit: int) -> list[dict[str, Any]]:
+        return await self.store.call(alerts.recent, limit)
 
     async def renew_windows(self) -> list[str]:
         return await self.store.call(self.ledger.renew_windows, self.clock.now())

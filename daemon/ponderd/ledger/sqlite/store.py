@@ -214,6 +214,24 @@ def m008_key_lifetime(db: Database) -> None:
     db.execute("ALTER TABLE keys ADD COLUMN replaced_by TEXT DEFAULT NULL")
 
 
+@migrations()
+def m009_alerts(db: Database) -> None:
+    # One row per alert raised (request/alerts.py): the unique key makes it once per tenant,
+    # window and kind ("soft_limit", "budget_exhausted"), also across restarts.
+    db.execute(
+        """CREATE TABLE alerts (
+            id INTEGER PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            window_start TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            at TEXT NOT NULL,
+            spent_micros INTEGER NOT NULL,
+            budget_micros INTEGER NOT NULL,
+            UNIQUE (tenant, window_start, kind)
+        )"""
+    )
+
+
 def connect(path: pathlib.Path) -> Database:
     """Open (creating if needed) the database and bring its schema up to date."""
     private_dir(path.parent)
