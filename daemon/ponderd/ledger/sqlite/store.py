@@ -217,7 +217,9 @@ def m008_key_lifetime(db: Database) -> None:
 @migrations()
 def m009_alerts(db: Database) -> None:
     # One row per alert raised (request/alerts.py): the unique key makes it once per tenant,
-    # window and kind ("soft_limit", "budget_exhausted"), also across restarts.
+    # window and kind ("soft_limit", "budget_exhausted"), also across restarts. The table is
+    # also the webhook's outbox (serve/webhook.py): a row waits until a POST of it succeeds
+    # (delivered_at), retried with backoff (attempts, next_attempt_at, last_error).
     db.execute(
         """CREATE TABLE alerts (
             id INTEGER PRIMARY KEY,
@@ -227,9 +229,14 @@ def m009_alerts(db: Database) -> None:
             at TEXT NOT NULL,
             spent_micros INTEGER NOT NULL,
             budget_micros INTEGER NOT NULL,
+            delivered_at TEXT DEFAULT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT DEFAULT NULL,
+            last_error TEXT NOT NULL DEFAULT '',
             UNIQUE (tenant, window_start, kind)
         )"""
     )
+    db.execute("CREATE INDEX alerts_undelivered ON alerts (next_attempt_at) WHERE delivered_at IS NULL")
 
 
 def connect(path: pathlib.Path) -> Database:
