@@ -124,6 +124,24 @@ class BudgetExhausted(PonderError):
         return int(micros) / 1e6 if micros else None
 
 
+class RateLimited(BudgetExhausted):
+    """RESOURCE_EXHAUSTED with reason RATE_LIMITED: the tenant is at a rate or concurrency limit; nothing was charged.
+
+    `limit` names it (requests_per_minute, tokens_per_minute, max_concurrent);
+    `retry_delay` is when a retry can pass (RetryInfo). The client's retry
+    policy already waited that long and retried before raising this.
+    """
+
+    @property
+    def limit(self) -> str | None:
+        return self._meta("limit")
+
+    @property
+    def retry_delay(self) -> float | None:
+        info = self._detail(error_details_pb2.RetryInfo)
+        return info.retry_delay.ToTimedelta().total_seconds() if info is not None else None
+
+
 class Unavailable(PonderError):
     """UNAVAILABLE: the daemon cannot take the call now (draining, overloaded, unreachable); retry later."""
 
@@ -199,8 +217,13 @@ BY_CODE: dict[grpc.StatusCode, type[PonderError]] = {
 
 
 def error(code: grpc.StatusCode, message: str, details: Sequence[Any] = (), request_id: str = "") -> PonderError:
-    """The typed error for a status code."""
-    return BY_CODE.get(code, PonderError)(code, message, details, request_id)
+    """The typed error for a status code (and, for RESOURCE_EXHAUSTED, its ErrorInfo reason)."""
+    cls = BY_CODE.get(code, PonderError)
+    if cls is BudgetExhausted and any(
+        isinstance(d, error_details_pb2.ErrorInfo) and d.reason == "RATE_LIMITED" for d in details
+    ):
+        cls = RateLimited
+    return cls(code, message, details, request_id)
 
 
 def _request_id(err: grpc.RpcError, details: Sequence[Any]) -> str:

@@ -34,7 +34,9 @@ from ponderd.planning.planner import Plan, Served, check_hints, plan_candidates
 from ponderd.planning.policy import Level, Policy
 from ponderd.planning.policy_file import PolicyHolder
 from ponderd.request import refine, stopping, voting
+from ponderd.request.alerts import SoftLimits
 from ponderd.request.inflight import Inflight, Stop
+from ponderd.request.limits import Admission, Limiter, worst_case_tokens
 from ponderd.request.models import ServedModels
 from ponderd.request.outcome import (  # noqa: F401  (AskInput, Outcome, Quote: the pipeline's types, imported from here too)
     AskInput,
@@ -67,8 +69,15 @@ class Pipeline:
         planned: Callable[[float], None] = lambda seconds: None,
         accuracy: Callable[[], Any] = lambda: None,
         first_token: Callable[[float], None] | None = None,
+        limiter: Limiter | None = None,
+        soft_limits: SoftLimits | None = None,
     ) -> None:
         self.policies = policies
+        # Per-tenant rate and concurrency limits, checked before the reservation (limits.py).
+        self.limiter = limiter or Limiter(clock)
+        self._admissions: dict[str, Admission] = {}
+        # Alerts when a tenant's spend crosses its soft limit (alerts.py); None: none.
+        self.soft_limits = soft_limits
         # The learned accuracy estimates for expected-loss planning (accuracy.py); None: the policy's profile.
         self.accuracy = accuracy
         # Told how long each plan took (telemetry's planner histogram).
@@ -125,6 +134,10 @@ class Pipeline:
             raise stopped(stop.reason, 0)
         tenant = _tenant(who)
         request_id = req.request_id or secrets.token_hex(12)
+        # Before anything is reserved: a refusal (RateLimited) charges nothing and writes no record.
+        # The tokens counted are the preferred plan's worst case, corrected when the request settles.
+        admission = self.limiter.admit(tenant, quote.policy.rules_for(tenant), worst_case_tokens(candidates[0]))
+        self._admissions[request_id] = admission
         # Live before the reservation exists: the sweeper must never settle a
         # reservation whose request is about to learn it holds it.
         self.live.add(request_id)
@@ -132,16 +145,21 @@ class Pipeline:
             try:
                 chosen = await self.budgets.reserve(tenant, request_id, candidates, reservation_context(quote.assessment))
             except BudgetExhausted as exc:
+                admission.settle(0)  # nothing ran
                 row = self._row(request_id, tenant, quote, None, 0, started, "refused", exc.message)
                 with contextlib.suppress(StorageUnavailable):  # the refusal's record waits in Budgets
                     await self.budgets.refuse(row)
                 _recorded(req, "refused", 0)
+                if self.soft_limits is not None:
+                    await self.soft_limits.exhausted(quote.balance, quote.policy.rules_for(tenant))
                 raise
             # From here the reservation is this request's: every path below settles it exactly once.
             quote = replace(quote, plan=candidates[chosen])
             return await self._generate(request_id, tenant, req, quote, prepared, events, stop, started)
         finally:
             self.live.discard(request_id)
+            self._admissions.pop(request_id, None)
+            admission.release()
 
     async def _generate(
         self, request_id: str, tenant: str, req: AskInput, quote: Quote, prepared: dict[str, PreparedPrompt],
@@ -307,10 +325,15 @@ class Pipeline:
             )
         if not ran:
             row = replace(row, prompt_tokens=0)
+        admission = self._admissions.get(request_id)
+        if admission is not None:  # tokens_per_minute counts what ran, not the worst case
+            admission.settle(row.prompt_tokens + row.forced_tokens + row.thinking_tokens + row.answer_tokens)
         balance = quote.balance
         try:
             charged = await self.budgets.settle(row, req.prompt if self.keep_prompts else None)
             balance = await self.budgets.balance(tenant)
+            if self.soft_limits is not None:
+                await self.soft_limits.settled(balance, quote.policy.rules_for(tenant))
         except StorageUnavailable as exc:
             # The settlement waits in Budgets and is written when the database
             # takes writes again; the reservation covers it until then.

@@ -27,6 +27,8 @@ from ponderd.ledger.types import to_micros
 from ponderd.planning.accuracy import AccuracyEstimates, UpdateResult
 from ponderd.planning.policy import Policy
 from ponderd.planning.policy_file import PolicyHolder, load_policy
+from ponderd.request.alerts import SoftLimits
+from ponderd.request.limits import Limiter
 from ponderd.request.models import ServedModels
 from ponderd.request.pipeline import Pipeline
 from ponderd.risk import Classifier, ClassifierHolder
@@ -175,7 +177,7 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
     fleet_mode = settings.ledger.backend == "postgres"
     ledger = Ledger(settings.zone, leased=fleet_mode)
     local_budgets = SqliteBudgets(store, ledger, clock)
-    keyring = keys.Keyring()
+    keyring = keys.Keyring(clock)
     local_accounts = SqliteAccounts(store, ledger, keyring, clock, settings.ledger.host)
     budgets: Any = local_budgets
     accounts: Any = local_accounts
@@ -198,7 +200,8 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
         policies, TimedClassifiers(classifier, telemetry),  # type: ignore[arg-type]
         models, MeteredBudgets(budgets, telemetry, lambda: models.model_name), clock,
         keep_prompts=settings.risk.keep_prompts_days > 0, planned=telemetry.planned, first_token=telemetry.first_token,
-        accuracy=lambda: accuracy.current(policies.current().profile),
+        accuracy=lambda: accuracy.current(policies.current().profile), limiter=Limiter(clock),
+        soft_limits=SoftLimits(accounts, telemetry.alert),
     )
     retrainer = Retrainer(classifier, store, clock, settings.risk.high_recall_target, settings.risk.retrain_cv_folds)
     schedules = Schedules(settings.zone, settings.risk.retrain_schedule, settings.accuracy.update_schedule,
@@ -213,9 +216,20 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
     async def update_accuracy() -> UpdateResult:
         return await store.call(accuracy.update, clock.now())
 
+    async def flush_key_usage() -> int:
+        used = keyring.take_usage()
+        if not used:
+            return 0
+        try:
+            await accounts.record_key_use(used)
+        except BaseException:
+            keyring.restore_usage(used)  # written by the next run
+            raise
+        return len(used)
+
     jobs = Jobs(
         schedules, clock, local_accounts, lambda: set(pipeline.live) | budgets.unsettled(), retrainer, update_accuracy,
-        telemetry, idempotency,
+        telemetry, idempotency, flush_key_usage,
     )
     return Daemon(
         settings, clock, store, ledger, budgets, keyring, accounts, policies, classifier, models, pipeline, retrainer,

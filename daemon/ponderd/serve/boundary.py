@@ -59,6 +59,7 @@ STATUS: dict[type[errors.PonderError], grpc.StatusCode] = {
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.BudgetExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.Cancelled: grpc.StatusCode.CANCELLED,
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -105,6 +106,23 @@ def rich_status(exc: errors.PonderError) -> status_pb2.Status:
             "remaining_micros": str(d.remaining_micros),
             "window_end": d.window_end,
         }
+    elif isinstance(exc, errors.RateLimited):
+        details.append(
+            error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=f"tenant:{exc.tenant}", description=f"{exc.limit} = {exc.value}"
+                    )
+                ]
+            )
+        )
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(timedelta(seconds=exc.retry_after_seconds))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+        metadata = {
+            "tenant": exc.tenant, "limit": exc.limit, "value": str(exc.value),
+            "retry_after_ms": str(int(exc.retry_after_seconds * 1000)),
+        }
     elif isinstance(exc, errors.PolicyError):
         details.append(
             error_details_pb2.PreconditionFailure(
@@ -137,9 +155,13 @@ async def abort(context: grpc.aio.ServicerContext, exc: errors.PonderError) -> N
     rid = exc.request_id if isinstance(exc, errors.ReplyLost) else request_id()
     if rid:
         trailers += ((REQUEST_ID_HEADER, rid),)
-    if isinstance(exc, errors.Unavailable):
+    if isinstance(exc, errors.Unavailable) or (isinstance(exc, errors.RateLimited) and exc.retryable):
         # What RetryInfo says, in the form gRPC's own retry policy reads (gRFC A6 server pushback).
-        trailers += (("grpc-retry-pushback-ms", str(int(exc.retry_after_seconds * 1000))),)
+        trailers += (("grpc-retry-pushback-ms", str(max(int(exc.retry_after_seconds * 1000), 1))),)
+    elif status.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        # A negative pushback tells a client's retry policy not to retry: an exhausted budget
+        # (or an ask larger than the whole rate bucket) does not pass by waiting a moment.
+        trailers += (("grpc-retry-pushback-ms", "-1"),)
     await context.abort(status.code, status.details, trailing_metadata=trailers)
 
 

@@ -248,6 +248,10 @@ class Server:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         sd_status("writing waiting settlements")
         await d.budgets.retry_unsettled()
+        try:
+            log.info("shutdown: %s", await d.jobs.run("flush_key_usage"))
+        except Exception as exc:  # last-used times are a convenience: never a reason to stop uncleanly
+            log.warning("shutdown: could not record the keys' last use: %s", exc)
         if d.budgets.unsettled():
             log.error(
                 "%d settlement(s) could not be written (%s); their reservations are charged as interrupted at the next start",

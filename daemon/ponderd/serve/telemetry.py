@@ -65,6 +65,9 @@ class Telemetry(Protocol):
     def first_token(self, seconds: float) -> None:
         """An ask's first generated text came `seconds` after it arrived (called on the engine thread)."""
 
+    def alert(self, tenant: str, kind: str) -> None:
+        """An alert was raised (request/alerts.py)."""
+
     def retrained(self, accepted: bool) -> None:
         """A retraining run ended: its candidate was accepted or rejected."""
 
@@ -104,6 +107,9 @@ class NullTelemetry:
         pass
 
     def first_token(self, seconds: float) -> None:
+        pass
+
+    def alert(self, tenant: str, kind: str) -> None:
         pass
 
     def retrained(self, accepted: bool) -> None:
@@ -177,6 +183,8 @@ class PrometheusTelemetry:
         self.plan_seconds = Histogram(
             "ponder_planner_duration_seconds", "Planner latency per request", buckets=FAST_BUCKETS, registry=r
         )
+        self.alerts = Counter("ponder_alerts", "Alerts raised, by tenant and kind (soft_limit, budget_exhausted)",
+                              ["tenant", "kind"], registry=r)
         self.retrains = Counter("ponder_retrains", "Retraining runs by result", ["result"], registry=r)
         self.queue_depth = Gauge("ponder_engine_queue_depth", "Generation jobs waiting or running", registry=r)
         self.reservations = Gauge(
@@ -213,6 +221,9 @@ class PrometheusTelemetry:
 
     def first_token(self, seconds: float) -> None:
         self.first_token_seconds.observe(seconds)
+
+    def alert(self, tenant: str, kind: str) -> None:
+        self.alerts.labels(tenant, kind).inc()
 
     def retrained(self, accepted: bool) -> None:
         self.retrains.labels("accepted" if accepted else "rejected").inc()
