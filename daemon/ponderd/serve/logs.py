@@ -112,26 +112,36 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
     def _begin(context: grpc.aio.ServicerContext) -> dict[str, Any]:
         # The peer is read now, while the call is alive: grpc's aio context can crash
         # the process when asked after a streaming call was cancelled.
-        record: dict[str, Any] = {"peer": context.peer() or "-"}
-        _record.set(record)
-        return record
+        return begin(context.peer() or "-")
 
     def _end(self, method: str, record: dict[str, Any], code: str, started: float) -> None:
         seconds = time.perf_counter() - started
         self.telemetry.rpc(method, code, seconds)
-        who = current_principal()
-        entry = {
-            "request_id": record.get("request_id", "-"),
-            "tenant": (who.tenant if who else None) or "-",
-            "key_id": who.key_id if who else "-",
-            "method": method,
-            "level": record.get("level", "-"),
-            "status": code,
-            "cost": f"{record['cost']:.6f}" if "cost" in record else "-",
-            "latency_ms": int(seconds * 1000),
-            "peer": record["peer"],
-        }
-        access_log.info("%s", _pairs(entry), extra={"fields": {"access": entry}})
+        access(method, record, code, seconds, current_principal(), transport="grpc")
+
+
+def begin(peer: str) -> dict[str, Any]:
+    """Start the access record of the call this task handles (`note` adds to it)."""
+    record: dict[str, Any] = {"peer": peer}
+    _record.set(record)
+    return record
+
+
+def access(method: str, record: dict[str, Any], code: str, seconds: float, who: Any, **more: Any) -> None:
+    """Write one call's access line; `more`: fields a transport adds (the HTTP API's transport and status)."""
+    entry = {
+        "request_id": record.get("request_id", "-"),
+        "tenant": (who.tenant if who else None) or "-",
+        "key_id": who.key_id if who else "-",
+        "method": method,
+        "level": record.get("level", "-"),
+        "status": code,
+        "cost": f"{record['cost']:.6f}" if "cost" in record else "-",
+        "latency_ms": int(seconds * 1000),
+        "peer": record["peer"],
+        **more,
+    }
+    access_log.info("%s", _pairs(entry), extra={"fields": {"access": entry}})
 
 
 class JsonFormatter(logging.Formatter):

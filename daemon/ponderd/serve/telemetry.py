@@ -32,8 +32,8 @@ FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
 
 
 class Telemetry(Protocol):
-    def rpc(self, method: str, code: str, seconds: float) -> None:
-        """One RPC ended with gRPC status `code` after `seconds`."""
+    def rpc(self, method: str, code: str, seconds: float, transport: str = "grpc") -> None:
+        """One RPC ended with gRPC status `code` after `seconds`; `transport`: grpc, or http for the HTTP API."""
 
     def settled(self, row: SpendRow, charged_micros: int, model: str) -> None:
         """A request's spend record (settled or refused) was written, or is waiting to be."""
@@ -65,7 +65,7 @@ class NullTelemetry:
 
     address = ""
 
-    def rpc(self, method: str, code: str, seconds: float) -> None:
+    def rpc(self, method: str, code: str, seconds: float, transport: str = "grpc") -> None:
         pass
 
     def settled(self, row: SpendRow, charged_micros: int, model: str) -> None:
@@ -103,9 +103,13 @@ class PrometheusTelemetry:
         self.address = ""  # HOST:PORT once serving
         self._httpd: Any = None
         r = self.registry = CollectorRegistry()
-        self.rpcs = Counter("ponder_rpcs", "RPCs by method and gRPC status code", ["method", "code"], registry=r)
+        self.rpcs = Counter(
+            "ponder_rpcs", "RPCs by method, gRPC status code and transport (grpc; http: the HTTP API)",
+            ["method", "code", "transport"], registry=r,
+        )
         self.rpc_seconds = Histogram(
-            "ponder_rpc_duration_seconds", "RPC latency by method", ["method"], buckets=RPC_BUCKETS, registry=r
+            "ponder_rpc_duration_seconds", "RPC latency by method and transport", ["method", "transport"],
+            buckets=RPC_BUCKETS, registry=r,
         )
         self.requests = Counter(
             "ponder_requests", "Asks with a spend record, by its status, effort level, model and tenant",
@@ -138,9 +142,9 @@ class PrometheusTelemetry:
             "ponder_reservations_held", "Requests holding (or about to take) a reservation, or waiting to settle", registry=r
         )
 
-    def rpc(self, method: str, code: str, seconds: float) -> None:
-        self.rpcs.labels(method, code).inc()
-        self.rpc_seconds.labels(method).observe(seconds)
+    def rpc(self, method: str, code: str, seconds: float, transport: str = "grpc") -> None:
+        self.rpcs.labels(method, code, transport).inc()
+        self.rpc_seconds.labels(method, transport).observe(seconds)
 
     def settled(self, row: SpendRow, charged_micros: int, model: str) -> None:
         self.requests.labels(row.tenant, row.status, row.level or "-", model or "-").inc()
