@@ -12,7 +12,7 @@ import grpc
 import openai
 import pytest
 
-from conftest import DaemonThread, make_settings
+from conftest import DaemonThread, eventually, make_settings
 from ponder.v1 import ponder_pb2, ponder_pb2_grpc
 
 pytestmark = pytest.mark.model
@@ -286,3 +286,31 @@ def test_a_grpc_ask_with_messages_and_both_prompt_and_messages(d):
         with pytest.raises(grpc.RpcError) as err:
             stub.Ask(ponder_pb2.AskRequest(prompt="x", messages=turns), metadata=metadata, timeout=120)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not both" in err.value.details()
+
+
+def test_a_client_that_drops_mid_stream_stops_the_request_and_pays_for_what_ran(d):
+    body = {
+        "model": "default", "messages": [{"role": "user", "content": "Think about the sea, then describe it."}],
+        "stream": True, "seed": 9, "ponder": {"samples": 5, "thinking_tokens": 64},
+    }
+    conn = http.client.HTTPConnection("127.0.0.1", d.server.http.port, timeout=120)
+    conn.request("POST", "/v1/chat/completions", body=json.dumps(body), headers={"content-type": "application/json", **auth(d)})
+    response = conn.getresponse()
+    request_id = response.getheader("x-request-id")
+    assert response.status == 200 and response.readline().startswith(b"data: ")  # the plan is made: it runs
+    conn.sock.shutdown(2)
+    conn.close()
+
+    def settled():
+        with sqlite3.connect(d.settings.database) as db:
+            return db.execute(
+                "SELECT status, cost_micros, prompt_tokens, forced_tokens, thinking_tokens, answer_tokens, reserved_micros"
+                " FROM spend WHERE request_id = ?", (request_id,),
+            ).fetchone()
+
+    status, cost, prompt, forced, thinking, answer, reserved = eventually(settled, timeout=120)
+    assert status == "cancelled"
+    # The small policy's prices per 1,000 tokens: prompt 1, thinking 2, answer 2.
+    assert cost == (prompt + forced) * 1000 + (thinking + answer) * 2000 < reserved
+    with sqlite3.connect(d.settings.database) as db:
+        assert db.execute("SELECT COUNT(*) FROM reservations").fetchone()[0] == 0
