@@ -12,7 +12,7 @@ import grpc
 import openai
 import pytest
 
-from conftest import DaemonThread, eventually, make_settings
+from conftest import REPO, DaemonThread, eventually, make_settings
 from ponder.v1 import ponder_pb2, ponder_pb2_grpc
 
 pytestmark = pytest.mark.model
@@ -314,3 +314,22 @@ def test_a_client_that_drops_mid_stream_stops_the_request_and_pays_for_what_ran(
     assert cost == (prompt + forced) * 1000 + (thinking + answer) * 2000 < reserved
     with sqlite3.connect(d.settings.database) as db:
         assert db.execute("SELECT COUNT(*) FROM reservations").fetchone()[0] == 0
+
+
+def _example(text: str, marker: str | None = None) -> str:
+    """The first ```python block of `text` (after `marker`, when given)."""
+    if marker is not None:
+        text = text.split(marker, 1)[1]
+    return text.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.parametrize("doc, marker", [("README.md", "<!-- openai-example -->"), ("docs/http.md", None)])
+def test_the_documented_openai_examples_run(d, doc, marker, capsys):
+    code = _example((REPO / doc).read_text(encoding="utf-8"), marker)
+    assert 'base_url="http://127.0.0.1:8080/v1"' in code and "~/.local/state/ponder/local.token" in code
+    code = code.replace("http://127.0.0.1:8080/v1", base_url(d)).replace(
+        "~/.local/state/ponder/local.token", str(d.settings.state_dir / "local.token"),
+    )
+    exec(compile(code, doc, "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) >= 2 and printed[0]
