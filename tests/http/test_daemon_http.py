@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import logging
 import sqlite3
 import uuid
 
@@ -12,7 +13,7 @@ import grpc
 import openai
 import pytest
 
-from conftest import REPO, DaemonThread, eventually, make_settings
+from conftest import REPO, DaemonThread, counted, eventually, make_settings, scrape
 from ponder.v1 import ponder_pb2, ponder_pb2_grpc
 
 pytestmark = pytest.mark.model
@@ -333,3 +334,16 @@ def test_the_documented_openai_examples_run(d, doc, marker, capsys):
     exec(compile(code, doc, "exec"), {})
     printed = capsys.readouterr().out.splitlines()
     assert len(printed) >= 2 and printed[0]
+
+
+def test_http_requests_are_counted_and_logged_with_their_transport(d, caplog):
+    caplog.set_level(logging.INFO, logger="ponder.access")
+    secret = "Is the word zanzibar-7731 a colour?"
+    r = client(d).chat.completions.create(model="default", messages=[{"role": "user", "content": secret}], max_tokens=8)
+    request_id = r.model_extra["ponder"]["request_id"]
+    eventually(lambda: counted(scrape(d), "ponder_rpcs_total", method="ChatCompletions", code="OK", transport="http"))
+    lines = eventually(lambda: [
+        rec.getMessage() for rec in caplog.records if rec.name == "ponder.access" and request_id in rec.getMessage()
+    ])
+    assert "transport=http" in lines[0] and "http_status=200" in lines[0] and "tenant=local" in lines[0]
+    assert not any("zanzibar" in rec.getMessage() or d.token("local") in rec.getMessage() for rec in caplog.records)
