@@ -28,6 +28,8 @@ class Hints:
     level: str | None = None
     # What kind of answer to vote on (answers.ANSWER_FORMATS), instead of the level's.
     answer_format: str | None = None
+    # A cap on the answer's tokens per sample; it only lowers the level's, so no policy needs to allow it.
+    answer_tokens: int | None = None
 
     def sent(self) -> list[str]:
         return [name for name, value in vars(self).items() if value is not None]
@@ -79,9 +81,13 @@ class Plan:
         }
 
 
+# Hints every tenant may send: they can only make a plan cheaper.
+ALWAYS_ALLOWED = frozenset({"answer_tokens"})
+
+
 def check_hints(hints: Hints, rules: TenantRules, policy: Policy, tenant: str, limits: EngineLimits) -> None:
     """Refuse hints the tenant's rules do not allow, or values outside its limits."""
-    refused = [h for h in hints.sent() if h not in rules.hints]
+    refused = [h for h in hints.sent() if h not in rules.hints and h not in ALWAYS_ALLOWED]
     if refused:
         allowed = ", ".join(sorted(rules.hints)) or "none"
         raise PermissionDenied(
@@ -283,6 +289,9 @@ def _apply_hints(level: Level, hints: Hints, why: list[str]) -> Level:
     if hints.answer_format is not None and hints.answer_format != level.answer_format:
         why.append(f"client asked for answer_format {hints.answer_format}")
         level = replace(level, answer_format=hints.answer_format)
+    if hints.answer_tokens is not None and hints.answer_tokens < level.answer_tokens:
+        why.append(f"client capped the answer at {hints.answer_tokens} tokens")
+        level = replace(level, answer_tokens=hints.answer_tokens)
     if level.answer_format == "free" and level.samples > 1:
         why.append("answer_format free: free text is not voted, so one sample")
         level = replace(level, samples=1)

@@ -25,6 +25,8 @@ from ponderd.request.inflight import CANCELLED, DEADLINE, DRAINED
 class AskInput:
     prompt: str
     system: str = ""
+    # Earlier turns of a conversation, (role, text), between the system prompt and `prompt` (the user's last turn).
+    history: tuple[tuple[str, str], ...] = ()
     hints: Hints = field(default_factory=Hints)
     seed: int = 0
     explain: bool = False

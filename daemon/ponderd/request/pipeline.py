@@ -239,7 +239,8 @@ class Pipeline:
         check_hints(req.hints, rules, policy, tenant, self.engine.limits)
         prepared = await asyncio.to_thread(self._prepare, policy, req)
         # Assess, and match override rules against, everything the model will read.
-        text = f"{req.system}\n{req.prompt}" if req.system.strip() else req.prompt
+        # (a conversation's earlier turns too: the risk is in what was asked before as well).
+        text = "\n".join([req.system] * bool(req.system.strip()) + [content for _, content in req.history] + [req.prompt])
         model = self.classifier.current()
         if getattr(model, "embedder", None) is not None:
             # A model with the embedding view (docs/risk.md) takes 0.1-2.5 s on a CPU
@@ -271,7 +272,7 @@ class Pipeline:
         models = self.engine
         used = {lvl.model for lvl in policy.levels} - {""}
         names = [models.primary] + [n for n in models.others() if n in used and not models.down(n)]
-        return {name: models.get(name).prepare(req.system, req.prompt) for name in names}
+        return {name: models.get(name).prepare(req.system, req.prompt, req.history) for name in names}
 
     def _timed(self, sink: Callable[[int, str, str], None] | None, started: float) -> Callable[[int, str, str], None] | None:
         """The text sink, telling `first_token` when the request's first text comes (once, on the engine thread)."""

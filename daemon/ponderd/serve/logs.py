@@ -139,37 +139,50 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
     def _begin(context: grpc.aio.ServicerContext) -> dict[str, Any]:
         # The peer is read now, while the call is alive: grpc's aio context can crash
         # the process when asked after a streaming call was cancelled.
-        record: dict[str, Any] = {"peer": context.peer() or "-"}
-        boundary.begin_call(record)
-        return record
+        return begin(context.peer() or "-")
 
     def _end(self, method: str, record: dict[str, Any], code: str, started: float) -> None:
         seconds = time.perf_counter() - started
         self.telemetry.rpc(method, code, seconds)
-        who = current_principal()
+        access(method, record, code, seconds, current_principal(), transport="grpc")
 
-        def write() -> None:
-            # A call that gRPC cut off at its deadline: what the client saw, as the record says.
-            status = "DEADLINE_EXCEEDED" if code == "CANCELLED" and record.get("outcome") == "deadline" else code
-            entry = {
-                "request_id": record.get("request_id", "-"),
-                "tenant": (who.tenant if who else None) or "-",
-                "key_id": who.key_id if who else "-",
-                "method": method,
-                "level": record.get("level", "-"),
-                "status": status,
-                # The ledger record's status and charge, when the call wrote one.
-                "outcome": record.get("outcome", "-"),
-                "cost": f"{record['cost']:.6f}" if "cost" in record else "-",
-                "latency_ms": int(seconds * 1000),
-                "peer": record["peer"],
-            }
-            access_log.info("%s", _pairs(entry), extra={"fields": {"access": entry}})
 
-        if record.get("held"):
-            record["deferred"] = write  # the request runs on: release() writes it
-        else:
-            write()
+def begin(peer: str) -> dict[str, Any]:
+    """Start the access record of the call this task handles, with its request id (`note` adds to it)."""
+    record: dict[str, Any] = {"peer": peer}
+    boundary.begin_call(record)
+    return record
+
+
+def access(method: str, record: dict[str, Any], code: str, seconds: float, who: Any, **more: Any) -> None:
+    """Write one call's access line, now or, for a request that runs on (`hold`), when it ends.
+
+    `more`: fields a transport adds (the HTTP API's transport and status).
+    """
+
+    def write() -> None:
+        # A call that gRPC cut off at its deadline: what the client saw, as the record says.
+        status = "DEADLINE_EXCEEDED" if code == "CANCELLED" and record.get("outcome") == "deadline" else code
+        entry = {
+            "request_id": record.get("request_id", "-"),
+            "tenant": (who.tenant if who else None) or "-",
+            "key_id": who.key_id if who else "-",
+            "method": method,
+            "level": record.get("level", "-"),
+            "status": status,
+            # The ledger record's status and charge, when the call wrote one.
+            "outcome": record.get("outcome", "-"),
+            "cost": f"{record['cost']:.6f}" if "cost" in record else "-",
+            "latency_ms": int(seconds * 1000),
+            "peer": record["peer"],
+            **more,
+        }
+        access_log.info("%s", _pairs(entry), extra={"fields": {"access": entry}})
+
+    if record.get("held"):
+        record["deferred"] = write  # the request runs on: release() writes it
+    else:
+        write()
 
 
 class JsonFormatter(logging.Formatter):

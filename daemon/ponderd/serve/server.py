@@ -170,6 +170,9 @@ class Server:
         self._reported: dict[str, bool] = {}
         # The listener's TLS files, re-read on SIGHUP (None without TLS).
         self._certificates: transport.TlsCertificates | None = None
+        # The OpenAI-compatible HTTP API ([http] listen), None when off.
+        self.http: Any = None
+        self._draining = False
 
     async def serve(self) -> None:
         try:
@@ -202,8 +205,18 @@ class Server:
             self._certificates = transport.TlsCertificates(self.settings.tls)
         self._grpc, self.port, self._health, bound = create_server(d, self.settings.listen, self._certificates)
         await self._grpc.start()
-        self._write_endpoint(transport.endpoint_text(self.settings, bound))
         await self._report(True, True)
+        if self.settings.http.listen:
+            from ponderd.serve.web import http_server
+
+            self.http = http_server(d, self.health_states, self.ready)
+            try:
+                await self.http.start()
+            except BaseException:
+                await self._grpc.stop(0)
+                raise
+            bound.append(self.http.address)
+        self._write_endpoint(transport.endpoint_text(self.settings, bound))
         d.jobs.start()
         if self.handle_signals:
             self._install_signals()
@@ -223,8 +236,11 @@ class Server:
         inflight = d.pipeline.inflight
         sd_notify(f"STOPPING=1\nSTATUS=draining: {len(inflight)} request(s) running")
         inflight.draining = True
+        self._draining = True
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+        if self.http is not None:
+            self.http.stop_accepting()  # like gRPC: new connections refused, running requests drain
         settled = True
         if self._grpc is not None:
             grace = 0 if self.force_exit.is_set() else self.settings.drain_seconds
@@ -243,6 +259,8 @@ class Server:
             if not settled:
                 log.error("%d request(s) did not settle in %gs; the model stays allocated until exit", len(inflight), SETTLE_WAIT)
             await stopping
+        if self.http is not None:
+            await self.http.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -263,6 +281,14 @@ class Server:
         await asyncio.to_thread(d.close, settled)
         (self.settings.state_dir / "endpoint").unlink(missing_ok=True)
         log.info("stopped")
+
+    def health_states(self) -> dict[str, bool]:
+        """What gRPC health reports, by service name ("": overall); all not serving once draining."""
+        return {name: ok and not self._draining for name, ok in self._reported.items()}
+
+    def ready(self) -> bool:
+        """Whether asks are taken now: the Ponder service serves and the daemon is not draining."""
+        return self.started.is_set() and not self._draining and self._reported.get(SERVICES[0], False)
 
     async def _watch(self) -> None:
         """Once a second: report health, retry waiting settlements, feed the watchdog; stop if the engine died."""

@@ -47,8 +47,8 @@ class FleetView(Protocol):
 
 
 class Telemetry(Protocol):
-    def rpc(self, method: str, code: str, seconds: float) -> None:
-        """One RPC ended with gRPC status `code` after `seconds`."""
+    def rpc(self, method: str, code: str, seconds: float, transport: str = "grpc") -> None:
+        """One RPC ended with gRPC status `code` after `seconds`; `transport`: grpc, or http for the HTTP API."""
 
     def settled(self, row: SpendRow, charged_micros: int, model: str) -> None:
         """A request's spend record (settled or refused) was written, or is waiting to be."""
@@ -91,7 +91,7 @@ class NullTelemetry:
 
     address = ""
 
-    def rpc(self, method: str, code: str, seconds: float) -> None:
+    def rpc(self, method: str, code: str, seconds: float, transport: str = "grpc") -> None:
         pass
 
     def settled(self, row: SpendRow, charged_micros: int, model: str) -> None:
@@ -154,9 +154,13 @@ class PrometheusTelemetry:
             "Ask latency from arrival to the first generated text (planning, reservation and queueing included)",
             buckets=RPC_BUCKETS, registry=r,
         )
-        self.rpcs = Counter("ponder_rpcs", "RPCs by method and gRPC status code", ["method", "code"], registry=r)
+        self.rpcs = Counter(
+            "ponder_rpcs", "RPCs by method, gRPC status code and transport (grpc; http: the HTTP API)",
+            ["method", "code", "transport"], registry=r,
+        )
         self.rpc_seconds = Histogram(
-            "ponder_rpc_duration_seconds", "RPC latency by method", ["method"], buckets=RPC_BUCKETS, registry=r
+            "ponder_rpc_duration_seconds", "RPC latency by method and transport", ["method", "transport"],
+            buckets=RPC_BUCKETS, registry=r,
         )
         self.requests = Counter(
             "ponder_requests", "Asks with a spend record, by its status, effort level, model and tenant",
@@ -194,9 +198,9 @@ class PrometheusTelemetry:
         self.fleet = _FleetCollector()
         r.register(self.fleet)
 
-    def rpc(self, method: str, code: str, seconds: float) -> None:
-        self.rpcs.labels(method, code).inc()
-        self.rpc_seconds.labels(method).observe(seconds)
+    def rpc(self, method: str, code: str, seconds: float, transport: str = "grpc") -> None:
+        self.rpcs.labels(method, code, transport).inc()
+        self.rpc_seconds.labels(method, transport).observe(seconds)
 
     def settled(self, row: SpendRow, charged_micros: int, model: str) -> None:
         self.requests.labels(row.tenant, row.status, row.level or "-", model or "-").inc()
