@@ -7,7 +7,7 @@ import hashlib
 import logging
 import pathlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from sqlite_utils import Database
 
@@ -27,6 +27,8 @@ from ponderd.ledger.types import to_micros
 from ponderd.planning.accuracy import AccuracyEstimates, UpdateResult
 from ponderd.planning.policy import Policy
 from ponderd.planning.policy_file import PolicyHolder, load_policy
+from ponderd.request.alerts import SoftLimits
+from ponderd.request.limits import Limiter
 from ponderd.request.models import ServedModels
 from ponderd.request.pipeline import Pipeline
 from ponderd.risk import Classifier, ClassifierHolder
@@ -64,17 +66,23 @@ class Daemon:
     # The fleet ledger's host side ([ledger] backend = "postgres"); None on a single host.
     fleet: Any = None
 
-    def open(self) -> None:
-        """Open the database, write first-run credentials, load keys, start the model, serve metrics."""
+    def open(self, step: Callable[[str], None] = lambda what: None) -> None:
+        """Open the database, write first-run credentials, load keys, start the model, serve metrics.
+
+        `step` is told each step as it begins (systemd's STATUS= line, server.py)."""
+        step(f"opening the database {self.settings.database}")
         self.store.open()
         if self.fleet is None:  # a fleet host's credentials come from the central ledger (Fleet.start)
             self.store.call_sync(self._bootstrap)
         self.store.call_sync(self.accuracy.load)
+        step(f"loading the model ({', '.join(self.settings.served_models)})")
         self.engine.start()
+        step("serving metrics")
         self.telemetry.watch(
             self.engine.queue_depth,
             # Running requests hold (or are about to take) one; waiting settlements keep theirs.
             lambda: len(self.pipeline.live) + len(self.budgets.unsettled()),
+            self.engine.failure,
         )
         if self.fleet is not None:
             self.telemetry.watch_fleet(self.fleet)
@@ -169,7 +177,7 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
     fleet_mode = settings.ledger.backend == "postgres"
     ledger = Ledger(settings.zone, leased=fleet_mode)
     local_budgets = SqliteBudgets(store, ledger, clock)
-    keyring = keys.Keyring()
+    keyring = keys.Keyring(clock)
     local_accounts = SqliteAccounts(store, ledger, keyring, clock, settings.ledger.host)
     budgets: Any = local_budgets
     accounts: Any = local_accounts
@@ -191,8 +199,9 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
     pipeline = Pipeline(
         policies, TimedClassifiers(classifier, telemetry),  # type: ignore[arg-type]
         models, MeteredBudgets(budgets, telemetry, lambda: models.model_name), clock,
-        keep_prompts=settings.risk.keep_prompts_days > 0, planned=telemetry.planned,
-        accuracy=lambda: accuracy.current(policies.current().profile),
+        keep_prompts=settings.risk.keep_prompts_days > 0, planned=telemetry.planned, first_token=telemetry.first_token,
+        accuracy=lambda: accuracy.current(policies.current().profile), limiter=Limiter(clock),
+        soft_limits=SoftLimits(accounts, telemetry.alert),
     )
     retrainer = Retrainer(classifier, store, clock, settings.risk.high_recall_target, settings.risk.retrain_cv_folds)
     schedules = Schedules(settings.zone, settings.risk.retrain_schedule, settings.accuracy.update_schedule,
@@ -207,9 +216,20 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
     async def update_accuracy() -> UpdateResult:
         return await store.call(accuracy.update, clock.now())
 
+    async def flush_key_usage() -> int:
+        used = keyring.take_usage()
+        if not used:
+            return 0
+        try:
+            await accounts.record_key_use(used)
+        except BaseException:
+            keyring.restore_usage(used)  # written by the next run
+            raise
+        return len(used)
+
     jobs = Jobs(
         schedules, clock, local_accounts, lambda: set(pipeline.live) | budgets.unsettled(), retrainer, update_accuracy,
-        telemetry, idempotency,
+        telemetry, idempotency, flush_key_usage,
     )
     return Daemon(
         settings, clock, store, ledger, budgets, keyring, accounts, policies, classifier, models, pipeline, retrainer,

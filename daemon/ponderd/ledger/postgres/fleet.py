@@ -470,11 +470,23 @@ class PostgresAccounts:
             await central.set_budget(conn, name, budget_micros, window, now, self.fleet.zone)
             return await central.balance(conn, name, now, self.fleet.zone)
 
-    async def issue_key(self, tenant: str | None, scope: str, label: str) -> tuple[str, str]:
+    async def issue_key(
+        self, tenant: str | None, scope: str, label: str, expires_at: datetime | None = None
+    ) -> tuple[str, str]:
         async with self._conn() as conn:
-            key = await central.issue_key(conn, tenant, scope, label, self.fleet.clock.now())
+            key = await central.issue_key(conn, tenant, scope, label, self.fleet.clock.now(), expires_at)
         await self._changed()
         return key
+
+    async def rotate_key(self, key_id: str, overlap: timedelta, expires_at: datetime | None) -> dict[str, Any]:
+        async with self._conn() as conn:
+            out = await central.rotate_key(conn, key_id, overlap, expires_at, self.fleet.clock.now())
+        await self._changed()
+        return out
+
+    async def record_key_use(self, used: dict[str, datetime]) -> int:
+        async with self._conn() as conn:
+            return await central.record_key_use(conn, used)
 
     async def revoke_key(self, key_id: str) -> None:
         async with self._conn() as conn:
@@ -496,6 +508,15 @@ class PostgresAccounts:
     ) -> list[dict[str, Any]]:
         async with self._conn() as conn:
             return await central.spend_records(conn, since, until, tenant, limit)
+
+    async def claim_alert(
+        self, tenant: str, window_start: datetime, kind: str, spent_micros: int, budget_micros: int
+    ) -> bool:
+        # Kept in this host's file: each host alerts once per window for what it sees.
+        return await self.local.claim_alert(tenant, window_start, kind, spent_micros, budget_micros)
+
+    async def recent_alerts(self, limit: int) -> list[dict[str, Any]]:
+        return await self.local.recent_alerts(limit)
 
     async def record_feedback(
         self, tenant: str, request_id: str, correct: bool | None, true_severity: str | None,

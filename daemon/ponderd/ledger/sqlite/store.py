@@ -206,6 +206,41 @@ def m007_fleet_outbox(db: Database) -> None:
     db.execute("CREATE INDEX spend_unshipped ON spend (at) WHERE shipped = 0")
 
 
+@migrations()
+def m008_key_lifetime(db: Database) -> None:
+    # A key may expire (NULL: never); a rotated key names its successor and expires
+    # at the end of the overlap. last_used_at is written in batches by the
+    # flush_key_usage job (ledger/keys.py), never by the request itself.
+    db.execute("ALTER TABLE keys ADD COLUMN expires_at TEXT DEFAULT NULL")
+    db.execute("ALTER TABLE keys ADD COLUMN last_used_at TEXT DEFAULT NULL")
+    db.execute("ALTER TABLE keys ADD COLUMN replaced_by TEXT DEFAULT NULL")
+
+
+@migrations()
+def m009_alerts(db: Database) -> None:
+    # One row per alert raised (request/alerts.py): the unique key makes it once per tenant,
+    # window and kind ("soft_limit", "budget_exhausted"), also across restarts. The table is
+    # also the webhook's outbox (serve/webhook.py): a row waits until a POST of it succeeds
+    # (delivered_at), retried with backoff (attempts, next_attempt_at, last_error).
+    db.execute(
+        """CREATE TABLE alerts (
+            id INTEGER PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            window_start TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            at TEXT NOT NULL,
+            spent_micros INTEGER NOT NULL,
+            budget_micros INTEGER NOT NULL,
+            delivered_at TEXT DEFAULT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT DEFAULT NULL,
+            last_error TEXT NOT NULL DEFAULT '',
+            UNIQUE (tenant, window_start, kind)
+        )"""
+    )
+    db.execute("CREATE INDEX alerts_undelivered ON alerts (next_attempt_at) WHERE delivered_at IS NULL")
+
+
 def connect(path: pathlib.Path) -> Database:
     """Open (creating if needed) the database and bring its schema up to date."""
     private_dir(path.parent)
