@@ -6,6 +6,7 @@ import asyncio
 import http.client
 import json
 import logging
+import socket
 import sqlite3
 import uuid
 
@@ -347,3 +348,25 @@ def test_http_requests_are_counted_and_logged_with_their_transport(d, caplog):
     ])
     assert "transport=http" in lines[0] and "http_status=200" in lines[0] and "tenant=local" in lines[0]
     assert not any("zanzibar" in rec.getMessage() or d.token("local") in rec.getMessage() for rec in caplog.records)
+
+
+def test_a_client_that_leaves_a_plain_request_stops_it(d):
+    body = {
+        "model": "default", "messages": [{"role": "user", "content": "Think about the sea, then describe it."}],
+        "seed": 9, "ponder": {"samples": 5, "thinking_tokens": 64},
+    }
+    sock = socket.create_connection(("127.0.0.1", d.server.http.port), timeout=30)
+    data = json.dumps(body).encode()
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        + f"authorization: Bearer {d.token('local')}\r\ncontent-length: {len(data)}\r\n\r\n".encode() + data
+    )
+    (request_id,) = eventually(lambda: set(d.daemon.pipeline.live), timeout=60)  # reserved: it runs
+    sock.close()
+
+    def settled():
+        with sqlite3.connect(d.settings.database) as db:
+            return db.execute("SELECT status, cost_micros, reserved_micros FROM spend WHERE request_id = ?", (request_id,)).fetchone()
+
+    status, cost, reserved = eventually(settled, timeout=120)
+    assert status == "cancelled" and cost < reserved

@@ -22,13 +22,13 @@ from typing import Any, AsyncIterator, Callable, Protocol
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ponder.v1 import ponder_pb2
-from ponderd.errors import InvalidRequest, PonderError, Unauthenticated
+from ponderd.errors import Cancelled, InvalidRequest, PonderError, Unauthenticated
 from ponderd.http import chat
 from ponderd.http.errors import BadParameter, DeadlineExceeded, HttpError, StatusOf, http_error
 from ponderd.ledger.keys import Principal
@@ -337,10 +337,13 @@ async def _read_json(request: Request) -> Any:
     if length is not None and length.isdigit() and int(length) > MAX_BODY:
         raise BadParameter(f"the body is {int(length)} bytes; send at most {MAX_BODY} (8 MiB)", None)
     data = bytearray()
-    async for part in request.stream():
-        data += part
-        if len(data) > MAX_BODY:
-            raise BadParameter(f"the body is over {MAX_BODY} bytes (8 MiB): send less", None)
+    try:
+        async for part in request.stream():
+            data += part
+            if len(data) > MAX_BODY:
+                raise BadParameter(f"the body is over {MAX_BODY} bytes (8 MiB): send less", None)
+    except ClientDisconnect:
+        raise Cancelled("the client went away before it had sent the whole body; nothing ran") from None
     if not data:
         raise BadParameter("the body is empty: send a JSON object with model and messages", None)
     try:
