@@ -13,6 +13,7 @@ import uuid
 import grpc
 import openai
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import REPO, DaemonThread, counted, eventually, make_settings, scrape
 from ponder.v1 import ponder_pb2, ponder_pb2_grpc
@@ -145,6 +146,9 @@ def test_the_async_client_answers_and_streams(d):
 def test_models_lists_default_and_health_agrees_with_grpc(d):
     models = client(d).models.list()
     assert [m.id for m in models.data][0] == "default"
+    with grpc.insecure_channel(d.address) as channel:
+        grpc_status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=30).status
+    assert grpc_status == health_pb2.HealthCheckResponse.SERVING
     for path in ("/healthz", "/readyz"):
         status, _, content = raw(d, "GET", path)
         assert status == 200 and json.loads(content)["status"] == "SERVING"
@@ -268,6 +272,13 @@ def test_an_idempotency_key_replays_with_one_charge_shared_with_grpc(d):
         request = ponder_pb2.AskRequest(messages=[ponder_pb2.ChatMessage(role="user", content=PROMPT)], seed=5, idempotency_key=key)
         g = stub.Ask(request, metadata=(("authorization", f"Bearer {d.token('local')}"),), timeout=120)
     assert g.replayed and g.request_id == a.model_extra["ponder"]["request_id"]
+    assert [rid for rid, _, _ in spend_rows(d)].count(g.request_id) == 1
+    # Streamed, the same key replays the stored answer as one content chunk, charged nothing more.
+    stream = c.chat.completions.create(
+        model="default", messages=messages, seed=5, stream=True, extra_headers={"Idempotency-Key": key},
+    )
+    chunks = list(stream)
+    assert "".join(x.choices[0].delta.content or "" for x in chunks if x.choices) == a.choices[0].message.content
     assert [rid for rid, _, _ in spend_rows(d)].count(g.request_id) == 1
     # The same key with another request is refused.
     with pytest.raises(openai.BadRequestError):
