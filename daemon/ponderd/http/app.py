@@ -51,8 +51,9 @@ class Backend:
     """The daemon's parts the HTTP API uses, handed in by serve/server.py."""
 
     asking: Asker
-    # The Authorization header's value -> the caller (serve's keyring: the same keys and hashes as gRPC).
-    authenticate: Callable[[str | None], Principal]
+    # The Authorization header's value and the client certificate's identities -> the caller
+    # (serve/auth.py's rules: the same keys, hashes and [tls] identities as gRPC).
+    authenticate: Callable[[str | None, list[str]], Principal]
     # A domain error's gRPC status code name: serve/boundary.py's one table.
     status_of: StatusOf
     # The policy in force (planning.policy_file.PolicyHolder).
@@ -175,13 +176,17 @@ class _Api:
         return {"low": levels[0], "medium": levels[(len(levels) - 1) // 2], "high": levels[-1]}[effort]
 
     def _authenticate(self, request: Request) -> Principal:
-        header = request.headers.get("authorization")
-        if not header:
+        header = request.headers.get("authorization") or None
+        peer = request.scope.get("extensions", {}).get("tls", {}).get("peer_identities", [])
+        try:
+            return self.b.authenticate(header, peer)
+        except Unauthenticated:
+            if header:
+                raise
             raise Unauthenticated(
                 "missing credentials: send the header 'Authorization: Bearer <tenant key>' "
                 "(the openai SDK sends its api_key so; 'ponder admin key issue' makes a key)"
-            )
-        return self.b.authenticate(header)
+            ) from None
 
     def _error(self, exc: PonderError, record: dict[str, Any]) -> HttpError:
         request_id = record.get("request_id") or secrets.token_hex(12)
