@@ -6,12 +6,14 @@ import asyncio
 import http.client
 import json
 import logging
+import socket
 import sqlite3
 import uuid
 
 import grpc
 import openai
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import REPO, DaemonThread, counted, eventually, make_settings, scrape
 from ponder.v1 import ponder_pb2, ponder_pb2_grpc
@@ -144,6 +146,9 @@ def test_the_async_client_answers_and_streams(d):
 def test_models_lists_default_and_health_agrees_with_grpc(d):
     models = client(d).models.list()
     assert [m.id for m in models.data][0] == "default"
+    with grpc.insecure_channel(d.address) as channel:
+        grpc_status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=30).status
+    assert grpc_status == health_pb2.HealthCheckResponse.SERVING
     for path in ("/healthz", "/readyz"):
         status, _, content = raw(d, "GET", path)
         assert status == 200 and json.loads(content)["status"] == "SERVING"
@@ -268,6 +273,13 @@ def test_an_idempotency_key_replays_with_one_charge_shared_with_grpc(d):
         g = stub.Ask(request, metadata=(("authorization", f"Bearer {d.token('local')}"),), timeout=120)
     assert g.replayed and g.request_id == a.model_extra["ponder"]["request_id"]
     assert [rid for rid, _, _ in spend_rows(d)].count(g.request_id) == 1
+    # Streamed, the same key replays the stored answer as one content chunk, charged nothing more.
+    stream = c.chat.completions.create(
+        model="default", messages=messages, seed=5, stream=True, extra_headers={"Idempotency-Key": key},
+    )
+    chunks = list(stream)
+    assert "".join(x.choices[0].delta.content or "" for x in chunks if x.choices) == a.choices[0].message.content
+    assert [rid for rid, _, _ in spend_rows(d)].count(g.request_id) == 1
     # The same key with another request is refused.
     with pytest.raises(openai.BadRequestError):
         c.chat.completions.create(model="default", messages=[{"role": "user", "content": "Other."}], extra_headers={"Idempotency-Key": key})
@@ -347,3 +359,25 @@ def test_http_requests_are_counted_and_logged_with_their_transport(d, caplog):
     ])
     assert "transport=http" in lines[0] and "http_status=200" in lines[0] and "tenant=local" in lines[0]
     assert not any("zanzibar" in rec.getMessage() or d.token("local") in rec.getMessage() for rec in caplog.records)
+
+
+def test_a_client_that_leaves_a_plain_request_stops_it(d):
+    body = {
+        "model": "default", "messages": [{"role": "user", "content": "Think about the sea, then describe it."}],
+        "seed": 9, "ponder": {"samples": 5, "thinking_tokens": 64},
+    }
+    sock = socket.create_connection(("127.0.0.1", d.server.http.port), timeout=30)
+    data = json.dumps(body).encode()
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        + f"authorization: Bearer {d.token('local')}\r\ncontent-length: {len(data)}\r\n\r\n".encode() + data
+    )
+    (request_id,) = eventually(lambda: set(d.daemon.pipeline.live), timeout=60)  # reserved: it runs
+    sock.close()
+
+    def settled():
+        with sqlite3.connect(d.settings.database) as db:
+            return db.execute("SELECT status, cost_micros, reserved_micros FROM spend WHERE request_id = ?", (request_id,)).fetchone()
+
+    status, cost, reserved = eventually(settled, timeout=120)
+    assert status == "cancelled" and cost < reserved

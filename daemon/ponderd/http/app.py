@@ -22,13 +22,13 @@ from typing import Any, AsyncIterator, Callable, Protocol
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ponder.v1 import ponder_pb2
-from ponderd.errors import InvalidRequest, PonderError, Unauthenticated
+from ponderd.errors import Cancelled, InvalidRequest, PonderError, Unauthenticated
 from ponderd.http import chat
 from ponderd.http.errors import BadParameter, DeadlineExceeded, HttpError, StatusOf, http_error
 from ponderd.ledger.keys import Principal
@@ -51,8 +51,9 @@ class Backend:
     """The daemon's parts the HTTP API uses, handed in by serve/server.py."""
 
     asking: Asker
-    # The Authorization header's value -> the caller (serve's keyring: the same keys and hashes as gRPC).
-    authenticate: Callable[[str | None], Principal]
+    # The Authorization header's value and the client certificate's identities -> the caller
+    # (serve/auth.py's rules: the same keys, hashes and [tls] identities as gRPC).
+    authenticate: Callable[[str | None, list[str]], Principal]
     # A domain error's gRPC status code name: serve/boundary.py's one table.
     status_of: StatusOf
     # The policy in force (planning.policy_file.PolicyHolder).
@@ -175,13 +176,17 @@ class _Api:
         return {"low": levels[0], "medium": levels[(len(levels) - 1) // 2], "high": levels[-1]}[effort]
 
     def _authenticate(self, request: Request) -> Principal:
-        header = request.headers.get("authorization")
-        if not header:
+        header = request.headers.get("authorization") or None
+        peer = request.scope.get("extensions", {}).get("tls", {}).get("peer_identities", [])
+        try:
+            return self.b.authenticate(header, peer)
+        except Unauthenticated:
+            if header:
+                raise
             raise Unauthenticated(
                 "missing credentials: send the header 'Authorization: Bearer <tenant key>' "
                 "(the openai SDK sends its api_key so; 'ponder admin key issue' makes a key)"
-            )
-        return self.b.authenticate(header)
+            ) from None
 
     def _error(self, exc: PonderError, record: dict[str, Any]) -> HttpError:
         request_id = record.get("request_id") or secrets.token_hex(12)
@@ -337,10 +342,13 @@ async def _read_json(request: Request) -> Any:
     if length is not None and length.isdigit() and int(length) > MAX_BODY:
         raise BadParameter(f"the body is {int(length)} bytes; send at most {MAX_BODY} (8 MiB)", None)
     data = bytearray()
-    async for part in request.stream():
-        data += part
-        if len(data) > MAX_BODY:
-            raise BadParameter(f"the body is over {MAX_BODY} bytes (8 MiB): send less", None)
+    try:
+        async for part in request.stream():
+            data += part
+            if len(data) > MAX_BODY:
+                raise BadParameter(f"the body is over {MAX_BODY} bytes (8 MiB): send less", None)
+    except ClientDisconnect:
+        raise Cancelled("the client went away before it had sent the whole body; nothing ran") from None
     if not data:
         raise BadParameter("the body is empty: send a JSON object with model and messages", None)
     try:

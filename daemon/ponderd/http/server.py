@@ -16,10 +16,36 @@ import ssl
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ponderd.errors import FailedPrecondition
 
 log = logging.getLogger("ponder.http")
+
+
+class _PeerCertificates(H11Protocol):
+    """h11 with the verified client certificate's CN and SANs in scope["extensions"]["tls"]["peer_identities"]."""
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        identities = peer_identities(ssl_object.getpeercert() if ssl_object is not None else None)
+        inner = self.app
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            scope.setdefault("extensions", {})["tls"] = {"peer_identities": identities}
+            await inner(scope, receive, send)
+
+        self.app = app
+
+
+def peer_identities(cert: dict[str, Any] | None) -> list[str]:
+    """A verified certificate's SAN values and CN (what gRPC's auth context lists), from ssl's getpeercert()."""
+    if not cert:
+        return []
+    sans = [value for _, value in cert.get("subjectAltName", ())]
+    cns = [value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"]
+    return [*sans, *cns]
 
 
 class HttpServer:
@@ -28,9 +54,10 @@ class HttpServer:
         self.app = app
         self.listen = listen
         self.tls = certfile is not None
+        self._files = (certfile, keyfile, client_ca)
         self.port = 0
         self.config = uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="off", http="h11", loop="none",
+            app, log_config=None, access_log=False, lifespan="off", http=_PeerCertificates, loop="none",
             ssl_certfile=certfile, ssl_keyfile=keyfile, ssl_ca_certs=client_ca,
             ssl_cert_reqs=ssl.CERT_REQUIRED if client_ca else ssl.CERT_NONE,
             # The pipeline's drain ends running requests first; this is uvicorn's backstop.
@@ -67,6 +94,16 @@ class HttpServer:
         self.server.lifespan = self.config.lifespan_class(self.config)
         await self.server.startup(sockets=[sock])
         self._loop = asyncio.ensure_future(self.server.main_loop())
+
+    def reload_certificate(self) -> None:
+        """Re-read the certificate, key and client CA into the listener's SSL context: new connections use them."""
+        certfile, keyfile, client_ca = self._files
+        context = self.config.ssl
+        if context is None or certfile is None:
+            return
+        context.load_cert_chain(certfile, keyfile)
+        if client_ca:
+            context.load_verify_locations(client_ca)
 
     def stop_accepting(self) -> None:
         """Refuse new connections; running requests go on until stop()."""

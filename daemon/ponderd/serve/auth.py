@@ -48,23 +48,44 @@ def current_principal() -> Principal | None:
     return _principal.get(None)
 
 
+def certificate_tenant(identities: Mapping[str, str], peer: list[str]) -> tuple[str, str] | None:
+    """(identity, tenant) of a verified client certificate (its CN and SANs: `peer`) [tls] identities maps, or None."""
+    if not identities:
+        return None
+    mapped = {(i, identities[i]) for i in peer if i in identities}
+    if len({tenant for _, tenant in mapped}) > 1:
+        raise PermissionDenied(
+            f"the client certificate maps to several tenants ({', '.join(sorted(f'{i}={t}' for i, t in mapped))}); "
+            "make [tls] identities name one tenant per certificate"
+        )
+    return min(mapped) if mapped else None
+
+
+def caller(
+    keyring: Keyring, identities: Mapping[str, str], token: str | None, peer: list[str], *, admin: bool = False,
+    method: str = "",
+) -> Principal:
+    """Who calls: the bearer token, or a mapped client certificate (see the module's rules); gRPC and HTTP alike."""
+    cert = certificate_tenant(identities, peer)
+    if cert is not None and not token:
+        who = keyring.certificate(*cert)
+    else:
+        who = keyring.authenticate(token)
+        if cert is not None and who.tenant is not None and who.tenant != cert[1]:
+            raise PermissionDenied(
+                f"this key is tenant {who.tenant!r}'s but the client certificate {cert[0]!r} is mapped to "
+                f"tenant {cert[1]!r}; send that tenant's key, or none"
+            )
+    if admin and who.scope != "admin":
+        raise PermissionDenied(f"{method} needs an admin key; this is a key of tenant {who.tenant!r}")
+    return who
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, keyring: Keyring, identities: Mapping[str, str] | None = None) -> None:
         self.keyring = keyring
         # Client-certificate identity -> tenant ([tls] identities).
         self.identities = dict(identities or {})
-
-    def _certificate_tenant(self, context: grpc.aio.ServicerContext) -> tuple[str, str] | None:
-        """(identity, tenant) of a verified client certificate [tls] identities maps, or None."""
-        if not self.identities:
-            return None
-        mapped = {(i, self.identities[i]) for i in peer_identities(context) if i in self.identities}
-        if len({tenant for _, tenant in mapped}) > 1:
-            raise PermissionDenied(
-                f"the client certificate maps to several tenants ({', '.join(sorted(f'{i}={t}' for i, t in mapped))}); "
-                "make [tls] identities name one tenant per certificate"
-            )
-        return min(mapped) if mapped else None
 
     async def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Any], details: grpc.HandlerCallDetails
@@ -77,20 +98,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         admin = method.startswith(ADMIN_SERVICE)
 
         def authorize(context: grpc.aio.ServicerContext) -> Principal:
-            token = metadata.get("authorization")
-            cert = self._certificate_tenant(context)
-            if cert is not None and not token:
-                who = self.keyring.certificate(*cert)
-            else:
-                who = self.keyring.authenticate(token)
-                if cert is not None and who.tenant is not None and who.tenant != cert[1]:
-                    raise PermissionDenied(
-                        f"this key is tenant {who.tenant!r}'s but the client certificate {cert[0]!r} is mapped to "
-                        f"tenant {cert[1]!r}; send that tenant's key, or none"
-                    )
-            if admin and who.scope != "admin":
-                raise PermissionDenied(f"{method} needs an admin key; this is a key of tenant {who.tenant!r}")
-            return who
+            peer = peer_identities(context) if self.identities else []
+            return caller(self.keyring, self.identities, metadata.get("authorization"), peer, admin=admin, method=method)
 
         async def admit(context: grpc.aio.ServicerContext) -> None:
             try:

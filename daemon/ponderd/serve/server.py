@@ -374,6 +374,12 @@ class Server:
                 log.info("reloaded the TLS certificate for new connections: %s", self._certificates.reload())
             except PonderError as exc:
                 log.error("TLS reload refused, new connections keep the certificate in force: %s", exc.message)
+            else:
+                if self.http is not None:
+                    try:
+                        self.http.reload_certificate()  # the files gRPC just checked
+                    except (OSError, ValueError) as exc:
+                        log.error("HTTP TLS reload refused, new HTTP connections keep the certificate in force: %s", exc)
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()

@@ -8,7 +8,7 @@ from ponderd.errors import PonderError
 from ponderd.http.app import Backend, create_app
 from ponderd.http.chat import Sampling
 from ponderd.http.server import HttpServer
-from ponderd.serve import boundary, logs
+from ponderd.serve import auth, boundary, logs
 from ponderd.serve.app import Daemon
 from ponderd.serve.asking import Asking
 
@@ -21,9 +21,10 @@ def status_name(exc: PonderError) -> str:
 def http_server(daemon: Daemon, health: Callable[[], dict[str, bool]], ready: Callable[[], bool]) -> HttpServer:
     """The HTTP API on [http] listen, with the daemon's TLS certificate when it has one."""
     d, s = daemon, daemon.settings
+    identities = dict(s.tls.identities)
     backend = Backend(
         asking=Asking(d.pipeline, d.keys),
-        authenticate=d.keyring.authenticate,
+        authenticate=lambda token, peer: auth.caller(d.keyring, identities, token, peer),
         status_of=status_name,
         policies=d.policies,
         primary=s.model.name,
