@@ -32,6 +32,7 @@ from ponderd.risk.retrain import Retrainer
 from ponderd.serve.jobs import Jobs, Schedules
 from ponderd.serve.telemetry import MeteredBudgets, NullTelemetry, Telemetry, TimedClassifiers
 from ponderd.serve.telemetry import create as create_telemetry
+from ponderd.serve.webhook import Webhook
 from ponderd.settings import Settings
 
 log = logging.getLogger("ponder")
@@ -183,9 +184,10 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
             raise
         return len(used)
 
+    webhook = Webhook(policies, accounts, clock)
     jobs = Jobs(
         schedules, clock, local_accounts, lambda: set(pipeline.live) | budgets.unsettled(), retrainer, update_accuracy,
-        telemetry, idempotency, flush_key_usage,
+        telemetry, idempotency, flush_key_usage, webhook.deliver,
     )
     return Daemon(
         settings, clock, store, ledger, budgets, keyring, accounts, policies, classifier, models, pipeline, retrainer,
