@@ -98,6 +98,9 @@ secret_file = "webhook.secret"
             admin.run_job("deliver_alerts")
             eventually(lambda: any(status == 200 for status, _, _ in receiver.posts))
             assert admin.run_job("deliver_alerts") == "no alerts to deliver"
+            (listed,) = admin.list_alerts()
+            assert listed.delivered and listed.kind == "soft_limit" and listed.attempts == len(receiver.posts)
+            assert listed.id == f"watched/{listed.id.split('/', 1)[1]}" and listed.last_error == ""
     finally:
         d.stop()
     delivered = [(h, b) for status, h, b in receiver.posts if status == 200]

@@ -138,6 +138,24 @@ def key_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def alerts(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        rows = admin.list_alerts(args.limit)
+    if args.json:
+        dump_json([to_dict(a) for a in rows])
+        return 0
+    print(f"{'RAISED':<20} {'TENANT':<20} {'KIND':<16} {'SPENT':>12} {'BUDGET':>12}  DELIVERY")
+    for a in rows:
+        if a.delivered:
+            state = f"delivered {_when(a.delivered_at)}"
+        elif a.attempts:
+            state = f"{a.attempts} failed ({a.last_error}); next try {_when(a.next_attempt_at)}"
+        else:
+            state = "pending (or no webhook)"
+        print(f"{_when(a.at):<20} {a.tenant:<20} {a.kind:<16} {a.spent:>12.4f} {a.budget:>12.4f}  {state}")
+    return 0
+
+
 def spend(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         r = admin.spend(args.tenant or "", args.since, args.until, args.records, by_host=args.by_host)
@@ -267,6 +285,9 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     p.add_argument("key_id")
     p = command(k, "list", key_list, "list keys (never their secrets)")
     p.add_argument("--tenant", help="only this tenant's keys")
+
+    p = command(groups, "alerts", alerts, "recent alerts (soft limit crossed, budget exhausted) and their delivery")
+    p.add_argument("--limit", type=int, default=50, help="the most to list, newest first (default 50)")
 
     p = command(groups, "spend", spend, "spend by tenant over a period")
     p.add_argument("--tenant", help="one tenant (default: all)")

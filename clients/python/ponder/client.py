@@ -56,7 +56,7 @@ SEVERITIES = {"low": ponder_pb2.SEVERITY_LOW, "medium": ponder_pb2.SEVERITY_MEDI
 TIMEOUTS: dict[str, float] = {
     "ask": 600.0, "ask_stream": 600.0, "quote": 30.0, "balance": 10.0, "feedback": 10.0,
     "create_tenant": 30.0, "list_tenants": 30.0, "set_enabled": 30.0, "set_budget": 30.0, "issue_key": 30.0,
-    "revoke_key": 30.0, "rotate_key": 30.0, "list_keys": 30.0, "spend": 60.0, "reload_policy": 60.0, "explain": 30.0,
+    "revoke_key": 30.0, "rotate_key": 30.0, "list_keys": 30.0, "list_alerts": 30.0, "spend": 60.0, "reload_policy": 60.0, "explain": 30.0,
     "run_job": 1800.0, "risk_status": 30.0,
 }
 
@@ -267,6 +267,11 @@ class AdminMethods(Connection):
 
     def revoke_key(self, key_id: str, *, timeout: float | None = None) -> Any:
         return self._call("revoke_key", self._stub.RevokeKey, admin_pb2.RevokeKeyRequest(key_id=key_id), timeout, lambda r: None)
+
+    def list_alerts(self, limit: int = 50, *, timeout: float | None = None) -> Any:
+        """Recent alerts, newest first, with their webhook delivery state."""
+        request = admin_pb2.ListAlertsRequest(limit=limit)
+        return self._call("list_alerts", self._stub.ListAlerts, request, timeout, lambda r: list(r.alerts))
 
     def list_keys(self, tenant: str = "", *, timeout: float | None = None) -> Any:
         return self._call("list_keys", self._stub.ListKeys, admin_pb2.ListKeysRequest(tenant=tenant), timeout, lambda r: list(r.keys))
