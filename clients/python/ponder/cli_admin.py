@@ -306,7 +306,7 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
 
     job = groups.add_parser("job", help="run a scheduled job now", description="Scheduled jobs.")
     j = job.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = command(j, "run", job_run, "run a job now: renew_windows, expire_reservations, prune_prompts, retrain_risk, update_accuracy, prune_idempotency, flush_key_usage, deliver_alerts")
+    p = command(j, "run", job_run, "run a job now: renew_windows, expire_reservations, prune_prompts, retrain_risk, update_accuracy, prune_idempotency, flush_key_usage, deliver_alerts, warn_expiring_keys")
     p.add_argument("name")
 
     risk = groups.add_parser("risk", help="the risk model in service", description="The risk model in service.")

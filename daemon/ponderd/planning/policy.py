@@ -26,7 +26,7 @@ TOKEN_KINDS = ("prompt", "thinking", "answer")
 _TOP = {"version", "currency", "prices", "model_prices", "levels", "routing", "planning", "defaults", "tenants", "overrides"}
 # Where alerts go besides the log and the metrics (serve/webhook.py): a URL to POST them to, signed.
 _TOP.add("alerts")
-_ALERTS = {"webhook", "secret_file"}
+_ALERTS = {"webhook", "secret_file", "key_expiring_hours"}
 _LEVEL = {"thinking_tokens", "samples", "answer_tokens"}
 _LEVEL_OPTIONAL = {"answer_format", "vote", "model"}
 _PLANNING = {"mode", "loss", "profile", "unavailable"}
@@ -160,6 +160,8 @@ class AlertSettings:
     webhook: str = ""
     # Relative paths are relative to the policy file; read at each delivery, so it can be rotated.
     secret_file: pathlib.Path | None = None
+    # Alert when an active key expires within this many hours (the warn_expiring_keys job); 0: off.
+    key_expiring_hours: int = 0
 
 
 @dataclass(frozen=True)

@@ -129,11 +129,12 @@ def _alerts(check: _Checker, path: pathlib.Path, table: Any) -> AlertSettings:
     from urllib.parse import urlsplit
 
     t = check.fields("alerts", table, _ALERTS)
+    expiring = check.integer("alerts.key_expiring_hours", t.get("key_expiring_hours", 0), 0, 24 * 366)
     webhook = t.get("webhook", "")
     if not webhook:
         if "secret_file" in t:
             check.problems.append("alerts.secret_file: set alerts.webhook too, or remove it")
-        return AlertSettings()
+        return AlertSettings(key_expiring_hours=expiring)
     url = urlsplit(str(webhook)) if isinstance(webhook, str) else None
     if url is None or url.scheme not in ("http", "https") or not url.hostname:
         check.problems.append(
@@ -150,7 +151,7 @@ def _alerts(check: _Checker, path: pathlib.Path, table: Any) -> AlertSettings:
             check.problems.append(f"alerts.secret_file: {secret_path} is empty; put the shared secret in it")
     except OSError as exc:
         check.problems.append(f"alerts.secret_file: cannot read {secret_path} ({exc.strerror})")
-    return AlertSettings(str(webhook), secret_path)
+    return AlertSettings(str(webhook), secret_path, expiring)
 
 
 def _profile(check: _Checker, path: pathlib.Path, planning: Planning) -> Any:

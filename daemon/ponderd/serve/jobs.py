@@ -51,6 +51,7 @@ class Jobs:
         keys: Recoverable,
         flush_key_usage: Callable[[], Awaitable[int]] | None = None,
         deliver_alerts: Callable[[], Awaitable[str]] | None = None,
+        warn_expiring_keys: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         """`owned`: request ids whose reservations are not orphans (running, or waiting to settle).
 
@@ -67,6 +68,7 @@ class Jobs:
         self.keys = keys
         self._flush_key_usage = flush_key_usage
         self._deliver_alerts = deliver_alerts
+        self._warn_expiring_keys = warn_expiring_keys
         self.registry: dict[str, Callable[[], Awaitable[str]]] = {
             "renew_windows": self.renew_windows,
             "expire_reservations": self.expire_reservations,
@@ -76,6 +78,7 @@ class Jobs:
             "prune_idempotency": self.prune_idempotency,
             "flush_key_usage": self.flush_key_usage,
             "deliver_alerts": self.deliver_alerts,
+            "warn_expiring_keys": self.warn_expiring_keys,
         }
         self._scheduler: Any = None
 
@@ -119,6 +122,12 @@ class Jobs:
             return "no webhook configured"
         return await self._deliver_alerts()
 
+    async def warn_expiring_keys(self) -> str:
+        # An alert per key expiring within [alerts] key_expiring_hours (request/alerts.py).
+        if self._warn_expiring_keys is None:
+            return "no key expiry alerts configured"
+        return await self._warn_expiring_keys()
+
     async def retrain_risk(self) -> str:
         result = await self.retrainer.run()
         self.telemetry.retrained(result.accepted)
@@ -144,6 +153,8 @@ class Jobs:
         s.add_job(self._safe("prune_idempotency"), IntervalTrigger(hours=1), id="prune_idempotency", name="prune_idempotency")
         s.add_job(self._safe("flush_key_usage"), IntervalTrigger(minutes=1), id="flush_key_usage", name="flush_key_usage")
         s.add_job(self._safe("deliver_alerts"), IntervalTrigger(seconds=10), id="deliver_alerts", name="deliver_alerts")
+        s.add_job(self._safe("warn_expiring_keys"), IntervalTrigger(minutes=15), id="warn_expiring_keys",
+                  name="warn_expiring_keys")
         if self.schedules.retrain_risk:
             s.add_job(
                 self._safe("retrain_risk"),

@@ -195,7 +195,7 @@ class AdminServiceServicer:
     def RunJob(self, request, context):
         """Run a scheduled job now: "renew_windows", "retrain_risk", "expire_reservations",
         "prune_prompts", "update_accuracy", "prune_idempotency", "flush_key_usage",
-        "deliver_alerts".
+        "deliver_alerts", "warn_expiring_keys".
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
