@@ -1,19 +1,21 @@
-// A small Ponder client for Node.js on the official @grpc/grpc-js and @grpc/proto-loader.
+// The Ponder client for Node.js, on the official @grpc/grpc-js and @grpc/proto-loader.
 //
-//   const { connect, decodeError } = require("./ponder");
+//   const { connect, decodeError } = require("ponder-client");
 //   const { ponder } = connect({ address: "ponder.example.com:50051", token, ca: "ca.pem" });
 //   ponder.Ask({ prompt: "What is 17 * 23?" }, { deadline: Date.now() + 120e3 }, (err, reply) => ...);
 //
-// The .proto files are read at run time from this repository's protos/ (or PONDER_PROTOS).
+// The .proto files are the package's own (protos/, bundled at pack time; PONDER_PROTOS overrides).
+// Types: index.d.ts.
 "use strict";
 
+const crypto = require("node:crypto");
 const fs = require("node:fs");
 const path = require("node:path");
 const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
 const protobuf = require("protobufjs");
 
-const PROTOS = process.env.PONDER_PROTOS || path.join(__dirname, "..", "..", "protos");
+const PROTOS = process.env.PONDER_PROTOS || path.join(__dirname, "protos");
 
 const definition = protoLoader.loadSync(["ponder/v1/ponder.proto", "ponder/v1/admin.proto"], {
   includeDirs: [PROTOS],
@@ -66,23 +68,37 @@ function credentials({ token, ca, cert, key, tls }) {
   return { channel, perCall: null };
 }
 
-function withToken(client, token) {
-  if (!token) return client;
-  // Wrap each unary/stream method so the bearer token rides in the call's metadata.
+// The methods whose requests carry an idempotency key (as the Python client: Ask and AskStream).
+const KEYED = new Set(["Ask", "AskStream"]);
+
+// The request as sent: Ask and AskStream get a fresh UUID idempotency key unless the caller gave one
+// ("" sends none). It is set once per call, before grpc-js serialises the message, so every retry
+// grpc-js makes of that call (the retry policy below) carries the same key and the daemon answers
+// and charges it once; a retry of an answered ask gets the stored reply (`replayed: true`).
+function withIdempotencyKey(method, request) {
+  if (!KEYED.has(method)) return request;
+  const given = request && request.idempotency_key;
+  if (given !== undefined && given !== null) return request;
+  return { ...request, idempotency_key: crypto.randomUUID() };
+}
+
+function wrap(client, token) {
+  // Each unary/stream method: the idempotency key on Ask and AskStream, and the bearer token in the
+  // call's metadata when the channel cannot carry it (plaintext).
   const wrapped = Object.create(client);
   for (const name of Object.keys(Object.getPrototypeOf(client))) {
     const method = client[name];
     if (typeof method !== "function" || !method.path) continue;
     wrapped[name] = (request, ...rest) => {
       const md = rest[0] instanceof grpc.Metadata ? rest.shift() : new grpc.Metadata();
-      md.set("authorization", `Bearer ${token}`);
-      return method.call(client, request, md, ...rest);
+      if (token) md.set("authorization", `Bearer ${token}`);
+      return method.call(client, withIdempotencyKey(name, request), md, ...rest);
     };
   }
   return wrapped;
 }
 
-function connect(options) {
+function connect(options = {}) {
   const address = options.address || process.env.PONDER_ADDRESS || "127.0.0.1:50051";
   const { channel, perCall } = credentials(options);
   const channelOptions = {
@@ -90,9 +106,10 @@ function connect(options) {
     "grpc.enable_retries": 1,
   };
   if (options.serverName) channelOptions["grpc.ssl_target_name_override"] = options.serverName;
-  const ponder = new v1.PonderService(address, channel, channelOptions);
-  const admin = new v1.AdminService(address, channel, channelOptions);
-  return { ponder: withToken(ponder, perCall), admin: withToken(admin, perCall), close: () => (ponder.close(), admin.close()) };
+  if (options.interceptors) channelOptions.interceptors = options.interceptors;
+  const ponder = new v1.PonderService(address, channel, { ...channelOptions });
+  const admin = new v1.AdminService(address, channel, { ...channelOptions });
+  return { ponder: wrap(ponder, perCall), admin: wrap(admin, perCall), close: () => (ponder.close(), admin.close()) };
 }
 
 // google.rpc.Status from the grpc-status-details-bin trailer, details unpacked.
@@ -121,4 +138,4 @@ function decodeError(err) {
   return out;
 }
 
-module.exports = { connect, decodeError, grpc };
+module.exports = { connect, decodeError, withIdempotencyKey, grpc, PROTOS };

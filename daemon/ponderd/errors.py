@@ -140,6 +140,12 @@ class StorageUnavailable(Unavailable):
     retry_after_seconds = 5.0
 
 
+class DeadlineExceeded(PonderError):
+    """The call's deadline came before its answer: the request was stopped and charged for what ran."""
+
+    reason = "DEADLINE_EXCEEDED"
+
+
 class KeyInUse(PonderError):
     """A request with the same idempotency key is still running: wait for it, or use a new key."""
 

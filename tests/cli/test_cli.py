@@ -32,7 +32,7 @@ def test_ask_json_is_one_object_with_the_same_facts(served, cli_env):
     data = json.loads(ponder(cli_env, "ask", "What is 17 * 23?", "--json", "--samples", "3", "--thinking-tokens", "8").stdout)
     assert set(data) >= {"request_id", "text", "answer", "votes", "assessment", "plan", "usage", "cost", "balance"}
     assert data["plan"]["samples"] == 3 and data["plan"]["thinking_tokens"] == 8
-    assert data["assessment"]["severity"].startswith("SEVERITY_")
+    assert data["assessment"]["severity"] in ("low", "medium", "high")
     assert data["balance"]["tenant"] == "local"
 
 
@@ -97,7 +97,10 @@ def test_ask_json_stream_prints_one_object_per_event(served, cli_env):
 def test_errors_are_one_line_with_the_status(served, cli_env):
     r = ponder(cli_env, "ask", "", check=False)
     assert r.returncode == 1
-    assert r.stderr == "ponder: INVALID_ARGUMENT: the prompt is empty: put the question in 'prompt'\n"
+    # The line ends with the daemon's request id for the call (docs/errors.md § The request id).
+    assert re.fullmatch(
+        r"ponder: INVALID_ARGUMENT: the prompt is empty: put the question in 'prompt' \(request [0-9a-f]{24}\)\n", r.stderr
+    ), r.stderr
 
 
 def test_no_daemon_says_how_to_start_one(cli_env):

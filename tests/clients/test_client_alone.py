@@ -27,6 +27,70 @@ with PonderClient(sys.argv[1], sys.argv[2]) as c:
 """
 
 
+# A program a user writes against the installed client; mypy --strict must pass it.
+TYPED = """
+from ponder.aio import AsyncPonderClient
+from ponder.client import AdminClient, PonderClient
+from ponder.v1 import admin_pb2, ponder_pb2
+
+
+def ask(address: str, token: str) -> float:
+    with PonderClient(address, token, timeout=30.0) as c:
+        r: ponder_pb2.AskResponse = c.ask("What is 2 + 2?", samples=1, severity_floor="low", check={"number": 4},
+                                          answer_format="number", idempotency_key="k1")
+        cost: float = r.cost + c.quote("Is 91 prime?", level="fast").plan.worst_case_cost
+        for event in c.ask_stream("Say hi.", thinking_tokens=0, timeout=60.0):
+            if event.WhichOneof("event") == "result":
+                cost += event.result.cost
+        remaining: float = c.balance().remaining
+        feedback_id: str = c.feedback(r.request_id, correct=True, true_severity="medium")
+    with AdminClient(address) as admin:
+        tenants: list[admin_pb2.Tenant] = admin.list_tenants()
+        created = admin.create_tenant("acme", 5.0, window="week")
+        token_shown_once: str = created.token
+        admin.revoke_key(created.key_id)
+    return cost + remaining + len(tenants) + len(feedback_id) + len(token_shown_once)
+
+
+async def ask_async(address: str) -> str:
+    async with AsyncPonderClient(address) as c:
+        r = await c.ask("What is 2 + 2?", seed=7)
+        text: str = r.text
+        async for event in c.ask_stream("Say hi.", samples=1):
+            text += event.request_id
+        return text + str((await c.balance()).remaining)
+"""
+
+# Each line is a mistake mypy must catch (with the message it must give).
+WRONG = {
+    'PonderClient().ask("x", samples="3")': 'Argument "samples" to "ask"',
+    'PonderClient().ask("x", severity_floor="urgent")': 'Argument "severity_floor" to "ask"',
+    'PonderClient().ask("x", sampels=3)': 'Unexpected keyword argument "sampels"',
+    'cost: str = PonderClient().ask("x").cost': 'Incompatible types in assignment',
+    'PonderClient().feedback("id", true_severity="huge")': 'Argument "true_severity" to "feedback"',
+}
+
+
+def mypy_strict(venv: Path, program: str, where: Path) -> subprocess.CompletedProcess[str]:
+    source = where / "program.py"
+    source.write_text(program)
+    # The installed client only, as a user's project sees it: no config, no path into this checkout.
+    return subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--config-file=", "--no-incremental",
+         "--python-executable", str(venv / "bin" / "python"), str(source)],
+        capture_output=True, text=True, timeout=300, cwd=where, env=clean_env(),
+    )
+
+
+def test_the_installed_client_is_typed_for_mypy_strict(client_venv, tmp_path):
+    ok = mypy_strict(client_venv, TYPED, tmp_path)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    wrong = mypy_strict(client_venv, "from ponder.client import PonderClient\n" + "\n".join(WRONG) + "\n", tmp_path)
+    assert wrong.returncode == 1
+    for n, (line, message) in enumerate(WRONG.items(), 2):
+        assert any(f"program.py:{n}: error: {message}" in out for out in wrong.stdout.splitlines()), (line, wrong.stdout)
+
+
 @pytest.fixture(scope="module")
 def client_venv(tmp_path_factory):
     if not any(WHEELHOUSE.glob("grpcio-*.whl")):

@@ -329,3 +329,52 @@ def test_calibrate_refuses_a_bad_line_before_asking_and_a_changed_dataset(tiny_d
     assert unknown.returncode == 1 and "no level 'careful'" in unknown.stderr
     assert math.isfinite(Profile.load(out).levels["quick"].mean_cost)
     assert os.path.exists(out.with_suffix(".results.jsonl"))
+
+
+def _crowded_profile() -> Profile:
+    """Seven levels, some a hair apart in cost and accuracy: where labels overprinted each other."""
+    from ponderd.planning.profile import LevelProfile, wilson
+
+    def lvl(correct: int, cost: float, samples: float) -> LevelProfile:
+        return LevelProfile("m", 40, correct, correct / 40, wilson(correct, 40), cost, 40, 100, 20, samples, 1.0, 2.0)
+
+    levels = {"direct": lvl(18, 0.00021, 1), "quick": lvl(20, 0.00023, 1), "think": lvl(25, 0.00090, 1),
+              "vote": lvl(27, 0.00095, 3), "deliberate": lvl(31, 0.0031, 5), "careful": lvl(30, 0.0033, 5),
+              "exhaustive": lvl(33, 0.0090, 8)}
+    return Profile(levels, "p-1", "2026-12-07T00:00:00Z", {"items": 40})
+
+
+def test_the_plot_keeps_labels_apart_and_draws_the_frontier_as_a_line(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from ponderd.planning import calibrate_report
+
+    profile = _crowded_profile()
+    fig = calibrate_report.figure(profile)
+    try:
+        ax = fig.axes[0]
+        renderer = fig.canvas.get_renderer()
+        labels = {t.get_text(): t.get_window_extent(renderer) for t in ax.texts}
+        assert set(labels) == set(profile.levels)
+        boxes = list(labels.items())
+        for i, (a, box_a) in enumerate(boxes):
+            for b, box_b in boxes[i + 1:]:
+                assert not box_a.overlaps(box_b), f"the labels {a!r} and {b!r} overprint each other"
+            for name, lvl in profile.levels.items():
+                x, y = ax.transData.transform((lvl.mean_cost, lvl.accuracy))
+                assert not box_a.contains(x, y), f"the label {a!r} covers the point of {name!r}"
+        frontier = calibrate_report.frontier(profile)
+        assert frontier == ["direct", "quick", "think", "vote", "deliberate", "exhaustive"]
+        [line] = [line for line in ax.get_lines() if line.get_label().startswith("frontier")]
+        assert list(line.get_xdata()) == [profile.levels[n].mean_cost for n in frontier]
+        assert line.get_linestyle() == "-" and len(line.get_xdata()) > 1
+        # 40x from the cheapest level to the dearest: a log axis keeps the cheap ones apart.
+        assert ax.get_xscale() == "log"
+    finally:
+        plt.close(fig)
+    path = tmp_path / "profile.png"
+    calibrate_report.plot(profile, path)
+    from matplotlib.image import imread
+
+    height, width = imread(path).shape[:2]
+    assert width >= 800 and height >= 500, (width, height)

@@ -11,13 +11,15 @@ Built on grpc.aio: open and use a client inside one running event loop.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, TypeVar
 
 import grpc
 
 from . import channel
-from .client import AdminMethods, PonderMethods, ask_request
+from .client import AdminMethods, AnswerFormat, CheckSpec, PonderMethods, Severity, ask_request, awaited
 from .v1 import ponder_pb2
+
+_Self = TypeVar("_Self")
 
 
 class _Async:
@@ -36,7 +38,7 @@ class _Async:
     async def close(self) -> None:
         await self._channel.close()
 
-    async def __aenter__(self) -> Any:
+    async def __aenter__(self: _Self) -> _Self:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -44,13 +46,39 @@ class _Async:
 
 
 class AsyncPonderClient(_Async, PonderMethods):
-    """Calls PonderService with a tenant's key; every method is a coroutine."""
+    """Calls PonderService with a tenant's key; every method is a coroutine (the same parameters as PonderClient's)."""
 
-    async def ask_stream(self, prompt: str, *, timeout: float | None = None, **kwargs: Any) -> AsyncIterator[ponder_pb2.AskStreamResponse]:
-        """The plan, then thinking/answer text as it is produced, then the result (kwargs as for ask).
+    # The shared methods, typed as awaited here (at run time _Async._call makes each return a coroutine).
+    ask = awaited(PonderMethods.ask)  # type: ignore[assignment]
+    quote = awaited(PonderMethods.quote)  # type: ignore[assignment]
+    balance = awaited(PonderMethods.balance)  # type: ignore[assignment]
+    feedback = awaited(PonderMethods.feedback)  # type: ignore[assignment]
+
+    async def ask_stream(
+        self,
+        prompt: str,
+        *,
+        system: str = "",
+        seed: int = 0,
+        explain: bool = False,
+        check: CheckSpec | None = None,
+        idempotency_key: str | None = None,
+        samples: int | None = None,
+        thinking_tokens: int | None = None,
+        severity_floor: Severity | None = None,
+        max_cost: float | None = None,
+        level: str | None = None,
+        answer_format: AnswerFormat | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[ponder_pb2.AskStreamResponse]:
+        """The plan, then thinking/answer text as it is produced, then the result (parameters as for ask).
 
         A replayed answer (its idempotency key was answered before) streams the result alone."""
-        request = ask_request(ponder_pb2.AskStreamRequest, prompt, **kwargs)
+        request = ask_request(
+            ponder_pb2.AskStreamRequest, prompt, system=system, seed=seed, explain=explain, check=check,
+            idempotency_key=idempotency_key, samples=samples, thinking_tokens=thinking_tokens,
+            severity_floor=severity_floor, max_cost=max_cost, level=level, answer_format=answer_format,
+        )
         call = self._stub.AskStream(request, metadata=self._metadata(), timeout=self._deadline("ask_stream", timeout))
         try:
             async for event in call:
@@ -62,4 +90,17 @@ class AsyncPonderClient(_Async, PonderMethods):
 
 
 class AsyncAdminClient(_Async, AdminMethods):
-    """Calls AdminService with an admin key; every method is a coroutine."""
+    """Calls AdminService with an admin key; every method is a coroutine (the same parameters as AdminClient's)."""
+
+    create_tenant = awaited(AdminMethods.create_tenant)  # type: ignore[assignment]
+    list_tenants = awaited(AdminMethods.list_tenants)  # type: ignore[assignment]
+    set_enabled = awaited(AdminMethods.set_enabled)  # type: ignore[assignment]
+    set_budget = awaited(AdminMethods.set_budget)  # type: ignore[assignment]
+    issue_key = awaited(AdminMethods.issue_key)  # type: ignore[assignment]
+    revoke_key = awaited(AdminMethods.revoke_key)  # type: ignore[assignment]
+    list_keys = awaited(AdminMethods.list_keys)  # type: ignore[assignment]
+    spend = awaited(AdminMethods.spend)  # type: ignore[assignment]
+    reload_policy = awaited(AdminMethods.reload_policy)  # type: ignore[assignment]
+    explain = awaited(AdminMethods.explain)  # type: ignore[assignment]
+    run_job = awaited(AdminMethods.run_job)  # type: ignore[assignment]
+    risk_status = awaited(AdminMethods.risk_status)  # type: ignore[assignment]

@@ -12,8 +12,8 @@ import json
 import sys
 from typing import Any, Callable, Sequence
 
-from . import cli_admin, cli_connect, plugins
-from .cli_format import dump_json, print_answer, print_balance, print_quote, to_dict
+from . import cli_admin, cli_connect, cli_json, plugins
+from .cli_format import dump_json, print_answer, print_balance, print_quote
 from .client import PonderClient, PonderError
 from .errors import ConnectFailed
 
@@ -70,7 +70,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         if args.stream and args.json:
             # One JSON object per line, per event: the plan, each text delta, the result.
             for event in client.ask_stream(args.text, **kwargs):
-                print(json.dumps(to_dict(event), ensure_ascii=False), flush=True)
+                print(cli_json.dumps(event, indent=None), flush=True)
             return 0
         if args.stream:
             result, shown_round = None, 0
@@ -209,12 +209,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_handler(args: argparse.Namespace) -> int:
-    """Run a parsed command: a failed call prints one line, `ponder: STATUS: message`, and exits 1."""
+    """Run a parsed command: a failed call prints one line, `ponder: STATUS: message (request ID)`, and exits 1."""
     try:
         return args.handler(args)
     except PonderError as exc:
         # One that never reached the daemon names its cause and fix (ponder.channel.explain_unreachable).
-        print(f"ponder: {exc.code.name}: {exc.message}", file=sys.stderr)
+        # The daemon's request id, when the call reached it: what its access log and spend records are found by.
+        rid = f" (request {exc.request_id})" if exc.request_id else ""
+        print(f"ponder: {exc.code.name}: {exc.message}{rid}", file=sys.stderr)
         if isinstance(exc, ConnectFailed) and getattr(args, "verbose", False):
             print(f"ponder: gRPC said: {exc.grpc_details}", file=sys.stderr)
         return 1

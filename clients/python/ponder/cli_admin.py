@@ -7,7 +7,8 @@ import sys
 from typing import Any, Callable
 
 from .cli_connect import tls_options
-from .cli_format import SEVERITY, assessment_line, dump_json, to_dict
+from .cli_format import SEVERITY, assessment_line, dump_json
+from .cli_table import Column, print_table
 from .client import AdminClient
 from .dates import duration_argument, future_argument, when_argument
 
@@ -16,21 +17,26 @@ def _admin(args: argparse.Namespace) -> AdminClient:
     return AdminClient(args.address, args.token, timeout=args.timeout, **tls_options(args))
 
 
-TENANT_HEADER = f"{'TENANT':<20} {'REMAINING':>12}   {'BUDGET':<12} {'CURRENCY':<8} {'WINDOW':<6} STATE"
+TENANT_COLUMNS = (
+    Column("tenant"), Column("remaining", "right"), Column("budget", "right"), Column("currency"), Column("window"),
+    Column("state"),
+)
 
 
-def _tenant_line(t: Any) -> str:
+def _tenant_row(t: Any) -> list[str]:
     b = t.balance
-    state = "enabled" if t.enabled else "DISABLED"
-    return f"{t.name:<20} {b.remaining:>12.4f} / {b.budget:<12.4f} {b.currency:<8} {b.window:<6} {state}"
+    return [t.name, f"{b.remaining:.4f}", f"{b.budget:.4f}", b.currency, b.window, "enabled" if t.enabled else "DISABLED"]
+
+
+def _tenants(tenants: list[Any]) -> None:
+    print_table(TENANT_COLUMNS, [_tenant_row(t) for t in tenants])
 
 
 def _tenant_reply(args: argparse.Namespace, tenant: Any) -> int:
     if args.json:
         dump_json(tenant)
     else:
-        print(TENANT_HEADER)
-        print(_tenant_line(tenant))
+        _tenants([tenant])
     return 0
 
 
@@ -40,8 +46,8 @@ def tenant_create(args: argparse.Namespace) -> int:
     if args.json:
         dump_json(r)
     else:
-        print(TENANT_HEADER)
-        print(_tenant_line(r.tenant))
+        _tenants([r.tenant])
+        sys.stdout.flush()
         print(f"key {r.key_id}; its token is on the next line, shown once: store it now", file=sys.stderr)
         print(r.token)
     return 0
@@ -51,11 +57,9 @@ def tenant_list(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         tenants = admin.list_tenants()
     if args.json:
-        dump_json([to_dict(t) for t in tenants])
+        dump_json(tenants)
     else:
-        print(TENANT_HEADER)
-        for t in tenants:
-            print(_tenant_line(t))
+        _tenants(tenants)
     return 0
 
 
@@ -69,7 +73,7 @@ def budget_set(args: argparse.Namespace) -> int:
         return _tenant_reply(args, admin.set_budget(args.name, args.amount, args.window or ""))
 
 
-def _when(ts: Any) -> str:
+def _moment(ts: Any) -> str:
     """A Timestamp field as `2026-12-07 01:30:00Z`, or '-' when unset."""
     return f"{ts.ToDatetime():%Y-%m-%d %H:%M:%S}Z" if ts.seconds or ts.nanos else "-"
 
@@ -87,7 +91,7 @@ def key_issue(args: argparse.Namespace) -> int:
         dump_json(r)
         return 0
     # The token alone on stdout (`TOKEN=$(ponder admin key issue …)`); the note on stderr.
-    expiry = f", expires {_when(r.expires_at)}" if r.HasField("expires_at") else ""
+    expiry = f", expires {_moment(r.expires_at)}" if r.HasField("expires_at") else ""
     print(f"key {r.key_id}{expiry}; its token is on the next line, shown once: store it now", file=sys.stderr)
     print(r.token)
     return 0
@@ -102,9 +106,9 @@ def key_rotate(args: argparse.Namespace) -> int:
     if args.json:
         dump_json(r)
         return 0
-    expiry = f", expires {_when(r.expires_at)}" if r.HasField("expires_at") else ""
+    expiry = f", expires {_moment(r.expires_at)}" if r.HasField("expires_at") else ""
     print(
-        f"key {r.key_id} replaces {r.old_key_id}{expiry}; {r.old_key_id} works until {_when(r.old_expires_at)}. "
+        f"key {r.key_id} replaces {r.old_key_id}{expiry}; {r.old_key_id} works until {_moment(r.old_expires_at)}. "
         "The new token is on the next line, shown once: store it now", file=sys.stderr,
     )
     print(r.token)
@@ -125,16 +129,17 @@ def key_list(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         keys = admin.list_keys(args.tenant or "")
     if args.json:
-        dump_json([to_dict(k) for k in keys])
+        dump_json(keys)
         return 0
-    print(f"{'KEY':<12}  {'SCOPE':<6} {'TENANT':<20} {'STATE':<8} {'CREATED':<20} {'EXPIRES':<20} {'LAST USED':<20} LABEL")
+    columns = (Column("key"), Column("scope"), Column("tenant"), Column("state"), Column("created"), Column("expires"),
+               Column("last used"), Column("label"))
+    rows = []
     for k in keys:
         state = "revoked" if k.revoked else "expired" if k.expired else "rotating" if k.replaced_by else "active"
-        label = k.label + (f" (replaced by {k.replaced_by})" if k.replaced_by else "")
-        print(
-            f"{k.key_id}  {k.scope:<6} {k.tenant or '-':<20} {state:<8} {_when(k.created_at):<20} "
-            f"{_when(k.expires_at):<20} {_when(k.last_used_at):<20} {label}"
-        )
+        label = (k.label or "-") + (f" (replaced by {k.replaced_by})" if k.replaced_by else "")
+        rows.append([k.key_id, k.scope, k.tenant or "-", state, _moment(k.created_at), _moment(k.expires_at),
+                     _moment(k.last_used_at), label])
+    print_table(columns, rows)
     return 0
 
 
@@ -142,18 +147,25 @@ def alerts(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         rows = admin.list_alerts(args.limit)
     if args.json:
-        dump_json([to_dict(a) for a in rows])
+        dump_json(rows)
         return 0
-    print(f"{'RAISED':<20} {'TENANT':<20} {'KIND':<16} {'SPENT':>12} {'BUDGET':>12}  DELIVERY")
+    columns = (Column("raised"), Column("tenant"), Column("kind"), Column("spent", "right"), Column("budget", "right"),
+               Column("delivery"))
+    table = []
     for a in rows:
         if a.delivered:
-            state = f"delivered {_when(a.delivered_at)}"
+            state = f"delivered {_moment(a.delivered_at)}"
         elif a.attempts:
-            state = f"{a.attempts} failed ({a.last_error}); next try {_when(a.next_attempt_at)}"
+            state = f"{a.attempts} failed ({a.last_error}); next try {_moment(a.next_attempt_at)}"
         else:
             state = "pending (or no webhook)"
-        print(f"{_when(a.at):<20} {a.tenant:<20} {a.kind:<16} {a.spent:>12.4f} {a.budget:>12.4f}  {state}")
+        table.append([_moment(a.at), a.tenant, a.kind, f"{a.spent:.4f}", f"{a.budget:.4f}", state])
+    print_table(columns, table)
     return 0
+
+
+def _when(ts: Any, seconds: bool = False) -> str:
+    return f"{ts.ToDatetime():%Y-%m-%d %H:%M:%S}" if seconds else f"{ts.ToDatetime():%Y-%m-%d %H:%M}"
 
 
 def spend(args: argparse.Namespace) -> int:
@@ -162,19 +174,29 @@ def spend(args: argparse.Namespace) -> int:
     if args.json:
         dump_json(r)
         return 0
-    print(f"spend from {r.since.ToDatetime():%Y-%m-%d %H:%M} to {r.until.ToDatetime():%Y-%m-%d %H:%M} UTC")
-    for line in r.lines:
-        statuses = ", ".join(f"{k} {v}" for k, v in sorted(line.by_status.items()))
-        who = f"{line.tenant} @ {line.host}" if args.by_host else line.tenant
-        print(
-            f"  {who:<20} {line.requests:>6} requests  {line.cost:>12.4f} credits  "
-            f"tokens: prompt {line.prompt_tokens}, thinking {line.thinking_tokens}, answer {line.answer_tokens}  ({statuses})"
-        )
-    for rec in r.records:
-        print(
-            f"  {rec.at.ToDatetime():%Y-%m-%d %H:%M:%S} {rec.request_id} {rec.tenant} {rec.status:<11} "
-            f"{SEVERITY.get(rec.severity, '?'):<6} {rec.level:<10} cost {rec.cost:.4f} of {rec.reserved:.4f} reserved"
-        )
+    print(f"spend from {_when(r.since)} to {_when(r.until)} UTC")
+    columns = [Column("tenant")] + ([Column("host")] if args.by_host else []) + [
+        Column("requests", "right"), Column("cost", "right"), Column("prompt", "right"), Column("thinking", "right"),
+        Column("answer", "right"), Column("statuses"),
+    ]
+    print_table(columns, [
+        [line.tenant] + ([line.host or "-"] if args.by_host else []) + [
+            line.requests, f"{line.cost:.4f}", line.prompt_tokens, line.thinking_tokens, line.answer_tokens,
+            ", ".join(f"{k} {v}" for k, v in sorted(line.by_status.items())) or "-",
+        ]
+        for line in r.lines
+    ])
+    if r.records:
+        print()
+        columns = [
+            Column("at"), Column("request"), Column("tenant"), Column("status"), Column("severity"), Column("level"),
+            Column("cost", "right"), Column("reserved", "right"),
+        ]
+        print_table(columns, [
+            [_when(rec.at, seconds=True), rec.request_id, rec.tenant, rec.status, SEVERITY.get(rec.severity, "-"),
+             rec.level or "-", f"{rec.cost:.4f}", f"{rec.reserved:.4f}"]
+            for rec in r.records
+        ])
     return 0
 
 
@@ -219,11 +241,14 @@ def risk_status(args: argparse.Namespace) -> int:
         dump_json(r)
         return 0
     print(f"risk model in service: {r.model_version}")
-    for k in sorted(r.metrics):
-        print(f"  {k:<22} {r.metrics[k]:.4f}")
-    for t in r.retrains:
-        verdict = "accepted" if t.accepted else "rejected"
-        print(f"  {t.at.ToDatetime():%Y-%m-%d %H:%M} {verdict:<8} {t.candidate_version or '-'}: {t.reason}")
+    if r.metrics:
+        print_table((Column("metric"), Column("value", "right")), [[k, f"{r.metrics[k]:.4f}"] for k in sorted(r.metrics)])
+    if r.retrains:
+        print()
+        print_table((Column("at"), Column("verdict"), Column("candidate"), Column("reason")), [
+            [_when(t.at), "accepted" if t.accepted else "rejected", t.candidate_version or "-", t.reason]
+            for t in r.retrains
+        ])
     return 0
 
 

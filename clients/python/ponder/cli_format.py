@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
-
+from . import cli_json
 from .v1 import ponder_pb2
 
 SEVERITY = {1: "low", 2: "medium", 3: "high"}
 
 
-def to_dict(message: Any) -> dict[str, Any]:
-    return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+def to_dict(message: Any) -> Any:
+    """A reply as JSON-ready values, by the rules of ponder.cli_json (docs/json.md)."""
+    return cli_json.to_json(message)
 
 
-def dump_json(message: Any) -> None:
-    json.dump(to_dict(message) if not isinstance(message, (dict, list)) else message, sys.stdout, indent=2, ensure_ascii=False)
-    sys.stdout.write("\n")
+def dump_json(value: Any) -> None:
+    """Print a reply (a message, or dicts and lists of them) as one JSON document: every `--json` goes through here."""
+    cli_json.dump(value)
 
 
 def _row(label: str, value: str) -> None:

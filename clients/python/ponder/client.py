@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Callable, Iterator
+from typing import Any, Awaitable, Callable, Concatenate, Iterator, Literal, Mapping, ParamSpec, TypeVar, Union
 
 import grpc
 
@@ -45,9 +45,17 @@ from .errors import PonderError, from_rpc_error
 from .v1 import admin_pb2, admin_pb2_grpc, ponder_pb2, ponder_pb2_grpc
 
 __all__ = [
-    "AdminClient", "DEFAULT_ADDRESS", "PonderClient", "PonderError", "SEVERITIES", "TIMEOUTS",
-    "resolve_address", "resolve_endpoint", "resolve_token", "state_dir",
+    "AdminClient", "AnswerFormat", "CheckSpec", "DEFAULT_ADDRESS", "PonderClient", "PonderError", "SEVERITIES",
+    "Scope", "Severity", "TIMEOUTS", "Window", "resolve_address", "resolve_endpoint", "resolve_token", "state_dir",
 ]
+
+# The values the string-typed parameters take (mypy checks them; the daemon checks them again).
+Severity = Literal["low", "medium", "high"]
+AnswerFormat = Literal["auto", "number", "choice", "phrase", "free"]
+Window = Literal["day", "week", "month"]
+Scope = Literal["tenant", "admin"]
+# {"number": 42} | {"regex": "..."} | {"choice": "B"} | {"any_of": ["Paris"]}
+CheckSpec = Mapping[str, Union[float, str, list[str]]]
 
 SEVERITIES = {"low": ponder_pb2.SEVERITY_LOW, "medium": ponder_pb2.SEVERITY_MEDIUM, "high": ponder_pb2.SEVERITY_HIGH}
 
@@ -64,10 +72,10 @@ TIMEOUTS: dict[str, float] = {
 def _hints(
     samples: int | None = None,
     thinking_tokens: int | None = None,
-    severity_floor: str | None = None,
+    severity_floor: Severity | None = None,
     max_cost: float | None = None,
     level: str | None = None,
-    answer_format: str | None = None,
+    answer_format: AnswerFormat | None = None,
 ) -> ponder_pb2.Hints:
     h = ponder_pb2.Hints(
         samples=samples or 0, max_cost=max_cost or 0.0, level=level or "", answer_format=answer_format or ""
@@ -79,16 +87,16 @@ def _hints(
     return h
 
 
-def _check(spec: dict[str, Any] | None) -> ponder_pb2.Check | None:
+def _check(spec: CheckSpec | None) -> ponder_pb2.Check | None:
     """{"number": 42} | {"regex": "..."} | {"choice": "B"} | {"any_of": ["Paris"]} as a Check message."""
     if spec is None:
         return None
     check = ponder_pb2.Check()
     for key, value in spec.items():
         if key == "any_of":
-            check.any_of.extend(value)
+            check.any_of.extend([value] if isinstance(value, str) else value)  # type: ignore[list-item]
         elif key == "number":
-            check.number = float(value)
+            check.number = float(value)  # type: ignore[arg-type]
         elif key in ("regex", "choice"):
             setattr(check, key, value)
         else:
@@ -97,7 +105,7 @@ def _check(spec: dict[str, Any] | None) -> ponder_pb2.Check | None:
 
 
 def ask_request(
-    cls: Any, prompt: str, system: str = "", seed: int = 0, explain: bool = False, check: dict[str, Any] | None = None,
+    cls: Any, prompt: str, system: str = "", seed: int = 0, explain: bool = False, check: CheckSpec | None = None,
     idempotency_key: str | None = None, **hints: Any,
 ) -> Any:
     """An AskRequest, AskStreamRequest or QuoteRequest (the same fields; a Quote has no check and no key).
@@ -113,7 +121,8 @@ def ask_request(
 
 
 def feedback_request(
-    request_id: str, correct: bool | None, true_severity: str | None, true_needs_reasoning: bool | None, comment: str
+    request_id: str, correct: bool | None, true_severity: Severity | None, true_needs_reasoning: bool | None,
+    comment: str,
 ) -> ponder_pb2.FeedbackRequest:
     req = ponder_pb2.FeedbackRequest(request_id=request_id, comment=comment)
     if correct is not None:
@@ -190,38 +199,85 @@ class PonderMethods(Connection):
         super().__init__(address, token, timeout, **options)
         self._stub = ponder_pb2_grpc.PonderServiceStub(self._channel)
 
-    def ask(self, prompt: str, *, timeout: float | None = None, **kwargs: Any) -> Any:
-        """Ask and wait for the voted answer (an AskResponse). kwargs: system, seed, explain, check,
-        idempotency_key (default: a fresh UUID per call, so retries are charged once; reuse one to make
-        your own retries safe; "" sends none) and the hints samples, thinking_tokens, severity_floor
-        ("low"|"medium"|"high"), max_cost, level, answer_format ("number"|"choice"|"phrase"|"free"|"auto")."""
-        return self._call("ask", self._stub.Ask, ask_request(ponder_pb2.AskRequest, prompt, **kwargs), timeout, _same)
+    def ask(
+        self,
+        prompt: str,
+        *,
+        system: str = "",
+        seed: int = 0,
+        explain: bool = False,
+        check: CheckSpec | None = None,
+        idempotency_key: str | None = None,
+        samples: int | None = None,
+        thinking_tokens: int | None = None,
+        severity_floor: Severity | None = None,
+        max_cost: float | None = None,
+        level: str | None = None,
+        answer_format: AnswerFormat | None = None,
+        timeout: float | None = None,
+    ) -> ponder_pb2.AskResponse:
+        """Ask and wait for the voted answer.
 
-    def quote(self, prompt: str, *, timeout: float | None = None, **kwargs: Any) -> Any:
-        """The assessment, plan and worst-case cost (a QuoteResponse), without running or charging."""
-        request = ask_request(ponder_pb2.QuoteRequest, prompt, **kwargs)
-        return self._call("quote", self._stub.Quote, request, timeout, _same)
+        `system` replaces the daemon's system prompt; `seed` fixes sampling (0: random); `explain` adds the
+        features behind the assessment; `check` verifies the answer ({"number": 42}, {"regex": ...},
+        {"choice": "B"}, {"any_of": [...]}); `idempotency_key` defaults to a fresh UUID per call, so retries
+        are charged once (reuse one to make your own retries safe; "" sends none). The hints, which the
+        policy may refuse: `samples`, `thinking_tokens`, `severity_floor`, `max_cost`, `level`, `answer_format`."""
+        request = ask_request(
+            ponder_pb2.AskRequest, prompt, system=system, seed=seed, explain=explain, check=check,
+            idempotency_key=idempotency_key, samples=samples, thinking_tokens=thinking_tokens,
+            severity_floor=severity_floor, max_cost=max_cost, level=level, answer_format=answer_format,
+        )
+        reply: ponder_pb2.AskResponse = self._call("ask", self._stub.Ask, request, timeout, _same)
+        return reply
 
-    def balance(self, *, timeout: float | None = None) -> Any:
+    def quote(
+        self,
+        prompt: str,
+        *,
+        system: str = "",
+        explain: bool = False,
+        samples: int | None = None,
+        thinking_tokens: int | None = None,
+        severity_floor: Severity | None = None,
+        max_cost: float | None = None,
+        level: str | None = None,
+        answer_format: AnswerFormat | None = None,
+        timeout: float | None = None,
+    ) -> ponder_pb2.QuoteResponse:
+        """The assessment, plan and worst-case cost, without running or charging (the hints as for ask)."""
+        request = ask_request(
+            ponder_pb2.QuoteRequest, prompt, system=system, explain=explain, samples=samples,
+            thinking_tokens=thinking_tokens, severity_floor=severity_floor, max_cost=max_cost, level=level,
+            answer_format=answer_format,
+        )
+        reply: ponder_pb2.QuoteResponse = self._call("quote", self._stub.Quote, request, timeout, _same)
+        return reply
+
+    def balance(self, *, timeout: float | None = None) -> ponder_pb2.Balance:
         """This key's tenant's Balance in the current window."""
-        return self._call("balance", self._stub.GetBalance, ponder_pb2.GetBalanceRequest(), timeout, lambda r: r.balance)
+        balance: ponder_pb2.Balance = self._call(
+            "balance", self._stub.GetBalance, ponder_pb2.GetBalanceRequest(), timeout, lambda r: r.balance
+        )
+        return balance
 
     def feedback(
         self,
         request_id: str,
         correct: bool | None = None,
-        true_severity: str | None = None,
+        true_severity: Severity | None = None,
         true_needs_reasoning: bool | None = None,
         comment: str = "",
         *,
         timeout: float | None = None,
-    ) -> Any:
+    ) -> str:
         """Report whether an answer was right; returns the feedback id.
 
         `request_id` is the id Ask returned, or a prefix of it (6 characters or more) that starts only
         one of this tenant's requests; an ambiguous one is InvalidArgument listing the requests it starts."""
         request = feedback_request(request_id, correct, true_severity, true_needs_reasoning, comment)
-        return self._call("feedback", self._stub.Feedback, request, timeout, lambda r: r.feedback_id)
+        feedback_id: str = self._call("feedback", self._stub.Feedback, request, timeout, lambda r: r.feedback_id)
+        return feedback_id
 
 
 class AdminMethods(Connection):
@@ -233,69 +289,116 @@ class AdminMethods(Connection):
         super().__init__(address, token, timeout, **options)
         self._stub = admin_pb2_grpc.AdminServiceStub(self._channel)
 
-    def create_tenant(self, name: str, budget: float, window: str = "day", *, timeout: float | None = None) -> Any:
+    def create_tenant(
+        self, name: str, budget: float, window: Window = "day", *, timeout: float | None = None
+    ) -> admin_pb2.CreateTenantResponse:
+        """A new tenant and its first key (the token is in the reply, once)."""
         request = admin_pb2.CreateTenantRequest(name=name, budget=budget, window=window)
-        return self._call("create_tenant", self._stub.CreateTenant, request, timeout, _same)
+        reply: admin_pb2.CreateTenantResponse = self._call("create_tenant", self._stub.CreateTenant, request, timeout, _same)
+        return reply
 
-    def list_tenants(self, *, timeout: float | None = None) -> Any:
-        return self._call("list_tenants", self._stub.ListTenants, admin_pb2.ListTenantsRequest(), timeout, lambda r: list(r.tenants))
+    def list_tenants(self, *, timeout: float | None = None) -> list[admin_pb2.Tenant]:
+        tenants: list[admin_pb2.Tenant] = self._call(
+            "list_tenants", self._stub.ListTenants, admin_pb2.ListTenantsRequest(), timeout, lambda r: list(r.tenants)
+        )
+        return tenants
 
-    def set_enabled(self, name: str, enabled: bool, *, timeout: float | None = None) -> Any:
+    def set_enabled(self, name: str, enabled: bool, *, timeout: float | None = None) -> admin_pb2.Tenant:
         request = admin_pb2.SetTenantEnabledRequest(name=name, enabled=enabled)
-        return self._call("set_enabled", self._stub.SetTenantEnabled, request, timeout, lambda r: r.tenant)
+        tenant: admin_pb2.Tenant = self._call("set_enabled", self._stub.SetTenantEnabled, request, timeout, lambda r: r.tenant)
+        return tenant
 
-    def set_budget(self, name: str, budget: float, window: str = "", *, timeout: float | None = None) -> Any:
+    def set_budget(
+        self, name: str, budget: float, window: Window | Literal[""] = "", *, timeout: float | None = None
+    ) -> admin_pb2.Tenant:
+        """A tenant's new budget per window (and a new window; "" keeps it)."""
         request = admin_pb2.SetBudgetRequest(name=name, budget=budget, window=window)
-        return self._call("set_budget", self._stub.SetBudget, request, timeout, lambda r: r.tenant)
+        tenant: admin_pb2.Tenant = self._call("set_budget", self._stub.SetBudget, request, timeout, lambda r: r.tenant)
+        return tenant
 
     def issue_key(
-        self, tenant: str = "", scope: str = "tenant", label: str = "", *, expires_in: float | None = None,
+        self, tenant: str = "", scope: Scope = "tenant", label: str = "", *, expires_in: float | None = None,
         expires_at: datetime | None = None, timeout: float | None = None,
-    ) -> Any:
-        """A new key; it expires `expires_in` seconds from now or at `expires_at` (aware datetime), else never."""
+    ) -> admin_pb2.IssueKeyResponse:
+        """A new key for a tenant (or, with scope="admin" and no tenant, an admin key); its token is shown once.
+
+        It expires `expires_in` seconds from now or at `expires_at` (an aware datetime), else never.
+        """
         request = admin_pb2.IssueKeyRequest(tenant=tenant, scope=scope, label=label, expires_in=int(expires_in or 0))
         if expires_at is not None:
             request.expires_at.FromDatetime(expires_at)
-        return self._call("issue_key", self._stub.IssueKey, request, timeout, _same)
+        reply: admin_pb2.IssueKeyResponse = self._call("issue_key", self._stub.IssueKey, request, timeout, _same)
+        return reply
 
     def rotate_key(
         self, key_id: str, overlap: float = 0, *, expires_in: float | None = None, timeout: float | None = None
-    ) -> Any:
+    ) -> admin_pb2.RotateKeyResponse:
         """A successor of the key; the old one keeps working for `overlap` seconds, then expires."""
         request = admin_pb2.RotateKeyRequest(key_id=key_id, overlap_seconds=int(overlap), expires_in=int(expires_in or 0))
-        return self._call("rotate_key", self._stub.RotateKey, request, timeout, _same)
+        reply: admin_pb2.RotateKeyResponse = self._call("rotate_key", self._stub.RotateKey, request, timeout, _same)
+        return reply
 
-    def revoke_key(self, key_id: str, *, timeout: float | None = None) -> Any:
-        return self._call("revoke_key", self._stub.RevokeKey, admin_pb2.RevokeKeyRequest(key_id=key_id), timeout, lambda r: None)
+    def revoke_key(self, key_id: str, *, timeout: float | None = None) -> None:
+        # Returned, not dropped: in the asyncio client this is the awaitable.
+        done: None = self._call("revoke_key", self._stub.RevokeKey, admin_pb2.RevokeKeyRequest(key_id=key_id), timeout,
+                                lambda r: None)
+        return done
 
-    def list_alerts(self, limit: int = 50, *, timeout: float | None = None) -> Any:
+    def list_alerts(self, limit: int = 50, *, timeout: float | None = None) -> list[admin_pb2.Alert]:
         """Recent alerts, newest first, with their webhook delivery state."""
         request = admin_pb2.ListAlertsRequest(limit=limit)
-        return self._call("list_alerts", self._stub.ListAlerts, request, timeout, lambda r: list(r.alerts))
+        rows: list[admin_pb2.Alert] = self._call("list_alerts", self._stub.ListAlerts, request, timeout,
+                                                 lambda r: list(r.alerts))
+        return rows
 
-    def list_keys(self, tenant: str = "", *, timeout: float | None = None) -> Any:
-        return self._call("list_keys", self._stub.ListKeys, admin_pb2.ListKeysRequest(tenant=tenant), timeout, lambda r: list(r.keys))
+    def list_keys(self, tenant: str = "", *, timeout: float | None = None) -> list[admin_pb2.Key]:
+        """Keys (every tenant's, or one's), never their secrets."""
+        request = admin_pb2.ListKeysRequest(tenant=tenant)
+        keys: list[admin_pb2.Key] = self._call("list_keys", self._stub.ListKeys, request, timeout, lambda r: list(r.keys))
+        return keys
 
     def spend(
         self, tenant: str = "", since: datetime | None = None, until: datetime | None = None, records: int = 0,
         *, by_host: bool = False, timeout: float | None = None,
-    ) -> Any:
+    ) -> admin_pb2.SpendReportResponse:
         """Spend by tenant (and by host, with by_host: a fleet on the shared ledger) over a period."""
         request = spend_request(tenant, since, until, records, by_host)
-        return self._call("spend", self._stub.SpendReport, request, timeout, _same)
+        reply: admin_pb2.SpendReportResponse = self._call("spend", self._stub.SpendReport, request, timeout, _same)
+        return reply
 
-    def reload_policy(self, *, timeout: float | None = None) -> Any:
-        return self._call("reload_policy", self._stub.ReloadPolicy, admin_pb2.ReloadPolicyRequest(), timeout, _same)
+    def reload_policy(self, *, timeout: float | None = None) -> admin_pb2.ReloadPolicyResponse:
+        request = admin_pb2.ReloadPolicyRequest()
+        reply: admin_pb2.ReloadPolicyResponse = self._call("reload_policy", self._stub.ReloadPolicy, request, timeout, _same)
+        return reply
 
-    def explain(self, text: str, tenant: str = "", *, timeout: float | None = None) -> Any:
+    def explain(self, text: str, tenant: str = "", *, timeout: float | None = None) -> ponder_pb2.Assessment:
+        """How the daemon assesses a text (with a tenant's override rules), and why."""
         request = admin_pb2.ExplainRequest(text=text, tenant=tenant)
-        return self._call("explain", self._stub.Explain, request, timeout, lambda r: r.assessment)
+        assessment: ponder_pb2.Assessment = self._call(
+            "explain", self._stub.Explain, request, timeout, lambda r: r.assessment
+        )
+        return assessment
 
-    def run_job(self, name: str, timeout: float | None = None) -> Any:
-        return self._call("run_job", self._stub.RunJob, admin_pb2.RunJobRequest(name=name), timeout, lambda r: r.summary)
+    def run_job(self, name: str, timeout: float | None = None) -> str:
+        """Run a scheduled job now; its one-line summary."""
+        request = admin_pb2.RunJobRequest(name=name)
+        summary: str = self._call("run_job", self._stub.RunJob, request, timeout, lambda r: r.summary)
+        return summary
 
-    def risk_status(self, *, timeout: float | None = None) -> Any:
-        return self._call("risk_status", self._stub.RiskStatus, admin_pb2.RiskStatusRequest(), timeout, _same)
+    def risk_status(self, *, timeout: float | None = None) -> admin_pb2.RiskStatusResponse:
+        request = admin_pb2.RiskStatusRequest()
+        reply: admin_pb2.RiskStatusResponse = self._call("risk_status", self._stub.RiskStatus, request, timeout, _same)
+        return reply
+
+
+_Self = TypeVar("_Self")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def awaited(method: Callable[Concatenate[_Self, _P], _R]) -> Callable[Concatenate[_Self, _P], Awaitable[_R]]:
+    """The same method, typed as the asyncio clients run it (their `_call` returns an awaitable)."""
+    return method  # type: ignore[return-value]
 
 
 class _Blocking:
@@ -304,7 +407,7 @@ class _Blocking:
     def close(self) -> None:
         self._channel.close()
 
-    def __enter__(self) -> Any:
+    def __enter__(self: _Self) -> _Self:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -314,11 +417,31 @@ class _Blocking:
 class PonderClient(_Blocking, PonderMethods):
     """Calls PonderService with a tenant's key; each method blocks until the reply."""
 
-    def ask_stream(self, prompt: str, *, timeout: float | None = None, **kwargs: Any) -> Iterator[ponder_pb2.AskStreamResponse]:
-        """The plan, then thinking/answer text as it is produced, then the result (kwargs as for ask).
+    def ask_stream(
+        self,
+        prompt: str,
+        *,
+        system: str = "",
+        seed: int = 0,
+        explain: bool = False,
+        check: CheckSpec | None = None,
+        idempotency_key: str | None = None,
+        samples: int | None = None,
+        thinking_tokens: int | None = None,
+        severity_floor: Severity | None = None,
+        max_cost: float | None = None,
+        level: str | None = None,
+        answer_format: AnswerFormat | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[ponder_pb2.AskStreamResponse]:
+        """The plan, then thinking/answer text as it is produced, then the result (parameters as for ask).
 
         A replayed answer (its idempotency key was answered before) streams the result alone."""
-        request = ask_request(ponder_pb2.AskStreamRequest, prompt, **kwargs)
+        request = ask_request(
+            ponder_pb2.AskStreamRequest, prompt, system=system, seed=seed, explain=explain, check=check,
+            idempotency_key=idempotency_key, samples=samples, thinking_tokens=thinking_tokens,
+            severity_floor=severity_floor, max_cost=max_cost, level=level, answer_format=answer_format,
+        )
         try:
             yield from self._stub.AskStream(request, metadata=self._metadata(), timeout=self._deadline("ask_stream", timeout))
         except grpc.RpcError as err:

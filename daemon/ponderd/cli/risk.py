@@ -13,6 +13,7 @@ import pathlib
 import sys
 from typing import Any, Callable
 
+from ponder import cli_json
 from ponder.cli_connect import tls_options
 from ponder.cli_format import dump_json
 from ponder.client import AdminClient
@@ -45,7 +46,7 @@ def _embedder() -> Any:
     return _EMBEDDER[0]
 
 
-def _score_dict(score: Any) -> dict[str, Any]:
+def _score_dict(score: Any, explain: bool = False) -> dict[str, Any]:
     out = {
         "severity": score.severity,
         "needs_reasoning": score.needs_reasoning,
@@ -53,7 +54,7 @@ def _score_dict(score: Any) -> dict[str, Any]:
         "needs_reasoning_prob": round(score.needs_reasoning_prob, 6),
         "model_version": score.model_version,
     }
-    if score.explanation:
+    if explain or score.explanation:
         out["explanation"] = [
             {"axis": c.axis, "feature": c.feature, "weight": round(c.weight, 6)} for c in score.explanation
         ]
@@ -73,9 +74,9 @@ def risk_score(args: argparse.Namespace) -> int:
                 raise TypeError("text must be a string")
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             failed += 1
-            print(json.dumps({"line": n, "error": f"expected a JSON object with a 'text' string ({exc})"}))
+            print(cli_json.dumps({"line": n, "error": f"expected a JSON object with a 'text' string ({exc})"}, indent=None))
             continue
-        print(json.dumps(row | _score_dict(model.score(text, explain=args.explain)), ensure_ascii=False))
+        print(cli_json.dumps(row | _score_dict(model.score(text, explain=args.explain)), indent=None))
     return 1 if failed else 0
 
 
@@ -230,9 +231,9 @@ def _risk_cv(args: argparse.Namespace) -> int:
 def risk_explain(args: argparse.Namespace) -> int:
     score = _risk_model(args).score(args.text, explain=True)
     if args.json:
-        dump_json(_score_dict(score))
+        dump_json(_score_dict(score, explain=True))
         return 0
-    d = _score_dict(score)
+    d = _score_dict(score, explain=True)
     print(f"severity={d['severity']} {d['severity_probs']}  needs_reasoning={d['needs_reasoning']} "
           f"({d['needs_reasoning_prob']:.2f})  model {d['model_version']}")
     for c in d.get("explanation", []):

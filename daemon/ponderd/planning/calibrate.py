@@ -39,9 +39,9 @@ class CalibrateError(ValueError):
 class Asker(Protocol):
     """The daemon as calibrate uses it (ponder.client.PonderClient is one)."""
 
-    def ask(self, prompt: str, **kwargs: Any) -> Any: ...
+    def ask(self, prompt: str, *, seed: int = ..., level: str | None = ..., answer_format: Any = ...) -> Any: ...
 
-    def quote(self, prompt: str, **kwargs: Any) -> Any: ...
+    def quote(self, prompt: str, *, level: str | None = ..., answer_format: Any = ...) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -190,9 +190,9 @@ def run_pairs(
         nonlocal count
         if stop.is_set():
             return
-        hints = {"answer_format": item.check.answer_format} if format_hint else {}
         try:
-            r = client.ask(item.text, level=level, seed=item_seed(seed, item.id), **hints)
+            r = client.ask(item.text, level=level, seed=item_seed(seed, item.id),
+                           answer_format=item.check.answer_format if format_hint else None)
         except BaseException:
             stop.set()
             raise
@@ -296,6 +296,7 @@ def choose_levels(args: argparse.Namespace, client: Any, daemon_version: str) ->
 def main(args: argparse.Namespace) -> int:
     """The `ponder calibrate` command (registered by ponder/cli_local.py)."""
     from ponder.cli_connect import tls_options
+    from ponder.cli_format import dump_json
 
     # A failed call raises ponder.client.PonderError, which the CLI prints as `ponder: STATUS: message`;
     # the results so far stay in the results file for a rerun.
@@ -312,11 +313,11 @@ def main(args: argparse.Namespace) -> int:
             # A quote is free: it learns the daemon's policy version and refuses a level or hint
             # the tenant may not use before anything is spent.
             first = items[0]
-            fmt = {"answer_format": first.check.answer_format} if args.format_hint else {}
-            version = client.quote(first.text, **fmt).plan.policy_version
+            fmt: Any = first.check.answer_format if args.format_hint else None
+            version = client.quote(first.text, answer_format=fmt).plan.policy_version
             levels = choose_levels(args, client, version)
             for level in levels:
-                client.quote(first.text, level=level, **fmt)
+                client.quote(first.text, level=level, answer_format=fmt)
             out.parent.mkdir(parents=True, exist_ok=True)
             if args.restart:
                 results_path.unlink(missing_ok=True)
@@ -339,9 +340,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"ponder: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        json.dump({"profile": profile.to_json(), "profile_path": str(out), "results": str(results_path),
-                   "plot": str(plot_path), "new_requests": len(pairs)}, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        dump_json({"profile": profile.to_json(), "profile_path": str(out), "results": str(results_path),
+                   "plot": str(plot_path), "new_requests": len(pairs)})
     else:
         report.table(profile, slices=args.slices)
         print(f"wrote {out}, {results_path} and {plot_path} ({len(pairs)} new request(s))")

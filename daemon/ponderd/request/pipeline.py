@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import threading
 from dataclasses import replace
 from typing import Any, Awaitable, Callable
 
@@ -67,6 +68,7 @@ class Pipeline:
         keep_prompts: bool = True,
         planned: Callable[[float], None] = lambda seconds: None,
         accuracy: Callable[[], Any] = lambda: None,
+        first_token: Callable[[float], None] | None = None,
         limiter: Limiter | None = None,
         soft_limits: SoftLimits | None = None,
     ) -> None:
@@ -80,6 +82,9 @@ class Pipeline:
         self.accuracy = accuracy
         # Told how long each plan took (telemetry's planner histogram).
         self.planned = planned
+        # Told, from the engine thread, the seconds from a request's arrival to its first generated text
+        # (telemetry's time-to-first-token histogram); None: not measured.
+        self.first_token = first_token
         self.classifier = classifier
         # One engine per served model; a lone engine is the primary model.
         self.engine = ServedModels.single(engine)
@@ -144,6 +149,7 @@ class Pipeline:
                 row = self._row(request_id, tenant, quote, None, 0, started, "refused", exc.message)
                 with contextlib.suppress(StorageUnavailable):  # the refusal's record waits in Budgets
                     await self.budgets.refuse(row)
+                _recorded(req, "refused", 0)
                 if self.soft_limits is not None:
                     await self.soft_limits.exhausted(quote.balance, quote.policy.rules_for(tenant))
                 raise
@@ -169,7 +175,8 @@ class Pipeline:
         job = GenerationJob(
             prepared[model], plan.samples, plan.thinking_tokens, plan.answer_tokens,
             req.seed or secrets.randbits(31), answers.extractor(plan.answer_format),
-            voting.vote_decided if plan.vote == "majority" else voting.never_decided, _text_sink(events),
+            voting.vote_decided if plan.vote == "majority" else voting.never_decided,
+            self._timed(_text_sink(events), started),
         )
         _adaptive(job, level_of(quote))
         job.tenant = tenant
@@ -232,7 +239,8 @@ class Pipeline:
         check_hints(req.hints, rules, policy, tenant, self.engine.limits)
         prepared = await asyncio.to_thread(self._prepare, policy, req)
         # Assess, and match override rules against, everything the model will read.
-        text = f"{req.system}\n{req.prompt}" if req.system.strip() else req.prompt
+        # (a conversation's earlier turns too: the risk is in what was asked before as well).
+        text = "\n".join([req.system] * bool(req.system.strip()) + [content for _, content in req.history] + [req.prompt])
         model = self.classifier.current()
         if getattr(model, "embedder", None) is not None:
             # A model with the embedding view (docs/risk.md) takes 0.1-2.5 s on a CPU
@@ -264,7 +272,22 @@ class Pipeline:
         models = self.engine
         used = {lvl.model for lvl in policy.levels} - {""}
         names = [models.primary] + [n for n in models.others() if n in used and not models.down(n)]
-        return {name: models.get(name).prepare(req.system, req.prompt) for name in names}
+        return {name: models.get(name).prepare(req.system, req.prompt, req.history) for name in names}
+
+    def _timed(self, sink: Callable[[int, str, str], None] | None, started: float) -> Callable[[int, str, str], None] | None:
+        """The text sink, telling `first_token` when the request's first text comes (once, on the engine thread)."""
+        if self.first_token is None:
+            return sink
+        report, told = self.first_token, threading.Event()
+
+        def on_text(sample: int, phase: str, text: str) -> None:
+            if not told.is_set():
+                told.set()
+                report(self.clock.monotonic() - started)
+            if sink is not None:
+                sink(sample, phase, text)
+
+        return on_text
 
     def _row(
         self, request_id: str, tenant: str, quote: Quote, result: GenerationResult | None, cost: int,
@@ -319,6 +342,7 @@ class Pipeline:
             charged = cost
         if charged < cost:
             log.warning("request %s used %d micros but reserved only %d", request_id, cost, charged)
+        _recorded(req, status, charged)
         if status != "ok":
             raise ended(status, error, charged, fatal=result.fatal)
         return Outcome(
@@ -326,6 +350,16 @@ class Pipeline:
             balance, self.clock.monotonic() - started, vote.weights, verified,
             stop_reason(quote, result), vote.text, vote.answer, refined,
         )
+
+
+def _recorded(req: AskInput, status: str, charged: int) -> None:
+    """Tell the caller its record was written (status, charged micros); a failing listener never fails the request."""
+    if req.recorded is not None:
+        try:
+            req.recorded(status, charged)
+        except Exception:
+            log.exception("the request's record listener failed")
+
 
 def _adaptive(job: GenerationJob, level: Level) -> None:
     """Give the job the level's stop rule, escalation and pruning (stopping.py)."""

@@ -122,6 +122,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self, *, accounts: Accounts, budgets: Budgets, policies: PolicyHolder, classifier: ClassifierHolder,
         clock: Clock, zone: ZoneInfo, jobs: Jobs, reload: Callable[[], tuple[Policy, Classifier]],
         retrains: Callable[[int], Awaitable[list[dict[str, Any]]]],
+        publish_policy: Callable[[Policy], Awaitable[None]] | None = None,
     ) -> None:
         self.accounts, self.budgets, self.retrains = accounts, budgets, retrains
         # The same backend keeps the alerts (ledger/accounts.py: Alerts).
@@ -131,6 +132,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self.zone = zone
         # Re-reads the policy and the risk model, both or neither (Daemon.reload).
         self.reload = reload
+        # A fleet host: stores a reloaded policy as the fleet's newest version (Daemon.publish_policy).
+        self.publish_policy = publish_policy
 
     @property
     def _currency(self) -> str:
@@ -243,6 +246,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     @audited("reload", lambda q, r: {"policy": r.policy_version if r else "-", "risk_model": r.model_version if r else "-"})
     async def ReloadPolicy(self, request: admin_pb2.ReloadPolicyRequest, context: grpc.aio.ServicerContext) -> admin_pb2.ReloadPolicyResponse:
         policy, model = await asyncio.to_thread(self.reload)
+        if self.publish_policy is not None:
+            await self.publish_policy(policy)
         return admin_pb2.ReloadPolicyResponse(policy_version=policy.version, path=policy.path, model_version=model.version)
 
     @rpc

@@ -27,6 +27,7 @@ from ponderd.ledger.keys import _hash, new_token
 from ponderd.ledger.types import BalanceView, parse_iso, window_end, window_start
 
 NOTIFY_CHANNEL = "ponder_keys"
+POLICY_CHANNEL = "ponder_policy"  # a new policy version (its number as the payload)
 
 
 @dataclass(frozen=True)
@@ -382,3 +383,41 @@ async def heartbeat(conn: Any, host: str, live: set[str], now: datetime) -> None
             "AND state = 'running'",
             [now, host, sorted(live)],
         )
+
+
+# policy versions ----------------------------------------------------------
+
+
+async def publish_policy(conn: Any, text: str, sha256: str, host: str, now: datetime) -> int:
+    """Store the policy text as the next version (unless it is the newest already); tell every host. Its version."""
+    async with conn.transaction():
+        await conn.execute("LOCK TABLE policy_versions IN SHARE ROW EXCLUSIVE MODE")
+        cur = await conn.execute("SELECT version, sha256 FROM policy_versions ORDER BY version DESC LIMIT 1")
+        latest = await cur.fetchone()
+        if latest is not None and _col(latest, "sha256", 1) == sha256:
+            return int(_col(latest, "version", 0))
+        cur = await conn.execute(
+            "INSERT INTO policy_versions (sha256, text, host_id, created_at) VALUES (%s, %s, %s, %s) RETURNING version",
+            [sha256, text, host, now],
+        )
+        row = await cur.fetchone()
+        version = int(_col(row, "version", 0))
+        await conn.execute("SELECT pg_notify(%s, %s)", [POLICY_CHANNEL, str(version)])
+    return version
+
+
+async def latest_policy(conn: Any) -> dict[str, Any] | None:
+    """The newest stored policy version: version, sha256, text, host_id, created_at; None before the first."""
+    cur = await conn.execute(
+        "SELECT version, sha256, text, host_id, created_at FROM policy_versions ORDER BY version DESC LIMIT 1"
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    names = ("version", "sha256", "text", "host_id", "created_at")
+    return {n: _col(row, n, i) for i, n in enumerate(names)}
+
+
+def _col(row: Any, name: str, index: int) -> Any:
+    return row[name] if isinstance(row, dict) else row[index]
+
