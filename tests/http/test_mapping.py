@@ -25,12 +25,14 @@ CASES = [
     (errors.ReplyLost("lost", "k", "r"), 400),
     (errors.ArtifactError("refused"), 400),
     (errors.BudgetExhausted("spent", QUOTA), 429),  # RateLimitError
+    (errors.RateLimited("slow down", "acme", "requests_per_minute", 5, 2.4), 429),
     (errors.Unavailable("busy"), 503),  # InternalServerError
     (errors.StorageUnavailable("disk"), 503),
     (errors.Cancelled("stopped"), 499),
     (errors.KeyInUse("running", "k"), 409),
     (errors.EngineFailure("model"), 500),
     (DeadlineExceeded("late"), 504),
+    (errors.DeadlineExceeded("late"), 504),
     (errors.PonderError("?"), 500),
 ]
 
@@ -59,3 +61,14 @@ def test_the_details_a_client_acts_on():
     assert http_error(BadParameter("bad", "messages[0].role"), "INVALID_ARGUMENT", "r").body["error"]["param"] == "messages[0].role"
     assert http_error(errors.Unauthenticated("x"), "UNAUTHENTICATED", "r").body["error"]["code"] == "invalid_api_key"
     assert http_error(UnknownModel("x"), "NOT_FOUND", "r").body["error"]["code"] == "model_not_found"
+
+
+def test_a_rate_limit_is_a_429_the_openai_sdk_retries_after_the_delay():
+    limited = http_error(errors.RateLimited("slow down", "acme", "requests_per_minute", 5, 2.4), "RESOURCE_EXHAUSTED", "r")
+    assert limited.status == 429 and limited.body["error"]["code"] == "rate_limit_exceeded"
+    assert limited.headers["retry-after"] == "3" and "x-should-retry" not in limited.headers
+    never = http_error(errors.RateLimited("too big", "acme", "tokens_per_minute", 10, 60.0, retryable=False),
+                       "RESOURCE_EXHAUSTED", "r")
+    assert never.headers["x-should-retry"] == "false" and "retry-after" not in never.headers
+    expired = http_error(errors.KeyExpired("key k expired at T"), "UNAUTHENTICATED", "r")
+    assert expired.status == 401 and expired.body["error"]["code"] == "key_expired"

@@ -91,3 +91,21 @@ def test_bad_expiries_are_refused_with_the_reason(d, cli_env):
     assert both.returncode != 0 and "not both" in both.stderr
     garbled = ponder(d, cli_env, "admin", "key", "issue", "local", "--expires", "soon", token=d.token("admin"))
     assert garbled.returncode == 2 and "is not a duration" in garbled.stderr
+
+
+def test_a_key_expiring_soon_raises_one_alert(tmp_path, cli_env, clock):
+    from conftest import SMALL_POLICY
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text(SMALL_POLICY.read_text() + "\n[alerts]\nkey_expiring_hours = 24\n")
+    d = DaemonThread(make_settings(tmp_path / "alerting", policy=policy), clock).start()
+    try:
+        soon = admin(d, cli_env, "key", "issue", "local", "--expires", "12h", "--label", "soon").stdout.strip()
+        admin(d, cli_env, "key", "issue", "local", "--expires", "30d", "--label", "later")
+        assert admin(d, cli_env, "job", "run", "warn_expiring_keys").stdout.strip() == "raised 1 key_expiring alert(s)"
+        assert admin(d, cli_env, "job", "run", "warn_expiring_keys").stdout.strip() == "raised 0 key_expiring alert(s)"
+        (alert,) = json.loads(admin(d, cli_env, "alerts", "--json").stdout)
+        assert alert["kind"] == "key_expiring" and alert["tenant"] == "local"
+        assert alert["id"].startswith("local/2026-03-02T22:00:00") and soon
+    finally:
+        d.stop()

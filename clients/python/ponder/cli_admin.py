@@ -143,6 +143,27 @@ def key_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def alerts(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        rows = admin.list_alerts(args.limit)
+    if args.json:
+        dump_json(rows)
+        return 0
+    columns = (Column("raised"), Column("tenant"), Column("kind"), Column("spent", "right"), Column("budget", "right"),
+               Column("delivery"))
+    table = []
+    for a in rows:
+        if a.delivered:
+            state = f"delivered {_moment(a.delivered_at)}"
+        elif a.attempts:
+            state = f"{a.attempts} failed ({a.last_error}); next try {_moment(a.next_attempt_at)}"
+        else:
+            state = "pending (or no webhook)"
+        table.append([_moment(a.at), a.tenant, a.kind, f"{a.spent:.4f}", f"{a.budget:.4f}", state])
+    print_table(columns, table)
+    return 0
+
+
 def _when(ts: Any, seconds: bool = False) -> str:
     return f"{ts.ToDatetime():%Y-%m-%d %H:%M:%S}" if seconds else f"{ts.ToDatetime():%Y-%m-%d %H:%M}"
 
@@ -290,6 +311,9 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     p = command(k, "list", key_list, "list keys (never their secrets)")
     p.add_argument("--tenant", help="only this tenant's keys")
 
+    p = command(groups, "alerts", alerts, "recent alerts (soft limit crossed, budget exhausted) and their delivery")
+    p.add_argument("--limit", type=int, default=50, help="the most to list, newest first (default 50)")
+
     p = command(groups, "spend", spend, "spend by tenant over a period")
     p.add_argument("--tenant", help="one tenant (default: all)")
     p.add_argument("--since", type=when_argument, help="ISO time, or 7d, 12h, today, yesterday (UTC; default: start of the window)")
@@ -309,7 +333,7 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
 
     job = groups.add_parser("job", help="run a scheduled job now", description="Scheduled jobs.")
     j = job.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = command(j, "run", job_run, "run a job now: renew_windows, expire_reservations, prune_prompts, retrain_risk, update_accuracy, prune_idempotency, flush_key_usage")
+    p = command(j, "run", job_run, "run a job now: renew_windows, expire_reservations, prune_prompts, retrain_risk, update_accuracy, prune_idempotency, flush_key_usage, deliver_alerts, warn_expiring_keys")
     p.add_argument("name")
 
     risk = groups.add_parser("risk", help="the risk model in service", description="The risk model in service.")

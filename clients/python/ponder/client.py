@@ -64,7 +64,7 @@ SEVERITIES = {"low": ponder_pb2.SEVERITY_LOW, "medium": ponder_pb2.SEVERITY_MEDI
 TIMEOUTS: dict[str, float] = {
     "ask": 600.0, "ask_stream": 600.0, "quote": 30.0, "balance": 10.0, "feedback": 10.0,
     "create_tenant": 30.0, "list_tenants": 30.0, "set_enabled": 30.0, "set_budget": 30.0, "issue_key": 30.0,
-    "revoke_key": 30.0, "rotate_key": 30.0, "list_keys": 30.0, "spend": 60.0, "reload_policy": 60.0, "explain": 30.0,
+    "revoke_key": 30.0, "rotate_key": 30.0, "list_keys": 30.0, "list_alerts": 30.0, "spend": 60.0, "reload_policy": 60.0, "explain": 30.0,
     "run_job": 1800.0, "risk_status": 30.0,
 }
 
@@ -343,6 +343,13 @@ class AdminMethods(Connection):
         done: None = self._call("revoke_key", self._stub.RevokeKey, admin_pb2.RevokeKeyRequest(key_id=key_id), timeout,
                                 lambda r: None)
         return done
+
+    def list_alerts(self, limit: int = 50, *, timeout: float | None = None) -> list[admin_pb2.Alert]:
+        """Recent alerts, newest first, with their webhook delivery state."""
+        request = admin_pb2.ListAlertsRequest(limit=limit)
+        rows: list[admin_pb2.Alert] = self._call("list_alerts", self._stub.ListAlerts, request, timeout,
+                                                 lambda r: list(r.alerts))
+        return rows
 
     def list_keys(self, tenant: str = "", *, timeout: float | None = None) -> list[admin_pb2.Key]:
         """Keys (every tenant's, or one's), never their secrets."""

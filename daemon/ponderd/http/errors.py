@@ -11,10 +11,11 @@ RateLimitError, 5xx InternalServerError). docs/http.md has the table.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ponderd.errors import BudgetExhausted, InvalidRequest, NotFound, PonderError, Unavailable
+from ponderd.errors import BudgetExhausted, InvalidRequest, NotFound, PonderError, RateLimited, Unavailable
 
 # gRPC status code name -> (HTTP status, OpenAI error type).
 HTTP_STATUS: dict[str, tuple[int, str]] = {
@@ -36,6 +37,7 @@ SERVER_ERROR = (500, "server_error")
 # ErrorInfo reasons whose OpenAI `code` is a name OpenAI's own API uses; the others are the reason, lowercased.
 OPENAI_CODES = {
     "BUDGET_EXHAUSTED": "insufficient_quota",
+    "RATE_LIMITED": "rate_limit_exceeded",
     "UNAUTHENTICATED": "invalid_api_key",
 }
 
@@ -74,8 +76,11 @@ def http_error(exc: PonderError, grpc_code: str, request_id: str) -> HttpError:
         grpc_code = "DEADLINE_EXCEEDED"
     status, kind = HTTP_STATUS.get(grpc_code, SERVER_ERROR)
     headers = {"x-request-id": request_id}
-    if isinstance(exc, Unavailable):
-        headers["retry-after"] = str(max(1, round(exc.retry_after_seconds)))
+    if isinstance(exc, Unavailable) or (isinstance(exc, RateLimited) and exc.retryable):
+        # A rate limit's RetryInfo delay too: the openai SDK waits it and retries a 429.
+        headers["retry-after"] = str(max(1, math.ceil(exc.retry_after_seconds)))
+    elif isinstance(exc, RateLimited):
+        headers["x-should-retry"] = "false"  # larger than the whole bucket: no wait helps
     if isinstance(exc, BudgetExhausted):
         # Retrying does not help before the window renews: the openai SDK reads this and does not retry.
         headers["x-should-retry"] = "false"

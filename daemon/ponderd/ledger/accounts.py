@@ -77,7 +77,13 @@ class Alerts(Protocol):
         """Record the alert unless the tenant's window has it already; True when this call recorded it."""
 
     async def recent_alerts(self, limit: int) -> list[dict[str, Any]]:
-        """The latest alerts, newest first."""
+        """The latest alerts, newest first, with their delivery state."""
+
+    async def due_alerts(self, limit: int) -> list[dict[str, Any]]:
+        """Alerts the webhook has not delivered and whose next attempt is due, oldest first."""
+
+    async def mark_alert(self, alert_id: int, error: str, next_attempt_at: datetime | None) -> None:
+        """Record an attempt: delivered (error "") or failed, to try again at next_attempt_at."""
 
 
 class Maintenance(Protocol):

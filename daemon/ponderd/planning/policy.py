@@ -24,6 +24,9 @@ HINTS = ("severity_floor", "max_cost", "samples", "thinking_tokens", "level", "a
 TOKEN_KINDS = ("prompt", "thinking", "answer")
 
 _TOP = {"version", "currency", "prices", "model_prices", "levels", "routing", "planning", "defaults", "tenants", "overrides"}
+# Where alerts go besides the log and the metrics (serve/webhook.py): a URL to POST them to, signed.
+_TOP.add("alerts")
+_ALERTS = {"webhook", "secret_file", "key_expiring_hours"}
 _LEVEL = {"thinking_tokens", "samples", "answer_tokens"}
 _LEVEL_OPTIONAL = {"answer_format", "vote", "model"}
 _PLANNING = {"mode", "loss", "profile", "unavailable"}
@@ -151,6 +154,17 @@ class Override:
 
 
 @dataclass(frozen=True)
+class AlertSettings:
+    """`[alerts]`: POST each alert to `webhook` (http or https), signed with HMAC-SHA256 by the secret in `secret_file`."""
+
+    webhook: str = ""
+    # Relative paths are relative to the policy file; read at each delivery, so it can be rotated.
+    secret_file: pathlib.Path | None = None
+    # Alert when an active key expires within this many hours (the warn_expiring_keys job); 0: off.
+    key_expiring_hours: int = 0
+
+
+@dataclass(frozen=True)
 class Policy:
     version: str
     path: str
@@ -167,6 +181,7 @@ class Policy:
     model_prices: dict[str, Prices] = field(default_factory=dict)
     # The accuracy profile named by planning.profile, loaded with the policy (profile.Profile).
     profile: Any = None
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     def prices_for(self, model: str) -> Prices:
         return self.model_prices.get(model, self.prices)

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 from ponderd.answers import ANSWER_FORMATS
 from ponderd.errors import PolicyError
 from ponderd.planning.policy import (
+    _ALERTS,
     _LEVEL,
     _LEVEL_OPTIONAL,
     _OVERRIDE,
@@ -41,6 +42,7 @@ from ponderd.planning.policy import (
     UNSURE_CONFIDENCE,
     UNSURE_OFF,
     VOTES,
+    AlertSettings,
     Level,
     Override,
     Planning,
@@ -117,9 +119,39 @@ def load_policy(path: pathlib.Path, models: Sequence[str] | None = None) -> Poli
     check = _Checker()
     policy = _parse(raw, check, str(path), hashlib.sha256(raw_bytes).hexdigest(), models)
     profile = _profile(check, path, policy.planning)
+    policy = replace(policy, alerts=_alerts(check, path, raw.get("alerts", {})))
     if check.problems:
         raise PolicyError(str(path), check.problems)
     return replace(policy, profile=profile)
+
+
+def _alerts(check: _Checker, path: pathlib.Path, table: Any) -> AlertSettings:
+    from urllib.parse import urlsplit
+
+    t = check.fields("alerts", table, _ALERTS)
+    expiring = check.integer("alerts.key_expiring_hours", t.get("key_expiring_hours", 0), 0, 24 * 366)
+    webhook = t.get("webhook", "")
+    if not webhook:
+        if "secret_file" in t:
+            check.problems.append("alerts.secret_file: set alerts.webhook too, or remove it")
+        return AlertSettings(key_expiring_hours=expiring)
+    url = urlsplit(str(webhook)) if isinstance(webhook, str) else None
+    if url is None or url.scheme not in ("http", "https") or not url.hostname:
+        check.problems.append(
+            f"alerts.webhook: must be an http:// or https:// URL with a host, not {webhook!r}"
+        )
+        return AlertSettings()
+    secret = t.get("secret_file")
+    if not isinstance(secret, str) or not secret:
+        check.problems.append("alerts.secret_file: the webhook needs the path of a file holding its HMAC secret")
+        return AlertSettings()
+    secret_path = (path.parent / secret).resolve()
+    try:
+        if not secret_path.read_bytes().strip():
+            check.problems.append(f"alerts.secret_file: {secret_path} is empty; put the shared secret in it")
+    except OSError as exc:
+        check.problems.append(f"alerts.secret_file: cannot read {secret_path} ({exc.strerror})")
+    return AlertSettings(str(webhook), secret_path, expiring)
 
 
 def _profile(check: _Checker, path: pathlib.Path, planning: Planning) -> Any:

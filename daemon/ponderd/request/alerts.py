@@ -14,16 +14,17 @@ on the fleet ledger each host alerts once per window for what it sees
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from datetime import datetime, timedelta
+from typing import Any, Callable, Iterable
 
 from ponderd.errors import PonderError
 from ponderd.ledger.accounts import Alerts
-from ponderd.ledger.types import BalanceView, iso, to_credits
+from ponderd.ledger.types import BalanceView, iso, parse_iso, to_credits
 from ponderd.planning.policy import TenantRules
 
 log = logging.getLogger("ponder.alerts")
 
-SOFT_LIMIT, EXHAUSTED = "soft_limit", "budget_exhausted"
+SOFT_LIMIT, EXHAUSTED, KEY_EXPIRING = "soft_limit", "budget_exhausted", "key_expiring"
 
 
 class SoftLimits:
@@ -59,3 +60,31 @@ class SoftLimits:
             extra={"fields": {"alert": entry}},
         )
         self.counted(view.tenant, kind)
+
+    async def keys_expiring(self, keys: Iterable[dict[str, Any]], within: timedelta, now: datetime) -> int:
+        """Alert once for each active tenant key that expires within `within` (the warn_expiring_keys job).
+
+        The alert's window is the key's expiry instant (one alert per tenant and
+        expiry; keys of a tenant expiring at the same instant share it).
+        """
+        raised = 0
+        for key in keys:
+            if not key.get("expires_at") or key.get("revoked_at") or not key.get("tenant"):
+                continue
+            expires = parse_iso(key["expires_at"])
+            if not now < expires <= now + within:
+                continue
+            try:
+                new = await self.alerts.claim_alert(key["tenant"], expires, KEY_EXPIRING, 0, 0)
+            except PonderError as exc:
+                log.warning("could not record the key_expiring alert of key %s: %s", key["key_id"], exc.message)
+                continue
+            if not new:
+                continue
+            entry = {"kind": KEY_EXPIRING, "tenant": key["tenant"], "key_id": key["key_id"], "label": key.get("label", ""),
+                     "expires_at": iso(expires)}
+            log.warning("alert key_expiring: key %s of tenant %r (%s) expires at %s",
+                        key["key_id"], key["tenant"], key.get("label", ""), iso(expires), extra={"fields": {"alert": entry}})
+            self.counted(key["tenant"], KEY_EXPIRING)
+            raised += 1
+        return raised

@@ -16,7 +16,7 @@ from ponder.v1 import admin_pb2, admin_pb2_grpc
 from ponderd.clock import Clock
 from ponderd.errors import InvalidRequest, PonderError
 from ponderd.ledger import types as ledger
-from ponderd.ledger.accounts import Accounts
+from ponderd.ledger.accounts import Accounts, Alerts
 from ponderd.ledger.budgets import Budgets
 from ponderd.ledger.types import WINDOWS, to_credits, to_micros
 from ponderd.planning.assessment import adjust
@@ -125,6 +125,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         publish_policy: Callable[[Policy], Awaitable[None]] | None = None,
     ) -> None:
         self.accounts, self.budgets, self.retrains = accounts, budgets, retrains
+        # The same backend keeps the alerts (ledger/accounts.py: Alerts).
+        self.alerts: Alerts = accounts  # type: ignore[assignment]
         self.policies, self.classifier, self.clock, self.jobs = policies, classifier, clock, jobs
         # Days start at midnight here (spend totals without a window).
         self.zone = zone
@@ -262,6 +264,11 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.RunJobResponse(summary=await self.jobs.run(request.name))
 
     @rpc
+    async def ListAlerts(self, request: admin_pb2.ListAlertsRequest, context: grpc.aio.ServicerContext) -> admin_pb2.ListAlertsResponse:
+        rows = await self.alerts.recent_alerts(min(request.limit or 50, 1000))
+        return admin_pb2.ListAlertsResponse(alerts=[_alert(r) for r in rows])
+
+    @rpc
     async def RiskStatus(self, request: admin_pb2.RiskStatusRequest, context: grpc.aio.ServicerContext) -> admin_pb2.RiskStatusResponse:
         model = self.classifier.current()
         rows = await self.retrains(50)
@@ -281,6 +288,16 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 for r in rows
             ],
         )
+
+
+def _alert(r: dict[str, Any]) -> admin_pb2.Alert:
+    return admin_pb2.Alert(
+        id=f"{r['tenant']}/{r['window_start']}/{r['kind']}", kind=r["kind"], tenant=r["tenant"],
+        window_start=_maybe_timestamp(r["window_start"]), at=_maybe_timestamp(r["at"]),
+        spent=to_credits(r["spent_micros"]), budget=to_credits(r["budget_micros"]),
+        delivered=r["delivered_at"] is not None, delivered_at=_maybe_timestamp(r["delivered_at"]),
+        attempts=r["attempts"], next_attempt_at=_maybe_timestamp(r["next_attempt_at"]), last_error=r["last_error"],
+    )
 
 
 def _floats(d: dict) -> dict[str, float]:

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import pathlib
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Callable
 
 from sqlite_utils import Database
@@ -36,6 +37,7 @@ from ponderd.risk.retrain import Retrainer
 from ponderd.serve.jobs import Jobs, Schedules
 from ponderd.serve.telemetry import MeteredBudgets, NullTelemetry, Telemetry, TimedClassifiers
 from ponderd.serve.telemetry import create as create_telemetry
+from ponderd.serve.webhook import Webhook
 from ponderd.settings import Settings
 
 log = logging.getLogger("ponder")
@@ -195,13 +197,14 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
     accuracy = AccuracyEstimates(settings.accuracy.prior_weight, settings.accuracy.min_new_outcomes)
     classifier = ClassifierHolder(settings.state_dir, settings.risk.model_dir, settings.risk.second_view)
     telemetry = create_telemetry(settings.metrics.listen)
+    soft_limits = SoftLimits(accounts, telemetry.alert)
     # The pipeline sees metered wrappers; everything else uses the collaborators themselves.
     pipeline = Pipeline(
         policies, TimedClassifiers(classifier, telemetry),  # type: ignore[arg-type]
         models, MeteredBudgets(budgets, telemetry, lambda: models.model_name), clock,
         keep_prompts=settings.risk.keep_prompts_days > 0, planned=telemetry.planned, first_token=telemetry.first_token,
         accuracy=lambda: accuracy.current(policies.current().profile), limiter=Limiter(clock),
-        soft_limits=SoftLimits(accounts, telemetry.alert),
+        soft_limits=soft_limits,
     )
     retrainer = Retrainer(classifier, store, clock, settings.risk.high_recall_target, settings.risk.retrain_cv_folds)
     schedules = Schedules(settings.zone, settings.risk.retrain_schedule, settings.accuracy.update_schedule,
@@ -227,9 +230,18 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
             raise
         return len(used)
 
+    webhook = Webhook(policies, accounts, clock)
+
+    async def warn_expiring_keys() -> str:
+        hours = policies.current().alerts.key_expiring_hours
+        if not hours:
+            return "key expiry alerts are off ([alerts] key_expiring_hours)"
+        raised = await soft_limits.keys_expiring(await accounts.list_keys(None), timedelta(hours=hours), clock.now())
+        return f"raised {raised} key_expiring alert(s)"
+
     jobs = Jobs(
         schedules, clock, local_accounts, lambda: set(pipeline.live) | budgets.unsettled(), retrainer, update_accuracy,
-        telemetry, idempotency, flush_key_usage,
+        telemetry, idempotency, flush_key_usage, webhook.deliver, warn_expiring_keys,
     )
     return Daemon(
         settings, clock, store, ledger, budgets, keyring, accounts, policies, classifier, models, pipeline, retrainer,

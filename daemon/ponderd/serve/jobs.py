@@ -50,6 +50,8 @@ class Jobs:
         telemetry: Telemetry,
         keys: Recoverable,
         flush_key_usage: Callable[[], Awaitable[int]] | None = None,
+        deliver_alerts: Callable[[], Awaitable[str]] | None = None,
+        warn_expiring_keys: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         """`owned`: request ids whose reservations are not orphans (running, or waiting to settle).
 
@@ -65,6 +67,8 @@ class Jobs:
         self.telemetry = telemetry
         self.keys = keys
         self._flush_key_usage = flush_key_usage
+        self._deliver_alerts = deliver_alerts
+        self._warn_expiring_keys = warn_expiring_keys
         self.registry: dict[str, Callable[[], Awaitable[str]]] = {
             "renew_windows": self.renew_windows,
             "expire_reservations": self.expire_reservations,
@@ -73,6 +77,8 @@ class Jobs:
             "update_accuracy": self.update_accuracy,
             "prune_idempotency": self.prune_idempotency,
             "flush_key_usage": self.flush_key_usage,
+            "deliver_alerts": self.deliver_alerts,
+            "warn_expiring_keys": self.warn_expiring_keys,
         }
         self._scheduler: Any = None
 
@@ -110,6 +116,18 @@ class Jobs:
             return "no key usage to record"
         return f"recorded the last use of {await self._flush_key_usage()} key(s)"
 
+    async def deliver_alerts(self) -> str:
+        # The webhook's outbox (serve/webhook.py): alerts not yet delivered, whose next try is due.
+        if self._deliver_alerts is None:
+            return "no webhook configured"
+        return await self._deliver_alerts()
+
+    async def warn_expiring_keys(self) -> str:
+        # An alert per key expiring within [alerts] key_expiring_hours (request/alerts.py).
+        if self._warn_expiring_keys is None:
+            return "no key expiry alerts configured"
+        return await self._warn_expiring_keys()
+
     async def retrain_risk(self) -> str:
         result = await self.retrainer.run()
         self.telemetry.retrained(result.accepted)
@@ -134,6 +152,9 @@ class Jobs:
         # Hourly: keys are kept for hours (idempotency_hours), not days.
         s.add_job(self._safe("prune_idempotency"), IntervalTrigger(hours=1), id="prune_idempotency", name="prune_idempotency")
         s.add_job(self._safe("flush_key_usage"), IntervalTrigger(minutes=1), id="flush_key_usage", name="flush_key_usage")
+        s.add_job(self._safe("deliver_alerts"), IntervalTrigger(seconds=10), id="deliver_alerts", name="deliver_alerts")
+        s.add_job(self._safe("warn_expiring_keys"), IntervalTrigger(minutes=15), id="warn_expiring_keys",
+                  name="warn_expiring_keys")
         if self.schedules.retrain_risk:
             s.add_job(
                 self._safe("retrain_risk"),

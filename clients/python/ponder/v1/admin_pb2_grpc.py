@@ -101,6 +101,11 @@ class AdminServiceStub:
                 request_serializer=ponder_dot_v1_dot_admin__pb2.RiskStatusRequest.SerializeToString,
                 response_deserializer=ponder_dot_v1_dot_admin__pb2.RiskStatusResponse.FromString,
                 _registered_method=True)
+        self.ListAlerts = channel.unary_unary(
+                '/ponder.v1.AdminService/ListAlerts',
+                request_serializer=ponder_dot_v1_dot_admin__pb2.ListAlertsRequest.SerializeToString,
+                response_deserializer=ponder_dot_v1_dot_admin__pb2.ListAlertsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -189,7 +194,8 @@ class AdminServiceServicer:
 
     def RunJob(self, request, context):
         """Run a scheduled job now: "renew_windows", "retrain_risk", "expire_reservations",
-        "prune_prompts", "update_accuracy", "prune_idempotency", "flush_key_usage".
+        "prune_prompts", "update_accuracy", "prune_idempotency", "flush_key_usage",
+        "deliver_alerts", "warn_expiring_keys".
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -197,6 +203,13 @@ class AdminServiceServicer:
 
     def RiskStatus(self, request, context):
         """The risk model in service and the log of retrains.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAlerts(self, request, context):
+        """Recent alerts (soft limit crossed, budget exhausted) and their webhook delivery state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -269,6 +282,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RiskStatus,
                     request_deserializer=ponder_dot_v1_dot_admin__pb2.RiskStatusRequest.FromString,
                     response_serializer=ponder_dot_v1_dot_admin__pb2.RiskStatusResponse.SerializeToString,
+            ),
+            'ListAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlerts,
+                    request_deserializer=ponder_dot_v1_dot_admin__pb2.ListAlertsRequest.FromString,
+                    response_serializer=ponder_dot_v1_dot_admin__pb2.ListAlertsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -624,6 +642,33 @@ class AdminService:
             '/ponder.v1.AdminService/RiskStatus',
             ponder_dot_v1_dot_admin__pb2.RiskStatusRequest.SerializeToString,
             ponder_dot_v1_dot_admin__pb2.RiskStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ponder.v1.AdminService/ListAlerts',
+            ponder_dot_v1_dot_admin__pb2.ListAlertsRequest.SerializeToString,
+            ponder_dot_v1_dot_admin__pb2.ListAlertsResponse.FromString,
             options,
             channel_credentials,
             insecure,

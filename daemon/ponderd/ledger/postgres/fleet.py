@@ -518,6 +518,12 @@ class PostgresAccounts:
     async def recent_alerts(self, limit: int) -> list[dict[str, Any]]:
         return await self.local.recent_alerts(limit)
 
+    async def due_alerts(self, limit: int) -> list[dict[str, Any]]:
+        return await self.local.due_alerts(limit)
+
+    async def mark_alert(self, alert_id: int, error: str, next_attempt_at: datetime | None) -> None:
+        await self.local.mark_alert(alert_id, error, next_attempt_at)
+
     async def record_feedback(
         self, tenant: str, request_id: str, correct: bool | None, true_severity: str | None,
         true_needs_reasoning: bool | None, comment: str,

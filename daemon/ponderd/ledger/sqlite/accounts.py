@@ -105,6 +105,12 @@ class SqliteAccounts:
     async def recent_alerts(self, limit: int) -> list[dict[str, Any]]:
         return await self.store.call(alerts.recent, limit)
 
+    async def due_alerts(self, limit: int) -> list[dict[str, Any]]:
+        return await self.store.call(alerts.due, self.clock.now(), limit)
+
+    async def mark_alert(self, alert_id: int, error: str, next_attempt_at: datetime | None) -> None:
+        await self.store.call(alerts.mark, alert_id, self.clock.now(), error, next_attempt_at)
+
     async def renew_windows(self) -> list[str]:
         return await self.store.call(self.ledger.renew_windows, self.clock.now())
 

@@ -24,3 +24,23 @@ def claim(
 
 def recent(db: Database, limit: int) -> list[dict[str, Any]]:
     return list(db.query("SELECT * FROM alerts ORDER BY id DESC LIMIT ?", [limit]))
+
+
+def due(db: Database, now: datetime, limit: int) -> list[dict[str, Any]]:
+    """Undelivered alerts whose next attempt is due, oldest first (the webhook's outbox)."""
+    return list(db.query(
+        "SELECT * FROM alerts WHERE delivered_at IS NULL AND (next_attempt_at IS NULL OR next_attempt_at <= ?) "
+        "ORDER BY id LIMIT ?", [iso(now), limit],
+    ))
+
+
+def mark(db: Database, alert_id: int, now: datetime, error: str, next_attempt_at: datetime | None) -> None:
+    """After an attempt: delivered (error "") or failed, to be tried again at `next_attempt_at`."""
+    if not error:
+        db.execute("UPDATE alerts SET delivered_at = ?, attempts = attempts + 1, last_error = '' WHERE id = ?",
+                   [iso(now), alert_id])
+    else:
+        db.execute(
+            "UPDATE alerts SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+            [error[:500], iso(next_attempt_at) if next_attempt_at else None, alert_id],
+        )
