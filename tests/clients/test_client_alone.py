@@ -35,7 +35,7 @@ from ponder.v1 import admin_pb2, ponder_pb2
 
 
 def ask(address: str, token: str) -> float:
-    with PonderClient(address, token, timeout=30.0) as c:
+    with PonderClient(address, token, timeout=30.0, tls_ca=None, retries=True) as c:
         r: ponder_pb2.AskResponse = c.ask("What is 2 + 2?", samples=1, severity_floor="low", check={"number": 4},
                                           answer_format="number", idempotency_key="k1")
         cost: float = r.cost + c.quote("Is 91 prime?", level="fast").plan.worst_case_cost
@@ -68,6 +68,7 @@ WRONG = {
     'PonderClient().ask("x", sampels=3)': 'Unexpected keyword argument "sampels"',
     'cost: str = PonderClient().ask("x").cost': 'Incompatible types in assignment',
     'PonderClient().feedback("id", true_severity="huge")': 'Argument "true_severity" to "feedback"',
+    'PonderClient(tls_sa="ca.pem")': 'Unexpected keyword argument "tls_sa"',
 }
 
 
