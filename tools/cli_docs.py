@@ -37,8 +37,8 @@ call the daemon (`ponder serve`, `ponder policy check`, …) they are an error.
 numbers, enums as short lowercase names (`"medium"`), times as ISO-8601 strings.
 Tables have a header row and aligned columns: drawn with rich on a terminal, plain
 text (columns two or more spaces apart, no colour) when piped. Long work
-(`ponder calibrate`, `ponder risk train`, `ponder risk retrain`) shows progress on
-a terminal only.
+(`ponder ask`, `ponder calibrate`, `ponder risk train`, `ponder risk retrain`,
+`ponder admin job run`) shows progress on stderr, on a terminal only.
 """
 
 
