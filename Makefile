@@ -16,6 +16,8 @@ LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF
 WHEELHOUSE := $(HOME)/.cache/ponder/wheels/llama-$(LLAMA_VERSION)-$(shell printf '%s' '$(LLAMA_CMAKE_ARGS)' | cksum | cut -d' ' -f1)
 
 LISTEN ?= 127.0.0.1:50051
+# The OpenAI-compatible HTTP API (docs/http.md); "" turns it off. Off unless set for the daemon itself.
+HTTP_LISTEN ?= 127.0.0.1:8080
 # Empty: the default state directory (~/.local/state/ponder, or PONDER_STATE_DIR),
 # where client commands on this host find the daemon and its local key.
 STATE_DIR ?=
@@ -71,7 +73,7 @@ install:
 	deploy/install.sh --dist $(DIST) $(if $(DESTDIR),--destdir $(DESTDIR))
 
 run: setup
-	$(BIN)/ponder serve --listen $(LISTEN) $(if $(STATE_DIR),--state-dir $(STATE_DIR))
+	$(BIN)/ponder serve --listen $(LISTEN) --http-listen "$(HTTP_LISTEN)" $(if $(STATE_DIR),--state-dir $(STATE_DIR))
 
 test: setup tools
 	$(BIN)/python -m pytest

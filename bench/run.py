@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
-BENCHES = ["risk_latency.py", "batching.py", "self_consistency.py"]
+BENCHES = ["risk_latency.py", "batching.py", "self_consistency.py", "ledger_commit.py"]
 
 if __name__ == "__main__":
     failed = 0

@@ -3,6 +3,7 @@
 #
 #   deploy/install.sh [--dist DIR] [--destdir DIR] [--python PYTHON]
 #   deploy/install.sh --rollback [--destdir DIR]
+#   deploy/install.sh --uninstall [--purge] [--destdir DIR]
 #
 # Lays out, creating what is missing and leaving what is there:
 #   user/group ponder          system account, no login shell, home /var/lib/ponder (not created by useradd)
@@ -13,7 +14,9 @@
 #   /etc/ponder/policy.toml    policies/default.toml
 #   /etc/ponder/tls/           for certificates (0750 root:ponder)
 #   /var/lib/ponder            state: 0700 ponder:ponder, and backups/ in it
-#   /etc/systemd/system/       ponderd.service, ponder-backup.service, ponder-backup.timer
+#   /etc/systemd/system/       ponderd.service, ponder-backup.service, ponder-backup.timer (where
+#                              units an administrator installs belong; /usr/lib/systemd/system is the
+#                              distribution packages')
 #
 # A file in /etc/ponder that exists is never overwritten: if the shipped one
 # differs it is written beside it as FILE.new, and this says so. Units are
@@ -24,20 +27,30 @@
 # tests and image builds: the user is added to DESTDIR/etc/passwd (which must
 # exist), nothing touches systemd, and the virtualenv's scripts name the staged
 # path (a venv is not relocatable: install on the host itself to run it).
+#
+# --uninstall stops and disables the units and removes what install put there:
+# the units, /opt/ponder, and the files in /etc/ponder it wrote that nobody
+# changed (an edited ponder.toml or policy.toml, and tls/, stay, and it says
+# so). The state directory /var/lib/ponder (the ledger, keys, backups) and
+# the ponder user stay. --purge removes those too, and all of /etc/ponder.
 set -euo pipefail
 # The release is built from the dist alone: a PYTHONPATH here (a checkout, a developer shell)
 # would make pip count packages found there as installed and leave them out.
 unset PYTHONPATH PYTHONHOME PYTHONUSERBASE
 
-usage() { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 DIST=dist
 ROOT=${DESTDIR:-}
 PYTHON=${PYTHON:-python3}
 ROLLBACK=0
+UNINSTALL=0
+PURGE=0
 while [ $# -gt 0 ]; do
   case "$1" in
+    --uninstall) UNINSTALL=1; shift ;;
+    --purge) PURGE=1; shift ;;
     --dist) DIST=$2; shift 2 ;;
     --destdir) ROOT=$2; shift 2 ;;
     --python) PYTHON=$2; shift 2 ;;
@@ -57,6 +70,63 @@ say() { echo "install: $*"; }
 die() { echo "install: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root (it creates a system user and writes /opt, /etc and /var/lib)"
+[ "$PURGE" = 0 ] || [ "$UNINSTALL" = 1 ] || die "--purge goes with --uninstall"
+
+# --- uninstall: what install put here goes; the state stays unless --purge ----
+if [ "$UNINSTALL" = 1 ]; then
+  if [ -z "$ROOT" ] && [ -d /run/systemd/system ]; then
+    systemctl disable --now ponderd.service ponder-backup.timer ponder-backup.service 2>/dev/null || true
+  fi
+  for unit in ponderd.service ponder-backup.service ponder-backup.timer; do
+    if [ -e "$ROOT$UNITS/$unit" ]; then
+      rm -f "$ROOT$UNITS/$unit" && say "removed $UNITS/$unit"
+    fi
+  done
+  if [ -z "$ROOT" ] && [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+  fi
+  if [ -d "$ROOT$UNITS/ponderd.service.d" ]; then
+    say "kept $UNITS/ponderd.service.d (your drop-ins): remove it yourself if you no longer want them"
+  fi
+  # /etc/ponder: what install wrote and nobody changed goes (compared while the release can still render it).
+  if [ -d "$ROOT$ETC" ]; then
+    if [ "$PURGE" = 1 ]; then
+      rm -rf "$ROOT$ETC" && say "removed $ETC (--purge)"
+    else
+      shipped=$(mktemp)
+      trap 'rm -f "$shipped"' EXIT
+      rm -f "$ROOT$ETC/ponder.toml.new" "$ROOT$ETC/policy.toml.new"
+      if [ -x "$ROOT$PREFIX/current/bin/python" ] \
+        && "$ROOT$PREFIX/current/bin/python" -m ponderd.sample_config --state-dir "$STATE" \
+             --policy-file "$ETC/policy.toml" --output "$shipped" 2>/dev/null \
+        && cmp -s "$shipped" "$ROOT$ETC/ponder.toml"; then
+        rm -f "$ROOT$ETC/ponder.toml"
+      fi
+      if cmp -s "$REPO/policies/default.toml" "$ROOT$ETC/policy.toml"; then
+        rm -f "$ROOT$ETC/policy.toml"
+      fi
+      rmdir "$ROOT$ETC/tls" 2>/dev/null || true
+      rmdir "$ROOT$ETC" 2>/dev/null && say "removed $ETC" \
+        || say "kept $ETC: it holds files you changed or added ($(cd "$ROOT$ETC" && ls -A | tr '\n' ' '))"
+    fi
+  fi
+  if [ -d "$ROOT$PREFIX" ]; then
+    rm -rf "$ROOT$PREFIX" && say "removed $PREFIX (every release)"
+  fi
+  if [ "$PURGE" = 1 ]; then
+    rm -rf "$ROOT$STATE" && say "removed $STATE: the ledger, keys and backups (--purge)"
+    if grep -q "^$USER_NAME:" "$ROOT/etc/passwd" 2>/dev/null; then
+      userdel ${ROOT:+--prefix "$ROOT"} "$USER_NAME" && say "removed user $USER_NAME"
+    fi
+    if grep -q "^$USER_NAME:" "$ROOT/etc/group" 2>/dev/null; then
+      groupdel ${ROOT:+--prefix "$ROOT"} "$USER_NAME" 2>/dev/null && say "removed group $USER_NAME" || true
+    fi
+  else
+    [ -d "$ROOT$STATE" ] && say "kept $STATE (the ledger, keys and backups) and the $USER_NAME user: --uninstall --purge removes them"
+  fi
+  say "uninstalled${ROOT:+ (from $ROOT)}"
+  exit 0
+fi
 
 # Swap `current` and `previous`: the release before the last install is back in service.
 if [ "$ROLLBACK" = 1 ]; then

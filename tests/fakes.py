@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 from zoneinfo import ZoneInfo
 
 from ponderd.clock import ManualClock
@@ -74,7 +74,7 @@ class FakeEngine:
     limits: EngineLimits = field(default_factory=lambda: EngineLimits(4096, 4096, 16))
     model_name: str = "fake"
 
-    def prepare(self, system: str, prompt: str) -> PreparedPrompt:
+    def prepare(self, system: str, prompt: str, history: Sequence[tuple[str, str]] = ()) -> PreparedPrompt:
         self.preparing.set()
         if self.prepare_gate is not None:
             self.prepare_gate.wait(10)

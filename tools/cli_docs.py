@@ -24,7 +24,8 @@ TLS), `--tls-server-name`, their `PONDER_TLS_*` variables, `PONDER_TLS=true`, or
 endpoint file that says so. They authenticate with
 `--token`, `PONDER_TOKEN` (`PONDER_ADMIN_TOKEN` for `ponder admin`), or the state
 directory's `local.token` (`admin.token`). A failing command prints one line,
-`ponder: STATUS: what to change`, on stderr and exits 1; gRPC's own C-core log
+`ponder: STATUS: what to change (request ID)`, on stderr and exits 1 (the request id
+when the call reached the daemon, docs/errors.md); gRPC's own C-core log
 lines stay off stderr unless `GRPC_VERBOSITY` is set or `--verbose` is given
 (which also prints gRPC's text for a failed connection).
 

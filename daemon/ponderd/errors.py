@@ -32,6 +32,12 @@ class Unauthenticated(PonderError):
     reason = "UNAUTHENTICATED"
 
 
+class KeyExpired(Unauthenticated):
+    """The key was valid but its lifetime has ended (or its rotation's overlap has passed)."""
+
+    reason = "KEY_EXPIRED"
+
+
 class PermissionDenied(PonderError):
     """The credential is valid but may not do this."""
 
@@ -102,6 +108,23 @@ class BudgetExhausted(PonderError):
         self.detail = detail
 
 
+class RateLimited(PonderError):
+    """The tenant is at one of its rate or concurrency limits (request/limits.py); nothing was charged."""
+
+    reason = "RATE_LIMITED"
+
+    def __init__(
+        self, message: str, tenant: str, limit: str, value: int, retry_after_seconds: float, retryable: bool = True
+    ) -> None:
+        super().__init__(message)
+        self.tenant = tenant
+        self.limit = limit  # requests_per_minute, tokens_per_minute or max_concurrent
+        self.value = value
+        # When a retry can pass. Not retryable: an ask larger than the whole bucket, which no wait helps.
+        self.retry_after_seconds = retry_after_seconds
+        self.retryable = retryable
+
+
 class Unavailable(PonderError):
     """The daemon cannot take the call now (draining, overloaded); retry later."""
 
@@ -115,6 +138,12 @@ class StorageUnavailable(Unavailable):
 
     reason = "STORAGE_UNAVAILABLE"
     retry_after_seconds = 5.0
+
+
+class DeadlineExceeded(PonderError):
+    """The call's deadline came before its answer: the request was stopped and charged for what ran."""
+
+    reason = "DEADLINE_EXCEEDED"
 
 
 class KeyInUse(PonderError):

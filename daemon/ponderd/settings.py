@@ -133,6 +133,14 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    # The OpenAI-compatible HTTP API (docs/http.md), HOST:PORT; "" (the
+    # default) turns it off. The same keys, budgets and pipeline as gRPC; with
+    # [tls] cert and key it serves HTTPS with that certificate.
+    listen: str = ""
+
+
+@dataclass(frozen=True)
 class LedgerSettings:
     # "sqlite": this host's own ledger (the file in state_dir). "postgres": one
     # ledger for a fleet of hosts (docs/operations.md § A fleet of hosts): tenants,
@@ -204,6 +212,7 @@ class Settings:
     accuracy: AccuracySettings = field(default_factory=AccuracySettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
 
     @property
@@ -222,7 +231,7 @@ class Settings:
 
 _SECTIONS = {
     "model": ModelSettings, "risk": RiskSettings, "accuracy": AccuracySettings, "tls": TlsSettings,
-    "metrics": MetricsSettings, "ledger": LedgerSettings,
+    "metrics": MetricsSettings, "http": HttpSettings, "ledger": LedgerSettings,
 }
 
 
@@ -396,6 +405,8 @@ def _validate(s: Settings, where: str) -> None:
         raise SettingsError(f"{where}: tls.identities needs tls.client_ca: only verified client certificates can map to tenants")
     if s.metrics.listen and ":" not in s.metrics.listen:
         raise SettingsError(f"{where}: metrics.listen must be HOST:PORT, e.g. 127.0.0.1:9464, or \"\" to turn it off")
+    if s.http.listen and (":" not in s.http.listen or s.http.listen.startswith("unix:") or "," in s.http.listen):
+        raise SettingsError(f"{where}: http.listen must be one HOST:PORT, e.g. 127.0.0.1:8080, or \"\" to turn it off")
     lg = s.ledger
     if lg.backend not in ("sqlite", "postgres"):
         raise SettingsError(f"{where}: ledger.backend must be sqlite or postgres, not {lg.backend!r}")

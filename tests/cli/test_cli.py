@@ -97,7 +97,10 @@ def test_ask_json_stream_prints_one_object_per_event(served, cli_env):
 def test_errors_are_one_line_with_the_status(served, cli_env):
     r = ponder(cli_env, "ask", "", check=False)
     assert r.returncode == 1
-    assert r.stderr == "ponder: INVALID_ARGUMENT: the prompt is empty: put the question in 'prompt'\n"
+    # The line ends with the daemon's request id for the call (docs/errors.md § The request id).
+    assert re.fullmatch(
+        r"ponder: INVALID_ARGUMENT: the prompt is empty: put the question in 'prompt' \(request [0-9a-f]{24}\)\n", r.stderr
+    ), r.stderr
 
 
 def test_no_daemon_says_how_to_start_one(cli_env):

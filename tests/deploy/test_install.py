@@ -181,3 +181,54 @@ def test_a_dist_for_another_python_is_refused(installed, tmp_path):
     run = _install(installed["root"], dist)
     assert run.returncode == 1
     assert "was built for Python 3.99" in run.stderr and "build the dist with the hosts' Python" in run.stderr
+
+
+def _copy(installed, tmp_path) -> pathlib.Path:
+    """A copy of the installed root (owners and modes kept), so uninstalling it leaves the module's install alone."""
+    root = tmp_path / "root"
+    subprocess.run(["cp", "-a", str(installed["root"]), str(root)], check=True, timeout=300)
+    return root
+
+
+def test_uninstall_removes_what_install_put_there_and_keeps_the_state(installed, tmp_path):
+    root = _copy(installed, tmp_path)
+    config = root / "etc/ponder/ponder.toml"
+    config.write_text(config.read_text().replace("#log_level", "log_level", 1))  # the operator's edit
+    ledger = root / "var/lib/ponder/ponder.db"
+    ledger.write_bytes(b"the ledger")
+    run = _install(root, installed["dist"], "--uninstall")
+    assert run.returncode == 0, run.stdout + run.stderr
+    for unit in UNITS:
+        assert not (root / "etc/systemd/system" / unit).exists()
+        assert f"removed /etc/systemd/system/{unit}" in run.stdout
+    assert not (root / "opt/ponder").exists()
+    # What install wrote and nobody changed goes; the edited config stays, and the state with the user.
+    assert sorted(p.name for p in (root / "etc/ponder").iterdir()) == ["ponder.toml"]
+    assert "kept /etc/ponder: it holds files you changed or added (ponder.toml )" in run.stdout
+    assert ledger.read_bytes() == b"the ledger" and (root / "var/lib/ponder/backups").is_dir()
+    assert "kept /var/lib/ponder" in run.stdout and "--uninstall --purge removes them" in run.stdout
+    assert any(line.startswith("ponder:") for line in (root / "etc/passwd").read_text().splitlines())
+    # Twice is fine: nothing left to remove but what it keeps.
+    again = _install(root, installed["dist"], "--uninstall")
+    assert again.returncode == 0 and "removed /etc/systemd" not in again.stdout, again.stderr
+
+
+def test_uninstall_purge_removes_the_state_the_config_and_the_user(installed, tmp_path):
+    root = _copy(installed, tmp_path)
+    run = _install(root, installed["dist"], "--uninstall", "--purge")
+    assert run.returncode == 0, run.stdout + run.stderr
+    for gone in ("opt/ponder", "etc/ponder", "var/lib/ponder", "etc/systemd/system/ponderd.service"):
+        assert not (root / gone).exists(), gone
+    assert not any(line.startswith("ponder:") for line in (root / "etc/passwd").read_text().splitlines())
+    assert not any(line.startswith("ponder:") for line in (root / "etc/group").read_text().splitlines())
+    assert "removed /var/lib/ponder" in run.stdout
+    refused = subprocess.run([str(REPO / "deploy/install.sh"), "--purge", "--destdir", str(root)],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "--purge goes with --uninstall" in refused.stderr
+
+
+def test_the_install_script_documents_where_the_units_go():
+    text = (REPO / "deploy/install.sh").read_text()
+    assert "/etc/systemd/system/" in text and "--uninstall" in text and "--purge" in text
+    ops = (REPO / "docs/operations.md").read_text()
+    assert "/etc/systemd/system" in ops and "install.sh --uninstall" in ops

@@ -48,9 +48,9 @@ class HeldKeys:
     def enabled(self) -> bool:
         return self.inner.enabled
 
-    async def claim(self, tenant: str, key: str, fingerprint: str) -> Attempt:
+    async def claim(self, tenant: str, key: str, fingerprint: str, request_id: str = "") -> Attempt:
         self.claims += 1
-        return await self.inner.claim(tenant, key, fingerprint)
+        return await self.inner.claim(tenant, key, fingerprint, request_id)
 
     async def finish(self, attempt: Attempt, reply: bytes) -> None:
         self.finishing.set()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import time
@@ -17,9 +18,10 @@ import time
 import psycopg
 import pytest
 
-from conftest import DaemonThread, make_settings
+from conftest import DaemonThread, make_settings, scrape, value
 from ponder.client import PonderClient
 from ponder.errors import BudgetExhausted as BudgetExhaustedError
+from ponder.errors import FailedPrecondition as FailedPreconditionError
 from ponder.errors import Unauthenticated as UnauthenticatedError
 
 pytestmark = pytest.mark.model
@@ -28,9 +30,10 @@ PONDER = str(pathlib.Path(sys.executable).parent / "ponder")
 FLEET = {"lease_seconds": 10, "sync_seconds": 0.25, "keys_poll_seconds": 1.0, "min_lease": 0.0005}
 
 
-def fleet_settings(state: pathlib.Path, dsn: str, host: str, **ledger):
+def fleet_settings(state: pathlib.Path, dsn: str, host: str, policy: pathlib.Path | None = None, **ledger):
     return make_settings(
-        state, max_queue=64, ledger={"backend": "postgres", "dsn": dsn, "host_id": host, **FLEET, **ledger}
+        state, *([policy] if policy else []), max_queue=64,
+        ledger={"backend": "postgres", "dsn": dsn, "host_id": host, **FLEET, **ledger},
     )
 
 
@@ -166,6 +169,12 @@ def test_an_outage_of_the_central_ledger(tmp_path):
             with PonderClient(h.address, token, timeout=120) as c:
                 eventually(lambda c=c: _try(c.ask, "What is 5 plus 5?"), what="the key on every host")
         before, _ = ask_all(hosts, token, 20)
+        for h in hosts:  # the fleet gauges, scraped from each daemon's metrics port
+            samples = scrape(h)
+            assert value(samples, "ponder_fleet_ledger_reachable") == 1
+            assert value(samples, "ponder_fleet_lease_transactions_total", kind="grant") >= 1
+            assert value(samples, "ponder_fleet_leased_credits", tenant="shared") > 0
+            assert 0 <= value(samples, "ponder_fleet_last_sync_age_seconds") < 60
         server.stop()
         stopped = time.monotonic()
         during, refused = ask_all(hosts, token, 80)
@@ -176,11 +185,21 @@ def test_an_outage_of_the_central_ledger(tmp_path):
         waiting = sum(h.call(h.daemon.store.call(lambda db: db.execute(
             "SELECT count(*) FROM spend WHERE shipped = 0").fetchone()[0])) for h in hosts)
         assert waiting >= len(during), "the records wait in each host's file"
+        for h in hosts:
+            eventually(lambda h=h: value(scrape(h), "ponder_fleet_ledger_reachable") == 0,
+                       what="the reachable gauge at 0 during the outage")
+        eventually(lambda: sum(value(scrape(h), "ponder_fleet_unshipped_records") for h in hosts) >= len(during),
+                   what="the unshipped records counted")
         server.start()
         assert time.monotonic() - stopped < 100, "the outage was meant to be shorter than a lease"
         ids = [x.request_id for x in before + during]
         eventually(lambda: central(dsn, "SELECT count(*) FROM spend WHERE request_id = ANY(%s)", [ids])[0][0]
                    == len(ids), timeout=60, what="every record shipped after the outage")
+        for h in hosts:
+            eventually(lambda h=h: value(scrape(h), "ponder_fleet_ledger_reachable") == 1, timeout=60,
+                       what="the reachable gauge back at 1")
+            eventually(lambda h=h: value(scrape(h), "ponder_fleet_unshipped_records") == 0, timeout=60,
+                       what="no record left unshipped")
         rows = central(dsn, "SELECT count(*), count(DISTINCT request_id), sum(cost_micros)::bigint FROM spend "
                             "WHERE tenant = 'shared'")[0]
         assert rows[0] == rows[1], "no record twice"
@@ -326,3 +345,49 @@ def _answered(c: PonderClient):
         return c.ask("What is 2 plus 3?")
     except BudgetExhaustedError:
         return None
+
+
+def test_a_policy_reloaded_on_one_host_is_put_in_force_on_the_others(tmp_path, pg_dsn):
+    """`ponder admin policy reload` on host0 stores its policy as a central version; host1 puts it in force
+    (NOTIFY, with the keys poll as the fallback) and keeps it in its own policy file."""
+    from conftest import SMALL_POLICY
+
+    files = []
+    hosts: list[DaemonThread] = []
+    try:
+        for i in range(2):
+            policy = tmp_path / f"host{i}" / "policy.toml"
+            policy.parent.mkdir(parents=True)
+            shutil.copy(SMALL_POLICY, policy)
+            files.append(policy)
+            hosts.append(DaemonThread(fleet_settings(tmp_path / f"host{i}" / "state", pg_dsn, f"host{i}", policy)).start())
+        a, b = hosts
+        assert b.daemon.policies.current().version == "test-small-1"
+        new = files[0].read_text().replace('version = "test-small-1"', 'version = "test-small-fleet-2"')
+        assert new != files[0].read_text()
+        files[0].write_text(new)
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PONDER_")}
+        env |= {"PONDER_ADDRESS": a.address, "PONDER_ADMIN_TOKEN": a.token("admin"), "PONDER_TOKEN": a.token("admin"),
+                "PONDER_STATE_DIR": str(tmp_path / "none")}
+        out = subprocess.run([PONDER, "admin", "policy", "reload"], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert a.daemon.policies.current().version == "test-small-fleet-2"
+        eventually(lambda: b.daemon.policies.current().version == "test-small-fleet-2",
+                   timeout=FLEET["keys_poll_seconds"] + 20, what="host1 putting the fleet's new policy in force")
+        assert files[1].read_text() == new  # a restart or SIGHUP of host1 keeps it
+        versions = central(pg_dsn, "SELECT version, host_id, text FROM policy_versions ORDER BY version")
+        assert [(h, t) for _, h, t in versions] == [("host0", new)]
+
+        # The same text again is no new version; a bad file is refused on its host and stored nowhere.
+        with a.admin() as admin:
+            admin.reload_policy()
+            files[0].write_text(new.replace('version = "test-small-fleet-2"', ""))
+            with pytest.raises(FailedPreconditionError, match="version"):
+                admin.reload_policy()
+        assert len(central(pg_dsn, "SELECT version FROM policy_versions")) == 1
+        assert a.daemon.policies.current().version == b.daemon.policies.current().version == "test-small-fleet-2"
+    finally:
+        for h in hosts:
+            h.stop()
+

@@ -185,3 +185,14 @@ def test_plans_carry_the_levels_vote():
     plans = plan_candidates(assess("high", True), weighted, POLICY.rules_for("local"), Hints(), 50, LIMITS)
     assert {p.vote for p in plans} == {"weighted"} and plans[0].to_json()["vote"] == "weighted"
     assert {p.vote for p in plan_candidates(assess("high", True), POLICY, POLICY.defaults, Hints(), 50, LIMITS)} == {"majority"}
+
+
+def test_the_answer_tokens_hint_only_lowers_the_cap_and_every_tenant_may_send_it():
+    check_hints(Hints(answer_tokens=4), POLICY.defaults, POLICY, "acme", LIMITS)  # not in the defaults' hints: allowed
+    full = plan_candidates(assess("low", False), POLICY, POLICY.defaults, Hints(), 50, LIMITS)
+    capped = plan_candidates(assess("low", False), POLICY, POLICY.defaults, Hints(answer_tokens=4), 50, LIMITS)
+    assert [p.answer_tokens for p in capped] == [min(4, p.answer_tokens) for p in full]
+    assert capped[0].worst_case_micros < full[0].worst_case_micros
+    assert "client capped the answer at 4 tokens" in capped[0].reasons
+    higher = plan_candidates(assess("low", False), POLICY, POLICY.defaults, Hints(answer_tokens=10_000), 50, LIMITS)
+    assert [p.answer_tokens for p in higher] == [p.answer_tokens for p in full]

@@ -152,3 +152,53 @@ def test_the_dashboard_and_the_docs_use_only_metrics_the_daemon_exports():
     for name in ("grafana-ponder.json", "operations.md"):
         used = set(re.findall(r"ponder_[a-z_]+", (docs / name).read_text())) - {"ponder_pb2"}
         assert used and used <= exported, f"{name} names metrics the daemon does not export: {sorted(used - exported)}"
+
+
+def _exported_families() -> set[str]:
+    """Every metric family the daemon exports, named as a scrape shows it (counters with _total)."""
+    from ponderd.serve.telemetry import PrometheusTelemetry
+
+    registry = PrometheusTelemetry("127.0.0.1:0").registry  # never started: no port is bound
+    return {f.name + ("_total" if f.type == "counter" else "") for f in registry.collect()}
+
+
+def test_the_operations_metrics_table_lists_exactly_the_exported_metrics():
+    import re
+
+    text = (REPO / "docs" / "operations.md").read_text()
+    section = text.split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"(?m)^\| `([a-z_]+)` \|", section))
+    assert listed == _exported_families(), (
+        f"docs/operations.md § Metrics lists {sorted(listed - _exported_families())} that are not exported and "
+        f"misses {sorted(_exported_families() - listed)}"
+    )
+
+
+def test_build_info_process_metrics_and_time_to_first_token(daemon):
+    from ponderd.serve.telemetry import build_versions
+
+    with daemon.client() as c:
+        c.ask(PROMPT)
+    samples = scrape(daemon)
+    version, client, llama, python = build_versions()
+    assert value(samples, "ponder_build_info", version=version, client_version=client, llama_cpp_python=llama,
+                 python=python) == 1
+    assert version != "unknown" and llama != "unknown"
+    assert value(samples, "process_resident_memory_bytes") > 0 and value(samples, "process_cpu_seconds_total") > 0
+    assert value(samples, "ponder_time_to_first_token_seconds_count") == 1
+    assert 0 < value(samples, "ponder_time_to_first_token_seconds_sum") <= value(samples, "ponder_rpc_duration_seconds_sum", method="Ask")
+
+
+def test_the_metrics_listener_answers_metrics_and_healthz_and_404_elsewhere(daemon):
+    import urllib.error
+
+    base = f"http://{daemon.daemon.telemetry.address}"
+    with urllib.request.urlopen(f"{base}/metrics", timeout=30) as r:
+        assert r.status == 200 and b"ponder_build_info" in r.read()
+    with urllib.request.urlopen(f"{base}/healthz", timeout=30) as r:
+        assert r.status == 200 and r.read() == b"ok\n"
+    for path in ("/", "/metricsx", "/favicon.ico", "/metrics/extra"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{base}{path}", timeout=30)
+        assert err.value.code == 404, path
+        assert b"serves /metrics and /healthz" in err.value.read()

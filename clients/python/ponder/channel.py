@@ -25,6 +25,9 @@ SERVICES = ("ponder.v1.PonderService", "ponder.v1.AdminService")
 # gRPC retries a call that failed with UNAVAILABLE (daemon restarting, draining,
 # overloaded, not yet listening), with exponential backoff and jitter, and
 # honours the daemon's `grpc-retry-pushback-ms` (the delay its RetryInfo names).
+# RESOURCE_EXHAUSTED is retried only when the daemon sends a pushback: a rate
+# or concurrency limit (RATE_LIMITED), after the delay its RetryInfo names; an
+# exhausted budget carries a negative pushback, which gRPC never retries.
 # Nothing else is retried: every other status means the request, key or budget
 # must change first. A call is retried only before any reply was received, so a
 # stream that has started is never replayed.
@@ -33,7 +36,7 @@ RETRY_POLICY = {
     "initialBackoff": "0.2s",
     "maxBackoff": "5s",
     "backoffMultiplier": 2,
-    "retryableStatusCodes": ["UNAVAILABLE"],
+    "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
 }
 
 

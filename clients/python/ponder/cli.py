@@ -212,12 +212,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_handler(args: argparse.Namespace) -> int:
-    """Run a parsed command: a failed call prints one line, `ponder: STATUS: message`, and exits 1."""
+    """Run a parsed command: a failed call prints one line, `ponder: STATUS: message (request ID)`, and exits 1."""
     try:
         return args.handler(args)
     except PonderError as exc:
         # One that never reached the daemon names its cause and fix (ponder.channel.explain_unreachable).
-        print(f"ponder: {exc.code.name}: {exc.message}", file=sys.stderr)
+        # The daemon's request id, when the call reached it: what its access log and spend records are found by.
+        rid = f" (request {exc.request_id})" if exc.request_id else ""
+        print(f"ponder: {exc.code.name}: {exc.message}{rid}", file=sys.stderr)
         if isinstance(exc, ConnectFailed) and getattr(args, "verbose", False):
             print(f"ponder: gRPC said: {exc.grpc_details}", file=sys.stderr)
         return 1

@@ -11,7 +11,7 @@ from .cli_format import SEVERITY, assessment_line, dump_json
 from .cli_progress import spinner
 from .cli_table import Column, print_table
 from .client import AdminClient
-from .dates import when_argument
+from .dates import duration_argument, future_argument, when_argument
 
 
 def _admin(args: argparse.Namespace) -> AdminClient:
@@ -74,14 +74,44 @@ def budget_set(args: argparse.Namespace) -> int:
         return _tenant_reply(args, admin.set_budget(args.name, args.amount, args.window or ""))
 
 
+def _moment(ts: Any) -> str:
+    """A Timestamp field as `2026-12-07 01:30:00Z`, or '-' when unset."""
+    return f"{ts.ToDatetime():%Y-%m-%d %H:%M:%S}Z" if ts.seconds or ts.nanos else "-"
+
+
 def key_issue(args: argparse.Namespace) -> int:
+    if args.expires is not None and args.expires_at is not None:
+        print("ponder: give --expires or --expires-at, not both", file=sys.stderr)
+        return 2
     with _admin(args) as admin:
-        r = admin.issue_key(args.tenant or "", "admin" if args.admin else "tenant", args.label or "")
+        r = admin.issue_key(
+            args.tenant or "", "admin" if args.admin else "tenant", args.label or "",
+            expires_in=args.expires.total_seconds() if args.expires is not None else None, expires_at=args.expires_at,
+        )
     if args.json:
         dump_json(r)
         return 0
     # The token alone on stdout (`TOKEN=$(ponder admin key issue …)`); the note on stderr.
-    print(f"key {r.key_id}; its token is on the next line, shown once: store it now", file=sys.stderr)
+    expiry = f", expires {_moment(r.expires_at)}" if r.HasField("expires_at") else ""
+    print(f"key {r.key_id}{expiry}; its token is on the next line, shown once: store it now", file=sys.stderr)
+    print(r.token)
+    return 0
+
+
+def key_rotate(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        r = admin.rotate_key(
+            args.key_id, args.overlap.total_seconds(),
+            expires_in=args.expires.total_seconds() if args.expires is not None else None,
+        )
+    if args.json:
+        dump_json(r)
+        return 0
+    expiry = f", expires {_moment(r.expires_at)}" if r.HasField("expires_at") else ""
+    print(
+        f"key {r.key_id} replaces {r.old_key_id}{expiry}; {r.old_key_id} works until {_moment(r.old_expires_at)}. "
+        "The new token is on the next line, shown once: store it now", file=sys.stderr,
+    )
     print(r.token)
     return 0
 
@@ -102,11 +132,15 @@ def key_list(args: argparse.Namespace) -> int:
     if args.json:
         dump_json(keys)
         return 0
-    columns = (Column("key"), Column("scope"), Column("tenant"), Column("state"), Column("created"), Column("label"))
-    print_table(columns, [
-        [k.key_id, k.scope, k.tenant or "-", "revoked" if k.revoked else "active", _when(k.created_at), k.label or "-"]
-        for k in keys
-    ])
+    columns = (Column("key"), Column("scope"), Column("tenant"), Column("state"), Column("created"), Column("expires"),
+               Column("last used"), Column("label"))
+    rows = []
+    for k in keys:
+        state = "revoked" if k.revoked else "expired" if k.expired else "rotating" if k.replaced_by else "active"
+        label = (k.label or "-") + (f" (replaced by {k.replaced_by})" if k.replaced_by else "")
+        rows.append([k.key_id, k.scope, k.tenant or "-", state, _moment(k.created_at), _moment(k.expires_at),
+                     _moment(k.last_used_at), label])
+    print_table(columns, rows)
     return 0
 
 
@@ -243,6 +277,16 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     p.add_argument("tenant", nargs="?", help="the tenant (omit with --admin)")
     p.add_argument("--admin", action="store_true", help="issue an admin key")
     p.add_argument("--label", help="a note to tell keys apart")
+    p.add_argument("--expires", type=duration_argument, metavar="DURATION",
+                   help="the key expires this long after it is issued: 90s, 30m, 12h, 30d, 2w (default: never)")
+    p.add_argument("--expires-at", type=future_argument, metavar="TIME",
+                   help="the key expires at this ISO 8601 time (UTC unless a zone is given)")
+    p = command(k, "rotate", key_rotate, "issue a successor of a key; the old one works for the overlap, then expires")
+    p.add_argument("key_id")
+    p.add_argument("--overlap", type=duration_argument, default=duration_argument("1h"), metavar="DURATION",
+                   help="how long the old key keeps working: 0s revokes it at once (default 1h)")
+    p.add_argument("--expires", type=duration_argument, metavar="DURATION",
+                   help="the new key's lifetime (default: the old key's lifetime, if it had one)")
     p = command(k, "revoke", key_revoke, "revoke a key")
     p.add_argument("key_id")
     p = command(k, "list", key_list, "list keys (never their secrets)")
@@ -265,7 +309,7 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
 
     job = groups.add_parser("job", help="run a scheduled job now", description="Scheduled jobs.")
     j = job.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = command(j, "run", job_run, "run a job now: renew_windows, expire_reservations, prune_prompts, retrain_risk, update_accuracy, prune_idempotency")
+    p = command(j, "run", job_run, "run a job now: renew_windows, expire_reservations, prune_prompts, retrain_risk, update_accuracy, prune_idempotency, flush_key_usage")
     p.add_argument("name")
 
     risk = groups.add_parser("risk", help="the risk model in service", description="The risk model in service.")

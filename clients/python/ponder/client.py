@@ -22,8 +22,9 @@ token given, no token is sent: the daemon may map the certificate to a tenant.
 
 Timeouts: every method has a default deadline (`TIMEOUTS`); `timeout=` on the
 constructor replaces them all, and `timeout=` on a call overrides both.
-Retries: calls that fail with UNAVAILABLE are retried by gRPC itself, with
-backoff (channel.RETRY_POLICY; `retries=False` turns it off). Each ask and
+Retries: calls that fail with UNAVAILABLE, or RESOURCE_EXHAUSTED for a rate
+limit (RATE_LIMITED), are retried by gRPC itself, with backoff or after the
+daemon's RetryInfo delay (channel.RETRY_POLICY; `retries=False` turns it off). Each ask and
 ask_stream carries an idempotency key (a fresh UUID unless `idempotency_key=`
 is given), so a retry of an ask the daemon had already answered gets that
 answer back (`replayed` set) and is not charged again. Failures raise typed
@@ -63,7 +64,7 @@ SEVERITIES = {"low": ponder_pb2.SEVERITY_LOW, "medium": ponder_pb2.SEVERITY_MEDI
 TIMEOUTS: dict[str, float] = {
     "ask": 600.0, "ask_stream": 600.0, "quote": 30.0, "balance": 10.0, "feedback": 10.0,
     "create_tenant": 30.0, "list_tenants": 30.0, "set_enabled": 30.0, "set_budget": 30.0, "issue_key": 30.0,
-    "revoke_key": 30.0, "list_keys": 30.0, "spend": 60.0, "reload_policy": 60.0, "explain": 30.0,
+    "revoke_key": 30.0, "rotate_key": 30.0, "list_keys": 30.0, "spend": 60.0, "reload_policy": 60.0, "explain": 30.0,
     "run_job": 1800.0, "risk_status": 30.0,
 }
 
@@ -322,11 +323,25 @@ class AdminMethods(Connection):
         return tenant
 
     def issue_key(
-        self, tenant: str = "", scope: Scope = "tenant", label: str = "", *, timeout: float | None = None
+        self, tenant: str = "", scope: Scope = "tenant", label: str = "", *, expires_in: float | None = None,
+        expires_at: datetime | None = None, timeout: float | None = None,
     ) -> admin_pb2.IssueKeyResponse:
-        """A new key for a tenant (or, with scope="admin" and no tenant, an admin key); its token is shown once."""
-        request = admin_pb2.IssueKeyRequest(tenant=tenant, scope=scope, label=label)
+        """A new key for a tenant (or, with scope="admin" and no tenant, an admin key); its token is shown once.
+
+        It expires `expires_in` seconds from now or at `expires_at` (an aware datetime), else never.
+        """
+        request = admin_pb2.IssueKeyRequest(tenant=tenant, scope=scope, label=label, expires_in=int(expires_in or 0))
+        if expires_at is not None:
+            request.expires_at.FromDatetime(expires_at)
         reply: admin_pb2.IssueKeyResponse = self._call("issue_key", self._stub.IssueKey, request, timeout, _same)
+        return reply
+
+    def rotate_key(
+        self, key_id: str, overlap: float = 0, *, expires_in: float | None = None, timeout: float | None = None
+    ) -> admin_pb2.RotateKeyResponse:
+        """A successor of the key; the old one keeps working for `overlap` seconds, then expires."""
+        request = admin_pb2.RotateKeyRequest(key_id=key_id, overlap_seconds=int(overlap), expires_in=int(expires_in or 0))
+        reply: admin_pb2.RotateKeyResponse = self._call("rotate_key", self._stub.RotateKey, request, timeout, _same)
         return reply
 
     def revoke_key(self, key_id: str, *, timeout: float | None = None) -> None:

@@ -44,3 +44,34 @@ def when_argument(text: str) -> datetime:
         return parse_when(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_SPAN = re.compile(r"^(\d+)\s*([smhdw])$")
+SPAN_UNITS = {"s": timedelta(seconds=1), **UNITS}
+
+
+def parse_duration(text: str) -> timedelta:
+    """A span of time: `90s`, `30m`, `12h`, `30d`, `2w`; ValueError saying what is accepted otherwise."""
+    span = _SPAN.match(text.strip().lower())
+    if not span:
+        raise ValueError(f"{text!r} is not a duration: use a whole number with s, m, h, d or w (90s, 30m, 12h, 30d, 2w)")
+    return int(span.group(1)) * SPAN_UNITS[span.group(2)]
+
+
+def duration_argument(text: str) -> timedelta:
+    """argparse `type=` for a duration."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def future_argument(text: str) -> datetime:
+    """argparse `type=` for a time to come: ISO 8601 (UTC without a zone); the daemon refuses one in the past."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: use ISO 8601, e.g. 2026-12-31 or 2026-12-31T18:00 (UTC unless a zone is given)"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)

@@ -22,6 +22,9 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+# The metadata key of the daemon's request id (initial metadata, trailers).
+REQUEST_ID_HEADER = "ponder-request-id"
+
 # The detail messages the daemon sends (the table in protos/ponder/v1/ponder.proto).
 DETAIL_TYPES = (
     error_details_pb2.ErrorInfo,
@@ -34,11 +37,14 @@ DETAIL_TYPES = (
 class PonderError(Exception):
     """A failed call: the gRPC status code, the daemon's message, and decoded error details."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, details: Sequence[Any] = ()) -> None:
-        super().__init__(f"{code.name}: {message}")
+    def __init__(self, code: grpc.StatusCode, message: str, details: Sequence[Any] = (), request_id: str = "") -> None:
+        super().__init__(f"{code.name}: {message}" + (f" (request {request_id})" if request_id else ""))
         self.code = code
         self.message = message
         self.details = list(details)
+        # The daemon's id for the call (its access log line; an ask's spend record): quote it when reporting.
+        # "" when the call never reached the daemon.
+        self.request_id = request_id
 
     def _detail(self, cls: type) -> Any:
         return next((d for d in self.details if isinstance(d, cls)), None)
@@ -118,6 +124,24 @@ class BudgetExhausted(PonderError):
         return int(micros) / 1e6 if micros else None
 
 
+class RateLimited(BudgetExhausted):
+    """RESOURCE_EXHAUSTED with reason RATE_LIMITED: the tenant is at a rate or concurrency limit; nothing was charged.
+
+    `limit` names it (requests_per_minute, tokens_per_minute, max_concurrent);
+    `retry_delay` is when a retry can pass (RetryInfo). The client's retry
+    policy already waited that long and retried before raising this.
+    """
+
+    @property
+    def limit(self) -> str | None:
+        return self._meta("limit")
+
+    @property
+    def retry_delay(self) -> float | None:
+        info = self._detail(error_details_pb2.RetryInfo)
+        return info.retry_delay.ToTimedelta().total_seconds() if info is not None else None
+
+
 class Unavailable(PonderError):
     """UNAVAILABLE: the daemon cannot take the call now (draining, overloaded, unreachable); retry later."""
 
@@ -192,9 +216,30 @@ BY_CODE: dict[grpc.StatusCode, type[PonderError]] = {
 }
 
 
-def error(code: grpc.StatusCode, message: str, details: Sequence[Any] = ()) -> PonderError:
-    """The typed error for a status code."""
-    return BY_CODE.get(code, PonderError)(code, message, details)
+def error(code: grpc.StatusCode, message: str, details: Sequence[Any] = (), request_id: str = "") -> PonderError:
+    """The typed error for a status code (and, for RESOURCE_EXHAUSTED, its ErrorInfo reason)."""
+    cls = BY_CODE.get(code, PonderError)
+    if cls is BudgetExhausted and any(
+        isinstance(d, error_details_pb2.ErrorInfo) and d.reason == "RATE_LIMITED" for d in details
+    ):
+        cls = RateLimited
+    return cls(code, message, details, request_id)
+
+
+def _request_id(err: grpc.RpcError, details: Sequence[Any]) -> str:
+    """The daemon's request id: from its trailers or ErrorInfo, else the initial metadata (a deadline the client's timer ended)."""
+    for detail in details:
+        if isinstance(detail, error_details_pb2.ErrorInfo) and detail.metadata.get("request_id"):
+            return str(detail.metadata["request_id"])
+    for read in ("trailing_metadata", "initial_metadata"):
+        try:
+            pairs = getattr(err, read)() or ()
+        except Exception:  # a call that never started has neither
+            continue
+        for key, val in pairs:
+            if key == REQUEST_ID_HEADER:
+                return val if isinstance(val, str) else val.decode()
+    return ""
 
 
 def from_rpc_error(err: grpc.RpcError) -> PonderError:
@@ -210,4 +255,4 @@ def from_rpc_error(err: grpc.RpcError) -> PonderError:
                 message = cls()
                 packed.Unpack(message)
                 details.append(message)
-    return error(err.code(), err.details() or "", details)  # type: ignore[attr-defined]
+    return error(err.code(), err.details() or "", details, _request_id(err, details))  # type: ignore[attr-defined]

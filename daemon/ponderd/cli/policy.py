@@ -15,33 +15,51 @@ from ponder.cli_format import dump_json
 
 def policy_check(args: argparse.Namespace) -> int:
     from ponderd.errors import PolicyError
+    from ponderd.planning.planner import fit_warnings
     from ponderd.planning.policy_file import load_policy
-    from ponderd.settings import SettingsError, load_settings
+    from ponderd.settings import Settings, SettingsError, load_settings
 
     models = None
+    settings = Settings()  # without a config: the daemon's defaults (n_ctx, n_seq_max), for the fit warnings
     if args.config or os.environ.get("PONDER_CONFIG"):
         # The daemon's config names the served models: check the levels' `model` against them.
         try:
-            models = list(load_settings(pathlib.Path(args.config) if args.config else None).served_models)
+            settings = load_settings(pathlib.Path(args.config) if args.config else None)
         except SettingsError as exc:
             print(exc, file=sys.stderr)
             return 1
+        models = list(settings.served_models)
     try:
         policy = load_policy(pathlib.Path(args.file), models)
     except PolicyError as exc:
         if args.json:
-            dump_json({"file": args.file, "ok": False, "version": None, "levels": [], "problems": exc.problems})
+            dump_json({"file": args.file, "ok": False, "version": None, "levels": [], "problems": exc.problems,
+                       "warnings": []})
         for problem in exc.problems:
             print(f"{exc.path}: {problem}", file=sys.stderr)
         return 1
+    # A level the model's context cannot hold as configured still runs, fitted: a warning naming what runs.
+    warnings = fit_warnings(policy, lambda name: _limits(settings, name))
     if args.json:
-        dump_json({"file": args.file, "ok": True, "version": policy.version, "levels": [lvl.name for lvl in policy.levels],
-                   "problems": []})
+        dump_json({
+            "file": args.file, "ok": True, "version": policy.version, "levels": [lvl.name for lvl in policy.levels],
+            "problems": [], "warnings": warnings,
+        })
         return 0
     levels = ", ".join(lvl.name for lvl in policy.levels)
     print(f"{args.file}: ok (version {policy.version}; levels {levels}; {len(policy.tenants)} tenant table(s); "
           f"{len(policy.overrides)} override(s))")
+    for warning in warnings:
+        print(f"{args.file}: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _limits(settings: Any, name: str) -> Any:
+    """A served model's limits as its settings give them (before it loads: no forced tokens); None: not served."""
+    from ponderd.engine import EngineLimits
+
+    model = settings.served_models.get(name or settings.model.name)
+    return None if model is None else EngineLimits(model.n_ctx, model.n_ctx, model.n_seq_max)
 
 
 def calibrate(args: argparse.Namespace) -> int:
@@ -76,7 +94,11 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     p.add_argument("--profile", help="accuracy profile from `ponder calibrate` (accuracy columns and token estimates)")
     p.add_argument("--tenant", help="only this tenant's requests (default: all)")
     p.add_argument("--limit", type=int, default=100000, help="replay at most this many records, newest first (default 100000)")
-    p.add_argument("--n-ctx", type=int, default=32768, help="model context to plan against (default 32768)")
+    p.add_argument("--config", help="the daemon's config file: its model's n_ctx and n_seq_max and its timezone "
+                   "(default: $PONDER_CONFIG, else the daemon's defaults)")
+    p.add_argument("--n-ctx", type=int, default=None, help="model context to plan against (default: the config's model.n_ctx)")
+    p.add_argument("--no-budgets", action="store_true",
+                   help="do not replay the tenants' budgets: every request gets the candidate's first plan")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait for the daemon")
     connection(p)

@@ -22,6 +22,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-key", help="the server certificate's private key (or PONDER_TLS_KEY)")
     p.add_argument("--tls-client-ca", help="require client certificates this CA signed: mutual TLS (or PONDER_TLS_CLIENT_CA)")
     p.add_argument("--metrics-listen", help='Prometheus metrics HOST:PORT, "" for none (or PONDER_METRICS_LISTEN; default 127.0.0.1:9464)')
+    p.add_argument("--http-listen", help='OpenAI-compatible HTTP API HOST:PORT, "" for none (or PONDER_HTTP_LISTEN; default off; docs/http.md)')
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -51,5 +52,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             "log_format": args.log_format,
             "tls": section(cert=args.tls_cert, key=args.tls_key, client_ca=args.tls_client_ca),
             "metrics": section(listen=args.metrics_listen),
+            "http": section(listen=args.http_listen),
         },
     )

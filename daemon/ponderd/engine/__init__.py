@@ -156,8 +156,11 @@ class Engine(Protocol):
     def warm(self) -> None:
         """Run one tiny generation so the first request pays no first-use cost."""
 
-    def prepare(self, system: str, prompt: str) -> PreparedPrompt:
-        """Render the chat template and tokenize; safe from any thread."""
+    def prepare(self, system: str, prompt: str, history: Sequence[tuple[str, str]] = ()) -> PreparedPrompt:
+        """Render the chat template and tokenize; safe from any thread.
+
+        `history`: earlier turns of a conversation, (role, text) with role "user" or
+        "assistant", between the system prompt and the user's `prompt`."""
 
     async def generate(self, job: GenerationJob) -> GenerationResult:
         """Queue the job on the owner thread; resolves when every sample has finished or stopped.

@@ -156,8 +156,8 @@ class LlamaEngine:
     def tokenize(self, text: str, special: bool = True) -> tuple[int, ...]:
         return native.tokenize(self._L, self._vocab, text, special)
 
-    def prepare(self, system: str, prompt: str) -> PreparedPrompt:
-        text = native.render_chat(self._L, self._template, system or self.settings.system_prompt, prompt)
+    def prepare(self, system: str, prompt: str, history: Sequence[tuple[str, str]] = ()) -> PreparedPrompt:
+        text = native.render_chat(self._L, self._template, system or self.settings.system_prompt, prompt, history)
         opened = text.rstrip().endswith(self.markers[0])
         if self._native:
             open_ = () if opened else self._open

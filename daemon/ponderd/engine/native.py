@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -40,19 +40,21 @@ def tokenize(L: Any, vocab: Any, text: str, special: bool) -> tuple[int, ...]:
     return tuple(buf[:got])
 
 
-def render_chat(L: Any, template: Any, system: str, prompt: str) -> str:
-    msgs = (L.llama_chat_message * 2)()
-    msgs[0].role, msgs[0].content = b"system", system.encode()
-    msgs[1].role, msgs[1].content = b"user", prompt.encode()
-    size = 2 * (len(msgs[0].content) + len(msgs[1].content)) + 512
+def render_chat(L: Any, template: Any, system: str, prompt: str, history: Sequence[tuple[str, str]] = ()) -> str:
+    """The conversation in the model's chat template: the system prompt, earlier turns (role, text), the user's prompt."""
+    turns = [("system", system), *history, ("user", prompt)]
+    msgs = (L.llama_chat_message * len(turns))()
+    for m, (role, content) in zip(msgs, turns):
+        m.role, m.content = role.encode(), content.encode()
+    size = 2 * sum(len(m.content) + len(m.role) for m in msgs) + 512
     buf = ctypes.create_string_buffer(size)
-    n = L.llama_chat_apply_template(template, msgs, 2, True, buf, size)
+    n = L.llama_chat_apply_template(template, msgs, len(turns), True, buf, size)
     if n < 0:
         # No template llama.cpp recognises: fall back to ChatML.
-        return f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
+        return "".join(f"<|im_start|>{role}\n{content}<|im_end|>\n" for role, content in turns) + "<|im_start|>assistant\n"
     if n > size:
         buf = ctypes.create_string_buffer(n)
-        n = L.llama_chat_apply_template(template, msgs, 2, True, buf, n)
+        n = L.llama_chat_apply_template(template, msgs, len(turns), True, buf, n)
     return buf.raw[:n].decode("utf-8", errors="replace")
 
 

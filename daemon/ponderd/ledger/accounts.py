@@ -8,7 +8,7 @@ these; the request path's own seams are `Budgets` (budgets.py) and
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from ponderd.ledger.types import BalanceView
@@ -29,14 +29,27 @@ class Accounts(Protocol):
     async def set_budget(self, name: str, budget_micros: int, window: str | None) -> BalanceView:
         """Change a tenant's budget, and its window when one is given."""
 
-    async def issue_key(self, tenant: str | None, scope: str, label: str) -> tuple[str, str]:
-        """A new key for a tenant (or an admin key, tenant None); return (key_id, token). Only its hash is kept."""
+    async def issue_key(
+        self, tenant: str | None, scope: str, label: str, expires_at: datetime | None = None
+    ) -> tuple[str, str]:
+        """A new key for a tenant (or an admin key, tenant None), expiring at `expires_at` (None: never);
+        return (key_id, token). Only its hash is kept."""
+
+    async def rotate_key(self, key_id: str, overlap: timedelta, expires_at: datetime | None) -> dict[str, Any]:
+        """A successor of the key (same tenant, scope, label); the old one stays valid for `overlap`, then expires.
+
+        Returns key_id, token, expires_at (the new key's; None: never), old_key_id, old_expires_at.
+        """
 
     async def revoke_key(self, key_id: str) -> None:
         """Revoke a key at once."""
 
     async def list_keys(self, tenant: str | None) -> list[dict[str, Any]]:
-        """Keys (never secrets): key_id, tenant, scope, label, created_at, revoked_at."""
+        """Keys (never secrets): key_id, tenant, scope, label, created_at, revoked_at, expires_at,
+        last_used_at, replaced_by (instants as ISO strings or None)."""
+
+    async def record_key_use(self, used: dict[str, datetime]) -> int:
+        """Write when keys were last used (a batch the keyring collected); return how many rows changed."""
 
     async def spend_totals(
         self, since: datetime, until: datetime, tenant: str | None, by_host: bool = False
@@ -53,6 +66,18 @@ class Accounts(Protocol):
         true_needs_reasoning: bool | None, comment: str,
     ) -> str:
         """Keep feedback on the tenant's own request (with its prompt); return the feedback id."""
+
+
+class Alerts(Protocol):
+    """Alerts raised once per tenant, window and kind (request/alerts.py), kept in the ledger so a restart does not repeat them."""
+
+    async def claim_alert(
+        self, tenant: str, window_start: datetime, kind: str, spent_micros: int, budget_micros: int
+    ) -> bool:
+        """Record the alert unless the tenant's window has it already; True when this call recorded it."""
+
+    async def recent_alerts(self, limit: int) -> list[dict[str, Any]]:
+        """The latest alerts, newest first."""
 
 
 class Maintenance(Protocol):

@@ -67,8 +67,8 @@ class Idempotency(Protocol):
     def enabled(self) -> bool:
         """False when keys are off (`idempotency_hours = 0`): requests run as if they had none."""
 
-    async def claim(self, tenant: str, key: str, fingerprint: str) -> Attempt:
-        """Claim the key for a new attempt, or return the stored reply (see the module's table)."""
+    async def claim(self, tenant: str, key: str, fingerprint: str, request_id: str = "") -> Attempt:
+        """Claim the key for a new attempt (run under `request_id`; "": a fresh one), or return the stored reply (see the module's table)."""
 
     async def finish(self, attempt: Attempt, reply: bytes) -> None:
         """Keep the attempt's answer for repeats of its key."""

@@ -3,6 +3,11 @@
 A token reads `pnd_<key_id>_<secret>`. The key id finds the row; the secret's
 hash is then compared in constant time. Secrets are 256 random bits, so a plain
 SHA-256 (not a slow password hash) is the right tool: there is nothing to brute-force.
+
+A key may expire (`expires_at`): from then on it is refused, saying when it
+expired; rotation sets the old key's expiry to the end of the overlap. When a
+key was last used is kept in memory here (`take_usage`) and written by the
+`flush_key_usage` job, never by the request itself.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ import pathlib
 import secrets
 import threading
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
-from ponderd.errors import PermissionDenied, Unauthenticated
+from ponderd.clock import Clock, SystemClock
+from ponderd.errors import KeyExpired, PermissionDenied, Unauthenticated
 
 PREFIX = "pnd"
 
@@ -34,6 +41,19 @@ class Principal:
 class _KeyEntry:
     secret_sha256: bytes
     principal: Principal
+    expires_at: datetime | None = None
+
+
+def as_instant(value: Any) -> datetime | None:
+    """A stored instant (an ISO string from SQLite, a datetime from PostgreSQL, or None) as an aware datetime."""
+    if value is None or value == "":
+        return None
+    when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _hash(secret: str) -> str:
@@ -54,17 +74,22 @@ class Keyring:
     database thread. The backend calls `load` after every change it commits (ledger/sqlite/keys.py: refresh).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock or SystemClock()
         self._lock = threading.Lock()
         self._keys: dict[str, _KeyEntry] = {}
         self._disabled: frozenset[str] = frozenset()
         self._tenants: frozenset[str] = frozenset()
+        # key id -> when it last authenticated, since the last `take_usage`.
+        self._used: dict[str, datetime] = {}
 
     def load(self, keys: Iterable[Mapping[str, Any]], tenants: Mapping[str, bool]) -> None:
-        """Swap in the active keys (key_id, scope, tenant, secret_sha256 in hex) and every tenant's enabled flag."""
+        """Swap in the unrevoked keys (key_id, scope, tenant, secret_sha256 in hex, expires_at if any)
+        and every tenant's enabled flag."""
         entries = {
             row["key_id"]: _KeyEntry(
-                bytes.fromhex(row["secret_sha256"]), Principal(row["key_id"], row["scope"], row["tenant"])
+                bytes.fromhex(row["secret_sha256"]), Principal(row["key_id"], row["scope"], row["tenant"]),
+                as_instant(row.get("expires_at")),
             )
             for row in keys
         }
@@ -91,8 +116,29 @@ class Keyring:
         expected = entry.secret_sha256 if entry else b"\0" * 32
         if not hmac.compare_digest(presented, expected) or entry is None:
             raise Unauthenticated("unknown or revoked token: ask an admin for a new key")
+        now = self.clock.now()
+        if entry.expires_at is not None and now >= entry.expires_at:
+            raise KeyExpired(
+                f"key {entry.principal.key_id} expired at {_iso(entry.expires_at)}; ask an admin for a new key "
+                "('ponder admin key issue' or 'ponder admin key rotate')"
+            )
         _check_enabled(entry.principal.tenant, disabled)
+        with self._lock:
+            self._used[entry.principal.key_id] = now
         return entry.principal
+
+    def take_usage(self) -> dict[str, datetime]:
+        """When each key was last used since the previous call (the flush job writes these), and forget them."""
+        with self._lock:
+            used, self._used = self._used, {}
+        return used
+
+    def restore_usage(self, used: Mapping[str, datetime]) -> None:
+        """Put back usage a flush could not write, keeping any newer use."""
+        with self._lock:
+            for key_id, when in used.items():
+                if key_id not in self._used or self._used[key_id] < when:
+                    self._used[key_id] = when
 
     def certificate(self, identity: str, tenant: str) -> Principal:
         """The principal of a verified client certificate that [tls] identities maps to `tenant`."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ponderd.answers import ANSWER_FORMATS
 from ponderd.engine import EngineLimits
@@ -28,6 +28,8 @@ class Hints:
     level: str | None = None
     # What kind of answer to vote on (answers.ANSWER_FORMATS), instead of the level's.
     answer_format: str | None = None
+    # A cap on the answer's tokens per sample; it only lowers the level's, so no policy needs to allow it.
+    answer_tokens: int | None = None
 
     def sent(self) -> list[str]:
         return [name for name, value in vars(self).items() if value is not None]
@@ -79,9 +81,13 @@ class Plan:
         }
 
 
+# Hints every tenant may send: they can only make a plan cheaper.
+ALWAYS_ALLOWED = frozenset({"answer_tokens"})
+
+
 def check_hints(hints: Hints, rules: TenantRules, policy: Policy, tenant: str, limits: EngineLimits) -> None:
     """Refuse hints the tenant's rules do not allow, or values outside its limits."""
-    refused = [h for h in hints.sent() if h not in rules.hints]
+    refused = [h for h in hints.sent() if h not in rules.hints and h not in ALWAYS_ALLOWED]
     if refused:
         allowed = ", ".join(sorted(rules.hints)) or "none"
         raise PermissionDenied(
@@ -283,6 +289,9 @@ def _apply_hints(level: Level, hints: Hints, why: list[str]) -> Level:
     if hints.answer_format is not None and hints.answer_format != level.answer_format:
         why.append(f"client asked for answer_format {hints.answer_format}")
         level = replace(level, answer_format=hints.answer_format)
+    if hints.answer_tokens is not None and hints.answer_tokens < level.answer_tokens:
+        why.append(f"client capped the answer at {hints.answer_tokens} tokens")
+        level = replace(level, answer_tokens=hints.answer_tokens)
     if level.answer_format == "free" and level.samples > 1:
         why.append("answer_format free: free text is not voted, so one sample")
         level = replace(level, samples=1)
@@ -349,3 +358,39 @@ def refinement_micros(level: Level, prompt: int, answer: int, limits: EngineLimi
         return 0
     read = refinement_prompt_bound(prompt, answer, level.refine_tokens, limits) + limits.forced_skip
     return level.refine * policy.prices_for(level.model).micros(read, 0, level.refine_tokens)
+
+
+def level_fit(level: Level, limits: EngineLimits, policy: Policy, prompt: int = 0) -> str:
+    """What runs instead of `level` when it cannot run as configured on a model with `limits`; "" when it can.
+
+    Planned as for a `prompt`-token prompt (0: the shortest), with the same
+    fitting every request gets (_fit): fewer samples at once, or lower caps.
+    """
+    try:
+        plan = _fit(level, prompt, limits, policy, [], level.model)
+    except InvalidRequest as exc:
+        return f"level {level.name} cannot run on a {limits.n_ctx}-token context ({exc.message})"
+    changed = []
+    if plan.samples < level.samples:
+        changed.append(f"{plan.samples} sample(s) at once, not {level.samples}")
+    if plan.thinking_tokens < level.thinking_tokens:
+        changed.append(f"a thinking cap of {plan.thinking_tokens}, not {level.thinking_tokens}")
+    if plan.answer_tokens < level.answer_tokens:
+        changed.append(f"an answer cap of {plan.answer_tokens}, not {level.answer_tokens}")
+    if not changed:
+        return ""
+    where = f"model {level.model}'s" if level.model else "the model's"
+    return (
+        f"level {level.name} does not fit {where} context (n_ctx {limits.n_ctx}, n_seq_max {limits.n_seq_max}) "
+        f"as configured and runs with {' and '.join(changed)}; lower its samples or caps, or raise n_ctx"
+    )
+
+
+def fit_warnings(policy: Policy, limits: Callable[[str], EngineLimits | None]) -> list[str]:
+    """One warning per level that cannot run as configured (`limits(model)`: the model's limits; None: not served)."""
+    out = []
+    for level in policy.levels:
+        model_limits = limits(level.model)
+        if model_limits is not None and (warning := level_fit(level, model_limits, policy)):
+            out.append(warning)
+    return out

@@ -38,6 +38,12 @@ _LEVEL_OPTIONAL |= {"refine", "refine_tokens", "refine_keep"}
 REFINE_KEEPS = ("always", "unless_decided")
 _ROUTE = {"direct", "reasoning", "floor"}
 _RULES = {"min_level", "max_level", "hints", "max_samples", "max_thinking_tokens", "unsure_floor", "unsure_confidence"}
+# Rate and concurrency limits (request/limits.py); 0 is no limit.
+LIMITS = ("requests_per_minute", "tokens_per_minute", "max_concurrent")
+LIMIT_MAX = 1_000_000_000
+_RULES |= set(LIMITS)
+# A fraction of the window's budget whose crossing raises one alert per tenant and window (request/alerts.py).
+_RULES.add("soft_limit")
 # `unsure_floor = "off"` turns the unsure-stakes floor off.
 UNSURE_OFF = "off"
 UNSURE_CONFIDENCE = 0.6
@@ -120,6 +126,12 @@ class TenantRules:
     # "" is off. See assessment.adjust and docs/policy.md.
     unsure_floor: str = ""
     unsure_confidence: float = UNSURE_CONFIDENCE
+    # Limits on this host (request/limits.py; docs/policy.md "Rate and concurrency limits"); 0: none.
+    requests_per_minute: int = 0
+    tokens_per_minute: int = 0
+    max_concurrent: int = 0
+    # Alert once per window when spent reaches this fraction of the budget; 0: off.
+    soft_limit: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ from ponderd.planning.policy import (
     _RULES,
     _TOP,
     HINTS,
+    LIMIT_MAX,
+    LIMITS,
     PLANNING_MODES,
     PRUNE_PERCENTILE,
     REFINE_KEEPS,
@@ -198,6 +200,8 @@ def _parse(raw: dict, check: _Checker, path: str, sha: str, models: Sequence[str
         # On by default: no lower than what a high-severity query may be degraded to.
         "unsure_floor": routing["high"].floor if "high" in routing else UNSURE_OFF,
         "unsure_confidence": UNSURE_CONFIDENCE,
+        **{limit: 0 for limit in LIMITS},
+        "soft_limit": 0,
     }
     defaults = _rules(check, "defaults", raw.get("defaults", {}), base, names)
     default_raw = {**base, **(raw.get("defaults") or {})} if isinstance(raw.get("defaults", {}), dict) else base
@@ -361,10 +365,32 @@ def _rules(check: _Checker, where: str, table: Any, base: dict, names: list[str]
         max_thinking_tokens=check.integer(f"{where}.max_thinking_tokens", t["max_thinking_tokens"], 0, 131072),
         unsure_floor="" if unsure_floor == UNSURE_OFF else unsure_floor,
         unsure_confidence=check.fraction(f"{where}.unsure_confidence", t["unsure_confidence"]),
+        **{limit: _limit(check, f"{where}.{limit}", t[limit]) for limit in LIMITS},
+        soft_limit=_soft_limit(check, f"{where}.soft_limit", t["soft_limit"], base.get("soft_limit") == t["soft_limit"]),
     )
     if rules.min_level in names and rules.max_level in names and names.index(rules.min_level) > names.index(rules.max_level):
         check.problems.append(f"{where}: min_level {rules.min_level!r} is above max_level {rules.max_level!r}")
     return rules
+
+
+def _limit(check: _Checker, where: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= LIMIT_MAX:
+        check.problems.append(
+            f"{where}: must be a whole number from 0 (no limit) to {LIMIT_MAX}, not {value!r}"
+        )
+        return 0
+    return value
+
+
+def _soft_limit(check: _Checker, where: str, value: Any, inherited: bool) -> float:
+    if inherited and value == 0:
+        return 0.0  # not set: no alert
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        check.problems.append(
+            f"{where}: must be a fraction of the window's budget above 0 and below 1 (e.g. 0.8), not {value!r}"
+        )
+        return 0.0
+    return float(value)
 
 
 def _override(check: _Checker, number: int, table: Any, names: list[str]) -> Override:

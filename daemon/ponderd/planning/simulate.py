@@ -5,10 +5,17 @@ planner itself, from the record's own assessment and prompt size. Its projected
 cost is exact when the candidate plans the same level and shape (its own tokens
 at the candidate's prices: its own cost when prices did not change); otherwise it
 is estimated (~): the accuracy profile's mean tokens per sample for the
-candidate's level, within the plan's caps, else the plan's worst case. Budgets
-are not replayed: each record gets the candidate's first plan. Accuracy comes
-from the profile (profile.estimate) for the level each record ran at and the
-level the candidate picks.
+candidate's level, within the plan's caps, else the plan's worst case.
+
+Budgets are replayed as the daemon spends them: the records in the order they
+were settled, each tenant's budget and window (its current ones, from the
+daemon) in the daemon's timezone, each request taking the first of the
+candidate's plans its window's remaining budget covers (the daemon's reserve),
+so a request the budget would have degraded or refused is degraded or refused
+in the replay. Only the records in the replayed span count towards a window.
+The model's context (n_ctx, n_seq_max) is the daemon's config's unless
+--n-ctx says otherwise. Accuracy comes from the profile (profile.estimate) for
+the level each record ran at and the level the candidate picks.
 """
 
 from __future__ import annotations
@@ -18,12 +25,14 @@ import collections
 import pathlib
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping
+from zoneinfo import ZoneInfo
 
 from ponderd.engine import EngineLimits
 from ponderd.errors import PolicyError
 from ponderd.errors import PonderError as DomainError
-from ponderd.ledger.types import to_credits
+from ponderd.ledger.types import to_credits, to_micros, window_start
 from ponderd.planning.assessment import Assessment
 from ponderd.planning.planner import Hints, Plan, Served, plan_candidates
 from ponderd.planning.policy import Policy
@@ -52,16 +61,30 @@ class Record:
     status: str
     # The served model that ran it ("" in records from before models were named).
     model: str = ""
+    # When it was settled (its budget window); None: not replayed against a budget.
+    at: datetime | None = None
 
     @classmethod
     def from_proto(cls, r: Any) -> Record:
         u = r.usage
         return cls(r.tenant, SEVERITY_NAMES.get(r.severity, "low"), bool(r.needs_reasoning), r.level, r.thinking_cap,
                    r.samples_planned, u.prompt_tokens, u.thinking_tokens, u.answer_tokens, u.forced_tokens, r.cost,
-                   r.status, getattr(r, "model", ""))
+                   r.status, getattr(r, "model", ""), r.at.ToDatetime(tzinfo=timezone.utc))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A tenant's budget as the daemon keeps it: credits per window ("day", "week" or "month")."""
+
+    budget: float
+    window: str
 
 
 def plan_for(record: Record, policy: Policy, limits: EngineLimits, profile: Profile | None = None) -> Plan:
+    return plans_for(record, policy, limits, profile)[0]
+
+
+def plans_for(record: Record, policy: Policy, limits: EngineLimits, profile: Profile | None = None) -> list[Plan]:
     """The candidate's first plan for a logged request: the one call into the planner.
 
     The record's assessment stands in for the classifier's (taken as certain:
@@ -73,11 +96,10 @@ def plan_for(record: Record, policy: Policy, limits: EngineLimits, profile: Prof
     score = RiskScore(record.severity, record.needs_reasoning, probs, float(record.needs_reasoning), "spend-record")
     assessment = Assessment(record.severity, record.needs_reasoning, score)
     others = {lvl.model: Served(limits, record.prompt_tokens) for lvl in policy.levels if lvl.model}
-    plans = plan_candidates(
+    return plan_candidates(
         assessment, policy, policy.rules_for(record.tenant), Hints(), record.prompt_tokens, limits,
         others=others, accuracy=profile,
     )
-    return plans[0]
 
 
 @dataclass
@@ -94,6 +116,8 @@ class Group:
     acc_projected: list[float] = field(default_factory=list)
     levels: collections.Counter = field(default_factory=collections.Counter)
     refused: collections.Counter = field(default_factory=collections.Counter)
+    # Requests the remaining budget moved to a cheaper plan than the candidate's first.
+    degraded: int = 0
 
     @property
     def estimated(self) -> int:
@@ -109,7 +133,7 @@ class Group:
             "projected_estimated": self.estimated, "projected_from_profile": self.from_profile,
             "projected_worst_case": self.worst_case,
             "accuracy_now": mean(self.acc_now), "accuracy_projected": mean(self.acc_projected),
-            "projected_levels": dict(self.levels), "refused": dict(self.refused),
+            "projected_levels": dict(self.levels), "refused": dict(self.refused), "degraded": self.degraded,
         }
 
 
@@ -129,22 +153,48 @@ def project_cost(record: Record, plan: Plan, policy: Policy, profile: Profile | 
     return to_credits(micros), "profile"
 
 
-def simulate(records: Iterable[Record], policy: Policy, limits: EngineLimits, profile: Profile | None) -> list[Group]:
-    """Per (tenant, severity): the requests, their actual and projected spend and accuracy, and refusals."""
+def simulate(
+    records: Iterable[Record], policy: Policy, limits: EngineLimits, profile: Profile | None,
+    budgets: Mapping[str, Budget] | None = None, zone: ZoneInfo | None = None,
+) -> list[Group]:
+    """Per (tenant, severity): the requests, their actual and projected spend and accuracy, refusals and degradations.
+
+    With `budgets` (tenant -> Budget), the records are replayed in time order
+    against each tenant's budget per window (in `zone`): see the module's doc.
+    """
     groups: dict[tuple[str, str], Group] = {}
-    for rec in records:
+    spent: dict[tuple[str, datetime], int] = collections.defaultdict(int)
+    ordered = list(records)
+    if budgets is not None:
+        ordered.sort(key=lambda r: r.at or datetime.min.replace(tzinfo=timezone.utc))
+    for rec in ordered:
         g = groups.setdefault((rec.tenant, rec.severity), Group(rec.tenant, rec.severity))
         g.requests += 1
         g.actual += rec.cost
         if profile and (now := profile.estimate(rec.level, rec.severity, rec.needs_reasoning)):
             g.acc_now.append(now.accuracy)
         try:
-            plan = plan_for(rec, policy, limits, profile)
+            plans = plans_for(rec, policy, limits, profile)
         except DomainError as exc:
             g.refused[exc.message] += 1
             continue
+        budget = budgets.get(rec.tenant) if budgets is not None and rec.at is not None else None
+        window: tuple[str, datetime] | None = None
+        plan = plans[0]
+        if budget is not None and rec.at is not None:
+            window = (rec.tenant, window_start(rec.at, budget.window, zone or ZoneInfo("UTC")))
+            remaining = to_micros(budget.budget) - spent[window]
+            fitting = [p for p in plans if p.worst_case_micros <= remaining]
+            if not fitting:
+                cheapest = min(plans, key=lambda p: p.worst_case_micros)
+                g.refused[f"budget: the cheapest allowed plan ({cheapest.level}) needs more than is left in the window"] += 1
+                continue
+            plan = fitting[0]
+            g.degraded += plan is not plans[0]
         g.levels[plan.level] += 1
         cost, how = project_cost(rec, plan, policy, profile)
+        if window is not None:
+            spent[window] += to_micros(cost)
         g.projected += cost
         g.from_profile += how == "profile"
         g.worst_case += how == "worst_case"
@@ -162,7 +212,7 @@ def _acc(xs: list[float], n: int) -> str:
 
 
 def print_report(groups: list[Group], policy: Policy, since: str, until: str, profile_path: str | None,
-                 truncated: bool) -> None:
+                 truncated: bool, replayed: str = "") -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -197,7 +247,11 @@ def print_report(groups: list[Group], policy: Policy, since: str, until: str, pr
                      "are not in the profile")
     else:
         notes.append("accuracy: pass --profile PROFILE.json (from `ponder calibrate`) to compare accuracy")
-    notes.append("budgets are not replayed: each request gets the candidate's first plan")
+    if replayed:
+        notes.append(f"budgets replayed: each tenant's budget and window as the daemon has them now ({replayed}); "
+                     f"degraded by budget: {sum(g.degraded for g in groups)} request(s)")
+    else:
+        notes.append("budgets are not replayed (--no-budgets): each request gets the candidate's first plan")
     if truncated:
         notes.append("only the newest records in the window were replayed: raise --limit or narrow --since")
     for g in groups:
@@ -233,11 +287,21 @@ def main(args: argparse.Namespace) -> int:
             print(f"ponder: {exc}", file=sys.stderr)
             return 1
     profile_path = args.profile or (str(policy.planning.profile_path) if policy.profile is not None else None)
-    limits = EngineLimits(n_ctx=args.n_ctx, n_ctx_seq=args.n_ctx, n_seq_max=64)
+    try:
+        settings = daemon_settings(args.config)
+    except ValueError as exc:  # SettingsError
+        print(f"ponder: {exc}", file=sys.stderr)
+        return 1
+    # The daemon's model context (its config, or the defaults it runs with), unless --n-ctx says otherwise.
+    n_ctx = args.n_ctx or settings.model.n_ctx
+    limits = EngineLimits(n_ctx=n_ctx, n_ctx_seq=n_ctx, n_seq_max=settings.model.n_seq_max)
     with AdminClient(args.address, args.token, timeout=args.timeout, **tls_options(args)) as admin:
         report = admin.spend(args.tenant or "", since, None, records=args.limit)
+        tenants = [] if args.no_budgets else admin.list_tenants()
     records = [Record.from_proto(r) for r in report.records]
-    groups = simulate(records, policy, limits, profile)
+    budgets = None if args.no_budgets else {t.name: Budget(t.balance.budget, t.balance.window) for t in tenants}
+    groups = simulate(records, policy, limits, profile, budgets, settings.zone)
+    replayed = "" if budgets is None else f"timezone {settings.timezone}, n_ctx {n_ctx}"
     window = (f"{report.since.ToDatetime():%Y-%m-%d %H:%M}", f"{report.until.ToDatetime():%Y-%m-%d %H:%M} UTC")
     truncated = len(records) >= args.limit
     if args.json:
@@ -245,7 +309,19 @@ def main(args: argparse.Namespace) -> int:
 
         dump_json({"candidate": {"path": str(args.candidate), "version": policy.version},
                    "since": report.since, "until": report.until, "profile": profile_path, "truncated": truncated,
+                   "n_ctx": n_ctx, "budgets_replayed": budgets is not None,
                    "groups": [g.to_json() for g in groups]})
     else:
-        print_report(groups, policy, *window, profile_path, truncated)
+        print_report(groups, policy, *window, profile_path, truncated, replayed)
     return 0
+
+
+def daemon_settings(config: str | None) -> Any:
+    """The daemon's settings: from `config` (or $PONDER_CONFIG), else the defaults it runs with."""
+    import os
+
+    from ponderd.settings import Settings, load_settings
+
+    if config or os.environ.get("PONDER_CONFIG"):
+        return load_settings(pathlib.Path(config) if config else None)
+    return Settings()

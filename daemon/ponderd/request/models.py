@@ -13,7 +13,7 @@ everyone's queue depth and progress), so code that knows one model keeps working
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from ponderd.engine import Engine, EngineLimits, GenerationJob, GenerationResult, PreparedPrompt
 
@@ -78,8 +78,8 @@ class ServedModels:
             if not self.down(name):
                 engine.warm()
 
-    def prepare(self, system: str, prompt: str) -> PreparedPrompt:
-        return self.get(self.primary).prepare(system, prompt)
+    def prepare(self, system: str, prompt: str, history: Sequence[tuple[str, str]] = ()) -> PreparedPrompt:
+        return self.get(self.primary).prepare(system, prompt, history)
 
     async def generate(self, job: GenerationJob) -> GenerationResult:
         return await self.get(self.primary).generate(job)

@@ -25,6 +25,8 @@ from ponderd.request.inflight import CANCELLED, DEADLINE, DRAINED
 class AskInput:
     prompt: str
     system: str = ""
+    # Earlier turns of a conversation, (role, text), between the system prompt and `prompt` (the user's last turn).
+    history: tuple[tuple[str, str], ...] = ()
     hints: Hints = field(default_factory=Hints)
     seed: int = 0
     explain: bool = False
@@ -33,8 +35,10 @@ class AskInput:
     # What a right answer looks like, when the caller knows (checks.Check): the
     # voted answer is verified and the outcome kept for accuracy learning.
     check: Check | None = None
-    # The id to settle under, chosen by the caller (an idempotency key's claim, idempotency.py); "": a fresh one.
+    # The id to settle under, chosen by the caller (the RPC's id, or an idempotency key's claim); "": a fresh one.
     request_id: str = ""
+    # Told (status, charged micros) once the request's ledger record is written (the access line's outcome and cost).
+    recorded: Callable[[str, int], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

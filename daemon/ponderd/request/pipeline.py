@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import threading
 from dataclasses import replace
 from typing import Any, Awaitable, Callable
 
@@ -33,7 +34,9 @@ from ponderd.planning.planner import Plan, Served, check_hints, plan_candidates
 from ponderd.planning.policy import Level, Policy
 from ponderd.planning.policy_file import PolicyHolder
 from ponderd.request import refine, stopping, voting
+from ponderd.request.alerts import SoftLimits
 from ponderd.request.inflight import Inflight, Stop
+from ponderd.request.limits import Admission, Limiter, worst_case_tokens
 from ponderd.request.models import ServedModels
 from ponderd.request.outcome import (  # noqa: F401  (AskInput, Outcome, Quote: the pipeline's types, imported from here too)
     AskInput,
@@ -65,12 +68,23 @@ class Pipeline:
         keep_prompts: bool = True,
         planned: Callable[[float], None] = lambda seconds: None,
         accuracy: Callable[[], Any] = lambda: None,
+        first_token: Callable[[float], None] | None = None,
+        limiter: Limiter | None = None,
+        soft_limits: SoftLimits | None = None,
     ) -> None:
         self.policies = policies
+        # Per-tenant rate and concurrency limits, checked before the reservation (limits.py).
+        self.limiter = limiter or Limiter(clock)
+        self._admissions: dict[str, Admission] = {}
+        # Alerts when a tenant's spend crosses its soft limit (alerts.py); None: none.
+        self.soft_limits = soft_limits
         # The learned accuracy estimates for expected-loss planning (accuracy.py); None: the policy's profile.
         self.accuracy = accuracy
         # Told how long each plan took (telemetry's planner histogram).
         self.planned = planned
+        # Told, from the engine thread, the seconds from a request's arrival to its first generated text
+        # (telemetry's time-to-first-token histogram); None: not measured.
+        self.first_token = first_token
         self.classifier = classifier
         # One engine per served model; a lone engine is the primary model.
         self.engine = ServedModels.single(engine)
@@ -120,6 +134,10 @@ class Pipeline:
             raise stopped(stop.reason, 0)
         tenant = _tenant(who)
         request_id = req.request_id or secrets.token_hex(12)
+        # Before anything is reserved: a refusal (RateLimited) charges nothing and writes no record.
+        # The tokens counted are the preferred plan's worst case, corrected when the request settles.
+        admission = self.limiter.admit(tenant, quote.policy.rules_for(tenant), worst_case_tokens(candidates[0]))
+        self._admissions[request_id] = admission
         # Live before the reservation exists: the sweeper must never settle a
         # reservation whose request is about to learn it holds it.
         self.live.add(request_id)
@@ -127,15 +145,21 @@ class Pipeline:
             try:
                 chosen = await self.budgets.reserve(tenant, request_id, candidates, reservation_context(quote.assessment))
             except BudgetExhausted as exc:
+                admission.settle(0)  # nothing ran
                 row = self._row(request_id, tenant, quote, None, 0, started, "refused", exc.message)
                 with contextlib.suppress(StorageUnavailable):  # the refusal's record waits in Budgets
                     await self.budgets.refuse(row)
+                _recorded(req, "refused", 0)
+                if self.soft_limits is not None:
+                    await self.soft_limits.exhausted(quote.balance, quote.policy.rules_for(tenant))
                 raise
             # From here the reservation is this request's: every path below settles it exactly once.
             quote = replace(quote, plan=candidates[chosen])
             return await self._generate(request_id, tenant, req, quote, prepared, events, stop, started)
         finally:
             self.live.discard(request_id)
+            self._admissions.pop(request_id, None)
+            admission.release()
 
     async def _generate(
         self, request_id: str, tenant: str, req: AskInput, quote: Quote, prepared: dict[str, PreparedPrompt],
@@ -151,7 +175,8 @@ class Pipeline:
         job = GenerationJob(
             prepared[model], plan.samples, plan.thinking_tokens, plan.answer_tokens,
             req.seed or secrets.randbits(31), answers.extractor(plan.answer_format),
-            voting.vote_decided if plan.vote == "majority" else voting.never_decided, _text_sink(events),
+            voting.vote_decided if plan.vote == "majority" else voting.never_decided,
+            self._timed(_text_sink(events), started),
         )
         _adaptive(job, level_of(quote))
         job.tenant = tenant
@@ -214,7 +239,8 @@ class Pipeline:
         check_hints(req.hints, rules, policy, tenant, self.engine.limits)
         prepared = await asyncio.to_thread(self._prepare, policy, req)
         # Assess, and match override rules against, everything the model will read.
-        text = f"{req.system}\n{req.prompt}" if req.system.strip() else req.prompt
+        # (a conversation's earlier turns too: the risk is in what was asked before as well).
+        text = "\n".join([req.system] * bool(req.system.strip()) + [content for _, content in req.history] + [req.prompt])
         model = self.classifier.current()
         if getattr(model, "embedder", None) is not None:
             # A model with the embedding view (docs/risk.md) takes 0.1-2.5 s on a CPU
@@ -246,7 +272,22 @@ class Pipeline:
         models = self.engine
         used = {lvl.model for lvl in policy.levels} - {""}
         names = [models.primary] + [n for n in models.others() if n in used and not models.down(n)]
-        return {name: models.get(name).prepare(req.system, req.prompt) for name in names}
+        return {name: models.get(name).prepare(req.system, req.prompt, req.history) for name in names}
+
+    def _timed(self, sink: Callable[[int, str, str], None] | None, started: float) -> Callable[[int, str, str], None] | None:
+        """The text sink, telling `first_token` when the request's first text comes (once, on the engine thread)."""
+        if self.first_token is None:
+            return sink
+        report, told = self.first_token, threading.Event()
+
+        def on_text(sample: int, phase: str, text: str) -> None:
+            if not told.is_set():
+                told.set()
+                report(self.clock.monotonic() - started)
+            if sink is not None:
+                sink(sample, phase, text)
+
+        return on_text
 
     def _row(
         self, request_id: str, tenant: str, quote: Quote, result: GenerationResult | None, cost: int,
@@ -285,10 +326,15 @@ class Pipeline:
             )
         if not ran:
             row = replace(row, prompt_tokens=0)
+        admission = self._admissions.get(request_id)
+        if admission is not None:  # tokens_per_minute counts what ran, not the worst case
+            admission.settle(row.prompt_tokens + row.forced_tokens + row.thinking_tokens + row.answer_tokens)
         balance = quote.balance
         try:
             charged = await self.budgets.settle(row, req.prompt if self.keep_prompts else None)
             balance = await self.budgets.balance(tenant)
+            if self.soft_limits is not None:
+                await self.soft_limits.settled(balance, quote.policy.rules_for(tenant))
         except StorageUnavailable as exc:
             # The settlement waits in Budgets and is written when the database
             # takes writes again; the reservation covers it until then.
@@ -296,6 +342,7 @@ class Pipeline:
             charged = cost
         if charged < cost:
             log.warning("request %s used %d micros but reserved only %d", request_id, cost, charged)
+        _recorded(req, status, charged)
         if status != "ok":
             raise ended(status, error, charged, fatal=result.fatal)
         return Outcome(
@@ -303,6 +350,16 @@ class Pipeline:
             balance, self.clock.monotonic() - started, vote.weights, verified,
             stop_reason(quote, result), vote.text, vote.answer, refined,
         )
+
+
+def _recorded(req: AskInput, status: str, charged: int) -> None:
+    """Tell the caller its record was written (status, charged micros); a failing listener never fails the request."""
+    if req.recorded is not None:
+        try:
+            req.recorded(status, charged)
+        except Exception:
+            log.exception("the request's record listener failed")
+
 
 def _adaptive(job: GenerationJob, level: Level) -> None:
     """Give the job the level's stop rule, escalation and pruning (stopping.py)."""

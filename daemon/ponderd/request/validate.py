@@ -30,7 +30,9 @@ def ask_request(request: ponder_pb2.AskRequest | ponder_pb2.AskStreamRequest | p
     # (and a prompt of NULs only would pass as non-empty).
     _no_nul(request.prompt, "prompt")
     _no_nul(request.system, "system")
-    if not request.prompt.strip():
+    if request.messages:
+        conversation(request)
+    elif not request.prompt.strip():
         raise InvalidRequest("the prompt is empty: put the question in 'prompt'")
     max_cost = request.hints.max_cost
     if not math.isfinite(max_cost):
@@ -41,6 +43,44 @@ def ask_request(request: ponder_pb2.AskRequest | ponder_pb2.AskStreamRequest | p
         raise InvalidRequest(f"hints.max_cost must be >= 0 (0 means no limit), not {max_cost}")
     if not isinstance(request, ponder_pb2.QuoteRequest):
         check_key(request.idempotency_key)
+
+
+ROLES = ("system", "user", "assistant")
+# A conversation longer than this is refused before it is rendered (the context holds far fewer turns).
+MAX_MESSAGES = 256
+
+
+def conversation(
+    request: ponder_pb2.AskRequest | ponder_pb2.AskStreamRequest | ponder_pb2.QuoteRequest,
+) -> tuple[str, tuple[tuple[str, str], ...], str]:
+    """(system, earlier turns, the user's last turn) of a request; without `messages`, (system, (), prompt).
+
+    System turns come first (several are joined); the last turn is the user's.
+    """
+    if not request.messages:
+        return request.system, (), request.prompt
+    if request.prompt or request.system:
+        raise InvalidRequest("set either prompt (and system) or messages, not both: put the system prompt and the question in messages")
+    if len(request.messages) > MAX_MESSAGES:
+        raise InvalidRequest(f"messages has {len(request.messages)} turns; send at most {MAX_MESSAGES}")
+    system: list[str] = []
+    turns: list[tuple[str, str]] = []
+    for i, m in enumerate(request.messages):
+        where = f"messages[{i}]"
+        if m.role not in ROLES:
+            raise InvalidRequest(f"{where}.role must be one of {', '.join(ROLES)}, not {m.role!r}")
+        _no_nul(m.content, f"{where}.content")
+        if m.role == "system":
+            if turns:
+                raise InvalidRequest(f"{where} is a system turn after the conversation began: put system turns first")
+            system.append(m.content)
+        else:
+            turns.append((m.role, m.content))
+    if not turns or turns[-1][0] != "user":
+        raise InvalidRequest("the last of messages must be the user's turn (role 'user'): it is the question answered")
+    if not turns[-1][1].strip():
+        raise InvalidRequest(f"messages[{len(request.messages) - 1}].content is empty: put the question there")
+    return "\n\n".join(system), tuple(turns[:-1]), turns[-1][1]
 
 
 def instant(ts: Timestamp, name: str) -> datetime:

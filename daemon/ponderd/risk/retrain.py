@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 from ponderd.ledger.types import iso
@@ -102,6 +102,22 @@ def hyper_from(manifest: dict[str, Any]) -> Hyper:
     return Hyper(**h)
 
 
+def served_recipe(incumbent: Any, manifest: dict[str, Any]) -> tuple[Hyper, str]:
+    """The recipe to retrain: the one the incumbent is served as, and a note when that is not its manifest's.
+
+    A cascade served without its second view (`risk.second_view = false`, or
+    its embedding model did not load) scores with the n-gram stage alone, so
+    the candidate is an n-gram model, gated against that stage and measured
+    without an embedder: retraining never needs the view it is not serving.
+    """
+    hyper = hyper_from(manifest)
+    if hyper.embedding and getattr(incumbent, "embedder", None) is None:
+        note = ("the second view is not served (risk.second_view = false): retraining the n-gram stage alone; "
+                "turn risk.second_view on to retrain the whole cascade")
+        return replace(hyper, embedding=0.0, cascade=0.0), note
+    return hyper, ""
+
+
 class Retrainer:
     def __init__(
         self, holder: ClassifierHolder, store: Any, clock: Any, recall_target: float, cv_folds: int = GATE_FOLDS
@@ -140,7 +156,9 @@ class Retrainer:
         if digest == manifest.get("data_hash") or digest in tried:
             return RetrainResult(False, "no new feedback since the last retrain", feedback_used=len(fb))
         incumbent_metrics = evaluate(incumbent, heldout)["summary"]  # type: ignore[arg-type]  # the holder holds RiskModels
-        hyper = hyper_from(manifest)
+        hyper, recipe_note = served_recipe(incumbent, manifest)
+        if recipe_note:
+            log.info("%s", recipe_note)
         # A model with the embedding view retrains through the same embedder,
         # its vectors kept in the state dir so the corpus is embedded once, not
         # once per training (eleven a gated run).
@@ -153,7 +171,8 @@ class Retrainer:
         candidate_metrics = dict(report.heldout["summary"])
         if ok and self.cv_folds:
             # Only a candidate that holds the held-out split pays for cross-validation.
-            recorded = manifest.get("cv", {})
+            # Recorded figures are for the manifest's recipe; another recipe is measured afresh.
+            recorded = {} if recipe_note else manifest.get("cv", {})
             incumbent_cv = {k: v["summary"] for k, v in recorded.items() if k in KINDS and v.get("folds") == self.cv_folds}
             for kind in KINDS:
                 if kind not in incumbent_cv:  # an artifact trained without --cv: measure its recipe now
@@ -169,6 +188,8 @@ class Retrainer:
                 incumbent_metrics = incumbent_metrics | {f"cv_{kind}_{m}": incumbent_cv[kind][m] for m in CV_GATED}
         if isinstance(embedder, embed.CachedEmbedder):
             embedder.save()
+        if recipe_note:
+            reason = f"{reason} ({recipe_note})"
         result = RetrainResult(ok, reason, candidate.version, candidate_metrics, incumbent_metrics, len(fb), digest)
         if ok:
             self.holder.install(artifact.save(candidate, self.holder.state_dir / candidate.version))

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import json
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable, overload
 from zoneinfo import ZoneInfo
 
@@ -59,6 +59,38 @@ def _window(window: str, default: str | None) -> str | None:
     return window
 
 
+# The longest key lifetime or overlap a request may ask for (about 100 years): beyond it, a datetime overflows.
+MAX_SECONDS = 100 * 366 * 86400
+
+
+def _seconds(value: int, name: str) -> timedelta:
+    if value > MAX_SECONDS:
+        raise InvalidRequest(f"{name} must be at most {MAX_SECONDS} seconds (about 100 years), not {value}")
+    return timedelta(seconds=value)
+
+
+def _key_expiry(request: admin_pb2.IssueKeyRequest, now: datetime) -> datetime | None:
+    """When the key being issued expires: expires_in seconds from now, or expires_at, or None (never)."""
+    if request.expires_in and request.HasField("expires_at"):
+        raise InvalidRequest("send expires_in or expires_at, not both")
+    if request.expires_in:
+        return now + _seconds(request.expires_in, "expires_in")
+    if request.HasField("expires_at"):
+        when = validate.instant(request.expires_at, "expires_at")
+        if when <= now:
+            raise InvalidRequest(
+                f"expires_at {ledger.iso(when)} is not in the future (now is {ledger.iso(now)}); "
+                "give a later time or a duration (expires_in)"
+            )
+        return when
+    return None
+
+
+def _maybe_timestamp(value: Any) -> Any:
+    when = value if isinstance(value, datetime) or value is None else ledger.parse_iso(value)
+    return convert.timestamp(when) if when is not None else None
+
+
 def audited(action: str, fields: Callable[[Any, Any], dict[str, Any]]) -> Callable[..., Any]:
     """Write one `ponder.audit` line per call, done or refused: action, acting key, target, outcome.
 
@@ -90,6 +122,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self, *, accounts: Accounts, budgets: Budgets, policies: PolicyHolder, classifier: ClassifierHolder,
         clock: Clock, zone: ZoneInfo, jobs: Jobs, reload: Callable[[], tuple[Policy, Classifier]],
         retrains: Callable[[int], Awaitable[list[dict[str, Any]]]],
+        publish_policy: Callable[[Policy], Awaitable[None]] | None = None,
     ) -> None:
         self.accounts, self.budgets, self.retrains = accounts, budgets, retrains
         self.policies, self.classifier, self.clock, self.jobs = policies, classifier, clock, jobs
@@ -97,6 +130,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self.zone = zone
         # Re-reads the policy and the risk model, both or neither (Daemon.reload).
         self.reload = reload
+        # A fleet host: stores a reloaded policy as the fleet's newest version (Daemon.publish_policy).
+        self.publish_policy = publish_policy
 
     @property
     def _currency(self) -> str:
@@ -134,8 +169,23 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             raise InvalidRequest(f"scope must be 'tenant' or 'admin', not {scope!r}")
         if scope == "tenant" and not request.tenant:
             raise InvalidRequest("name the tenant the key is for (or use scope 'admin')")
-        key_id, token = await self.accounts.issue_key(request.tenant or None, scope, request.label)
-        return admin_pb2.IssueKeyResponse(key_id=key_id, token=token)
+        expires_at = _key_expiry(request, self.clock.now())
+        key_id, token = await self.accounts.issue_key(request.tenant or None, scope, request.label, expires_at)
+        return admin_pb2.IssueKeyResponse(key_id=key_id, token=token, expires_at=_maybe_timestamp(expires_at))
+
+    @rpc
+    @audited("rotate_key", lambda q, r: {"rotated_key_id": q.key_id, "overlap_seconds": q.overlap_seconds,
+                                         "new_key_id": r.key_id if r else "-"})
+    async def RotateKey(self, request: admin_pb2.RotateKeyRequest, context: grpc.aio.ServicerContext) -> admin_pb2.RotateKeyResponse:
+        if not request.key_id:
+            raise InvalidRequest("name the key to rotate (key_id; 'ponder admin key list' shows them)")
+        overlap = _seconds(request.overlap_seconds, "overlap_seconds")
+        expires_at = self.clock.now() + _seconds(request.expires_in, "expires_in") if request.expires_in else None
+        r = await self.accounts.rotate_key(request.key_id, overlap, expires_at)
+        return admin_pb2.RotateKeyResponse(
+            key_id=r["key_id"], token=r["token"], expires_at=_maybe_timestamp(r["expires_at"]),
+            old_key_id=r["old_key_id"], old_expires_at=_maybe_timestamp(r["old_expires_at"]),
+        )
 
     @rpc
     @audited("revoke_key", lambda q, r: {"revoked_key_id": q.key_id})
@@ -146,15 +196,17 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     @rpc
     async def ListKeys(self, request: admin_pb2.ListKeysRequest, context: grpc.aio.ServicerContext) -> admin_pb2.ListKeysResponse:
         rows = await self.accounts.list_keys(request.tenant or None)
-        return admin_pb2.ListKeysResponse(
-            keys=[
-                admin_pb2.Key(
-                    key_id=r["key_id"], tenant=r["tenant"] or "", scope=r["scope"], label=r["label"],
-                    created_at=convert.timestamp(ledger.parse_iso(r["created_at"])), revoked=r["revoked_at"] is not None,
-                )
-                for r in rows
-            ]
-        )
+        now = self.clock.now()
+        keys = []
+        for r in rows:
+            expires = ledger.parse_iso(r["expires_at"]) if r.get("expires_at") else None
+            keys.append(admin_pb2.Key(
+                key_id=r["key_id"], tenant=r["tenant"] or "", scope=r["scope"], label=r["label"],
+                created_at=convert.timestamp(ledger.parse_iso(r["created_at"])), revoked=r["revoked_at"] is not None,
+                expires_at=_maybe_timestamp(expires), last_used_at=_maybe_timestamp(r.get("last_used_at")),
+                replaced_by=r.get("replaced_by") or "", expired=expires is not None and expires <= now,
+            ))
+        return admin_pb2.ListKeysResponse(keys=keys)
 
     @rpc
     async def SpendReport(self, request: admin_pb2.SpendReportRequest, context: grpc.aio.ServicerContext) -> admin_pb2.SpendReportResponse:
@@ -192,6 +244,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     @audited("reload", lambda q, r: {"policy": r.policy_version if r else "-", "risk_model": r.model_version if r else "-"})
     async def ReloadPolicy(self, request: admin_pb2.ReloadPolicyRequest, context: grpc.aio.ServicerContext) -> admin_pb2.ReloadPolicyResponse:
         policy, model = await asyncio.to_thread(self.reload)
+        if self.publish_policy is not None:
+            await self.publish_policy(policy)
         return admin_pb2.ReloadPolicyResponse(policy_version=policy.version, path=policy.path, model_version=model.version)
 
     @rpc

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
+import pathlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from sqlite_utils import Database
 
 from ponderd.clock import Clock, SystemClock
 from ponderd.engine import Engine
+from ponderd.errors import FailedPrecondition, PonderError
 from ponderd.ledger import keys
 from ponderd.ledger.accounts import Accounts
 from ponderd.ledger.budgets import Budgets
@@ -22,7 +26,9 @@ from ponderd.ledger.sqlite.store import Store
 from ponderd.ledger.types import to_micros
 from ponderd.planning.accuracy import AccuracyEstimates, UpdateResult
 from ponderd.planning.policy import Policy
-from ponderd.planning.policy_file import PolicyHolder
+from ponderd.planning.policy_file import PolicyHolder, load_policy
+from ponderd.request.alerts import SoftLimits
+from ponderd.request.limits import Limiter
 from ponderd.request.models import ServedModels
 from ponderd.request.pipeline import Pipeline
 from ponderd.risk import Classifier, ClassifierHolder
@@ -60,18 +66,26 @@ class Daemon:
     # The fleet ledger's host side ([ledger] backend = "postgres"); None on a single host.
     fleet: Any = None
 
-    def open(self) -> None:
-        """Open the database, write first-run credentials, load keys, start the model, serve metrics."""
+    def open(self, step: Callable[[str], None] = lambda what: None) -> None:
+        """Open the database, write first-run credentials, load keys, start the model, serve metrics.
+
+        `step` is told each step as it begins (systemd's STATUS= line, server.py)."""
+        step(f"opening the database {self.settings.database}")
         self.store.open()
         if self.fleet is None:  # a fleet host's credentials come from the central ledger (Fleet.start)
             self.store.call_sync(self._bootstrap)
         self.store.call_sync(self.accuracy.load)
+        step(f"loading the model ({', '.join(self.settings.served_models)})")
         self.engine.start()
+        step("serving metrics")
         self.telemetry.watch(
             self.engine.queue_depth,
             # Running requests hold (or are about to take) one; waiting settlements keep theirs.
             lambda: len(self.pipeline.live) + len(self.budgets.unsettled()),
+            self.engine.failure,
         )
+        if self.fleet is not None:
+            self.telemetry.watch_fleet(self.fleet)
         self.telemetry.start()
 
     def reload(self) -> tuple[Policy, Classifier]:
@@ -86,6 +100,38 @@ class Daemon:
             self.policies.swap(policy)
             self.classifier.swap(model)
         return policy, model
+
+    async def publish_policy(self, policy: Policy) -> None:
+        """A fleet host: store the policy just put in force as the fleet's newest version (admin policy reload)."""
+        if self.fleet is None:
+            return
+        raw = await asyncio.to_thread(pathlib.Path(policy.path).read_bytes)
+        if hashlib.sha256(raw).hexdigest() != policy.sha256:
+            raise FailedPrecondition(
+                f"the policy file {policy.path} changed while it was being reloaded; reload again to store it fleet-wide"
+            )
+        await self.fleet.publish_policy(raw.decode("utf-8"), policy.sha256)
+
+    async def apply_central_policy(self, text: str, sha256: str, version: int) -> None:
+        """A fleet host: put central policy version `version` in force here, written over this host's policy file
+        (so a restart or SIGHUP keeps it). A version this host cannot use is logged and the policy in force kept."""
+        if sha256 == self.policies.current().sha256:
+            return
+        path = self.policies.path
+        tmp = path.with_name(f".{path.name}.central-{version}.tmp")
+        try:
+            await asyncio.to_thread(tmp.write_text, text, encoding="utf-8")
+            await asyncio.to_thread(load_policy, tmp, self.policies.models)  # validated whole before it replaces the file
+            await asyncio.to_thread(tmp.replace, path)
+            policy, _ = await asyncio.to_thread(self.reload)
+        except (OSError, PonderError) as exc:
+            why = exc.message if isinstance(exc, PonderError) else f"{exc.strerror or exc} ({path})"
+            log.error("central policy version %d is not in force on this host, keeping %s: %s",
+                      version, self.policies.current().version, why)
+            return
+        finally:
+            tmp.unlink(missing_ok=True)
+        log.info("central policy version %d is in force: policy %s", version, policy.version)
 
     def close(self, free_model: bool = True) -> None:
         """Stop the jobs and metrics, free the model (unless a request may still use it), close the database."""
@@ -131,7 +177,7 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
     fleet_mode = settings.ledger.backend == "postgres"
     ledger = Ledger(settings.zone, leased=fleet_mode)
     local_budgets = SqliteBudgets(store, ledger, clock)
-    keyring = keys.Keyring()
+    keyring = keys.Keyring(clock)
     local_accounts = SqliteAccounts(store, ledger, keyring, clock, settings.ledger.host)
     budgets: Any = local_budgets
     accounts: Any = local_accounts
@@ -153,8 +199,9 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
     pipeline = Pipeline(
         policies, TimedClassifiers(classifier, telemetry),  # type: ignore[arg-type]
         models, MeteredBudgets(budgets, telemetry, lambda: models.model_name), clock,
-        keep_prompts=settings.risk.keep_prompts_days > 0, planned=telemetry.planned,
-        accuracy=lambda: accuracy.current(policies.current().profile),
+        keep_prompts=settings.risk.keep_prompts_days > 0, planned=telemetry.planned, first_token=telemetry.first_token,
+        accuracy=lambda: accuracy.current(policies.current().profile), limiter=Limiter(clock),
+        soft_limits=SoftLimits(accounts, telemetry.alert),
     )
     retrainer = Retrainer(classifier, store, clock, settings.risk.high_recall_target, settings.risk.retrain_cv_folds)
     schedules = Schedules(settings.zone, settings.risk.retrain_schedule, settings.accuracy.update_schedule,
@@ -169,9 +216,20 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
     async def update_accuracy() -> UpdateResult:
         return await store.call(accuracy.update, clock.now())
 
+    async def flush_key_usage() -> int:
+        used = keyring.take_usage()
+        if not used:
+            return 0
+        try:
+            await accounts.record_key_use(used)
+        except BaseException:
+            keyring.restore_usage(used)  # written by the next run
+            raise
+        return len(used)
+
     jobs = Jobs(
         schedules, clock, local_accounts, lambda: set(pipeline.live) | budgets.unsettled(), retrainer, update_accuracy,
-        telemetry, idempotency,
+        telemetry, idempotency, flush_key_usage,
     )
     return Daemon(
         settings, clock, store, ledger, budgets, keyring, accounts, policies, classifier, models, pipeline, retrainer,

@@ -8,8 +8,10 @@ refused with INVALID_ARGUMENT, like any other bad request.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
@@ -25,6 +27,29 @@ log = logging.getLogger("ponder.rpc")
 
 # ErrorInfo.domain of every error the daemon sends.
 ERROR_DOMAIN = "ponder"
+# The metadata key that carries the RPC's request id: in the trailers (and
+# ErrorInfo.metadata `request_id`) of every error the daemon sends, and in a
+# stream's initial metadata. Never in a unary call's early headers: gRPC's
+# retry policy stops retrying a call once headers arrived, and UNAVAILABLE
+# must stay retryable. An Ask ends itself just before its deadline
+# (service.py) so that its DEADLINE_EXCEEDED, too, comes from the daemon.
+REQUEST_ID_HEADER = "ponder-request-id"
+
+# The access record of the RPC being handled (serve/logs.py writes it out):
+# its request id, and what handlers `note` (level, cost, the ledger's outcome).
+CALL: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("ponder_call")
+
+
+def begin_call(record: dict[str, Any]) -> str:
+    """Make `record` the RPC's record, with a fresh request id (an Ask's ledger record takes it); the id."""
+    record.setdefault("request_id", secrets.token_hex(12))
+    CALL.set(record)
+    return str(record["request_id"])
+
+
+def request_id() -> str:
+    """The request id of the RPC being handled ("" outside one)."""
+    return str(CALL.get({}).get("request_id", ""))
 
 STATUS: dict[type[errors.PonderError], grpc.StatusCode] = {
     errors.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
@@ -34,8 +59,10 @@ STATUS: dict[type[errors.PonderError], grpc.StatusCode] = {
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.BudgetExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.Cancelled: grpc.StatusCode.CANCELLED,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.KeyInUse: grpc.StatusCode.ABORTED,
     errors.EngineFailure: grpc.StatusCode.INTERNAL,
 }
@@ -79,6 +106,23 @@ def rich_status(exc: errors.PonderError) -> status_pb2.Status:
             "remaining_micros": str(d.remaining_micros),
             "window_end": d.window_end,
         }
+    elif isinstance(exc, errors.RateLimited):
+        details.append(
+            error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=f"tenant:{exc.tenant}", description=f"{exc.limit} = {exc.value}"
+                    )
+                ]
+            )
+        )
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(timedelta(seconds=exc.retry_after_seconds))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+        metadata = {
+            "tenant": exc.tenant, "limit": exc.limit, "value": str(exc.value),
+            "retry_after_ms": str(int(exc.retry_after_seconds * 1000)),
+        }
     elif isinstance(exc, errors.PolicyError):
         details.append(
             error_details_pb2.PreconditionFailure(
@@ -96,6 +140,8 @@ def rich_status(exc: errors.PonderError) -> status_pb2.Status:
         delay = duration_pb2.Duration()
         delay.FromTimedelta(timedelta(seconds=exc.retry_after_seconds))
         details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    if request_id():
+        metadata.setdefault("request_id", request_id())
     info = error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN, metadata=metadata)
     status = status_pb2.Status(code=status_code(exc).value[0], message=exc.message)
     for detail in (info, *details):
@@ -106,9 +152,16 @@ def rich_status(exc: errors.PonderError) -> status_pb2.Status:
 async def abort(context: grpc.aio.ServicerContext, exc: errors.PonderError) -> None:
     status = rpc_status.to_status(rich_status(exc))
     trailers = tuple(status.trailing_metadata)
-    if isinstance(exc, errors.Unavailable):
+    rid = exc.request_id if isinstance(exc, errors.ReplyLost) else request_id()
+    if rid:
+        trailers += ((REQUEST_ID_HEADER, rid),)
+    if isinstance(exc, errors.Unavailable) or (isinstance(exc, errors.RateLimited) and exc.retryable):
         # What RetryInfo says, in the form gRPC's own retry policy reads (gRFC A6 server pushback).
-        trailers += (("grpc-retry-pushback-ms", str(int(exc.retry_after_seconds * 1000))),)
+        trailers += (("grpc-retry-pushback-ms", str(max(int(exc.retry_after_seconds * 1000), 1))),)
+    elif status.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        # A negative pushback tells a client's retry policy not to retry: an exhausted budget
+        # (or an ask larger than the whole rate bucket) does not pass by waiting a moment.
+        trailers += (("grpc-retry-pushback-ms", "-1"),)
     await context.abort(status.code, status.details, trailing_metadata=trailers)
 
 

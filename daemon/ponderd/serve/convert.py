@@ -47,6 +47,7 @@ def hints(msg: ponder_pb2.Hints) -> Hints:
         thinking_tokens=msg.thinking_tokens if msg.HasField("thinking_tokens") else None,
         level=msg.level or None,
         answer_format=msg.answer_format or None,
+        answer_tokens=msg.answer_tokens or None,
     )
 
 

@@ -49,10 +49,12 @@ class Jobs:
         update_accuracy: Callable[[], Awaitable[UpdateResult]],
         telemetry: Telemetry,
         keys: Recoverable,
+        flush_key_usage: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         """`owned`: request ids whose reservations are not orphans (running, or waiting to settle).
 
         `update_accuracy`: count the verified outcomes and put the estimates in force (planning/accuracy.py).
+        `flush_key_usage`: write the keyring's batch of last-used times; return how many keys it wrote.
         """
         self.schedules = schedules
         self.clock = clock
@@ -62,6 +64,7 @@ class Jobs:
         self._update_accuracy = update_accuracy
         self.telemetry = telemetry
         self.keys = keys
+        self._flush_key_usage = flush_key_usage
         self.registry: dict[str, Callable[[], Awaitable[str]]] = {
             "renew_windows": self.renew_windows,
             "expire_reservations": self.expire_reservations,
@@ -69,6 +72,7 @@ class Jobs:
             "retrain_risk": self.retrain_risk,
             "update_accuracy": self.update_accuracy,
             "prune_idempotency": self.prune_idempotency,
+            "flush_key_usage": self.flush_key_usage,
         }
         self._scheduler: Any = None
 
@@ -100,6 +104,12 @@ class Jobs:
         # Expired keys and their stored replies go; claims a stopped attempt left are resolved.
         return await self.keys.recover()
 
+    async def flush_key_usage(self) -> str:
+        # Last-used times are batched in memory (ledger/keys.py), so a request never waits on a write for them.
+        if self._flush_key_usage is None:
+            return "no key usage to record"
+        return f"recorded the last use of {await self._flush_key_usage()} key(s)"
+
     async def retrain_risk(self) -> str:
         result = await self.retrainer.run()
         self.telemetry.retrained(result.accepted)
@@ -123,6 +133,7 @@ class Jobs:
         s.add_job(self._safe("prune_prompts"), CronTrigger(hour=4, minute=15, timezone=zone), id="prune_prompts", name="prune_prompts")
         # Hourly: keys are kept for hours (idempotency_hours), not days.
         s.add_job(self._safe("prune_idempotency"), IntervalTrigger(hours=1), id="prune_idempotency", name="prune_idempotency")
+        s.add_job(self._safe("flush_key_usage"), IntervalTrigger(minutes=1), id="flush_key_usage", name="flush_key_usage")
         if self.schedules.retrain_risk:
             s.add_job(
                 self._safe("retrain_risk"),

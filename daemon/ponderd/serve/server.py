@@ -38,6 +38,7 @@ from grpc_health.v1.health import aio as health_aio
 
 from ponder.v1 import admin_pb2, admin_pb2_grpc, ponder_pb2, ponder_pb2_grpc
 from ponderd.errors import PonderError
+from ponderd.planning.planner import fit_warnings
 from ponderd.request.inflight import DRAINED
 from ponderd.serve import reflection, transport
 from ponderd.serve.admin_service import AdminService
@@ -84,6 +85,7 @@ def create_server(
     admin_service = AdminService(
         accounts=d.accounts, budgets=d.budgets, policies=d.policies, classifier=d.classifier, clock=d.clock,
         zone=d.settings.zone, jobs=d.jobs, reload=d.reload, retrains=d.retrainer.recent,
+        publish_policy=d.publish_policy if d.fleet is not None else None,
     )
     add_servicer(ponder_pb2_grpc.add_PonderServiceServicer_to_server, service, server, ponder)
     add_servicer(admin_pb2_grpc.add_AdminServiceServicer_to_server, admin_service, server, admin)
@@ -95,15 +97,52 @@ def create_server(
 
 
 def sd_notify(message: str) -> None:
-    """Tell systemd about our state (Type=notify); a no-op when not run by systemd."""
+    """Tell systemd about our state (Type=notify); a no-op when not run by systemd.
+
+    One datagram to $NOTIFY_SOCKET (sd_notify(3)); newline-separated
+    assignments (READY=1, STATUS=..., EXTEND_TIMEOUT_USEC=...). A manager that
+    went away is not the daemon's failure: logged at debug level, not raised.
+    """
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
         return
     if address.startswith("@"):
         address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.connect(address)
-        sock.sendall(message.encode())
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        log.debug("could not notify systemd at %s: %s", address, exc)
+
+
+def sd_status(text: str) -> None:
+    """The one-line status `systemctl status ponderd` shows."""
+    sd_notify(f"STATUS={text}")
+
+
+# While the model loads and warms, systemd's start timeout (TimeoutStartSec=) is
+# extended by EXTEND_SECONDS every EXTEND_EVERY seconds, up to EXTEND_LIMIT in all.
+EXTEND_SECONDS, EXTEND_EVERY, EXTEND_LIMIT = 60.0, 20.0, 3600.0
+
+
+async def extending(work: Awaitable[Any]) -> Any:
+    """Await `work` (loading a model), asking systemd for more start-up time meanwhile (EXTEND_TIMEOUT_USEC)."""
+    if not os.environ.get("NOTIFY_SOCKET"):
+        return await work
+
+    async def keep() -> None:
+        began = time.monotonic()
+        while time.monotonic() - began < EXTEND_LIMIT:
+            sd_notify(f"EXTEND_TIMEOUT_USEC={int(EXTEND_SECONDS * 1e6)}")
+            await asyncio.sleep(EXTEND_EVERY)
+
+    ticker = asyncio.ensure_future(keep())
+    try:
+        return await work
+    finally:
+        ticker.cancel()
+        await asyncio.gather(ticker, return_exceptions=True)
 
 
 # Health service names for the two parts that can fail while the process lives.
@@ -131,6 +170,9 @@ class Server:
         self._reported: dict[str, bool] = {}
         # The listener's TLS files, re-read on SIGHUP (None without TLS).
         self._certificates: transport.TlsCertificates | None = None
+        # The OpenAI-compatible HTTP API ([http] listen), None when off.
+        self.http: Any = None
+        self._draining = False
 
     async def serve(self) -> None:
         try:
@@ -143,26 +185,43 @@ class Server:
 
     async def startup(self) -> None:
         d = self.daemon
-        await asyncio.to_thread(d.open)
+        # Opening loads the model: systemd is asked for more time while it does (TimeoutStartSec= is the base).
+        await extending(asyncio.to_thread(d.open, sd_status))
         if d.fleet is not None:
+            sd_status("joining the fleet ledger")
+            d.fleet.on_policy = d.apply_central_policy
             await d.fleet.start()
-        await asyncio.to_thread(d.engine.warm)
+        sd_status("warming the model")
+        await extending(asyncio.to_thread(d.engine.warm))
+        self._warn_fit()
+        sd_status("settling what the last run left: reservations, idempotency claims, budget windows")
         # Anything still reserved now was left by a process that died mid-request.
         log.info("start-up: %s", await d.jobs.expire_reservations(grace=timedelta(0)))
         # After the orphans are settled: a claim whose attempt died unanswered is freed for a retry.
         log.info("start-up: %s", await d.jobs.prune_idempotency())
         log.info("start-up: %s", await d.jobs.renew_windows())
+        sd_status(f"binding {self.settings.listen}")
         if self.settings.tls.enabled:
             self._certificates = transport.TlsCertificates(self.settings.tls)
         self._grpc, self.port, self._health, bound = create_server(d, self.settings.listen, self._certificates)
         await self._grpc.start()
-        self._write_endpoint(transport.endpoint_text(self.settings, bound))
         await self._report(True, True)
+        if self.settings.http.listen:
+            from ponderd.serve.web import http_server
+
+            self.http = http_server(d, self.health_states, self.ready)
+            try:
+                await self.http.start()
+            except BaseException:
+                await self._grpc.stop(0)
+                raise
+            bound.append(self.http.address)
+        self._write_endpoint(transport.endpoint_text(self.settings, bound))
         d.jobs.start()
         if self.handle_signals:
             self._install_signals()
         self._spawn(self._watch())
-        sd_notify("READY=1")
+        sd_notify(f"READY=1\nSTATUS=serving on {', '.join(bound)}{' (TLS)' if self.settings.tls.enabled else ''}")
         self.started.set()
         log.info(
             "Ponder listening on %s%s (model %s, policy %s, risk model %s)",
@@ -175,14 +234,18 @@ class Server:
     async def shutdown(self) -> None:
         d = self.daemon
         inflight = d.pipeline.inflight
-        sd_notify("STOPPING=1")
+        sd_notify(f"STOPPING=1\nSTATUS=draining: {len(inflight)} request(s) running")
         inflight.draining = True
+        self._draining = True
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+        if self.http is not None:
+            self.http.stop_accepting()  # like gRPC: new connections refused, running requests drain
         settled = True
         if self._grpc is not None:
             grace = 0 if self.force_exit.is_set() else self.settings.drain_seconds
             log.info("draining: %d request(s) running, up to %gs", len(inflight), grace)
+            sd_status(f"draining: {len(inflight)} request(s) running, up to {grace:g}s; new calls are refused")
             # New calls are refused at once. Running ones are ended by the
             # pipeline, not by gRPC, so each settles and its caller hears why;
             # gRPC's own cut-off comes later, as a backstop.
@@ -191,14 +254,22 @@ class Server:
             await self._first(inflight.wait_idle(), self.force_exit.wait(), timeout=grace)
             if len(inflight):
                 log.warning("drain: stopping %d request(s) still running", inflight.stop_all(DRAINED))
+                sd_status(f"draining: stopped {len(inflight)} request(s) still running; waiting for them to settle")
             settled = await inflight.wait_idle(SETTLE_WAIT)
             if not settled:
                 log.error("%d request(s) did not settle in %gs; the model stays allocated until exit", len(inflight), SETTLE_WAIT)
             await stopping
+        if self.http is not None:
+            await self.http.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        sd_status("writing waiting settlements")
         await d.budgets.retry_unsettled()
+        try:
+            log.info("shutdown: %s", await d.jobs.run("flush_key_usage"))
+        except Exception as exc:  # last-used times are a convenience: never a reason to stop uncleanly
+            log.warning("shutdown: could not record the keys' last use: %s", exc)
         if d.budgets.unsettled():
             log.error(
                 "%d settlement(s) could not be written (%s); their reservations are charged as interrupted at the next start",
@@ -206,9 +277,18 @@ class Server:
             )
         if d.fleet is not None:
             await d.fleet.stop()
+        sd_status("freeing the model and closing the database")
         await asyncio.to_thread(d.close, settled)
         (self.settings.state_dir / "endpoint").unlink(missing_ok=True)
         log.info("stopped")
+
+    def health_states(self) -> dict[str, bool]:
+        """What gRPC health reports, by service name ("": overall); all not serving once draining."""
+        return {name: ok and not self._draining for name, ok in self._reported.items()}
+
+    def ready(self) -> bool:
+        """Whether asks are taken now: the Ponder service serves and the daemon is not draining."""
+        return self.started.is_set() and not self._draining and self._reported.get(SERVICES[0], False)
 
     async def _watch(self) -> None:
         """Once a second: report health, retry waiting settlements, feed the watchdog; stop if the engine died."""
@@ -273,10 +353,19 @@ class Server:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def _warn_fit(self) -> None:
+        """Warn of each level that cannot run as configured on its model (planner.level_fit), naming what runs."""
+        models = self.daemon.engine
+        for warning in fit_warnings(
+            self.daemon.policies.current(), lambda name: models.get(name).limits if name in ("", *models.names) else None,
+        ):
+            log.warning("policy %s: %s", self.daemon.policies.current().version, warning)
+
     def reload(self) -> None:
         try:
             policy, model = self.daemon.reload()
             log.info("reloaded: policy %s, risk model %s", policy.version, model.version)
+            self._warn_fit()
         except PonderError as exc:
             log.error("reload refused, keeping the policy and risk model in force: %s", exc.message)
         # Apart from the policy's all-or-nothing: a bad certificate keeps only itself.

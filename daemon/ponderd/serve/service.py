@@ -1,31 +1,23 @@
-"""The Ponder service: thin handlers that translate, call the pipeline, translate back."""
+"""The Ponder service: thin handlers that translate, call the transport-neutral Asking (asking.py), translate back."""
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import replace
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 import grpc
 
 from ponder.v1 import ponder_pb2, ponder_pb2_grpc
 from ponderd.clock import Clock
-from ponderd.engine import ANSWER
 from ponderd.errors import PermissionDenied
 from ponderd.ledger.accounts import Accounts
 from ponderd.ledger.budgets import Budgets
-from ponderd.ledger.idempotency import Attempt, Idempotency, fingerprint
-from ponderd.ledger.keys import Principal
+from ponderd.ledger.idempotency import Idempotency
 from ponderd.planning.policy_file import PolicyHolder
-from ponderd.request import validate
-from ponderd.request.pipeline import AskInput, Outcome, Pipeline, Quote
+from ponderd.request.pipeline import Pipeline
 from ponderd.serve import convert
+from ponderd.serve.asking import Asking
 from ponderd.serve.auth import principal
-from ponderd.serve.boundary import rpc, rpc_stream
-from ponderd.serve.logs import note
-
-# Ask, AskStream and Quote each have their own request message (buf's rule), with the same fields.
-AnyAskRequest = ponder_pb2.AskRequest | ponder_pb2.AskStreamRequest | ponder_pb2.QuoteRequest
+from ponderd.serve.boundary import REQUEST_ID_HEADER, rpc, rpc_stream
 
 
 class PonderService(ponder_pb2_grpc.PonderServiceServicer):
@@ -33,7 +25,8 @@ class PonderService(ponder_pb2_grpc.PonderServiceServicer):
         self, pipeline: Pipeline, keys: Idempotency, budgets: Budgets, policies: PolicyHolder, accounts: Accounts, clock: Clock,
     ) -> None:
         self.pipeline = pipeline
-        # Idempotency keys: a repeated Ask/AskStream gets its stored answer (idempotency.py).
+        # The request handling gRPC shares with the HTTP API (asking.py): claim, pipeline, reply.
+        self.asking = Asking(pipeline, keys)
         self.keys = keys
         self.budgets = budgets
         # The currency balances are shown in.
@@ -44,81 +37,25 @@ class PonderService(ponder_pb2_grpc.PonderServiceServicer):
 
     @rpc
     async def Ask(self, request: ponder_pb2.AskRequest, context: grpc.aio.ServicerContext) -> ponder_pb2.AskResponse:
-        who, ask = principal(), _input(request, context)
-        attempt = await self._claim(who, request)
-        if attempt is not None and attempt.reply is not None:
-            reply = _replayed(attempt.reply)
-            note(request_id=reply.request_id, cost=0.0)  # the answer again, nothing charged
-            return reply
-        outcome = await self._ask(who, ask, _Ended.of(self.keys, attempt))
-        _note(outcome)
-        return _response(outcome)
-
-    async def _claim(self, who: Principal, request: ponder_pb2.AskRequest | ponder_pb2.AskStreamRequest) -> Attempt | None:
-        """The request's claim on its idempotency key; None without a key (or with keys off, or an admin key)."""
-        if not request.idempotency_key or who.tenant is None or not self.keys.enabled:
-            return None
-        return await self.keys.claim(who.tenant, request.idempotency_key, fingerprint(request))
-
-    async def _ask(self, who: Principal, ask: AskInput, ended: _Ended | None, events: Any = None) -> Outcome:
-        """Run the pipeline; under a claim, the request itself keeps its answer or frees the key when it ends."""
-        if ended is None:
-            return await self.pipeline.ask(who, ask, events)
-        # From here the request exists before anything can cancel this coroutine, and it ends the claim.
-        ended.started = True
-        try:
-            return await self.pipeline.ask(who, replace(ask, request_id=ended.attempt.request_id), events, ended)
-        except asyncio.CancelledError:
-            raise  # the caller left; the request runs on and ends the claim itself
-        except BaseException:
-            await ended(None)  # a no-op if the request ended it; frees the key if the request never started
-            raise
+        return await self.asking.ask(principal(), request, context.time_remaining())
 
     @rpc_stream
     async def AskStream(
         self, request: ponder_pb2.AskStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ponder_pb2.AskStreamResponse]:
-        who, ask = principal(), _input(request, context)
-        attempt = await self._claim(who, request)
-        if attempt is not None and attempt.reply is not None:
-            # A replay has no plan or text to stream: only the stored result.
-            reply = _replayed(attempt.reply)
-            note(request_id=reply.request_id, cost=0.0)
-            yield ponder_pb2.AskStreamResponse(result=reply, request_id=reply.request_id)
-            return
-        events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        ended = _Ended.of(self.keys, attempt)
-        task = asyncio.ensure_future(self._ask(who, ask, ended, lambda kind, data: events.put_nowait((kind, data))))
-        task.add_done_callback(lambda _: events.put_nowait(("done", None)))
-        request_id = ""
+        events = self.asking.stream(principal(), request, context.time_remaining())
         try:
-            while True:
-                kind, data = await events.get()
-                if kind == "plan":
-                    request_id, quote = data
-                    note(request_id=request_id, level=quote.plan.level)
-                    yield ponder_pb2.AskStreamResponse(plan=_quote(quote), request_id=request_id)
-                elif kind == "delta":
-                    sample, phase, text, refine_round = data
-                    pb_phase = ponder_pb2.TextDelta.PHASE_ANSWER if phase == ANSWER else ponder_pb2.TextDelta.PHASE_THINKING
-                    delta = ponder_pb2.TextDelta(sample=sample, phase=pb_phase, text=text, refine_round=refine_round)
-                    yield ponder_pb2.AskStreamResponse(delta=delta, request_id=request_id)
-                else:
-                    break
-            outcome = await task
-            _note(outcome)
-            yield ponder_pb2.AskStreamResponse(result=_response(outcome), request_id=outcome.request_id)
+            async for event in events:
+                if event.HasField("plan"):
+                    # With the first reply (a stream is not retried after it anyway): the error after it has it too.
+                    await context.send_initial_metadata(((REQUEST_ID_HEADER, event.request_id),))
+                yield event
         finally:
-            if not task.done():
-                # The client went away mid-stream: cancelling the pipeline settles what was used.
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-            if ended is not None and not ended.started:
-                await ended(None)  # cancelled before the request began: nothing will end the claim but this
+            await events.aclose()  # type: ignore[attr-defined]
 
     @rpc
     async def Quote(self, request: ponder_pb2.QuoteRequest, context: grpc.aio.ServicerContext) -> ponder_pb2.QuoteResponse:
-        return _quote(await self.pipeline.quote(principal(), _input(request)))
+        return await self.asking.quote(principal(), request)
 
     @rpc
     async def GetBalance(self, request: ponder_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext) -> ponder_pb2.GetBalanceResponse:
@@ -142,95 +79,3 @@ class PonderService(ponder_pb2_grpc.PonderServiceServicer):
             request.comment,
         )
         return ponder_pb2.FeedbackResponse(feedback_id=feedback_id)
-
-
-class _Ended:
-    """Told once, inside the request, how it ended: keeps the answer for the key, or frees the key."""
-
-    def __init__(self, keys: Idempotency, attempt: Attempt) -> None:
-        self.keys, self.attempt, self.done = keys, attempt, False
-        # Set once the pipeline was called: the request then ends the claim itself.
-        self.started = False
-
-    @classmethod
-    def of(cls, keys: Idempotency, attempt: Attempt | None) -> _Ended | None:
-        return None if attempt is None else cls(keys, attempt)
-
-    async def __call__(self, outcome: Outcome | None) -> None:
-        if self.done:
-            return
-        self.done = True
-        if outcome is None:
-            await self.keys.release(self.attempt)
-        else:
-            await self.keys.finish(self.attempt, _response(outcome).SerializeToString())
-
-
-def _replayed(reply: bytes) -> ponder_pb2.AskResponse:
-    response = ponder_pb2.AskResponse.FromString(reply)
-    response.replayed = True
-    return response
-
-
-def _note(o: Outcome) -> None:
-    """The access line's request id, level and cost (never the prompt or the answer)."""
-    note(request_id=o.request_id, level=o.quote.plan.level, cost=o.cost_micros / 1e6)
-
-
-def _input(request: AnyAskRequest, context: grpc.aio.ServicerContext | None = None) -> AskInput:
-    validate.ask_request(request)
-    return AskInput(
-        prompt=request.prompt,
-        system=request.system,
-        hints=convert.hints(request.hints),
-        seed=request.seed,
-        explain=request.explain,
-        timeout=context.time_remaining() if context is not None else None,
-        check=convert.check(request),
-    )
-
-
-def _quote(q: Quote) -> ponder_pb2.QuoteResponse:
-    return ponder_pb2.QuoteResponse(
-        assessment=convert.assessment(q.assessment),
-        plan=convert.plan(q.plan),
-        prompt_tokens=q.prompt_tokens,
-        balance=convert.balance(q.balance, q.policy.currency),
-    )
-
-
-def _response(o: Outcome) -> ponder_pb2.AskResponse:
-    r = o.result
-    f = o.refined
-    return ponder_pb2.AskResponse(
-        request_id=o.request_id,
-        text=o.text,
-        answer=o.answer,
-        votes=[ponder_pb2.Vote(answer=a, count=n, weight=o.weights.get(a, 0.0)) for a, n in o.votes],
-        assessment=convert.assessment(o.quote.assessment),
-        plan=convert.plan(o.quote.plan),
-        usage=ponder_pb2.Usage(
-            prompt_tokens=r.prompt_tokens + (f.prompt_tokens if f else 0),
-            thinking_tokens=r.thinking_tokens,
-            answer_tokens=r.answer_tokens + (f.answer_tokens if f else 0),
-            forced_tokens=r.forced_tokens + (f.forced_tokens if f else 0),
-            samples_run=r.samples_run,
-            samples_stopped=r.samples_stopped,
-            samples_pruned=r.samples_pruned,
-            stop_reason=o.stop_reason,
-        ),
-        cost=o.cost_micros / 1e6,
-        balance=convert.balance(o.balance, o.quote.policy.currency),
-        samples=[convert.sample(s) for s in r.samples],
-        latency_seconds=o.latency_s,
-        verified=o.verified,
-        voted_text=o.voted_text,
-        voted_answer=o.voted_answer,
-        refinements=[
-            ponder_pb2.Refinement(
-                round=x.number, text=x.text, answer=x.answer, kept=x.kept, prompt_tokens=x.prompt_tokens,
-                answer_tokens=x.answer_tokens, finish_reason=x.finish_reason,
-            )
-            for x in (f.rounds if f else [])
-        ],
-    )

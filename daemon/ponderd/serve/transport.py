@@ -76,7 +76,7 @@ def check_exposure(settings: Settings) -> None:
     """Refuse plaintext TCP on a non-loopback address unless the config says so explicitly."""
     if settings.tls.enabled or settings.tls.insecure:
         return
-    for lst in listeners(settings.listen):
+    for lst in listeners(",".join(a for a in (settings.listen, settings.http.listen) if a)):
         if not lst.unix and not is_loopback(lst.host):
             raise FailedPrecondition(
                 f"refusing to serve plaintext on {lst.address}: set [tls] cert and key (PONDER_TLS_CERT, "

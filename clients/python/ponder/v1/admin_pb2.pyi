@@ -83,22 +83,52 @@ class SetBudgetResponse(_message.Message):
     def __init__(self, tenant: _Optional[_Union[Tenant, _Mapping]] = ...) -> None: ...
 
 class IssueKeyRequest(_message.Message):
-    __slots__ = ("tenant", "scope", "label")
+    __slots__ = ("tenant", "scope", "label", "expires_in", "expires_at")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     scope: str
     label: str
-    def __init__(self, tenant: _Optional[str] = ..., scope: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
+    expires_in: int
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, tenant: _Optional[str] = ..., scope: _Optional[str] = ..., label: _Optional[str] = ..., expires_in: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class IssueKeyResponse(_message.Message):
-    __slots__ = ("key_id", "token")
+    __slots__ = ("key_id", "token", "expires_at")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     token: str
-    def __init__(self, key_id: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, key_id: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RotateKeyRequest(_message.Message):
+    __slots__ = ("key_id", "overlap_seconds", "expires_in")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    OVERLAP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    overlap_seconds: int
+    expires_in: int
+    def __init__(self, key_id: _Optional[str] = ..., overlap_seconds: _Optional[int] = ..., expires_in: _Optional[int] = ...) -> None: ...
+
+class RotateKeyResponse(_message.Message):
+    __slots__ = ("key_id", "token", "expires_at", "old_key_id", "old_expires_at")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    OLD_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    OLD_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    token: str
+    expires_at: _timestamp_pb2.Timestamp
+    old_key_id: str
+    old_expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, key_id: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., old_key_id: _Optional[str] = ..., old_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class RevokeKeyRequest(_message.Message):
     __slots__ = ("key_id",)
@@ -117,20 +147,28 @@ class ListKeysRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ...) -> None: ...
 
 class Key(_message.Message):
-    __slots__ = ("key_id", "tenant", "scope", "label", "created_at", "revoked")
+    __slots__ = ("key_id", "tenant", "scope", "label", "created_at", "revoked", "expires_at", "last_used_at", "replaced_by", "expired")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     REVOKED_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_AT_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_BY_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     tenant: str
     scope: str
     label: str
     created_at: _timestamp_pb2.Timestamp
     revoked: bool
-    def __init__(self, key_id: _Optional[str] = ..., tenant: _Optional[str] = ..., scope: _Optional[str] = ..., label: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked: _Optional[bool] = ...) -> None: ...
+    expires_at: _timestamp_pb2.Timestamp
+    last_used_at: _timestamp_pb2.Timestamp
+    replaced_by: str
+    expired: bool
+    def __init__(self, key_id: _Optional[str] = ..., tenant: _Optional[str] = ..., scope: _Optional[str] = ..., label: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked: _Optional[bool] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replaced_by: _Optional[str] = ..., expired: _Optional[bool] = ...) -> None: ...
 
 class ListKeysResponse(_message.Message):
     __slots__ = ("keys",)

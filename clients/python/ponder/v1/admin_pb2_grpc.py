@@ -66,6 +66,11 @@ class AdminServiceStub:
                 request_serializer=ponder_dot_v1_dot_admin__pb2.RevokeKeyRequest.SerializeToString,
                 response_deserializer=ponder_dot_v1_dot_admin__pb2.RevokeKeyResponse.FromString,
                 _registered_method=True)
+        self.RotateKey = channel.unary_unary(
+                '/ponder.v1.AdminService/RotateKey',
+                request_serializer=ponder_dot_v1_dot_admin__pb2.RotateKeyRequest.SerializeToString,
+                response_deserializer=ponder_dot_v1_dot_admin__pb2.RotateKeyResponse.FromString,
+                _registered_method=True)
         self.ListKeys = channel.unary_unary(
                 '/ponder.v1.AdminService/ListKeys',
                 request_serializer=ponder_dot_v1_dot_admin__pb2.ListKeysRequest.SerializeToString,
@@ -145,6 +150,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateKey(self, request, context):
+        """Issue a successor of a key (same tenant, scope and label) and let the old
+        key work for an overlap, then expire: a rotation without a failed call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListKeys(self, request, context):
         """Keys (never their secrets), optionally of one tenant.
         """
@@ -176,7 +189,7 @@ class AdminServiceServicer:
 
     def RunJob(self, request, context):
         """Run a scheduled job now: "renew_windows", "retrain_risk", "expire_reservations",
-        "prune_prompts", "update_accuracy", "prune_idempotency".
+        "prune_prompts", "update_accuracy", "prune_idempotency", "flush_key_usage".
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -221,6 +234,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RevokeKey,
                     request_deserializer=ponder_dot_v1_dot_admin__pb2.RevokeKeyRequest.FromString,
                     response_serializer=ponder_dot_v1_dot_admin__pb2.RevokeKeyResponse.SerializeToString,
+            ),
+            'RotateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateKey,
+                    request_deserializer=ponder_dot_v1_dot_admin__pb2.RotateKeyRequest.FromString,
+                    response_serializer=ponder_dot_v1_dot_admin__pb2.RotateKeyResponse.SerializeToString,
             ),
             'ListKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.ListKeys,
@@ -417,6 +435,33 @@ class AdminService:
             '/ponder.v1.AdminService/RevokeKey',
             ponder_dot_v1_dot_admin__pb2.RevokeKeyRequest.SerializeToString,
             ponder_dot_v1_dot_admin__pb2.RevokeKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ponder.v1.AdminService/RotateKey',
+            ponder_dot_v1_dot_admin__pb2.RotateKeyRequest.SerializeToString,
+            ponder_dot_v1_dot_admin__pb2.RotateKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,23 +22,33 @@ SEVERITY_MEDIUM: Severity
 SEVERITY_HIGH: Severity
 
 class Hints(_message.Message):
-    __slots__ = ("severity_floor", "max_cost", "samples", "thinking_tokens", "level", "answer_format")
+    __slots__ = ("severity_floor", "max_cost", "samples", "thinking_tokens", "level", "answer_format", "answer_tokens")
     SEVERITY_FLOOR_FIELD_NUMBER: _ClassVar[int]
     MAX_COST_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     THINKING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     ANSWER_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_TOKENS_FIELD_NUMBER: _ClassVar[int]
     severity_floor: Severity
     max_cost: float
     samples: int
     thinking_tokens: int
     level: str
     answer_format: str
-    def __init__(self, severity_floor: _Optional[_Union[Severity, str]] = ..., max_cost: _Optional[float] = ..., samples: _Optional[int] = ..., thinking_tokens: _Optional[int] = ..., level: _Optional[str] = ..., answer_format: _Optional[str] = ...) -> None: ...
+    answer_tokens: int
+    def __init__(self, severity_floor: _Optional[_Union[Severity, str]] = ..., max_cost: _Optional[float] = ..., samples: _Optional[int] = ..., thinking_tokens: _Optional[int] = ..., level: _Optional[str] = ..., answer_format: _Optional[str] = ..., answer_tokens: _Optional[int] = ...) -> None: ...
+
+class ChatMessage(_message.Message):
+    __slots__ = ("role", "content")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class AskRequest(_message.Message):
-    __slots__ = ("prompt", "system", "hints", "seed", "explain", "check", "idempotency_key")
+    __slots__ = ("prompt", "system", "hints", "seed", "explain", "check", "idempotency_key", "messages")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_FIELD_NUMBER: _ClassVar[int]
     HINTS_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +56,7 @@ class AskRequest(_message.Message):
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     CHECK_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     system: str
     hints: Hints
@@ -53,7 +64,8 @@ class AskRequest(_message.Message):
     explain: bool
     check: Check
     idempotency_key: str
-    def __init__(self, prompt: _Optional[str] = ..., system: _Optional[str] = ..., hints: _Optional[_Union[Hints, _Mapping]] = ..., seed: _Optional[int] = ..., explain: _Optional[bool] = ..., check: _Optional[_Union[Check, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    def __init__(self, prompt: _Optional[str] = ..., system: _Optional[str] = ..., hints: _Optional[_Union[Hints, _Mapping]] = ..., seed: _Optional[int] = ..., explain: _Optional[bool] = ..., check: _Optional[_Union[Check, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...) -> None: ...
 
 class Check(_message.Message):
     __slots__ = ("number", "regex", "choice", "any_of")
@@ -68,7 +80,7 @@ class Check(_message.Message):
     def __init__(self, number: _Optional[float] = ..., regex: _Optional[str] = ..., choice: _Optional[str] = ..., any_of: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AskStreamRequest(_message.Message):
-    __slots__ = ("prompt", "system", "hints", "seed", "explain", "check", "idempotency_key")
+    __slots__ = ("prompt", "system", "hints", "seed", "explain", "check", "idempotency_key", "messages")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_FIELD_NUMBER: _ClassVar[int]
     HINTS_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +88,7 @@ class AskStreamRequest(_message.Message):
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     CHECK_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     system: str
     hints: Hints
@@ -83,21 +96,24 @@ class AskStreamRequest(_message.Message):
     explain: bool
     check: Check
     idempotency_key: str
-    def __init__(self, prompt: _Optional[str] = ..., system: _Optional[str] = ..., hints: _Optional[_Union[Hints, _Mapping]] = ..., seed: _Optional[int] = ..., explain: _Optional[bool] = ..., check: _Optional[_Union[Check, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    def __init__(self, prompt: _Optional[str] = ..., system: _Optional[str] = ..., hints: _Optional[_Union[Hints, _Mapping]] = ..., seed: _Optional[int] = ..., explain: _Optional[bool] = ..., check: _Optional[_Union[Check, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...) -> None: ...
 
 class QuoteRequest(_message.Message):
-    __slots__ = ("prompt", "system", "hints", "seed", "explain")
+    __slots__ = ("prompt", "system", "hints", "seed", "explain", "messages")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_FIELD_NUMBER: _ClassVar[int]
     HINTS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     system: str
     hints: Hints
     seed: int
     explain: bool
-    def __init__(self, prompt: _Optional[str] = ..., system: _Optional[str] = ..., hints: _Optional[_Union[Hints, _Mapping]] = ..., seed: _Optional[int] = ..., explain: _Optional[bool] = ...) -> None: ...
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    def __init__(self, prompt: _Optional[str] = ..., system: _Optional[str] = ..., hints: _Optional[_Union[Hints, _Mapping]] = ..., seed: _Optional[int] = ..., explain: _Optional[bool] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...) -> None: ...
 
 class Contribution(_message.Message):
     __slots__ = ("axis", "feature", "weight")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 from zoneinfo import ZoneInfo
 
 from ponderd.errors import AlreadyExists, NotFound
@@ -27,6 +27,7 @@ from ponderd.ledger.keys import _hash, new_token
 from ponderd.ledger.types import BalanceView, parse_iso, window_end, window_start
 
 NOTIFY_CHANNEL = "ponder_keys"
+POLICY_CHANNEL = "ponder_policy"  # a new policy version (its number as the payload)
 
 
 @dataclass(frozen=True)
@@ -245,24 +246,71 @@ async def set_enabled(conn: Any, name: str, enabled: bool) -> None:
 # keys --------------------------------------------------------------------
 
 
-async def _issue(conn: Any, tenant: str | None, scope: str, label: str, now: datetime) -> tuple[str, str]:
+async def _issue(
+    conn: Any, tenant: str | None, scope: str, label: str, now: datetime, expires_at: datetime | None = None
+) -> tuple[str, str]:
     if scope not in ("tenant", "admin"):
         raise ValueError("scope must be 'tenant' or 'admin'")
     if scope == "tenant" and await tenant_info(conn, tenant or "") is None:
         raise NotFound(f"no tenant named {tenant!r}")
     key_id, secret, token = new_token()
     await conn.execute(
-        "INSERT INTO keys (key_id, tenant, scope, secret_sha256, label, created_at) VALUES (%s, %s, %s, %s, %s, %s)",
-        [key_id, tenant if scope == "tenant" else None, scope, _hash(secret), label, now],
+        "INSERT INTO keys (key_id, tenant, scope, secret_sha256, label, created_at, expires_at) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        [key_id, tenant if scope == "tenant" else None, scope, _hash(secret), label, now, expires_at],
     )
     return key_id, token
 
 
-async def issue_key(conn: Any, tenant: str | None, scope: str, label: str, now: datetime) -> tuple[str, str]:
+async def issue_key(
+    conn: Any, tenant: str | None, scope: str, label: str, now: datetime, expires_at: datetime | None = None
+) -> tuple[str, str]:
     async with conn.transaction():
-        key = await _issue(conn, tenant, scope, label, now)
+        key = await _issue(conn, tenant, scope, label, now, expires_at)
         await conn.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, "key"])
     return key
+
+
+async def rotate_key(
+    conn: Any, key_id: str, overlap: timedelta, expires_at: datetime | None, now: datetime
+) -> dict[str, Any]:
+    """A successor of the key (same tenant, scope, label); the old one expires at the end of the overlap.
+
+    As ledger/sqlite/keys.py: rotate_key, in one transaction with the old row locked, so two
+    admins rotating the same key at once make one successor and the other is told it was rotated.
+    """
+    async with conn.transaction():
+        old = await (await conn.execute(
+            "SELECT * FROM keys WHERE key_id = %s AND revoked_at IS NULL FOR UPDATE", [key_id])).fetchone()
+        if old is None or (old["expires_at"] is not None and old["expires_at"] <= now):
+            raise NotFound(f"no active key {key_id!r} to rotate; 'ponder admin key list' shows them")
+        if old["replaced_by"]:
+            raise NotFound(f"key {key_id!r} was rotated already (to {old['replaced_by']}); rotate that one instead")
+        if expires_at is None and old["expires_at"] is not None:
+            expires_at = now + (old["expires_at"] - old["created_at"])
+        new_id, token = await _issue(conn, old["tenant"], old["scope"], old["label"], now, expires_at)
+        end = now + overlap
+        if old["expires_at"] is not None:
+            end = min(end, old["expires_at"])
+        await conn.execute(
+            "UPDATE keys SET replaced_by = %s, expires_at = %s, revoked_at = %s WHERE key_id = %s",
+            [new_id, end, now if overlap <= timedelta(0) else None, key_id],
+        )
+        await conn.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, "key"])
+    return {"key_id": new_id, "token": token, "expires_at": expires_at, "old_key_id": key_id, "old_expires_at": end}
+
+
+async def record_key_use(conn: Any, used: Mapping[str, datetime]) -> int:
+    """Write when keys were last used (a host's batch), never moving a time back; return rows changed."""
+    if not used:
+        return 0
+    ids = sorted(used)
+    cur = await conn.execute(
+        """UPDATE keys SET last_used_at = u.at FROM unnest(%s::text[], %s::timestamptz[]) AS u(key_id, at)
+           WHERE keys.key_id = u.key_id AND (keys.last_used_at IS NULL OR keys.last_used_at < u.at)""",
+        [ids, [used[k] for k in ids]],
+    )
+    return int(cur.rowcount)
 
 
 async def revoke_key(conn: Any, key_id: str, now: datetime) -> None:
@@ -279,17 +327,17 @@ async def has_admin_key(conn: Any) -> bool:
 
 
 async def list_keys(conn: Any, tenant: str | None) -> list[dict[str, Any]]:
-    sql = "SELECT key_id, tenant, scope, label, created_at, revoked_at FROM keys"
+    sql = "SELECT key_id, tenant, scope, label, created_at, revoked_at, expires_at, last_used_at, replaced_by FROM keys"
     rows = await (await conn.execute(sql + (" WHERE tenant = %s" if tenant else "") + " ORDER BY created_at",
                                      [tenant] if tenant else [])).fetchall()
-    return [r | {"created_at": r["created_at"].isoformat(), "revoked_at": r["revoked_at"] and r["revoked_at"].isoformat()}
-            for r in rows]
+    instants = ("created_at", "revoked_at", "expires_at", "last_used_at")
+    return [r | {k: r[k] and r[k].isoformat() for k in instants} for r in rows]
 
 
 async def keyring_rows(conn: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The active keys (hashes only) and every tenant."""
     keys = await (await conn.execute(
-        "SELECT key_id, scope, tenant, secret_sha256 FROM keys WHERE revoked_at IS NULL")).fetchall()
+        "SELECT key_id, scope, tenant, secret_sha256, expires_at FROM keys WHERE revoked_at IS NULL")).fetchall()
     tenants = await (await conn.execute("SELECT * FROM tenants")).fetchall()
     return keys, tenants
 
@@ -335,3 +383,41 @@ async def heartbeat(conn: Any, host: str, live: set[str], now: datetime) -> None
             "AND state = 'running'",
             [now, host, sorted(live)],
         )
+
+
+# policy versions ----------------------------------------------------------
+
+
+async def publish_policy(conn: Any, text: str, sha256: str, host: str, now: datetime) -> int:
+    """Store the policy text as the next version (unless it is the newest already); tell every host. Its version."""
+    async with conn.transaction():
+        await conn.execute("LOCK TABLE policy_versions IN SHARE ROW EXCLUSIVE MODE")
+        cur = await conn.execute("SELECT version, sha256 FROM policy_versions ORDER BY version DESC LIMIT 1")
+        latest = await cur.fetchone()
+        if latest is not None and _col(latest, "sha256", 1) == sha256:
+            return int(_col(latest, "version", 0))
+        cur = await conn.execute(
+            "INSERT INTO policy_versions (sha256, text, host_id, created_at) VALUES (%s, %s, %s, %s) RETURNING version",
+            [sha256, text, host, now],
+        )
+        row = await cur.fetchone()
+        version = int(_col(row, "version", 0))
+        await conn.execute("SELECT pg_notify(%s, %s)", [POLICY_CHANNEL, str(version)])
+    return version
+
+
+async def latest_policy(conn: Any) -> dict[str, Any] | None:
+    """The newest stored policy version: version, sha256, text, host_id, created_at; None before the first."""
+    cur = await conn.execute(
+        "SELECT version, sha256, text, host_id, created_at FROM policy_versions ORDER BY version DESC LIMIT 1"
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    names = ("version", "sha256", "text", "host_id", "created_at")
+    return {n: _col(row, n, i) for i, n in enumerate(names)}
+
+
+def _col(row: Any, name: str, index: int) -> Any:
+    return row[name] if isinstance(row, dict) else row[index]
+

@@ -21,7 +21,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -29,7 +29,7 @@ import psycopg_pool
 from psycopg.rows import dict_row
 
 from ponderd.clock import Clock
-from ponderd.errors import BudgetExhausted, FailedPrecondition, NotFound, QuotaDetail
+from ponderd.errors import BudgetExhausted, FailedPrecondition, NotFound, QuotaDetail, Unavailable
 from ponderd.ledger.keys import Keyring, write_credential
 from ponderd.ledger.postgres import central, schema
 from ponderd.ledger.sqlite.accounts import SqliteAccounts
@@ -80,8 +80,16 @@ class Fleet:
         self._failed_at = 0.0
         self.shipped = 0
         self.grants = 0  # lease transactions sent (bench/fleet.py counts the traffic)
+        # For the metrics (serve/telemetry.py), read at scrape time:
+        self.synced_at = 0.0  # monotonic time of the last sync that reached the central ledger (0: none yet)
+        self.unspent: dict[str, int] = {}  # per tenant, what the lease has left here, as of the last look
+        self.unshipped_records = 0  # spend records in the local file the central ledger does not have yet
+        self.lease_calls: collections.Counter[str] = collections.Counter()  # lease transactions answered, by kind
         # Request ids of this host's running idempotency claims (ledger/postgres/idempotency.py), kept alive each sync.
         self.heartbeats: Callable[[], set[str]] = set
+        # Puts a central policy version in force here: (text, sha256, version); set by the server.
+        self.on_policy: Callable[[str, str, int], Awaitable[None]] | None = None
+        self.policy_seen = 0  # the newest central policy version this host has handled
 
     # life ----------------------------------------------------------------
 
@@ -108,6 +116,8 @@ class Fleet:
         except BaseException:
             await self.pool.close()
             raise
+        self.synced_at = time.monotonic()
+        await self._count_unshipped()
         self._tasks = [asyncio.ensure_future(self._sync_loop()), asyncio.ensure_future(self._listen())]
         log.info("fleet ledger: host %r joined %s (schema %d)", self.host, where, schema.VERSION)
 
@@ -158,11 +168,42 @@ class Fleet:
                 conn = await psycopg.AsyncConnection.connect(self.settings.dsn, autocommit=True, connect_timeout=5)
                 async with conn:
                     await conn.execute(f"LISTEN {central.NOTIFY_CHANNEL}")
+                    await conn.execute(f"LISTEN {central.POLICY_CHANNEL}")
                     await self.refresh_keys()
-                    async for _ in conn.notifies():
-                        await self.refresh_keys()
+                    await self.check_policy()
+                    async for note in conn.notifies():
+                        if note.channel == central.POLICY_CHANNEL:
+                            await self.check_policy()
+                        else:
+                            await self.refresh_keys()
             except UNREACHABLE:
                 await asyncio.sleep(self.settings.keys_poll_seconds)
+
+    # policy versions -----------------------------------------------------
+
+    async def publish_policy(self, text: str, sha256: str) -> int:
+        """Store this host's policy (just reloaded) as the fleet's newest version; every host picks it up."""
+        try:
+            async with self.pool.connection(timeout=5) as conn:
+                version = await central.publish_policy(conn, text, sha256, self.host, self.clock.now())
+        except UNREACHABLE as exc:
+            raise Unavailable(
+                f"the policy is in force on this host, but the central ledger ({schema.safe_dsn(self.settings.dsn)}) "
+                f"is unreachable ({_reason(exc)}), so the other hosts do not have it; reload again once it is back"
+            ) from None
+        self.policy_seen = max(self.policy_seen, version)
+        log.info("fleet ledger: policy %s stored as central version %d", sha256[:12], version)
+        return version
+
+    async def check_policy(self) -> None:
+        """Put the newest central policy version in force here, if this host has not handled it yet."""
+        async with self.pool.connection(timeout=5) as conn:
+            latest = await central.latest_policy(conn)
+        if latest is None or latest["version"] <= self.policy_seen:
+            return
+        self.policy_seen = latest["version"]
+        if self.on_policy is not None:
+            await self.on_policy(latest["text"], latest["sha256"], latest["version"])
 
     # leases --------------------------------------------------------------
 
@@ -191,17 +232,17 @@ class Fleet:
                 return False  # it failed a moment ago: the sync loop retries; requests do not wait on it
             try:
                 if lease is None:  # the first lease: learn the budget (and any share held from before a restart)
-                    await self._grant(tenant, 0)
+                    await self._grant(tenant, 0, kind="grant")
                     lease, local = self.leases[tenant], await self._local(tenant)
                 remaining = max(local.remaining_micros, 0) if local is not None else 0
                 want = max(need_micros, self._target(tenant, lease.budget_micros)) - remaining
-                await self._grant(tenant, max(want, 0), need_micros - remaining)
+                await self._grant(tenant, max(want, 0), need_micros - remaining, kind="grant")
             except UNREACHABLE as exc:
                 self._unreachable(exc)
                 return False
             return True
 
-    async def _grant(self, tenant: str, want: int, need: int = 0) -> None:
+    async def _grant(self, tenant: str, want: int, need: int = 0, kind: str = "renewal") -> None:
         """Ask for `want` more (0: renew; < 0: give some back); make the local file hold the total the answer names.
 
         Giving back shrinks the local budget first, so this host can never spend what the pool has taken back.
@@ -215,10 +256,12 @@ class Fleet:
                 want = -await self.store.call(self.ledger.shrink, tenant, min(-want, local.remaining_micros))
         # Shielded: a request cancelled mid-grant leaves a whole transaction, and the totals heal the rest.
         g = await asyncio.shield(self._grant_call(tenant, want, now, need))
-        await self.store.call(
+        view = await self.store.call(
             self.ledger.apply_lease, tenant, g.enabled, g.window, g.window_start, g.granted_micros, g.created_at, now
         )
         self.leases[tenant] = Lease(g.granted_micros, g.expires_at, g.budget_micros, g.window_start)
+        self.lease_calls[kind] += 1
+        self.unspent[tenant] = max(view.remaining_micros, 0)
 
     async def _grant_call(self, tenant: str, want: int, now: datetime, need: int = 0) -> central.Grant:
         self.grants += 1
@@ -260,14 +303,20 @@ class Fleet:
             await self._renew()
             if time.monotonic() - self._keys_read >= self.settings.keys_poll_seconds:
                 await self.refresh_keys()
+                await self.check_policy()
             if not self.reachable:
                 log.info("fleet ledger: reachable again; shipped what waited")
             self.reachable = True
+            self.synced_at = time.monotonic()
         except UNREACHABLE as exc:
             self._unreachable(exc)
         except NotFound as exc:  # a tenant was removed centrally
             log.warning("fleet ledger: %s", exc)
         await self._freeze_expired()
+        await self._count_unshipped()
+
+    async def _count_unshipped(self) -> None:
+        self.unshipped_records = await self.store.call(self.ledger.unshipped_count)
 
     async def _ship(self) -> None:
         while True:
@@ -287,6 +336,7 @@ class Fleet:
             local = await self._local(tenant)
             if local is None:
                 continue
+            self.unspent[tenant] = max(local.remaining_micros, 0)
             target = self._target(tenant, lease.budget_micros)
             soon = lease.expires_at - now < timedelta(seconds=self.settings.lease_seconds / 2)
             idle = local.remaining_micros > 2 * target + to_micros(self.settings.min_lease)
@@ -420,11 +470,23 @@ class PostgresAccounts:
             await central.set_budget(conn, name, budget_micros, window, now, self.fleet.zone)
             return await central.balance(conn, name, now, self.fleet.zone)
 
-    async def issue_key(self, tenant: str | None, scope: str, label: str) -> tuple[str, str]:
+    async def issue_key(
+        self, tenant: str | None, scope: str, label: str, expires_at: datetime | None = None
+    ) -> tuple[str, str]:
         async with self._conn() as conn:
-            key = await central.issue_key(conn, tenant, scope, label, self.fleet.clock.now())
+            key = await central.issue_key(conn, tenant, scope, label, self.fleet.clock.now(), expires_at)
         await self._changed()
         return key
+
+    async def rotate_key(self, key_id: str, overlap: timedelta, expires_at: datetime | None) -> dict[str, Any]:
+        async with self._conn() as conn:
+            out = await central.rotate_key(conn, key_id, overlap, expires_at, self.fleet.clock.now())
+        await self._changed()
+        return out
+
+    async def record_key_use(self, used: dict[str, datetime]) -> int:
+        async with self._conn() as conn:
+            return await central.record_key_use(conn, used)
 
     async def revoke_key(self, key_id: str) -> None:
         async with self._conn() as conn:
@@ -446,6 +508,15 @@ class PostgresAccounts:
     ) -> list[dict[str, Any]]:
         async with self._conn() as conn:
             return await central.spend_records(conn, since, until, tenant, limit)
+
+    async def claim_alert(
+        self, tenant: str, window_start: datetime, kind: str, spent_micros: int, budget_micros: int
+    ) -> bool:
+        # Kept in this host's file: each host alerts once per window for what it sees.
+        return await self.local.claim_alert(tenant, window_start, kind, spent_micros, budget_micros)
+
+    async def recent_alerts(self, limit: int) -> list[dict[str, Any]]:
+        return await self.local.recent_alerts(limit)
 
     async def record_feedback(
         self, tenant: str, request_id: str, correct: bool | None, true_severity: str | None,

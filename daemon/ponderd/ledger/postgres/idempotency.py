@@ -49,8 +49,8 @@ class CentralIdempotency:
     def enabled(self) -> bool:
         return self.hours > 0
 
-    async def claim(self, tenant: str, key: str, fingerprint: str) -> Attempt:
-        request_id = secrets.token_hex(12)
+    async def claim(self, tenant: str, key: str, fingerprint: str, request_id: str = "") -> Attempt:
+        request_id = request_id or secrets.token_hex(12)
         self.live.add(request_id)
         deadline = time.monotonic() + self.wait_seconds
         try:
@@ -59,7 +59,7 @@ class CentralIdempotency:
                     outcome, value = await asyncio.shield(self._claim(tenant, key, fingerprint, request_id))
                 except UNREACHABLE:
                     self.live.discard(request_id)
-                    attempt = await self.local.claim(tenant, key, fingerprint)
+                    attempt = await self.local.claim(tenant, key, fingerprint, request_id)
                     if attempt.reply is None:
                         self._local_attempts.add(attempt.request_id)
                     return attempt

@@ -89,6 +89,24 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at);
     """,
+    # 3: key lifetime (ledger/postgres/central.py: issue_key, rotate_key, record_key_use): an expiry
+    # (NULL: never), the successor of a rotated key, and when it was last used (written in batches)
+    """
+    ALTER TABLE keys ADD COLUMN expires_at timestamptz;
+    ALTER TABLE keys ADD COLUMN last_used_at timestamptz;
+    ALTER TABLE keys ADD COLUMN replaced_by text;
+    """,
+    # 4: policy versions, fleet-wide: `ponder admin policy reload` on any host stores its policy file's text
+    # as the next version (central.publish_policy); every host puts the newest in force (Fleet.check_policy).
+    """
+    CREATE TABLE policy_versions (
+        version bigserial PRIMARY KEY,
+        sha256 text NOT NULL,
+        text text NOT NULL,
+        host_id text NOT NULL,
+        created_at timestamptz NOT NULL
+    );
+    """,
 )
 
 VERSION = len(MIGRATIONS)

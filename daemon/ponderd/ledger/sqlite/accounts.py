@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, TypeVar
 
 from sqlite_utils import Database
 
 from ponderd.clock import Clock
 from ponderd.ledger.keys import Keyring
-from ponderd.ledger.sqlite import feedback, keys, retention, spend
+from ponderd.ledger.sqlite import alerts, feedback, keys, retention, spend
 from ponderd.ledger.sqlite.ledger import Ledger
 from ponderd.ledger.sqlite.store import Store
 from ponderd.ledger.types import BalanceView
@@ -59,8 +59,16 @@ class SqliteAccounts:
     async def set_budget(self, name: str, budget_micros: int, window: str | None) -> BalanceView:
         return await self.store.call(self.ledger.set_budget, name, budget_micros, window, self.clock.now())
 
-    async def issue_key(self, tenant: str | None, scope: str, label: str) -> tuple[str, str]:
-        return await self._mutate(keys.issue_key, tenant, scope, label, self.clock.now())
+    async def issue_key(
+        self, tenant: str | None, scope: str, label: str, expires_at: datetime | None = None
+    ) -> tuple[str, str]:
+        return await self._mutate(keys.issue_key, tenant, scope, label, self.clock.now(), expires_at)
+
+    async def rotate_key(self, key_id: str, overlap: timedelta, expires_at: datetime | None) -> dict[str, Any]:
+        return await self._mutate(keys.rotate_key, key_id, overlap, expires_at, self.clock.now())
+
+    async def record_key_use(self, used: dict[str, datetime]) -> int:
+        return await self.store.call(keys.record_use, used)
 
     async def revoke_key(self, key_id: str) -> None:
         await self._mutate(keys.revoke_key, key_id, self.clock.now())
@@ -86,6 +94,16 @@ class SqliteAccounts:
         return await self.store.call(
             feedback.record, tenant, request_id, correct, true_severity, true_needs_reasoning, comment, self.clock.now()
         )
+
+    async def claim_alert(
+        self, tenant: str, window_start: datetime, kind: str, spent_micros: int, budget_micros: int
+    ) -> bool:
+        return await self.store.call(
+            alerts.claim, tenant, window_start, kind, self.clock.now(), spent_micros, budget_micros
+        )
+
+    async def recent_alerts(self, limit: int) -> list[dict[str, Any]]:
+        return await self.store.call(alerts.recent, limit)
 
     async def renew_windows(self) -> list[str]:
         return await self.store.call(self.ledger.renew_windows, self.clock.now())

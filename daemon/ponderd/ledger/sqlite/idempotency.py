@@ -66,8 +66,8 @@ class IdempotencyKeys:
     def _busy(self) -> set[str]:
         return self.live | self.owned()
 
-    async def claim(self, tenant: str, key: str, fingerprint: str) -> Attempt:
-        request_id = secrets.token_hex(12)
+    async def claim(self, tenant: str, key: str, fingerprint: str, request_id: str = "") -> Attempt:
+        request_id = request_id or secrets.token_hex(12)
         now = self.clock.now()
         # Live before the row exists: a concurrent claim of the same key must see it as running.
         self.live.add(request_id)

@@ -1,19 +1,21 @@
-"""API keys in SQLite: issue, revoke, list; the rows the Keyring verifies against."""
+"""API keys in SQLite: issue, rotate, revoke, list, record use; the rows the Keyring verifies against."""
 
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Mapping
 
 from sqlite_utils import Database
 
 from ponderd.errors import NotFound
-from ponderd.ledger.keys import Keyring, _hash, new_token
+from ponderd.ledger.keys import Keyring, _hash, as_instant, new_token
 from ponderd.ledger.types import iso
 
 
-def issue_key(db: Database, tenant: str | None, scope: str, label: str, now: datetime) -> tuple[str, str]:
+def issue_key(
+    db: Database, tenant: str | None, scope: str, label: str, now: datetime, expires_at: datetime | None = None
+) -> tuple[str, str]:
     """Store a new key's hash; return (key_id, token). The token is never stored."""
     if scope not in ("tenant", "admin"):
         raise ValueError("scope must be 'tenant' or 'admin'")
@@ -29,15 +31,59 @@ def issue_key(db: Database, tenant: str | None, scope: str, label: str, now: dat
             "label": label,
             "created_at": iso(now),
             "revoked_at": None,
+            "expires_at": iso(expires_at) if expires_at else None,
         }
     )
     return key_id, token
+
+
+def rotate_key(
+    db: Database, key_id: str, overlap: timedelta, expires_at: datetime | None, now: datetime
+) -> dict[str, Any]:
+    """Issue a successor (same tenant, scope, label) and let the old key expire at the end of the overlap.
+
+    The successor expires at `expires_at`, or, when None, after the old key's
+    lifetime if it had one. Returns key_id, token, expires_at (the new key's),
+    old_key_id and old_expires_at.
+    """
+    with db.atomic():
+        rows = list(db.query("SELECT * FROM keys WHERE key_id = ? AND revoked_at IS NULL", [key_id]))
+        old = rows[0] if rows else None
+        old_expiry = as_instant(old["expires_at"]) if old else None
+        if old is None or (old_expiry is not None and old_expiry <= now):
+            raise NotFound(f"no active key {key_id!r} to rotate; 'ponder admin key list' shows them")
+        if old["replaced_by"]:
+            raise NotFound(
+                f"key {key_id!r} was rotated already (to {old['replaced_by']}); rotate that one instead"
+            )
+        if expires_at is None and old_expiry is not None:
+            expires_at = now + (old_expiry - as_instant(old["created_at"]))  # type: ignore[operator]
+        new_id, token = issue_key(db, old["tenant"], old["scope"], old["label"], now, expires_at)
+        end = now + overlap
+        if old_expiry is not None:
+            end = min(end, old_expiry)
+        changes: dict[str, Any] = {"replaced_by": new_id, "expires_at": iso(end)}
+        if overlap <= timedelta(0):
+            changes["revoked_at"] = iso(now)
+        db.table("keys").update(key_id, changes)
+    return {"key_id": new_id, "token": token, "expires_at": expires_at, "old_key_id": key_id, "old_expires_at": end}
 
 
 def revoke_key(db: Database, key_id: str, now: datetime) -> None:
     if not db["keys"].count_where("key_id = ? AND revoked_at IS NULL", [key_id]):
         raise NotFound(f"no active key {key_id!r}; 'ponder admin key list' shows them")
     db.table("keys").update(key_id, {"revoked_at": iso(now)})
+
+
+def record_use(db: Database, used: Mapping[str, datetime]) -> int:
+    """Write when keys were last used (a batch from the keyring), never moving a time back; return rows changed."""
+    with db.atomic():
+        before = db.conn.total_changes
+        db.conn.executemany(
+            "UPDATE keys SET last_used_at = ? WHERE key_id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+            [[iso(when), key_id, iso(when)] for key_id, when in used.items()],
+        )
+        return db.conn.total_changes - before
 
 
 def list_keys(db: Database, tenant: str | None) -> list[dict[str, Any]]:
@@ -49,6 +95,6 @@ def list_keys(db: Database, tenant: str | None) -> list[dict[str, Any]]:
 def refresh(keyring: Keyring, db: Database) -> None:
     """Load the keyring from the keys and tenants tables (after every change, on the store's thread)."""
     keyring.load(
-        db.query("SELECT key_id, scope, tenant, secret_sha256 FROM keys WHERE revoked_at IS NULL"),
+        db.query("SELECT key_id, scope, tenant, secret_sha256, expires_at FROM keys WHERE revoked_at IS NULL"),
         {r["name"]: bool(r["enabled"]) for r in db.query("SELECT name, enabled FROM tenants")},
     )

@@ -8,7 +8,7 @@ So no interleaving of requests can overspend. Amounts are whole micro-credits.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import datetime
 from typing import Any, Sequence
 from zoneinfo import ZoneInfo
@@ -107,14 +107,16 @@ class Ledger:
             remaining = row["budget_micros"] - row["spent_micros"] - row["reserved_micros"]
             for index, cand in enumerate(candidates):
                 if cand.worst_case_micros <= remaining:
-                    db.table("reservations").insert(
+                    _insert(
+                        db,
+                        "reservations",
                         {
                             "request_id": request_id,
                             "tenant": tenant,
                             "amount_micros": cand.worst_case_micros,
                             "created_at": iso(now),
                             "plan": json.dumps({"plan": cand.to_json(), **(context or {})}),
-                        }
+                        },
                     )
                     db.execute(
                         "UPDATE tenants SET reserved_micros = reserved_micros + ? WHERE name = ?",
@@ -155,7 +157,7 @@ class Ledger:
                 "WHERE name = ?",
                 [reserved, charged, row.tenant],
             )
-            record = asdict(row) | {
+            record = _fields(row) | {
                 "cost_micros": charged,
                 "reserved_micros": reserved,
                 "window_start": tenant["window_start"],
@@ -164,14 +166,14 @@ class Ledger:
             }
             if self.leased:
                 record["shipped"] = 0
-            db.table("spend").insert(record)
+            _insert(db, "spend", record)
             if prompt_text is not None:
-                db.table("prompts").insert({"request_id": row.request_id, "at": row.at, "text": prompt_text})
+                _insert(db, "prompts", {"request_id": row.request_id, "at": row.at, "text": prompt_text})
         return charged
 
     def record_refusal(self, db: Database, row: SpendRow) -> None:
         """Log a request refused before any reservation (e.g. budget exhausted): zero cost."""
-        record = asdict(row) | {
+        record = _fields(row) | {
             "reserved_micros": 0,
             "cost_micros": 0,
             "window_start": self._row(db, row.tenant)["window_start"],
@@ -233,11 +235,11 @@ class Ledger:
     # helpers ---------------------------------------------------------------
 
     def _row(self, db: Database, name: str) -> dict[str, Any]:
-        row = db.execute("SELECT * FROM tenants WHERE name = ?", [name]).fetchone()
+        cur = db.conn.execute("SELECT * FROM tenants WHERE name = ?", [name])
+        row = cur.fetchone()
         if row is None:
             raise NotFound(f"no tenant named {name!r}; 'ponder admin tenant list' shows them")
-        cols = [d[0] for d in db.execute("SELECT * FROM tenants LIMIT 0").description]
-        return dict(zip(cols, row))
+        return dict(zip([d[0] for d in cur.description], row))
 
     def _roll(self, db: Database, row: dict[str, Any], now: datetime) -> dict[str, Any]:
         """Move the tenant into the window holding `now` if its window has ended.
@@ -330,6 +332,29 @@ class Ledger:
     def unshipped(self, db: Database, limit: int) -> list[dict[str, Any]]:
         return list(db.query("SELECT * FROM spend WHERE shipped = 0 ORDER BY at LIMIT ?", [limit]))
 
+    def unshipped_count(self, db: Database) -> int:
+        return int(db.execute("SELECT COUNT(*) FROM spend WHERE shipped = 0").fetchone()[0])
+
     def mark_shipped(self, db: Database, request_ids: Sequence[str]) -> None:
         with db.atomic():
             db.conn.executemany("UPDATE spend SET shipped = 1 WHERE request_id = ?", [[r] for r in request_ids])
+
+
+# The hot path (a reservation and a settlement per request) writes its rows
+# with one cached INSERT statement per table and column set, rather than
+# through sqlite_utils' generic insert, which inspects the table on every call.
+_INSERTS: dict[tuple[str, tuple[str, ...]], str] = {}
+
+
+def _insert(db: Database, table: str, record: dict[str, Any]) -> None:
+    cols = tuple(record)
+    sql = _INSERTS.get((table, cols))
+    if sql is None:
+        sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        _INSERTS[(table, cols)] = sql
+    db.conn.execute(sql, list(record.values()))
+
+
+def _fields(row: SpendRow) -> dict[str, Any]:
+    """The row as a flat dict (its fields are plain values: no deep copy as dataclasses.asdict makes)."""
+    return {f.name: getattr(row, f.name) for f in fields(row)}

@@ -8,10 +8,12 @@ and keeps the event loop free of disk I/O.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import os
 import pathlib
 import sqlite3
+import threading
 from typing import Any, Callable, TypeVar
 
 from sqlite_utils import Database
@@ -204,6 +206,41 @@ def m007_fleet_outbox(db: Database) -> None:
     db.execute("CREATE INDEX spend_unshipped ON spend (at) WHERE shipped = 0")
 
 
+@migrations()
+def m008_key_lifetime(db: Database) -> None:
+    # A key may expire (NULL: never); a rotated key names its successor and expires
+    # at the end of the overlap. last_used_at is written in batches by the
+    # flush_key_usage job (ledger/keys.py), never by the request itself.
+    db.execute("ALTER TABLE keys ADD COLUMN expires_at TEXT DEFAULT NULL")
+    db.execute("ALTER TABLE keys ADD COLUMN last_used_at TEXT DEFAULT NULL")
+    db.execute("ALTER TABLE keys ADD COLUMN replaced_by TEXT DEFAULT NULL")
+
+
+@migrations()
+def m009_alerts(db: Database) -> None:
+    # One row per alert raised (request/alerts.py): the unique key makes it once per tenant,
+    # window and kind ("soft_limit", "budget_exhausted"), also across restarts. The table is
+    # also the webhook's outbox (serve/webhook.py): a row waits until a POST of it succeeds
+    # (delivered_at), retried with backoff (attempts, next_attempt_at, last_error).
+    db.execute(
+        """CREATE TABLE alerts (
+            id INTEGER PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            window_start TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            at TEXT NOT NULL,
+            spent_micros INTEGER NOT NULL,
+            budget_micros INTEGER NOT NULL,
+            delivered_at TEXT DEFAULT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT DEFAULT NULL,
+            last_error TEXT NOT NULL DEFAULT '',
+            UNIQUE (tenant, window_start, kind)
+        )"""
+    )
+    db.execute("CREATE INDEX alerts_undelivered ON alerts (next_attempt_at) WHERE delivered_at IS NULL")
+
+
 def connect(path: pathlib.Path) -> Database:
     """Open (creating if needed) the database and bring its schema up to date."""
     private_dir(path.parent)
@@ -253,27 +290,80 @@ def storage_fault(exc: BaseException) -> str | None:
     return None
 
 
+class _Job:
+    """One caller's function, waiting for (or in) a batch; `future` is how its caller hears the outcome."""
+
+    __slots__ = ("fn", "args", "future")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn, self.args = fn, args
+        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+
+class _BatchLost(Exception):
+    """The batch's transaction is gone (a fault at BEGIN or COMMIT, or SQLite rolled it back)."""
+
+
+#: The most calls one batch runs before its COMMIT.
+BATCH_LIMIT = 256
+
+
 class Store:
     """Owns the connection; `call` runs a function of the Database on the owner thread.
+
+    Group commit (the default): calls that arrive while the owner thread is busy
+    queue up, and the owner thread runs up to BATCH_LIMIT of them as one
+    transaction, each inside its own SAVEPOINT, then COMMITs once: one fsync for
+    the batch. A call that raises rolls back only its savepoint and hears its
+    own exception. Nobody hears a result before the COMMIT of its batch has
+    returned (synchronous=FULL: the batch is on disk). If the batch's
+    transaction is lost (a fault at COMMIT, or SQLite rolled it back), the calls
+    whose effects were lost run again one by one, each in its own transaction,
+    so every caller gets its own true result. A caller cancelled while its call
+    waits is dropped; once its call is in a batch, the batch decides its outcome.
+    `group_commit=False` runs every call as its own transaction (the baseline).
 
     It also knows whether the file takes writes: a storage fault (disk full,
     I/O error) marks it unwritable and becomes StorageUnavailable for the
     caller; the next call that writes successfully marks it writable again.
     """
 
-    def __init__(self, path: pathlib.Path) -> None:
+    def __init__(self, path: pathlib.Path, group_commit: bool = True, batch_limit: int = BATCH_LIMIT) -> None:
         self.path = path
+        self.group_commit = group_commit
+        self.batch_limit = batch_limit
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ponder-db")
         self._db: Database | None = None
+        self._queue: collections.deque[_Job] = collections.deque()
+        self._lock = threading.Lock()
+        self._draining = False
         # Read from other threads; written only on the owner thread.
         self.fault: str = ""
+        self.batches = 0  # batches committed
+        self.batched_calls = 0  # calls those batches ran
+        self.fallbacks = 0  # batches whose transaction was lost and whose calls ran one by one
 
     @property
     def writable(self) -> bool:
         return not self.fault
 
+    @property
+    def pending(self) -> int:
+        """Calls queued for the next batch (group commit), cancelled ones not yet dropped included."""
+        with self._lock:
+            return len(self._queue)
+
     def open(self) -> None:
         self._db = self._pool.submit(connect, self.path).result()
+
+    def _unavailable(self, reason: str, exc: BaseException) -> StorageUnavailable:
+        self.fault = reason
+        err = StorageUnavailable(
+            f"the database at {self.path} cannot be written: {reason}; nothing was charged for this call. "
+            "Free disk space or fix the disk, then retry: Ponder recovers by itself"
+        )
+        err.__cause__ = exc
+        return err
 
     def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._db is None:
@@ -288,22 +378,137 @@ class Store:
                 raise
             if conn.in_transaction:  # a failed COMMIT can leave the transaction open
                 conn.execute("ROLLBACK")
-            self.fault = reason
-            raise StorageUnavailable(
-                f"the database at {self.path} cannot be written: {reason}; nothing was charged for this call. "
-                "Free disk space or fix the disk, then retry: Ponder recovers by itself"
-            ) from exc
+            raise self._unavailable(reason, exc) from exc
         if self.fault and conn.total_changes != before:
             self.fault = ""
         return out
 
+    # group commit ------------------------------------------------------------
+
+    def _submit(self, fn: Callable[..., T], args: tuple[Any, ...]) -> concurrent.futures.Future[T]:
+        if not self.group_commit:
+            return self._pool.submit(self._run, fn, *args)
+        job = _Job(fn, args)
+        with self._lock:
+            self._queue.append(job)
+            start = not self._draining
+            self._draining = True
+        if start:
+            self._pool.submit(self._drain)
+        return job.future
+
+    def _drain(self) -> None:
+        """On the owner thread: run batches until the queue is empty."""
+        while True:
+            with self._lock:
+                batch: list[_Job] = []
+                while self._queue and len(batch) < self.batch_limit:
+                    job = self._queue.popleft()
+                    # False: its caller was cancelled while it waited; it is dropped, never run.
+                    if job.future.set_running_or_notify_cancel():
+                        batch.append(job)
+                if not batch:
+                    self._draining = False
+                    return
+            try:
+                self._run_batch(batch)
+            except BaseException as exc:  # never strand a caller
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+
+    def _run_batch(self, batch: list[_Job]) -> None:
+        if self._db is None:
+            err = RuntimeError("store is not open")
+            for job in batch:
+                job.future.set_exception(err)
+            return
+        db, conn = self._db, self._db.conn
+        # Per job: None (its effects are in the open transaction, or it has not run) or its final exception.
+        failed: list[BaseException | None] = [None] * len(batch)
+        values: list[Any] = [None] * len(batch)
+        clean_from = conn.total_changes  # changes after the last storage fault of this batch
+        try:
+            self._execute(conn, "BEGIN IMMEDIATE")
+            for i, job in enumerate(batch):
+                self._execute(conn, "SAVEPOINT ponder_call")
+                try:
+                    values[i] = job.fn(db, *job.args)
+                except BaseException as exc:
+                    if not conn.in_transaction:  # SQLite rolled the whole batch back
+                        reason = storage_fault(exc)
+                        failed[i] = exc if reason is None else self._unavailable(reason, exc)
+                        raise _BatchLost() from exc
+                    self._execute(conn, "ROLLBACK TO ponder_call")
+                    self._execute(conn, "RELEASE ponder_call")
+                    reason = storage_fault(exc) if isinstance(exc, Exception) else None
+                    if reason is not None:
+                        failed[i] = self._unavailable(reason, exc)
+                        clean_from = conn.total_changes
+                    else:
+                        failed[i] = exc
+                else:
+                    if not conn.in_transaction:  # the call ended the transaction itself
+                        raise _BatchLost()
+                    self._execute(conn, "RELEASE ponder_call")
+            self._commit(conn)
+        except BaseException:
+            self._rollback(conn)
+            self.fallbacks += 1
+            self._one_by_one(batch, failed)
+            return
+        self.batches += 1
+        self.batched_calls += len(batch)
+        if self.fault and conn.total_changes != clean_from:
+            self.fault = ""
+        # Acknowledged only now, after the batch's COMMIT.
+        for i, job in enumerate(batch):
+            if failed[i] is not None:
+                job.future.set_exception(failed[i])  # type: ignore[arg-type]
+            else:
+                job.future.set_result(values[i])
+
+    def _one_by_one(self, batch: list[_Job], failed: list[BaseException | None]) -> None:
+        """The batch's transaction was lost: a call that raised keeps its exception (it changed
+        nothing); every other call runs again alone, in its own transaction, and its caller gets that result."""
+        for job, exc in zip(batch, failed):
+            if exc is not None:
+                job.future.set_exception(exc)
+                continue
+            try:
+                out = self._run(job.fn, *job.args)
+            except BaseException as err:
+                job.future.set_exception(err)
+            else:
+                job.future.set_result(out)
+
+    # Seams for fault injection in tests: the statements a batch runs around its calls.
+    def _execute(self, conn: sqlite3.Connection, sql: str) -> None:
+        conn.execute(sql)
+
+    def _commit(self, conn: sqlite3.Connection) -> None:
+        conn.execute("COMMIT")
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+    # callers -----------------------------------------------------------------
+
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run fn(db, *args) on the owner thread without blocking the event loop."""
-        return await asyncio.wrap_future(self._pool.submit(self._run, fn, *args))
+        """Run fn(db, *args) on the owner thread without blocking the event loop.
+
+        Cancelling the caller before its call is taken into a batch drops the
+        call; after that, the call completes (or fails) with its batch.
+        """
+        return await asyncio.wrap_future(self._submit(fn, args))
 
     def call_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn(db, *args) on the owner thread and wait: for jobs and start-up."""
-        return self._pool.submit(self._run, fn, *args).result()
+        return self._submit(fn, args).result()
 
     async def probe(self) -> bool:
         """Try one small write; True (and writable again) if the database takes it."""

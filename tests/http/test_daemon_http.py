@@ -1,0 +1,349 @@
+"""The OpenAI-compatible HTTP API through the real `openai` SDK, against a real daemon (gRPC beside it) and the real model."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import logging
+import sqlite3
+import uuid
+
+import grpc
+import openai
+import pytest
+
+from conftest import REPO, DaemonThread, counted, eventually, make_settings, scrape
+from ponder.v1 import ponder_pb2, ponder_pb2_grpc
+
+pytestmark = pytest.mark.model
+
+PROMPT = "Name a colour."
+
+
+@pytest.fixture(scope="module")
+def d(tmp_path_factory: pytest.TempPathFactory):
+    daemon = DaemonThread(make_settings(tmp_path_factory.mktemp("state"), http={"listen": "127.0.0.1:0"})).start()
+    yield daemon
+    daemon.stop()
+
+
+def base_url(d: DaemonThread) -> str:
+    return f"{d.server.http.address}/v1"
+
+
+def client(d: DaemonThread, token: str | None = None, **options) -> openai.OpenAI:
+    options = {"max_retries": 0, "timeout": 120, **options}
+    return openai.OpenAI(base_url=base_url(d), api_key=token or d.token("local"), **options)
+
+
+def raw(d: DaemonThread, method: str, path: str, content: bytes = b"", headers: dict[str, str] | None = None):
+    """(status, headers, body) of one plain HTTP request (no SDK in between)."""
+    conn = http.client.HTTPConnection("127.0.0.1", d.server.http.port, timeout=120)
+    try:
+        conn.request(method, path, body=content or None, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def auth(d: DaemonThread) -> dict[str, str]:
+    return {"authorization": f"Bearer {d.token('local')}"}
+
+
+def spend_rows(d: DaemonThread, tenant: str = "local") -> list[tuple[str, str, int]]:
+    with sqlite3.connect(d.settings.database) as conn:
+        return conn.execute("SELECT request_id, status, cost_micros FROM spend WHERE tenant = ? ORDER BY rowid", (tenant,)).fetchall()
+
+
+def new_tenant(d: DaemonThread, name: str, budget: float) -> str:
+    with d.admin() as admin:
+        return admin.create_tenant(name, budget, "day").token
+
+
+def test_a_plain_completion_answers_with_usage_and_the_ponder_object(d):
+    before = len(spend_rows(d))
+    r = client(d).chat.completions.create(model="default", messages=[{"role": "user", "content": PROMPT}], seed=7)
+    assert r.object == "chat.completion" and r.choices[0].message.role == "assistant"
+    assert r.choices[0].message.content and r.choices[0].finish_reason in ("stop", "length")
+    ponder = r.model_extra["ponder"]
+    assert r.id == f"chatcmpl-{ponder['request_id']}"
+    assert ponder["plan"]["level"] and ponder["assessment"]["severity"].startswith("SEVERITY_")
+    assert ponder["cost"] > 0 and ponder["balance"]["tenant"] == "local"
+    assert r.usage.prompt_tokens > 0 and r.usage.completion_tokens > 0
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    assert r.usage.completion_tokens_details.reasoning_tokens == ponder["usage"]["thinking_tokens"]
+    rows = spend_rows(d)[before:]
+    assert [(rid, status) for rid, status, _ in rows] == [(ponder["request_id"], "ok")]
+    assert rows[0][2] == round(ponder["cost"] * 1e6)
+
+
+def test_http_and_grpc_give_the_same_plan_and_charge_for_the_same_request(d):
+    messages = [{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "What colour is the sky?"}]
+    r = client(d).chat.completions.create(model="default", messages=messages, seed=11, max_tokens=8)
+    ponder = r.model_extra["ponder"]
+    with grpc.insecure_channel(d.address) as channel:
+        stub = ponder_pb2_grpc.PonderServiceStub(channel)
+        request = ponder_pb2.AskRequest(
+            messages=[ponder_pb2.ChatMessage(role=m["role"], content=m["content"]) for m in messages],
+            seed=11, hints=ponder_pb2.Hints(answer_tokens=8),
+        )
+        g = stub.Ask(request, metadata=(("authorization", f"Bearer {d.token('local')}"),), timeout=120)
+    assert g.plan.level == ponder["plan"]["level"] and g.plan.answer_tokens == ponder["plan"]["answer_tokens"] <= 8
+    assert g.text == r.choices[0].message.content
+    assert g.cost == pytest.approx(ponder["cost"])
+    costs = {rid: cost for rid, _, cost in spend_rows(d)}
+    assert costs[g.request_id] == costs[ponder["request_id"]] == round(g.cost * 1e6)
+
+
+def test_a_streamed_completion_ends_with_usage_and_done(d):
+    before = len(spend_rows(d))
+    stream = client(d).chat.completions.create(
+        model="default", messages=[{"role": "user", "content": PROMPT}], seed=7, stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finals) == 1 and text
+    ponder = finals[0].model_extra["ponder"]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    assert {c.id for c in chunks} == {f"chatcmpl-{ponder['request_id']}"}
+    assert [(rid, status) for rid, status, _ in spend_rows(d)[before:]] == [(ponder["request_id"], "ok")]
+    # The same request, plain: the same text for the same seed.
+    plain = client(d).chat.completions.create(model="default", messages=[{"role": "user", "content": PROMPT}], seed=7)
+    assert plain.choices[0].message.content == text
+
+
+def test_the_raw_stream_is_server_sent_events_ending_with_done(d):
+    body = {"model": "default", "messages": [{"role": "user", "content": PROMPT}], "stream": True, "seed": 3}
+    status, headers, content = raw(
+        d, "POST", "/v1/chat/completions", json.dumps(body).encode(), {"content-type": "application/json", **auth(d)},
+    )
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
+    lines = [line for line in content.decode().split("\n") if line]
+    assert all(line.startswith("data: ") for line in lines) and lines[-1] == "data: [DONE]"
+    assert json.loads(lines[0][6:])["object"] == "chat.completion.chunk"
+
+
+def test_the_async_client_answers_and_streams(d):
+    async def main():
+        async with openai.AsyncOpenAI(base_url=base_url(d), api_key=d.token("local"), max_retries=0, timeout=120) as c:
+            r = await c.chat.completions.create(model="default", messages=[{"role": "user", "content": PROMPT}])
+            stream = await c.chat.completions.create(model="default", messages=[{"role": "user", "content": PROMPT}], stream=True)
+            chunks = [chunk async for chunk in stream]
+        return r, chunks
+
+    r, chunks = asyncio.run(main())
+    assert r.choices[0].message.content
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def test_models_lists_default_and_health_agrees_with_grpc(d):
+    models = client(d).models.list()
+    assert [m.id for m in models.data][0] == "default"
+    for path in ("/healthz", "/readyz"):
+        status, _, content = raw(d, "GET", path)
+        assert status == 200 and json.loads(content)["status"] == "SERVING"
+
+
+def test_a_bad_key_is_an_authentication_error(d):
+    before = len(spend_rows(d))
+    with pytest.raises(openai.AuthenticationError) as err:
+        client(d, "pnd_nope_nope").chat.completions.create(model="default", messages=[{"role": "user", "content": PROMPT}])
+    assert err.value.status_code == 401 and err.value.code == "invalid_api_key"
+    assert err.value.response.headers["x-request-id"] == err.value.body["request_id"]
+    status, _, body = raw(d, "GET", "/v1/models")  # no key at all
+    assert status == 401 and "Authorization: Bearer" in json.loads(body)["error"]["message"]
+    assert len(spend_rows(d)) == before
+
+
+def test_an_admin_key_and_a_refused_hint_are_permission_errors(d):
+    with pytest.raises(openai.PermissionDeniedError):
+        client(d, d.token("admin")).chat.completions.create(model="default", messages=[{"role": "user", "content": PROMPT}])
+    token = new_tenant(d, "plain", 100.0)  # the small policy's defaults allow no level hint
+    with pytest.raises(openai.PermissionDeniedError) as err:
+        client(d, token).chat.completions.create(
+            model="default", messages=[{"role": "user", "content": PROMPT}], reasoning_effort="high",
+        )
+    assert "level" in err.value.message
+
+
+def test_an_exhausted_budget_is_a_rate_limit_error_with_insufficient_quota(d):
+    token = new_tenant(d, "tiny", 0.01)
+    with pytest.raises(openai.RateLimitError) as err:
+        client(d, token, max_retries=2).chat.completions.create(model="default", messages=[{"role": "user", "content": PROMPT}])
+    assert err.value.status_code == 429 and err.value.code == "insufficient_quota"
+    assert err.value.response.headers["x-should-retry"] == "false"
+    # One refusal: the SDK did not retry what cannot succeed.
+    assert [(status, cost) for _, status, cost in spend_rows(d, "tiny")] == [("refused", 0)]
+
+
+def test_a_budget_driven_to_exhaustion_through_the_sdk_matches_the_ledger(d):
+    token = new_tenant(d, "drained", 0.3)
+    c = client(d, token)
+    charged = 0.0
+    with pytest.raises(openai.RateLimitError):
+        for _ in range(50):
+            r = c.chat.completions.create(model="default", messages=[{"role": "user", "content": PROMPT}], max_tokens=16)
+            charged += r.model_extra["ponder"]["cost"]
+    rows = spend_rows(d, "drained")
+    assert rows[-1][1] == "refused" and all(status == "ok" for _, status, _ in rows[:-1])
+    assert sum(cost for _, _, cost in rows) == pytest.approx(charged * 1e6, abs=len(rows))
+    assert sum(cost for _, _, cost in rows) <= 300_000
+
+
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"model": "default", "messages": []}, "messages"),
+        ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "frobnicate": 1}, "frobnicate"),
+        ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "n": 2}, "n"),
+        ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "temperature": 0.0}, "temperature"),
+        ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "stop": ["\n"]}, "stop"),
+        ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": -1}, "max_tokens"),
+        ({"model": "default", "messages": [{"role": "tool", "content": PROMPT}]}, "messages[0].role"),
+        ({"model": "default", "messages": [{"role": "user", "content": 3}]}, "messages[0].content"),
+        ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "ponder": {"severity": "dire"}}, "ponder.severity"),
+    ],
+)
+def test_bad_parameters_are_bad_request_errors_naming_the_parameter(d, body, param):
+    before = len(spend_rows(d))
+    extra = {k: v for k, v in body.items() if k not in ("model", "messages")}
+    with pytest.raises(openai.BadRequestError) as err:
+        client(d).chat.completions.create(model=body["model"], messages=body["messages"], extra_body=extra)
+    assert err.value.param == param and err.value.status_code == 400
+    assert len(spend_rows(d)) == before
+
+
+def test_an_unknown_model_is_not_found(d):
+    with pytest.raises(openai.NotFoundError) as err:
+        client(d).chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": PROMPT}])
+    assert err.value.code == "model_not_found" and err.value.param == "model"
+
+
+@pytest.mark.parametrize(
+    "content, headers",
+    [
+        (b'{"model": "default", "messages": [', {"content-type": "application/json"}),
+        (b'{"model": "default"}', {"content-type": "text/plain"}),
+        (b'{"model": "\xff"}', {"content-type": "application/json"}),
+        (b"[" * 100_000, {"content-type": "application/json"}),
+        (b" " * (10 * 1024 * 1024), {"content-type": "application/json"}),
+        (json.dumps({"model": "default", "messages": [{"role": "user", "content": "hi"}] * 1000}).encode(),
+         {"content-type": "application/json"}),
+    ],
+    ids=["truncated", "content-type", "not-utf8", "deep", "10MB", "1000-messages"],
+)
+def test_raw_bad_bodies_are_clear_4xx_and_charge_nothing(d, content, headers):
+    before = len(spend_rows(d))
+    status, got, body = raw(d, "POST", "/v1/chat/completions", content, {**auth(d), **headers})
+    assert status == 400, body
+    error = json.loads(body)["error"]
+    assert error["message"] and error["type"] == "invalid_request_error"
+    assert got["x-request-id"] == error["request_id"]
+    assert len(spend_rows(d)) == before
+    assert raw(d, "GET", "/readyz")[0] == 200
+
+
+def test_an_idempotency_key_replays_with_one_charge_shared_with_grpc(d):
+    key = str(uuid.uuid4())
+    messages = [{"role": "user", "content": PROMPT}]
+    c = client(d)
+    first = c.chat.completions.with_raw_response.create(
+        model="default", messages=messages, seed=5, extra_headers={"Idempotency-Key": key},
+    )
+    again = c.chat.completions.with_raw_response.create(
+        model="default", messages=messages, seed=5, extra_headers={"Idempotency-Key": key},
+    )
+    a, b = first.parse(), again.parse()
+    assert again.headers["x-ponder-replayed"] == "true" and b.model_extra["ponder"]["replayed"]
+    assert a.choices[0].message.content == b.choices[0].message.content and a.id == b.id
+    # The same key and request on gRPC: the stored answer again.
+    with grpc.insecure_channel(d.address) as channel:
+        stub = ponder_pb2_grpc.PonderServiceStub(channel)
+        request = ponder_pb2.AskRequest(messages=[ponder_pb2.ChatMessage(role="user", content=PROMPT)], seed=5, idempotency_key=key)
+        g = stub.Ask(request, metadata=(("authorization", f"Bearer {d.token('local')}"),), timeout=120)
+    assert g.replayed and g.request_id == a.model_extra["ponder"]["request_id"]
+    assert [rid for rid, _, _ in spend_rows(d)].count(g.request_id) == 1
+    # The same key with another request is refused.
+    with pytest.raises(openai.BadRequestError):
+        c.chat.completions.create(model="default", messages=[{"role": "user", "content": "Other."}], extra_headers={"Idempotency-Key": key})
+
+
+def test_a_grpc_ask_with_messages_and_both_prompt_and_messages(d):
+    metadata = (("authorization", f"Bearer {d.token('local')}"),)
+    with grpc.insecure_channel(d.address) as channel:
+        stub = ponder_pb2_grpc.PonderServiceStub(channel)
+        turns = [
+            ponder_pb2.ChatMessage(role="user", content="My name is Ada."),
+            ponder_pb2.ChatMessage(role="assistant", content="Hello Ada."),
+            ponder_pb2.ChatMessage(role="user", content="What is my name?"),
+        ]
+        r = stub.Ask(ponder_pb2.AskRequest(messages=turns, seed=1), metadata=metadata, timeout=120)
+        assert r.text and r.request_id
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Ask(ponder_pb2.AskRequest(prompt="x", messages=turns), metadata=metadata, timeout=120)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not both" in err.value.details()
+
+
+def test_a_client_that_drops_mid_stream_stops_the_request_and_pays_for_what_ran(d):
+    body = {
+        "model": "default", "messages": [{"role": "user", "content": "Think about the sea, then describe it."}],
+        "stream": True, "seed": 9, "ponder": {"samples": 5, "thinking_tokens": 64},
+    }
+    conn = http.client.HTTPConnection("127.0.0.1", d.server.http.port, timeout=120)
+    conn.request("POST", "/v1/chat/completions", body=json.dumps(body), headers={"content-type": "application/json", **auth(d)})
+    response = conn.getresponse()
+    request_id = response.getheader("x-request-id")
+    assert response.status == 200 and response.readline().startswith(b"data: ")  # the plan is made: it runs
+    conn.sock.shutdown(2)
+    conn.close()
+
+    def settled():
+        with sqlite3.connect(d.settings.database) as db:
+            return db.execute(
+                "SELECT status, cost_micros, prompt_tokens, forced_tokens, thinking_tokens, answer_tokens, reserved_micros"
+                " FROM spend WHERE request_id = ?", (request_id,),
+            ).fetchone()
+
+    status, cost, prompt, forced, thinking, answer, reserved = eventually(settled, timeout=120)
+    assert status == "cancelled"
+    # The small policy's prices per 1,000 tokens: prompt 1, thinking 2, answer 2.
+    assert cost == (prompt + forced) * 1000 + (thinking + answer) * 2000 < reserved
+    with sqlite3.connect(d.settings.database) as db:
+        assert db.execute("SELECT COUNT(*) FROM reservations").fetchone()[0] == 0
+
+
+def _example(text: str, marker: str | None = None) -> str:
+    """The first ```python block of `text` (after `marker`, when given)."""
+    if marker is not None:
+        text = text.split(marker, 1)[1]
+    return text.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.parametrize("doc, marker", [("README.md", "<!-- openai-example -->"), ("docs/http.md", None)])
+def test_the_documented_openai_examples_run(d, doc, marker, capsys):
+    code = _example((REPO / doc).read_text(encoding="utf-8"), marker)
+    assert 'base_url="http://127.0.0.1:8080/v1"' in code and "~/.local/state/ponder/local.token" in code
+    code = code.replace("http://127.0.0.1:8080/v1", base_url(d)).replace(
+        "~/.local/state/ponder/local.token", str(d.settings.state_dir / "local.token"),
+    )
+    exec(compile(code, doc, "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) >= 2 and printed[0]
+
+
+def test_http_requests_are_counted_and_logged_with_their_transport(d, caplog):
+    caplog.set_level(logging.INFO, logger="ponder.access")
+    secret = "Is the word zanzibar-7731 a colour?"
+    r = client(d).chat.completions.create(model="default", messages=[{"role": "user", "content": secret}], max_tokens=8)
+    request_id = r.model_extra["ponder"]["request_id"]
+    eventually(lambda: counted(scrape(d), "ponder_rpcs_total", method="ChatCompletions", code="OK", transport="http"))
+    lines = eventually(lambda: [
+        rec.getMessage() for rec in caplog.records if rec.name == "ponder.access" and request_id in rec.getMessage()
+    ])
+    assert "transport=http" in lines[0] and "http_status=200" in lines[0] and "tenant=local" in lines[0]
+    assert not any("zanzibar" in rec.getMessage() or d.token("local") in rec.getMessage() for rec in caplog.records)
