@@ -83,6 +83,16 @@ def mypy_strict(venv: Path, program: str, where: Path) -> subprocess.CompletedPr
     )
 
 
+def test_every_shared_method_is_typed_as_awaited_in_the_asyncio_clients():
+    """A method added to PonderMethods or AdminMethods is declared in the asyncio client too (`awaited`)."""
+    from ponder.aio import AsyncAdminClient, AsyncPonderClient
+    from ponder.client import AdminMethods, PonderMethods
+
+    for shared, aio in ((PonderMethods, AsyncPonderClient), (AdminMethods, AsyncAdminClient)):
+        public = {name for name in vars(shared) if not name.startswith("_") and callable(vars(shared)[name])}
+        assert public - set(vars(aio)) == set(), f"add `name = awaited({shared.__name__}.name)` to {aio.__name__}"
+
+
 def test_the_installed_client_is_typed_for_mypy_strict(client_venv, tmp_path):
     ok = mypy_strict(client_venv, TYPED, tmp_path)
     assert ok.returncode == 0, ok.stdout + ok.stderr
