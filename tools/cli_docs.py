@@ -33,6 +33,13 @@ The connection options are global: they go before the command or after it
 (`ponder --address H:P quote "…"` is `ponder quote --address H:P "…"`; given in
 both places, the one after the command wins). Before a command that does not
 call the daemon (`ponder serve`, `ponder policy check`, …) they are an error.
+
+`--json` prints one JSON document whose schema is [json.md](json.md): numbers as
+numbers, enums as short lowercase names (`"medium"`), times as ISO-8601 strings.
+Tables have a header row and aligned columns: drawn with rich on a terminal, plain
+text (columns two or more spaces apart, no colour) when piped. Long work
+(`ponder ask`, `ponder calibrate`, `ponder risk train`, `ponder risk retrain`,
+`ponder admin job run`) shows progress on stderr, on a terminal only.
 """
 
 

@@ -1,4 +1,5 @@
-"""Tables: headers and aligned columns; plain and stable when piped, drawn with rich on a terminal."""
+"""Tables: headers and aligned columns; plain and stable when piped, drawn with rich on a terminal.
+Long work shows a spinner on a terminal and nothing extra when piped."""
 
 import io
 import os
@@ -100,7 +101,7 @@ def test_the_admin_tables_have_headers_and_aligned_columns(served, cli_env):
                              ["TENANT", "REMAINING", "BUDGET", "CURRENCY", "WINDOW", "STATE"])
     assert {row[0] for row in tenants} == {"acme", "local"}
     keys = assert_aligned(ponder(cli_env, "admin", "key", "list").stdout,
-                          ["KEY", "SCOPE", "TENANT", "STATE", "CREATED", "LABEL"])
+                          ["KEY", "SCOPE", "TENANT", "STATE", "CREATED", "EXPIRES", "LAST USED", "LABEL"])
     [issued] = [r for r in keys if r[-1] == "ci [nightly]"]
     assert issued[1:4] == ["tenant", "acme", "active"]
 
@@ -119,3 +120,9 @@ def test_the_admin_tables_have_headers_and_aligned_columns(served, cli_env):
     # At a terminal: the same table, drawn by rich (bold headers), the label as written.
     drawn = run_on_a_terminal(cli_env, "admin", "key", "list")
     assert "\x1b[" in drawn and "KEY" in drawn and "ci [nightly]" in drawn
+
+    # A spinner while the daemon generates, on a terminal; piped, stderr stays empty.
+    shown = run_on_a_terminal(cli_env, "ask", "Say hi.", "--samples", "1", "--thinking-tokens", "0")
+    assert "asking the daemon" in shown and "  cost " in shown
+    piped = ponder(cli_env, "ask", "Say hi.", "--samples", "1", "--thinking-tokens", "0")
+    assert piped.stderr == "" and "asking" not in piped.stdout

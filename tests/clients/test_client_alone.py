@@ -35,7 +35,7 @@ from ponder.v1 import admin_pb2, ponder_pb2
 
 
 def ask(address: str, token: str) -> float:
-    with PonderClient(address, token, timeout=30.0) as c:
+    with PonderClient(address, token, timeout=30.0, tls_ca=None, retries=True) as c:
         r: ponder_pb2.AskResponse = c.ask("What is 2 + 2?", samples=1, severity_floor="low", check={"number": 4},
                                           answer_format="number", idempotency_key="k1")
         cost: float = r.cost + c.quote("Is 91 prime?", level="fast").plan.worst_case_cost
@@ -68,6 +68,7 @@ WRONG = {
     'PonderClient().ask("x", sampels=3)': 'Unexpected keyword argument "sampels"',
     'cost: str = PonderClient().ask("x").cost': 'Incompatible types in assignment',
     'PonderClient().feedback("id", true_severity="huge")': 'Argument "true_severity" to "feedback"',
+    'PonderClient(tls_sa="ca.pem")': 'Unexpected keyword argument "tls_sa"',
 }
 
 
@@ -80,6 +81,16 @@ def mypy_strict(venv: Path, program: str, where: Path) -> subprocess.CompletedPr
          "--python-executable", str(venv / "bin" / "python"), str(source)],
         capture_output=True, text=True, timeout=300, cwd=where, env=clean_env(),
     )
+
+
+def test_every_shared_method_is_typed_as_awaited_in_the_asyncio_clients():
+    """A method added to PonderMethods or AdminMethods is declared in the asyncio client too (`awaited`)."""
+    from ponder.aio import AsyncAdminClient, AsyncPonderClient
+    from ponder.client import AdminMethods, PonderMethods
+
+    for shared, aio in ((PonderMethods, AsyncPonderClient), (AdminMethods, AsyncAdminClient)):
+        public = {name for name in vars(shared) if not name.startswith("_") and callable(vars(shared)[name])}
+        assert public - set(vars(aio)) == set(), f"add `name = awaited({shared.__name__}.name)` to {aio.__name__}"
 
 
 def test_the_installed_client_is_typed_for_mypy_strict(client_venv, tmp_path):

@@ -97,6 +97,7 @@ class AsyncAdminClient(_Async, AdminMethods):
     set_enabled = awaited(AdminMethods.set_enabled)  # type: ignore[assignment]
     set_budget = awaited(AdminMethods.set_budget)  # type: ignore[assignment]
     issue_key = awaited(AdminMethods.issue_key)  # type: ignore[assignment]
+    rotate_key = awaited(AdminMethods.rotate_key)  # type: ignore[assignment]
     revoke_key = awaited(AdminMethods.revoke_key)  # type: ignore[assignment]
     list_keys = awaited(AdminMethods.list_keys)  # type: ignore[assignment]
     spend = awaited(AdminMethods.spend)  # type: ignore[assignment]

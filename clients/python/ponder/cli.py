@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 from . import cli_admin, cli_connect, cli_json, plugins
 from .cli_format import dump_json, print_answer, print_balance, print_quote
+from .cli_progress import spinner
 from .client import PonderClient, PonderError
 from .errors import ConnectFailed
 
@@ -89,7 +90,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
             if result is not None:
                 print_answer(result, text=False)
             return 0
-        response = client.ask(args.text, **kwargs)
+        # Generation can take minutes on a CPU: a spinner on a terminal says it is still running.
+        with spinner("asking the daemon (generating)", enabled=not args.json):
+            response = client.ask(args.text, **kwargs)
     if args.json:
         dump_json(response)
     else:

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from .cli_connect import tls_options
 from .cli_format import SEVERITY, assessment_line, dump_json
+from .cli_progress import spinner
 from .cli_table import Column, print_table
 from .client import AdminClient
 from .dates import duration_argument, future_argument, when_argument
@@ -226,7 +227,8 @@ def explain(args: argparse.Namespace) -> int:
 
 def job_run(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
-        summary = admin.run_job(args.name)
+        with spinner(f"running {args.name} on the daemon", enabled=not args.json):
+            summary = admin.run_job(args.name)
     if args.json:
         dump_json({"job": args.name, "summary": summary})
     else:

@@ -58,7 +58,8 @@ def print_table(
             from rich import box
             from rich.text import Text
 
-            table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", header_style="bold", pad_edge=False)
+            table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", header_style="bold", pad_edge=False,
+                          show_edge=False)
             for c in columns:
                 table.add_column(c.header.upper(), justify="right" if c.align == "right" else "left", no_wrap=True)
             for row in rows:

@@ -149,6 +149,8 @@ class Connection:
     """Address, key, TLS, deadlines: what the blocking and the asyncio clients share."""
 
     _env, _file = "PONDER_TOKEN", "local.token"
+    # The generated stub of the service the subclass calls.
+    _stub_class: Any = None
 
     def __init__(
         self,
@@ -157,13 +159,21 @@ class Connection:
         timeout: float | None = None,
         *,
         retries: bool = True,
-        **tls: Any,
+        tls: bool | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_server_name: str | None = None,
     ) -> None:
-        self._target = channel.target(address, retries=retries, **tls)
+        self._target = channel.target(
+            address, retries=retries, tls=tls, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+            tls_server_name=tls_server_name,
+        )
         self.address = self._target.address
         self._token = token
         self.timeout = timeout
         self._channel = self._open(self._target)
+        self._stub = self._stub_class(self._channel)
 
     def _open(self, target: channel.Target) -> Any:
         return channel.open_channel(target)
@@ -195,9 +205,7 @@ def _same(reply: Any) -> Any:
 class PonderMethods(Connection):
     """The PonderService calls. Each returns what `_call` returns: the reply (blocking) or an awaitable (asyncio)."""
 
-    def __init__(self, address: str | None = None, token: str | None = None, timeout: float | None = None, **options: Any) -> None:
-        super().__init__(address, token, timeout, **options)
-        self._stub = ponder_pb2_grpc.PonderServiceStub(self._channel)
+    _stub_class = ponder_pb2_grpc.PonderServiceStub
 
     def ask(
         self,
@@ -285,9 +293,7 @@ class AdminMethods(Connection):
 
     _env, _file = "PONDER_ADMIN_TOKEN", "admin.token"
 
-    def __init__(self, address: str | None = None, token: str | None = None, timeout: float | None = None, **options: Any) -> None:
-        super().__init__(address, token, timeout, **options)
-        self._stub = admin_pb2_grpc.AdminServiceStub(self._channel)
+    _stub_class = admin_pb2_grpc.AdminServiceStub
 
     def create_tenant(
         self, name: str, budget: float, window: Window = "day", *, timeout: float | None = None
