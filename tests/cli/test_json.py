@@ -195,6 +195,7 @@ def test_every_command_prints_the_documented_json(served, cli_env, tmp_path):
     check("ponder admin key list --json")
     check("ponder admin key revoke --json", rotated["key_id"])
     ponder(cli_env, "ask", "Say yes.", "--token", created["token"])
+    check("ponder admin alerts --json")
     spend = check("ponder admin spend --json", "--records", "5", "--since", "yesterday")
     assert spend["records"] and isinstance(spend["lines"][0]["requests"], int)
     check("ponder admin policy reload --json")
