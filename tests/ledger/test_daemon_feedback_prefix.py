@@ -5,6 +5,7 @@ a prefix tells nothing about other tenants' requests.
 """
 
 import contextlib
+import re
 import secrets
 import sqlite3
 import subprocess
@@ -87,7 +88,8 @@ def test_an_ambiguous_prefix_lists_the_requests_it_starts(d, cli_env, monkeypatc
     )
     # Newest first, each whole, with when it was asked; and how to resolve it.
     assert line.index(second) < line.index(first) and " UTC)" in line
-    assert line.endswith("; give more of the request id")
+    # The CLI's line ends with the call's own request id (docs/errors.md § The request id).
+    assert re.search(r"; give more of the request id \(request [0-9a-f]{24}\)$", line), line
     assert feedback_rows(d, first) == feedback_rows(d, second) == []
     # One more character than the two share picks one.
     assert cli(d, cli_env, first[:9], "--correct").returncode == 0

@@ -210,11 +210,11 @@ def test_a_refinement_round_that_fails_to_prepare_ends_the_request_with_the_samp
     h = harness(tmp_path, policy=refining_policy(tmp_path))
     prepare, calls = h.engine.prepare, []
 
-    def failing(system, prompt):
+    def failing(system, prompt, history=()):
         calls.append(prompt)
         if len(calls) > 1:
             raise RuntimeError("the tokenizer broke")
-        return prepare(system, prompt)
+        return prepare(system, prompt, history)
 
     h.engine.prepare = failing
     with pytest.raises(EngineFailure, match="refinement failed: the tokenizer broke"):

@@ -96,6 +96,8 @@ def test_a_mapped_client_certificate_is_its_tenant_without_a_token(mtls, pki):
     with client(mtls, pki, "svc-a", cls=AdminClient) as admin:
         code, text = code_of(admin.list_tenants)
         assert code == grpc.StatusCode.PERMISSION_DENIED and "needs an admin key" in text
+        # A certificate is called a certificate, not a key.
+        assert "client certificate 'svc-a' stands for tenant 'local'" in text and "key of tenant" not in text
     with client(mtls, pki, "svc-a", mtls.token("admin"), cls=AdminClient) as admin:
         assert "local" in [t.name for t in admin.list_tenants()]
 

@@ -34,6 +34,15 @@ def reservations(d: DaemonProcess) -> int:
         return conn.execute("SELECT COUNT(*) FROM reservations").fetchone()[0]
 
 
+def _until(sock: socket.socket, first: str) -> list[str]:
+    """The lines of the first datagram whose first line is `first` (skipping STATUS= and EXTEND_TIMEOUT_USEC= ones)."""
+    while True:
+        lines = sock.recv(4096).decode().splitlines()
+        if lines and lines[0] == first:
+            return lines
+        assert all(line.startswith(("STATUS=", "EXTEND_TIMEOUT_USEC=")) for line in lines), lines
+
+
 def test_ready_reload_drain_and_clean_exit(cli_env, tmp_path):
     notify = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -45,7 +54,8 @@ def test_ready_reload_drain_and_clean_exit(cli_env, tmp_path):
     env = cli_env | {"NOTIFY_SOCKET": str(notify), "PONDER_DRAIN_SECONDS": "300"}
     d = DaemonProcess(env, "--policy-file", str(policy), program="ponderd")
     address = d.wait_ready()
-    assert sock.recv(100) == b"READY=1"
+    # Start-up steps come as STATUS= lines and EXTEND_TIMEOUT_USEC (tests/serve/test_sd_notify.py); then READY=1.
+    assert _until(sock, "READY=1")[0] == "READY=1"
     token = (d.state_dir / "local.token").read_text().strip()
     # It says how to ask it, with the state dir the CLI needs to find it.
     assert f'PONDER_STATE_DIR={d.state_dir} ' in d.log.read_text() and ' ask "What is 17 * 23?"' in d.log.read_text()
@@ -80,7 +90,7 @@ def test_ready_reload_drain_and_clean_exit(cli_env, tmp_path):
     assert d.stop(300) == 0
     t.join(60)
     assert result["r"].usage.answer_tokens > 0
-    assert sock.recv(100) == b"STOPPING=1"
+    assert _until(sock, "STOPPING=1")[0] == "STOPPING=1"
     assert not (d.state_dir / "endpoint").exists()
     log = d.log.read_text()
     assert "draining: 1 request(s) running" in log and log.rstrip().endswith("stopped")

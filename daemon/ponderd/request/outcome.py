@@ -32,6 +32,8 @@ class AskInput:
     explain: bool = False
     # Seconds the caller allows (its gRPC deadline), to tell a deadline from a disconnect.
     timeout: float | None = None
+    # The same as an instant (time.monotonic()), when the caller fixed it: wins over `timeout`.
+    deadline: float | None = None
     # What a right answer looks like, when the caller knows (checks.Check): the
     # voted answer is verified and the outcome kept for accuracy learning.
     check: Check | None = None

@@ -112,7 +112,9 @@ class Pipeline:
         `ended` is told the outcome (None: no answer) inside the request, so it
         hears even when the caller has left (an idempotency key's claim).
         """
-        deadline = self.clock.monotonic() + req.timeout if req.timeout is not None else None
+        deadline = req.deadline
+        if deadline is None and req.timeout is not None:
+            deadline = self.clock.monotonic() + req.timeout
         if ended is None:
             return await self.inflight.run(lambda stop: self._ask(who, req, events, stop), deadline)
 

@@ -11,8 +11,9 @@ and a key's stored reply replays on both.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
-from typing import Any, AsyncIterator, Awaitable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from ponder.v1 import ponder_pb2
 from ponderd.engine import ANSWER
@@ -47,7 +48,8 @@ class Asking:
             note(request_id=reply.request_id, cost=0.0)  # the answer again, nothing charged
             return reply
         claim = _Ended.of(self.keys, attempt)
-        outcome = await _before_deadline(self._ask(who, ask, claim), timeout, claim)
+        outcome = await _before_deadline(lambda deadline: self._ask(who, replace(ask, deadline=deadline), claim),
+                                         timeout, claim)
         _note(outcome)
         return response(outcome)
 
@@ -138,13 +140,16 @@ class Asking:
             raise
 
 
-async def _before_deadline(ask: Awaitable[Outcome], remaining: float | None, claim: _Ended | None) -> Outcome:
+async def _before_deadline(
+    ask: Callable[[float | None], Awaitable[Outcome]], remaining: float | None, claim: _Ended | None,
+) -> Outcome:
     """The ask, ended by the daemon a moment before the call's deadline: the client hears DEADLINE_EXCEEDED
-    from the daemon, with the request id, not from its own timer. The request stops and settles as `deadline`."""
+    from the daemon, with the request id, not from its own timer. The request is given the same deadline
+    (time.monotonic()), so it stops and settles as `deadline`."""
     if remaining is None:
-        return await ask
+        return await ask(None)
     try:
-        return await asyncio.wait_for(ask, max(remaining - DEADLINE_SLACK, 0.001))
+        return await asyncio.wait_for(ask(time.monotonic() + remaining), max(remaining - DEADLINE_SLACK, 0.001))
     except asyncio.TimeoutError:
         if claim is not None and not claim.started:
             await claim(None)  # stopped before the request began: nothing else frees the key

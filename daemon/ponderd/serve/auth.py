@@ -77,7 +77,17 @@ def caller(
                 f"tenant {cert[1]!r}; send that tenant's key, or none"
             )
     if admin and who.scope != "admin":
-        raise PermissionDenied(f"{method} needs an admin key; this is a key of tenant {who.tenant!r}")
+        if cert is not None and not token:
+            # No key came: the caller is its certificate, which [tls] identities maps to a tenant.
+            raise PermissionDenied(
+                f"{method} needs an admin key; the call came with no key, and its client certificate "
+                f"{cert[0]!r} stands for tenant {who.tenant!r} ([tls] identities), which a certificate "
+                "never makes an admin: send an admin key (--token, PONDER_ADMIN_TOKEN)"
+            )
+        raise PermissionDenied(
+            f"{method} needs an admin key; this is tenant {who.tenant!r}'s key: send an admin key "
+            "(--token, PONDER_ADMIN_TOKEN)"
+        )
     return who
 
 
