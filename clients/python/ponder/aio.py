@@ -100,6 +100,7 @@ class AsyncAdminClient(_Async, AdminMethods):
     rotate_key = awaited(AdminMethods.rotate_key)  # type: ignore[assignment]
     revoke_key = awaited(AdminMethods.revoke_key)  # type: ignore[assignment]
     list_keys = awaited(AdminMethods.list_keys)  # type: ignore[assignment]
+    list_alerts = awaited(AdminMethods.list_alerts)  # type: ignore[assignment]
     spend = awaited(AdminMethods.spend)  # type: ignore[assignment]
     reload_policy = awaited(AdminMethods.reload_policy)  # type: ignore[assignment]
     explain = awaited(AdminMethods.explain)  # type: ignore[assignment]
