@@ -16,6 +16,7 @@ import pytest
 
 from conftest import REPO, DaemonThread, make_settings
 from ponderd.checks import CheckError, parse_check
+from ponderd.engine.model_file import model_identity
 from ponderd.planning.calibrate import CalibrateError, build_profile, item_seed, load_dataset
 from ponderd.planning.calibrate_report import frontier
 from ponderd.planning.profile import Estimate, Profile, ProfileError, wilson
@@ -275,6 +276,9 @@ def test_calibrate_writes_profile_results_table_and_plot_then_resumes_without_as
     profile = Profile.load(out)
     assert list(profile.levels) == ["quick", "vote"] and profile.policy_version == "tiny-1"
     assert profile.dataset["items"] == 3
+    # The profile names the model file it was measured on (the daemon's config on this host: the embedded model).
+    served = model_identity(None)
+    assert (profile.model_file, profile.model_sha256) == (served.file, served.sha256)
     results = out.with_suffix(".results.jsonl")
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     assert sorted((r["id"], r["level"]) for r in rows) == sorted((i["id"], lvl) for i in DATA for lvl in ("quick", "vote"))

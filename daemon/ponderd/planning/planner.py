@@ -258,7 +258,7 @@ def _by_expected_loss(
 ) -> list[Plan]:
     """Expected-loss mode: the chosen plan, then cheaper ones by expected total; [] falls back to routing."""
     if accuracy is None:
-        reasons.append("expected loss: no accuracy profile loaded, so the routing table decided")
+        reasons.append(policy.profile_note or "expected loss: no accuracy profile loaded, so the routing table decided")
         return []
     # The routing table did not decide here: keep only the reasons that still hold (unsure floor, skipped levels).
     kept = [r for r in reasons if r.startswith(("unsure", "level "))]
