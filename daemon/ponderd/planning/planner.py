@@ -66,6 +66,8 @@ class Plan:
     # Self-refinement rounds after the vote, and each round's answer cap (refine.py).
     refine: int = 0
     refine_tokens: int = 0
+    # Expected-loss mode: every level weighed, lowest expected total first (expected_loss.Choice).
+    choices: tuple[Choice, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -270,12 +272,13 @@ def _by_expected_loss(
     best = ranked[0]
     chosen = plans[best.level]
     said = [best.reason(policy.currency)] + ([f"next best {ranked[1].reason(policy.currency)}"] if len(ranked) > 1 else [])
-    out = [replace(chosen, reasons=chosen.reasons + tuple(said), expected_loss=best.total)]
+    weighed = tuple(ranked)
+    out = [replace(chosen, reasons=chosen.reasons + tuple(said), expected_loss=best.total, choices=weighed)]
     for c in ranked[1:]:
         p = plans[c.level]
         if p.worst_case_micros < chosen.worst_case_micros:
             why = (f"budget: degraded from {chosen.level} to {p.level}, the next lowest expected total", c.reason(policy.currency))
-            out.append(replace(p, reasons=p.reasons + why, expected_loss=c.total))
+            out.append(replace(p, reasons=p.reasons + why, expected_loss=c.total, choices=weighed))
     return out
 
 
