@@ -29,7 +29,9 @@ from ponderd.checks import Check, CheckError, parse_check
 from ponderd.planning.profile import LevelProfile, Profile, slice_key, wilson
 
 SEVERITY_NAMES = {1: "low", 2: "medium", 3: "high"}
-_ITEM_KEYS = ("id", "text", "check", "severity", "needs_reasoning")
+# `group` (optional, not used here) ties framings of one underlying question together for benchmarks
+# that split calibration from evaluation by question (bench/framed.py).
+_ITEM_KEYS = ("id", "text", "check", "severity", "needs_reasoning", "group")
 
 
 class CalibrateError(ValueError):
@@ -100,6 +102,9 @@ def _item(line: str) -> Item:
     severity = row.get("severity")
     if severity is not None and severity not in SEVERITY_NAMES.values():
         raise ValueError(f"severity must be low, medium or high, not {severity!r}")
+    group = row.get("group", "")
+    if isinstance(group, bool) or not isinstance(group, (str, int)):
+        raise ValueError(f"group must be a string or a number naming the underlying question, not {group!r}")
     nr = row.get("needs_reasoning")
     if nr is not None and not isinstance(nr, bool):
         raise ValueError(f"needs_reasoning must be true or false, not {nr!r}")
