@@ -96,6 +96,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--severity-only", action="store_true", help="only quote the framings and print the severity table")
     ap.add_argument("--out", default=str(HERE / "results" / "framed.json"))
+    ap.add_argument("--work", help="folder for the answers (calib.jsonl, held.jsonl); a rerun with the same folder "
+                    "asks only the pairs not yet there (default: a new temporary folder)")
     args = ap.parse_args()
     command = "python bench/framed.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
@@ -113,7 +115,8 @@ def main() -> int:
     base = POLICY.read_text()
     loss = {k: float(v) for k, v in tomllib.loads(base)["planning"]["loss"].items()}
 
-    work = pathlib.Path(tempfile.mkdtemp(prefix="ponder-bench-framed-"))
+    work = pathlib.Path(args.work) if args.work else pathlib.Path(tempfile.mkdtemp(prefix="ponder-bench-framed-"))
+    work.mkdir(parents=True, exist_ok=True)
     policy_file = work / "policy.toml"
     policy_file.write_text(base)
     settings = make_settings(work / "state", policy_file, model={"name": "default", "n_ctx": 4096, "n_seq_max": 8},
@@ -125,6 +128,11 @@ def main() -> int:
     def say(text: str = "") -> None:
         print(text, flush=True)
         lines.append(text)
+
+    def ask(c: Any, which: list[Item], levels: list[str], out: pathlib.Path) -> None:
+        done = {(r["id"], r["level"]) for r in read_results(out)}
+        pairs = [(i, lvl) for i in which for lvl in levels if (i.id, lvl) not in done]
+        run_pairs(c, pairs, seed=args.seed, sha=sha, out=out, concurrency=args.concurrency)
 
     try:
         with d.client() as c, d.admin() as admin:
@@ -150,16 +158,16 @@ def main() -> int:
 
             # 2. Calibrate on one half of the groups.
             say(f"\ncalibrating {len(calib)} items x {len(levels)} levels ...")
-            run_pairs(c, [(i, lvl) for i in calib for lvl in levels], seed=args.seed, sha=sha,
-                      out=work / "calib.jsonl", concurrency=args.concurrency)
-            profile = build_profile(read_results(work / "calib.jsonl"), levels, "bench-framed-1",
+            ask(c, calib, levels, work / "calib.jsonl")
+            calib_ids = {i.id for i in calib}
+            measured = [r for r in read_results(work / "calib.jsonl") if r["id"] in calib_ids and r["level"] in levels]
+            profile = build_profile(measured, levels, "bench-framed-1",
                                     {"path": str(DATA), "sha256": sha, "items": len(calib)}, model)
             profile.save(work / "profile.json")
             # 3. Answer the other half at every level, then replay each plan by Quote.
             say(f"answering {len(held)} evaluation items x {len(levels)} levels ...")
-            run_pairs(c, [(i, lvl) for i in held for lvl in levels], seed=args.seed, sha=sha,
-                      out=work / "held.jsonl", concurrency=args.concurrency)
-            outcome = {(r["id"], r["level"]): r for r in read_results(work / "held.jsonl")}
+            ask(c, held, levels, work / "held.jsonl")
+            outcome = {(r["id"], r["level"]): r for r in read_results(work / "held.jsonl") if r["level"] in levels}
             allowed = set(levels)
 
             def decide(text: str) -> dict[str, str]:
