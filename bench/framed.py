@@ -11,7 +11,7 @@ for a CPU).
 
 1. Every item is quoted under the routing table: the classifier's severity per framing, a
    table (the set is only worth running if the framings move the severity).
-2. The groups are split in two (alternate groups, sorted by id): the calibration half is asked
+2. The groups are split in two (odd and even numbers of each kind): the calibration half is asked
    at every level (`ponder calibrate`'s code) and measures the profile, named with the model
    file's digest.
 3. The evaluation half is answered once at every level with a fixed seed per item. Each plan
@@ -22,7 +22,7 @@ for a CPU).
 
 Per plan: accuracy per severity (the framing's) with Wilson 95% intervals, mean cost (overall
 and per severity), and total loss: cost plus the policy's loss for each wrong answer.
---items N uses the first N groups.
+--items N uses N groups, taken round the kinds (2 x 4 kinds: one question of each kind per half).
 """
 
 from __future__ import annotations
@@ -103,12 +103,14 @@ def main() -> int:
 
     items, sha = load_dataset(DATA)
     group = groups_of(DATA)
-    names = sorted(dict.fromkeys(group[i.id] for i in items))
+    # Groups are KIND-NN: take them round the kinds (sum-01, difference-01, ..., sum-02, ...), so that
+    # --items N keeps every kind; odd NN calibrate, even NN evaluate: each half has every kind.
+    names = sorted(dict.fromkeys(group[i.id] for i in items), key=lambda g: (g.rsplit("-", 1)[-1], g))
     if args.items:
         names = names[: args.items]
     keep = set(names)
     items = [i for i in items if group[i.id] in keep]
-    calib_groups = set(names[0::2])
+    calib_groups = {g for g in names if int(g.rsplit("-", 1)[-1]) % 2 == 1}
     calib = [i for i in items if group[i.id] in calib_groups]
     held = [i for i in items if group[i.id] not in calib_groups]
     severity = {i.id: i.severity or "low" for i in items}
