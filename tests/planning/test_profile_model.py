@@ -126,3 +126,37 @@ def test_policy_check_names_the_model_it_has_no_profile_for(tmp_path: pathlib.Pa
     r = subprocess.run([ponder, "policy", "check", "--json", str(path)], env=cli_env, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0 and json.loads(r.stdout)["warnings"] == []
+
+
+def test_the_default_policys_vote_levels_are_what_expected_loss_buys_on_the_embedded_models_numbers(tmp_path):
+    """policies/default.toml in expected_loss mode, on a profile shaped like the embedded model's measurements
+    (docs/benchmarks.md: 5 votes without thinking 72%, direct 55%, careful 35%): high stakes buy vote5, low direct."""
+    text = (REPO / "policies" / "default.toml").read_text().replace(
+        "# (severity, needs_reasoning) -> level.",
+        '[planning]\nmode = "expected_loss"\nprofile = "profile.json"\nloss = { low = 0.05, medium = 1, high = 40 }\n\n'
+        "# (severity, needs_reasoning) -> level.", 1)
+    (tmp_path / "policy.toml").write_text(text)
+
+    def lvl(accuracy: float, cost: float, samples: int) -> dict:
+        return {"model": "default", "n": 100, "correct": round(accuracy * 100), "accuracy": accuracy, "ci95": [0, 1],
+                "mean_cost": cost, "mean_prompt_tokens": 20.0, "mean_thinking_tokens": 0.0,
+                "mean_answer_tokens": 10.0 * samples, "mean_samples": float(samples), "p50_latency_s": 0.1,
+                "p90_latency_s": 0.2, "slices": {}}
+
+    levels = {"direct": lvl(0.55, 0.02, 1), "brief": lvl(0.40, 0.10, 1), "vote3": lvl(0.66, 0.06, 3),
+              "vote5": lvl(0.72, 0.10, 5), "careful": lvl(0.35, 0.50, 3), "thorough": lvl(0.35, 1.5, 5)}
+    (tmp_path / "profile.json").write_text(json.dumps({
+        "format": "ponder-accuracy-profile/1", "created_at": "2026-12-07T00:00:00Z", "policy_version": "default-2",
+        "model": {"file": SERVED.file, "sha256": SERVED.sha256},
+        "dataset": {"path": "test", "sha256": "", "items": 100}, "levels": levels}))
+    policy = load_policy(tmp_path / "policy.toml", None, SERVED)
+    rules = policy.rules_for("local")
+
+    def chosen(severity: str) -> str:
+        score = RiskScore(severity, False, {s: 1.0 if s == severity else 0.0 for s in ("low", "medium", "high")},
+                          0.1, "test")
+        return plan_candidates(Assessment(severity, False, score), policy, rules, Hints(), 20, LIMITS)[0].level
+
+    assert [lvl.name for lvl in policy.levels][:4] == ["direct", "brief", "vote3", "vote5"]
+    assert policy.level("vote5").vote == "weighted" and policy.level("vote5").thinking_tokens == 0
+    assert (chosen("low"), chosen("high")) == ("direct", "vote5")
