@@ -128,10 +128,9 @@ def load_policy(path: pathlib.Path, models: Sequence[str] | None = None, model: 
         raise PolicyError(str(path), check.problems)
     note = ""
     if profile is not None and model is not None and policy.planning.mode == "expected_loss":
-        if callable(model):  # computed only when it matters: a digest reads the whole model file
-            model = model()
-    if profile is not None and model is not None and policy.planning.mode == "expected_loss":
-        note = profile.model_check(model.file, model.sha256)
+        # Computed only when it matters: a digest reads the whole model file.
+        served = model() if callable(model) else model
+        note = profile.model_check(served.file, served.sha256) if served is not None else ""
         if note:
             profile = None
     return replace(policy, profile=profile, profile_note=note)
