@@ -129,8 +129,9 @@ def test_policy_check_names_the_model_it_has_no_profile_for(tmp_path: pathlib.Pa
 
 
 def test_the_default_policys_vote_levels_are_what_expected_loss_buys_on_the_embedded_models_numbers(tmp_path):
-    """policies/default.toml in expected_loss mode, on a profile shaped like the embedded model's measurements
-    (docs/benchmarks.md: 5 votes without thinking 72%, direct 55%, careful 35%): high stakes buy vote5, low direct."""
+    """policies/default.toml in expected_loss mode, on hand-made numbers in the shape measured on the embedded model
+    (votes without thinking beat a direct answer, thinking levels do worse; bench/results/decisions.json: vote6 0.48,
+    direct 0.27): high stakes buy vote5, low stakes direct."""
     text = (REPO / "policies" / "default.toml").read_text().replace(
         "# (severity, needs_reasoning) -> level.",
         '[planning]\nmode = "expected_loss"\nprofile = "profile.json"\nloss = { low = 0.05, medium = 1, high = 40 }\n\n'
