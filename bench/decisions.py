@@ -32,6 +32,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from common import table  # noqa: E402
 from conftest import DaemonThread, make_settings  # noqa: E402
+from ponderd.engine.model_file import model_identity  # noqa: E402
 from ponderd.planning.calibrate import build_profile, load_dataset, read_results, run_pairs  # noqa: E402
 from ponderd.planning.profile import wilson  # noqa: E402
 
@@ -81,8 +82,9 @@ def main() -> int:
             print(f"calibrating {len(calib)} items x {len(levels)} levels ...", flush=True)
             run_pairs(c, [(i, lvl) for i in calib for lvl in levels], seed=args.seed, sha=sha,
                       out=work / "calib.jsonl", concurrency=args.concurrency)
+            # The profile names the model it measured: the daemon uses it only on that file.
             profile = build_profile(read_results(work / "calib.jsonl"), levels, "bench-decisions-1",
-                                    {"path": str(DATA), "sha256": sha, "items": len(calib)})
+                                    {"path": str(DATA), "sha256": sha, "items": len(calib)}, model_identity(None))
             profile.save(work / "profile.json")
             print(f"answering {len(held)} held-out items x {len(levels)} levels ...", flush=True)
             run_pairs(c, [(i, lvl) for i in held for lvl in levels], seed=args.seed, sha=sha,

@@ -95,6 +95,15 @@ export interface Plan {
   expected_loss?: number;
   refine: number;
   refine_tokens: number;
+  choices: LevelChoice[];
+}
+
+export interface LevelChoice {
+  level: string;
+  expected_cost: number;
+  p_wrong: number;
+  expected_wrong_loss: number;
+  expected_total: number;
 }
 
 export interface Usage {

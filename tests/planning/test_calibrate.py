@@ -16,6 +16,7 @@ import pytest
 
 from conftest import REPO, DaemonThread, make_settings
 from ponderd.checks import CheckError, parse_check
+from ponderd.engine.model_file import model_identity
 from ponderd.planning.calibrate import CalibrateError, build_profile, item_seed, load_dataset
 from ponderd.planning.calibrate_report import frontier
 from ponderd.planning.profile import Estimate, Profile, ProfileError, wilson
@@ -190,6 +191,7 @@ def test_dataset_lines_are_checked_before_anything_runs(tmp_path):
         '{"id": "q1", "txt": "x", "check": {"number": 4}}\n': ":1: unknown field 'txt' (did you mean 'text'?)",
         good + '{"id": "q1", "text": "y", "check": {"number": 4}}\n': ":2: id 'q1' is already used on line 1",
         good + '{"id": "q2", "text": "y", "check": {"number": 4}, "severity": "hi"}\n': ":2: severity must be low, medium or high",
+        good + '{"id": "q2", "text": "y", "check": {"number": 4}, "group": [1]}\n': ":2: group must be a string or a number",
         "\n": ": no items",
     }
     for text, says in cases.items():
@@ -207,6 +209,19 @@ def test_the_shipped_dataset_loads():
     assert len(items) >= 100
     assert {i.severity for i in items} == {"low", "medium", "high"}
     assert any(i.needs_reasoning for i in items) and any(i.needs_reasoning is False for i in items)
+
+
+def test_the_framed_dataset_asks_each_question_at_three_stakes_with_one_answer():
+    items, _ = load_dataset(REPO / "bench" / "data" / "framed.jsonl")
+    rows = [json.loads(line) for line in (REPO / "bench" / "data" / "framed.jsonl").read_text().splitlines()]
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["group"], []).append(row)
+    assert len(items) == len(rows) and len(groups) >= 30
+    for group, framed in groups.items():
+        assert sorted(r["severity"] for r in framed) == ["high", "low", "medium"], group
+        assert len({json.dumps(r["check"]) for r in framed}) == 1, group
+        assert [r["id"] for r in framed] == [f"{group}-{r['severity']}" for r in framed]
 
 
 def test_item_seeds_are_fixed_nonzero_and_differ_by_item():
@@ -275,6 +290,9 @@ def test_calibrate_writes_profile_results_table_and_plot_then_resumes_without_as
     profile = Profile.load(out)
     assert list(profile.levels) == ["quick", "vote"] and profile.policy_version == "tiny-1"
     assert profile.dataset["items"] == 3
+    # The profile names the model file it was measured on (the daemon's config on this host: the embedded model).
+    served = model_identity(None)
+    assert (profile.model_file, profile.model_sha256) == (served.file, served.sha256)
     results = out.with_suffix(".results.jsonl")
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     assert sorted((r["id"], r["level"]) for r in rows) == sorted((i["id"], lvl) for i in DATA for lvl in ("quick", "vote"))

@@ -8,6 +8,7 @@ a real pairing for a GPU host.
 
 from __future__ import annotations
 
+import json
 import pathlib
 import shutil
 from typing import Iterator
@@ -19,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from conftest import REPO, DaemonThread, make_settings
 from ponder.client import PonderError
 from ponderd.checks import parse_check
+from ponderd.engine.model_file import model_identity
 
 pytestmark = pytest.mark.model
 
@@ -115,8 +117,12 @@ def learning(tmp_path: pathlib.Path) -> Iterator[DaemonThread]:
     """Expected-loss planning on a profile worth one outcome, updated after three new ones."""
     policy_dir = tmp_path / "policy"
     policy_dir.mkdir()
-    for name in ("expected_loss.toml", "profile.json"):
-        shutil.copy(MODELS / name, policy_dir / name)
+    shutil.copy(MODELS / "expected_loss.toml", policy_dir / "expected_loss.toml")
+    # A profile is used only on the model file it names: this one's the embedded model's.
+    served = model_identity(None)
+    profile = json.loads((MODELS / "profile.json").read_text())
+    profile["model"] = {"file": served.file, "sha256": served.sha256}
+    (policy_dir / "profile.json").write_text(json.dumps(profile))
     s = settings(tmp_path / "state", policy_dir / "expected_loss.toml",
                  accuracy={"min_new_outcomes": 3, "prior_weight": 1, "update_schedule": ""})
     d = DaemonThread(s).start()

@@ -88,7 +88,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
                     result = event.result
             print()
             if result is not None:
-                print_answer(result, text=False)
+                print_answer(result, text=False, explain=args.explain)
             return 0
         # Generation can take minutes on a CPU: a spinner on a terminal says it is still running.
         with spinner("asking the daemon (generating)", enabled=not args.json):
@@ -96,7 +96,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if args.json:
         dump_json(response)
     else:
-        print_answer(response)
+        print_answer(response, explain=args.explain)
     return 0
 
 
@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", help="the question")
     _hint_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="fixed sampling seed (0: random)")
-    p.add_argument("--explain", action="store_true", help="show why the query got its assessment")
+    p.add_argument("--explain", action="store_true", help="show why the query got its assessment and, under expected-loss "
+                   "planning, the chosen level's and the next best's expected cost, P(wrong) and expected loss")
     p.add_argument("--stream", action="store_true", help="print the answer as it is produced (with --json: one JSON object per event, per line)")
     p.add_argument("--check", type=_check_spec, metavar="JSON",
                    help='verify the answer, e.g. \'{"number": 42}\' (also regex, choice, any_of); teaches the daemon what its levels buy')
@@ -156,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Show the assessment, plan and worst-case cost of a question, without running or charging it.")
     p.add_argument("text", help="the question")
     _hint_arguments(p)
-    p.add_argument("--explain", action="store_true", help="show the features behind the assessment")
+    p.add_argument("--explain", action="store_true", help="show the features behind the assessment (under expected-loss "
+                   "planning a quote always shows the chosen and next best levels' expected cost, P(wrong) and loss)")
     _connection_arguments(p)
     p.set_defaults(handler=cmd_quote)
 

@@ -48,7 +48,21 @@ def _assessment_block(a: ponder_pb2.Assessment) -> None:
         _row("", f"{c.axis:<16} {c.weight:+.3f}  {c.feature}")
 
 
-def print_answer(r: ponder_pb2.AskResponse, text: bool = True) -> None:
+def print_choices(p: ponder_pb2.Plan, currency: str) -> None:
+    """Expected-loss planning's why: the plan's level and the next best, each cost + P(wrong) x loss."""
+    if not p.choices:
+        return
+    mine = next((c for c in p.choices if c.level == p.level), None)
+    other = next((c for c in p.choices if c.level != p.level), None)
+    width = max(len(c.level) for c in p.choices)
+    _row("weighed", f"{'level':<{width}}  expected cost  P(wrong)  expected loss  total ({currency})")
+    for label, c in (("chosen", mine), ("next best", other)):
+        if c is not None:
+            _row(label, f"{c.level:<{width}}  {c.expected_cost:>13.4f}  {c.p_wrong:>8.3f}  {c.expected_wrong_loss:>13.4f}"
+                        f"  {c.expected_total:.4f}")
+
+
+def print_answer(r: ponder_pb2.AskResponse, text: bool = True, explain: bool = False) -> None:
     if text:
         print(r.text or "(no answer)")
         print()
@@ -57,6 +71,8 @@ def print_answer(r: ponder_pb2.AskResponse, text: bool = True) -> None:
     _row("plan", plan_line(r.plan, currency))
     for reason in r.plan.reasons:
         _row("", reason)
+    if explain:
+        print_choices(r.plan, currency)
     if r.votes:
         tie = len(r.votes) > 1 and r.votes[0].count == r.votes[1].count
         note = "  (a tie: the first sample to give a leading answer wins)" if tie else ""
@@ -85,6 +101,7 @@ def print_quote(q: ponder_pb2.QuoteResponse) -> None:
     _row("plan", plan_line(q.plan, currency))
     for reason in q.plan.reasons:
         _row("", reason)
+    print_choices(q.plan, currency)
     _row("prompt", f"{q.prompt_tokens} tokens")
     _row("balance", _balance_text(q.balance))
 

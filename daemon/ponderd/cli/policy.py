@@ -29,8 +29,15 @@ def policy_check(args: argparse.Namespace) -> int:
             print(exc, file=sys.stderr)
             return 1
         models = list(settings.served_models)
+    unknown: list[str] = []
+
+    def identity() -> Any:
+        found, why = _model_identity(settings)
+        unknown.append(why)
+        return found
+
     try:
-        policy = load_policy(pathlib.Path(args.file), models)
+        policy = load_policy(pathlib.Path(args.file), models, identity)
     except PolicyError as exc:
         if args.json:
             dump_json({"file": args.file, "ok": False, "version": None, "levels": [], "problems": exc.problems,
@@ -40,6 +47,11 @@ def policy_check(args: argparse.Namespace) -> int:
         return 1
     # A level the model's context cannot hold as configured still runs, fitted: a warning naming what runs.
     warnings = fit_warnings(policy, lambda name: _limits(settings, name))
+    if policy.profile_note:
+        # Expected-loss mode with a profile of another model (or of none): the daemon would plan by the routing table.
+        warnings.insert(0, policy.profile_note)
+    elif unknown and unknown[0]:
+        warnings.insert(0, f"cannot check that the profile was measured on the served model: {unknown[0]}")
     if args.json:
         dump_json({
             "file": args.file, "ok": True, "version": policy.version, "levels": [lvl.name for lvl in policy.levels],
@@ -52,6 +64,19 @@ def policy_check(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"{args.file}: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _model_identity(settings: Any) -> tuple[Any, str]:
+    """The primary model file's name and digest as the daemon would load it, or why it cannot be read."""
+    from ponderd.engine.model_file import model_identity
+    from ponderd.errors import FailedPrecondition
+
+    try:
+        return model_identity(settings.model.path), ""
+    except FailedPrecondition as exc:
+        return None, str(exc)
+    except OSError as exc:
+        return None, f"cannot read the model file ({exc.strerror})"
 
 
 def _limits(settings: Any, name: str) -> Any:
@@ -118,6 +143,8 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
                    "read from --policy)")
     p.add_argument("--policy", help="the daemon's policy file, for the default levels (default: the file the daemon "
                    "on this host reads: PONDER_POLICY_FILE or its config); its version must match the daemon's")
+    p.add_argument("--model", metavar="FILE.gguf", help="the GGUF file the daemon serves, named with its SHA-256 in the "
+                   "profile (default: the model of the daemon's config on this host, else the embedded model)")
     p.add_argument("--seed", type=int, default=0, help="base of the per-item seeds (default 0)")
     p.add_argument("--concurrency", type=int, default=1, help="requests in flight at once (default 1)")
     p.add_argument("--restart", action="store_true", help="discard earlier results in OUT.results.jsonl")

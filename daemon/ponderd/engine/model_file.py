@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import pathlib
+import threading
+from dataclasses import dataclass
 
 from ponderd.errors import FailedPrecondition
 
@@ -30,3 +33,37 @@ def resolve_model_path(configured: pathlib.Path | None) -> pathlib.Path:
     if not path.is_file():
         raise FailedPrecondition(f"{EMBEDDED_PACKAGE} is installed but {path} is missing; reinstall it")
     return path
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """A model file as a profile names it: its file name and the SHA-256 of its bytes."""
+
+    file: str
+    sha256: str
+
+
+_digests: dict[tuple[str, int, int], str] = {}
+_digest_lock = threading.Lock()
+
+
+def file_sha256(path: pathlib.Path) -> str:
+    """The file's SHA-256 (hex), remembered per (path, size, mtime): a model file is read once per process."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    with _digest_lock:
+        if key in _digests:
+            return _digests[key]
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    with _digest_lock:
+        _digests[key] = h.hexdigest()
+    return _digests[key]
+
+
+def model_identity(configured: pathlib.Path | None) -> ModelIdentity:
+    """The file name and digest of the GGUF `resolve_model_path` picks (FailedPrecondition when there is none)."""
+    path = resolve_model_path(configured)
+    return ModelIdentity(path.name, file_sha256(path))

@@ -29,7 +29,9 @@ from ponderd.checks import Check, CheckError, parse_check
 from ponderd.planning.profile import LevelProfile, Profile, slice_key, wilson
 
 SEVERITY_NAMES = {1: "low", 2: "medium", 3: "high"}
-_ITEM_KEYS = ("id", "text", "check", "severity", "needs_reasoning")
+# `group` (optional, not used here) ties framings of one underlying question together for benchmarks
+# that split calibration from evaluation by question (bench/framed.py).
+_ITEM_KEYS = ("id", "text", "check", "severity", "needs_reasoning", "group")
 
 
 class CalibrateError(ValueError):
@@ -100,6 +102,9 @@ def _item(line: str) -> Item:
     severity = row.get("severity")
     if severity is not None and severity not in SEVERITY_NAMES.values():
         raise ValueError(f"severity must be low, medium or high, not {severity!r}")
+    group = row.get("group", "")
+    if isinstance(group, bool) or not isinstance(group, (str, int)):
+        raise ValueError(f"group must be a string or a number naming the underlying question, not {group!r}")
     nr = row.get("needs_reasoning")
     if nr is not None and not isinstance(nr, bool):
         raise ValueError(f"needs_reasoning must be true or false, not {nr!r}")
@@ -217,7 +222,9 @@ def run_pairs(
     return count
 
 
-def build_profile(rows: Iterable[dict[str, Any]], levels: list[str], policy_version: str, dataset: dict[str, Any]) -> Profile:
+def build_profile(
+    rows: Iterable[dict[str, Any]], levels: list[str], policy_version: str, dataset: dict[str, Any], model: Any = None,
+) -> Profile:
     by_level: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
     for row in rows:
         by_level[row["level"]].append(row)
@@ -227,7 +234,31 @@ def build_profile(rows: Iterable[dict[str, Any]], levels: list[str], policy_vers
         policy_version=policy_version,
         created_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         dataset=dataset,
+        model_file=model.file if model is not None else "",
+        model_sha256=model.sha256 if model is not None else "",
     )
+
+
+def served_model(args: argparse.Namespace) -> Any:
+    """The daemon's primary model file (--model, else the config on this host), named and digested for the profile."""
+    from ponderd.engine.model_file import model_identity
+    from ponderd.errors import FailedPrecondition
+
+    if getattr(args, "model", None):
+        configured: pathlib.Path | None = pathlib.Path(args.model)
+    else:
+        from ponderd.settings import SettingsError, load_settings
+
+        try:
+            configured = load_settings().model.path
+        except SettingsError as exc:
+            raise CalibrateError(f"cannot find the daemon's model file ({exc}); pass --model FILE.gguf") from None
+    try:
+        return model_identity(configured)
+    except FailedPrecondition as exc:
+        raise CalibrateError(f"{exc}; pass --model with the GGUF file the daemon serves") from None
+    except OSError as exc:
+        raise CalibrateError(f"cannot read the model file ({exc.strerror}); pass --model FILE.gguf") from None
 
 
 def level_profile(rows: list[dict[str, Any]]) -> LevelProfile:
@@ -306,6 +337,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         data = pathlib.Path(args.data)
         items, sha = load_dataset(data)
+        model = served_model(args)
         out = pathlib.Path(args.out)
         results_path = out.with_suffix(".results.jsonl")
         plot_path = pathlib.Path(args.plot) if args.plot else out.with_suffix(".png")
@@ -333,7 +365,7 @@ def main(args: argparse.Namespace) -> int:
                     run_pairs(client, pairs, seed=args.seed, sha=sha, out=results_path,
                               concurrency=args.concurrency, format_hint=args.format_hint, done=tick)
         rows = read_results(results_path)
-        profile = build_profile(rows, levels, version, {"path": str(data), "sha256": sha, "items": len(items)})
+        profile = build_profile(rows, levels, version, {"path": str(data), "sha256": sha, "items": len(items)}, model)
         profile.save(out)
         report.plot(profile, plot_path)
     except CalibrateError as exc:

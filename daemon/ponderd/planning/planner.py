@@ -66,6 +66,8 @@ class Plan:
     # Self-refinement rounds after the vote, and each round's answer cap (refine.py).
     refine: int = 0
     refine_tokens: int = 0
+    # Expected-loss mode: every level weighed, lowest expected total first (expected_loss.Choice).
+    choices: tuple[Choice, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -258,7 +260,7 @@ def _by_expected_loss(
 ) -> list[Plan]:
     """Expected-loss mode: the chosen plan, then cheaper ones by expected total; [] falls back to routing."""
     if accuracy is None:
-        reasons.append("expected loss: no accuracy profile loaded, so the routing table decided")
+        reasons.append(policy.profile_note or "expected loss: no accuracy profile loaded, so the routing table decided")
         return []
     # The routing table did not decide here: keep only the reasons that still hold (unsure floor, skipped levels).
     kept = [r for r in reasons if r.startswith(("unsure", "level "))]
@@ -270,12 +272,13 @@ def _by_expected_loss(
     best = ranked[0]
     chosen = plans[best.level]
     said = [best.reason(policy.currency)] + ([f"next best {ranked[1].reason(policy.currency)}"] if len(ranked) > 1 else [])
-    out = [replace(chosen, reasons=chosen.reasons + tuple(said), expected_loss=best.total)]
+    weighed = tuple(ranked)
+    out = [replace(chosen, reasons=chosen.reasons + tuple(said), expected_loss=best.total, choices=weighed)]
     for c in ranked[1:]:
         p = plans[c.level]
         if p.worst_case_micros < chosen.worst_case_micros:
             why = (f"budget: degraded from {chosen.level} to {p.level}, the next lowest expected total", c.reason(policy.currency))
-            out.append(replace(p, reasons=p.reasons + why, expected_loss=c.total))
+            out.append(replace(p, reasons=p.reasons + why, expected_loss=c.total, choices=weighed))
     return out
 
 

@@ -182,6 +182,9 @@ class Policy:
     # The accuracy profile named by planning.profile, loaded with the policy (profile.Profile).
     profile: Any = None
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    # Why expected_loss mode plans by the routing table after all: the profile was measured on
+    # another model file, or names none ("" when the profile is in use, or nothing was checked).
+    profile_note: str = ""
 
     def prices_for(self, model: str) -> Prices:
         return self.model_prices.get(model, self.prices)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import logging
 import pathlib
 import re
 import threading
@@ -51,6 +52,8 @@ from ponderd.planning.policy import (
     Route,
     TenantRules,
 )
+
+log = logging.getLogger("ponder.policy")
 
 
 class _Checker:
@@ -102,11 +105,15 @@ class _Checker:
             return Decimal(0)
 
 
-def load_policy(path: pathlib.Path, models: Sequence[str] | None = None) -> Policy:
+def load_policy(path: pathlib.Path, models: Sequence[str] | None = None, model: Any = None) -> Policy:
     """Read and validate a policy file; PolicyError lists every problem found.
 
     `models`: the served models' names, primary first, to check the levels'
     `model` against (None, as in `ponder policy check` without a config: unchecked).
+    `model`: the primary model file's identity (engine.model_file.ModelIdentity); in
+    expected_loss mode a profile measured on another file (or naming none) is set aside,
+    `profile_note` says so, and the routing table plans. None: not checked; a callable
+    returning one (or None) is called only when there is a profile to check.
     """
     try:
         raw_bytes = path.read_bytes()
@@ -122,7 +129,14 @@ def load_policy(path: pathlib.Path, models: Sequence[str] | None = None) -> Poli
     policy = replace(policy, alerts=_alerts(check, path, raw.get("alerts", {})))
     if check.problems:
         raise PolicyError(str(path), check.problems)
-    return replace(policy, profile=profile)
+    note = ""
+    if profile is not None and model is not None and policy.planning.mode == "expected_loss":
+        # Computed only when it matters: a digest reads the whole model file.
+        served = model() if callable(model) else model
+        note = profile.model_check(served.file, served.sha256) if served is not None else ""
+        if note:
+            profile = None
+    return replace(policy, profile=profile, profile_note=note)
 
 
 def _alerts(check: _Checker, path: pathlib.Path, table: Any) -> AlertSettings:
@@ -458,12 +472,18 @@ def _override(check: _Checker, number: int, table: Any, names: list[str]) -> Ove
 class PolicyHolder:
     """The policy in force. `reload` validates the new file whole before swapping it in."""
 
-    def __init__(self, path: pathlib.Path, models: Sequence[str] | None = None) -> None:
+    def __init__(self, path: pathlib.Path, models: Sequence[str] | None = None, model: Any = None) -> None:
         self.path = path
         self.models = models
-        self._policy = load_policy(path, models)
+        self.model = model
+        self._policy = load_policy(path, models, model)
         self._lock = threading.Lock()
         self.last_error: str | None = None
+        self._say_note(self._policy)
+
+    def _say_note(self, policy: Policy) -> None:
+        if policy.profile_note:
+            log.warning("%s: %s", self.path, policy.profile_note)
 
     def current(self) -> Policy:
         """A snapshot: one request uses the same policy from start to end."""
@@ -472,7 +492,7 @@ class PolicyHolder:
     def load(self) -> Policy:
         """Read and validate the file's current content without putting it in force (PolicyError if bad)."""
         try:
-            return load_policy(self.path, self.models)
+            return load_policy(self.path, self.models, self.model)
         except PolicyError as exc:
             self.last_error = str(exc)
             raise
@@ -480,6 +500,7 @@ class PolicyHolder:
     def swap(self, policy: Policy) -> None:
         with self._lock:
             self._policy, self.last_error = policy, None
+        self._say_note(policy)
 
     def reload(self) -> Policy:
         """Swap in the file's current content, or keep the old policy and raise PolicyError."""

@@ -4,12 +4,16 @@
 reads it through `Profile.load` and `Profile.estimate`. The file is JSON:
 
     {"format": "ponder-accuracy-profile/1", "created_at": "...Z", "policy_version": "default-1",
+     "model": {"file": "SmolLM2-135M-Instruct.Q4_1.gguf", "sha256": "..."},
      "dataset": {"path": "...", "sha256": "...", "items": 60},
      "levels": {"direct": {"model": "default", "n": 60, "correct": 33, "accuracy": 0.55, "ci95": [0.42, 0.67],
                            "mean_cost": 0.0024, "mean_prompt_tokens": 40.1, "mean_thinking_tokens": 0.0,
                            "mean_answer_tokens": 12.3, "mean_samples": 1.0, "p50_latency_s": 0.21,
                            "p90_latency_s": 0.4, "slices": {"high/reasoning": {"n": 10, "correct": 4}}}}}
 
+`model` names the primary model's GGUF file the levels were measured on (its file name and
+SHA-256); a daemon serving another file plans by the routing table instead (model_check below).
+Profiles written before it have no `model` and are treated the same way.
 Token means are per request (all samples together); divide by mean_samples for per sample.
 A slice is `severity/reasoning` or `severity/direct`.
 """
@@ -31,6 +35,8 @@ SEVERITIES = ("low", "medium", "high")
 # 3 outcomes moves the estimate a little, one of 100 mostly speaks for itself.
 SHRINK_M = 10
 _TOP = ("format", "created_at", "policy_version", "dataset", "levels")
+_TOP_OPTIONAL = ("model",)
+_MODEL = ("file", "sha256")
 _DATASET = ("path", "sha256", "items")
 _MEANS = ("mean_cost", "mean_prompt_tokens", "mean_thinking_tokens", "mean_answer_tokens", "mean_samples",
           "p50_latency_s", "p90_latency_s")
@@ -102,6 +108,9 @@ class Profile:
     policy_version: str
     created_at: str
     dataset: dict[str, Any]
+    # The model file measured (its name and SHA-256); "" in a profile written before profiles named it.
+    model_file: str = ""
+    model_sha256: str = ""
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Profile:
@@ -120,7 +129,7 @@ class Profile:
     @classmethod
     def from_json(cls, obj: Any, where: str = "profile") -> Profile:
         v = _Validator(where)
-        top = v.table("", obj, _TOP)
+        top = v.table("", obj, _TOP, _TOP_OPTIONAL)
         if top.get("format") != FORMAT:
             v.fail("format", f"must be {FORMAT!r}, not {top.get('format')!r} (is this an accuracy profile?)")
         created = v.text("created_at", top["created_at"])
@@ -132,11 +141,33 @@ class Profile:
         if not isinstance(levels_raw, dict) or not levels_raw:
             v.fail("levels", "must be an object with at least one level")
         levels = {str(name): _level(v, f"levels.{name}", raw) for name, raw in levels_raw.items()}
-        return cls(levels=levels, policy_version=version, created_at=created, dataset=dataset)
+        model_file = model_sha = ""
+        if "model" in top:
+            m = v.table("model", top["model"], _MODEL)
+            model_file, model_sha = v.text("model.file", m["file"]), v.text("model.sha256", m["sha256"])
+            if len(model_sha) != 64 or any(ch not in "0123456789abcdef" for ch in model_sha):
+                v.fail("model.sha256", f"must be the model file's SHA-256 in 64 lowercase hex digits, not {model_sha!r}")
+        return cls(levels=levels, policy_version=version, created_at=created, dataset=dataset,
+                   model_file=model_file, model_sha256=model_sha)
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "created_at": self.created_at, "policy_version": self.policy_version,
-                "dataset": dict(self.dataset), "levels": {k: lvl.to_json() for k, lvl in self.levels.items()}}
+        out: dict[str, Any] = {"format": FORMAT, "created_at": self.created_at, "policy_version": self.policy_version}
+        if self.model_sha256:
+            out["model"] = {"file": self.model_file, "sha256": self.model_sha256}
+        out["dataset"] = dict(self.dataset)
+        out["levels"] = {k: lvl.to_json() for k, lvl in self.levels.items()}
+        return out
+
+    def model_check(self, file: str, sha256: str) -> str:
+        """"" when this profile was measured on the model file with this digest; else the one line saying it was not."""
+        if not self.model_sha256:
+            return (f"no profile for model {file}: the profile names no model (written before profiles did); "
+                    "run `ponder calibrate`; planning by the routing table")
+        if self.model_sha256 != sha256:
+            return (f"no profile for model {file}: the profile was measured on {self.model_file or 'another file'} "
+                    f"(sha256 {self.model_sha256[:12]}…, this one {sha256[:12]}…); run `ponder calibrate`; "
+                    "planning by the routing table")
+        return ""
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically (a temporary file renamed over the old one), readable by its owner only."""
@@ -173,12 +204,12 @@ class _Validator:
     def fail(self, field_: str, problem: str) -> None:
         raise ProfileError(f"{self.where}: {field_}: {problem}" if field_ else f"{self.where}: {problem}")
 
-    def table(self, where: str, value: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    def table(self, where: str, value: Any, keys: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Any]:
         if not isinstance(value, dict):
             self.fail(where, "must be a JSON object")
         for key in value:
-            if key not in keys:
-                near = difflib.get_close_matches(str(key), keys, n=1)
+            if key not in keys and key not in optional:
+                near = difflib.get_close_matches(str(key), keys + optional, n=1)
                 hint = f" (did you mean {near[0]!r}?)" if near else ""
                 self.fail(_join(where, key), f"unknown field{hint}")
         for key in keys:

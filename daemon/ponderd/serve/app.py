@@ -160,6 +160,15 @@ class Daemon:
         sqlite_keys.refresh(self.keyring, db)
 
 
+def _primary_identity(settings: Settings) -> Any:
+    from ponderd.engine.model_file import model_identity
+
+    try:
+        return model_identity(settings.model.path)
+    except (FailedPrecondition, OSError):
+        return None  # the engine's own load says what is wrong with the file
+
+
 def build(settings: Settings, clock: Clock | None = None, engine: Engine | None = None) -> Daemon:
     """Wire a daemon from settings. Nothing starts until `open`.
 
@@ -193,7 +202,9 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
             quickstart if settings.quickstart else None,
         )
         budgets, accounts = FleetBudgets(local_budgets, fleet), PostgresAccounts(fleet, local_accounts)
-    policies = PolicyHolder(settings.policy_file, models.names)
+    # Expected-loss planning uses a profile only if it was measured on the primary model's file;
+    # an engine passed in (tests) serves no file to check against.
+    policies = PolicyHolder(settings.policy_file, models.names, None if engine is not None else lambda: _primary_identity(settings))
     accuracy = AccuracyEstimates(settings.accuracy.prior_weight, settings.accuracy.min_new_outcomes)
     classifier = ClassifierHolder(settings.state_dir, settings.risk.model_dir, settings.risk.second_view)
     telemetry = create_telemetry(settings.metrics.listen)

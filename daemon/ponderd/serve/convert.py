@@ -107,6 +107,11 @@ def plan(p: Plan) -> ponder_pb2.Plan:
         expected_loss=p.expected_loss,
         refine=p.refine,
         refine_tokens=p.refine_tokens,
+        choices=[
+            ponder_pb2.LevelChoice(level=c.level, expected_cost=c.cost, p_wrong=c.p_wrong, expected_wrong_loss=c.risk,
+                                   expected_total=c.total)
+            for c in p.choices
+        ],
     )
 
 

@@ -155,7 +155,7 @@ class Assessment(_message.Message):
     def __init__(self, severity: _Optional[_Union[Severity, str]] = ..., needs_reasoning: _Optional[bool] = ..., severity_probs: _Optional[_Mapping[str, float]] = ..., needs_reasoning_prob: _Optional[float] = ..., model_version: _Optional[str] = ..., adjustments: _Optional[_Iterable[str]] = ..., explanation: _Optional[_Iterable[_Union[Contribution, _Mapping]]] = ..., model_severity: _Optional[_Union[Severity, str]] = ..., model_needs_reasoning: _Optional[bool] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("level", "thinking_tokens", "samples", "answer_tokens", "worst_case_cost", "reasons", "policy_version", "answer_format", "vote", "model", "expected_loss", "refine", "refine_tokens")
+    __slots__ = ("level", "thinking_tokens", "samples", "answer_tokens", "worst_case_cost", "reasons", "policy_version", "answer_format", "vote", "model", "expected_loss", "refine", "refine_tokens", "choices")
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     THINKING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +169,7 @@ class Plan(_message.Message):
     EXPECTED_LOSS_FIELD_NUMBER: _ClassVar[int]
     REFINE_FIELD_NUMBER: _ClassVar[int]
     REFINE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CHOICES_FIELD_NUMBER: _ClassVar[int]
     level: str
     thinking_tokens: int
     samples: int
@@ -182,7 +183,22 @@ class Plan(_message.Message):
     expected_loss: float
     refine: int
     refine_tokens: int
-    def __init__(self, level: _Optional[str] = ..., thinking_tokens: _Optional[int] = ..., samples: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., worst_case_cost: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., policy_version: _Optional[str] = ..., answer_format: _Optional[str] = ..., vote: _Optional[str] = ..., model: _Optional[str] = ..., expected_loss: _Optional[float] = ..., refine: _Optional[int] = ..., refine_tokens: _Optional[int] = ...) -> None: ...
+    choices: _containers.RepeatedCompositeFieldContainer[LevelChoice]
+    def __init__(self, level: _Optional[str] = ..., thinking_tokens: _Optional[int] = ..., samples: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., worst_case_cost: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., policy_version: _Optional[str] = ..., answer_format: _Optional[str] = ..., vote: _Optional[str] = ..., model: _Optional[str] = ..., expected_loss: _Optional[float] = ..., refine: _Optional[int] = ..., refine_tokens: _Optional[int] = ..., choices: _Optional[_Iterable[_Union[LevelChoice, _Mapping]]] = ...) -> None: ...
+
+class LevelChoice(_message.Message):
+    __slots__ = ("level", "expected_cost", "p_wrong", "expected_wrong_loss", "expected_total")
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_COST_FIELD_NUMBER: _ClassVar[int]
+    P_WRONG_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_WRONG_LOSS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    level: str
+    expected_cost: float
+    p_wrong: float
+    expected_wrong_loss: float
+    expected_total: float
+    def __init__(self, level: _Optional[str] = ..., expected_cost: _Optional[float] = ..., p_wrong: _Optional[float] = ..., expected_wrong_loss: _Optional[float] = ..., expected_total: _Optional[float] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "thinking_tokens", "answer_tokens", "forced_tokens", "samples_run", "samples_stopped", "samples_pruned", "stop_reason")
