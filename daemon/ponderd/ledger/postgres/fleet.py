@@ -393,8 +393,11 @@ class FleetBudgets:
         self.local, self.fleet = local, fleet
 
     async def reserve(
-        self, tenant: str, request_id: str, candidates: Sequence[Candidate], context: dict[str, Any]
+        self, tenant: str, request_id: str, candidates: Sequence[Candidate], context: dict[str, Any],
+        key_id: str | None = None,
     ) -> int:
+        # Leases are per tenant: a key's own cap is not enforced fleet-wide (the fleet's accounts refuse
+        # to set one), so key_id is not used here.
         need = min(c.worst_case_micros for c in candidates)
         if tenant not in self.fleet.leases:
             if not await self.fleet.acquire(tenant, need):
