@@ -57,7 +57,7 @@ def set_key_budget(db: Database, key_id: str, budget_micros: int | None) -> dict
         if rows[0]["scope"] != "tenant":
             raise InvalidRequest(f"key {key_id!r} is an admin key; only a tenant's key can have a budget cap")
         db.table("keys").update(key_id, {"budget_micros": budget_micros})
-        return dict(db["keys"].get(key_id))
+        return dict(db.table("keys").get(key_id))
 
 
 def rotate_key(
