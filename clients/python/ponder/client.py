@@ -64,7 +64,7 @@ SEVERITIES = {"low": ponder_pb2.SEVERITY_LOW, "medium": ponder_pb2.SEVERITY_MEDI
 TIMEOUTS: dict[str, float] = {
     "ask": 600.0, "ask_stream": 600.0, "quote": 30.0, "balance": 10.0, "feedback": 10.0,
     "create_tenant": 30.0, "list_tenants": 30.0, "set_enabled": 30.0, "set_budget": 30.0, "issue_key": 30.0,
-    "revoke_key": 30.0, "rotate_key": 30.0, "list_keys": 30.0, "list_alerts": 30.0, "spend": 60.0, "reload_policy": 60.0, "explain": 30.0,
+    "revoke_key": 30.0, "rotate_key": 30.0, "set_key_budget": 30.0, "list_keys": 30.0, "list_alerts": 30.0, "spend": 60.0, "reload_policy": 60.0, "explain": 30.0,
     "run_job": 1800.0, "risk_status": 30.0,
 }
 
