@@ -95,3 +95,23 @@ def test_a_capped_key_is_refused_at_its_cap_while_another_key_of_the_tenant_work
     assert ponder(d, cli_env, *ASK, token=capped).returncode == 0
     cleared = json.loads(admin(d, cli_env, "key", "budget", capped_id, "none", "--json").stdout)
     assert cleared["budget"] is None
+
+
+def test_the_fleet_ledger_refuses_a_key_cap_saying_it_is_single_host_only(tmp_path, pg_dsn, cli_env):
+    settings = make_settings(
+        tmp_path / "host", ledger={"backend": "postgres", "dsn": pg_dsn, "host_id": "capless", "keys_poll_seconds": 1.0},
+    )
+    d = DaemonThread(settings).start()
+    try:
+        admin(d, cli_env, "tenant", "create", "fleetco", "--budget", "5")
+        refused = ponder(d, cli_env, "admin", "key", "issue", "fleetco", "--budget", "1", token=d.token("admin"))
+        assert refused.returncode != 0
+        assert "FAILED_PRECONDITION" in refused.stderr, refused.stderr
+        assert "enforced on a single host's ledger only, for now" in refused.stderr, refused.stderr
+        key_id = admin(d, cli_env, "key", "issue", "fleetco").stdout.strip().split("_")[1]  # without a cap: issued
+        changed = ponder(d, cli_env, "admin", "key", "budget", key_id, "1", token=d.token("admin"))
+        assert changed.returncode != 0 and "FAILED_PRECONDITION" in changed.stderr, changed.stderr
+        listed = json.loads(admin(d, cli_env, "key", "list", "--tenant", "fleetco", "--json").stdout)
+        assert all(k["budget"] is None for k in listed)
+    finally:
+        d.stop()
