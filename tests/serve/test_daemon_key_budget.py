@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DaemonThread, make_settings
+from ponder.errors import BudgetExhausted as BudgetExhaustedError
 
 pytestmark = pytest.mark.model
 
@@ -63,6 +64,12 @@ def test_a_capped_key_is_refused_at_its_cap_while_another_key_of_the_tenant_work
     assert "RESOURCE_EXHAUSTED" in refusal, refusal
     assert f"key {capped_id} of tenant 'acme'" in refusal and "of its own cap of" in refusal, refusal
     assert f"ponder admin key budget {capped_id} AMOUNT" in refusal, refusal
+
+    # The Python client sees whose cap it is: the QuotaFailure's subject and the key's id.
+    with d.client(capped) as client, pytest.raises(BudgetExhaustedError) as err:
+        client.ask("Say yes.")
+    assert err.value.key_id == capped_id and err.value.violations[0].subject == f"key:{capped_id}"
+    assert err.value.reason == "BUDGET_EXHAUSTED"
 
     # The tenant has plenty left: its other key is served.
     other = ponder(d, cli_env, *ASK, token=first)
