@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from ponderd.clock import ManualClock
 from ponderd.errors import BudgetExhausted, KeyBudgetExhausted, NotFound
+from ponderd.ledger.sqlite.budgets import SqliteBudgets
 from ponderd.ledger.sqlite.keys import issue_key, list_keys, rotate_key, set_key_budget
 from ponderd.ledger.sqlite.ledger import Ledger
-from ponderd.ledger.sqlite.store import connect
+from ponderd.ledger.sqlite.store import Store, connect
 from ponderd.ledger.types import SpendRow, iso
 
 UTC = timezone.utc
@@ -156,3 +160,37 @@ def test_the_schema_refuses_a_negative_cap_or_count(db, ledger):
     for column in ("budget_micros", "spent_micros", "reserved_micros"):
         with pytest.raises(sqlite3.IntegrityError):
             db.execute(f"UPDATE keys SET {column} = -1 WHERE key_id = ?", [capped])
+
+
+def test_concurrent_requests_through_two_keys_overspend_neither_cap_nor_tenant(tmp_path):
+    store = Store(tmp_path / "c.db")
+    store.open()
+    ledger = Ledger(UTC)
+    store.call_sync(ledger.create_tenant, "acme", 5_000_000, "day", NOW)
+    capped, _ = store.call_sync(issue_key, "acme", "tenant", "", NOW, None, 1_500_000)
+    free, _ = store.call_sync(issue_key, "acme", "tenant", "", NOW)
+    budgets = SqliteBudgets(store, ledger, ManualClock(NOW))
+    rng = random.Random(11)
+
+    async def one(i):
+        key_id = capped if i % 2 else free
+        cands = [Cand(rng.randrange(50_000, 600_000)) for _ in range(3)]
+        try:
+            index = await budgets.reserve("acme", f"r{i}", cands, {}, key_id)
+        except BudgetExhausted:
+            return key_id, None
+        cost = rng.randrange(0, cands[index].worst_case_micros + 1)
+        return key_id, await budgets.settle(replace(row(f"r{i}", cost), cost_micros=cost), None)
+
+    async def main():
+        return await asyncio.gather(*(one(i) for i in range(200)))
+
+    results = asyncio.run(main())
+    assert any(k == capped and c is None for k, c in results)  # the cap was reached
+    charged = [(k, c or 0) for k, c in results]
+    keys = {k["key_id"]: k for k in store.call_sync(list_keys, "acme")}
+    balance = store.call_sync(ledger.balance, "acme", NOW)
+    store.close()
+    assert sum(c for k, c in charged if k == capped) == keys[capped]["spent_micros"] <= 1_500_000
+    assert keys[capped]["reserved_micros"] == 0 and keys[free]["spent_micros"] == 0
+    assert sum(c for _, c in charged) == balance.spent_micros <= 5_000_000 and balance.reserved_micros == 0
