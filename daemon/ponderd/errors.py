@@ -108,6 +108,17 @@ class BudgetExhausted(PonderError):
         self.detail = detail
 
 
+class KeyBudgetExhausted(BudgetExhausted):
+    """The calling key's own cap (inside its tenant's budget) has too little left; the tenant may have more.
+
+    The same reason (BUDGET_EXHAUSTED) as the tenant's; its QuotaFailure's subject is "key:<key id>".
+    """
+
+    def __init__(self, message: str, detail: QuotaDetail, key_id: str) -> None:
+        super().__init__(message, detail)
+        self.key_id = key_id
+
+
 class RateLimited(PonderError):
     """The tenant is at one of its rate or concurrency limits (request/limits.py); nothing was charged."""
 

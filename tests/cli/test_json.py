@@ -190,6 +190,8 @@ def test_every_command_prints_the_documented_json(served, cli_env, tmp_path):
     check("ponder admin tenant enable --json", "acme")
     check("ponder admin budget set --json", "acme", "7")
     key = check("ponder admin key issue --json", "acme", "--label", "ci")
+    capped = check("ponder admin key budget --json", key["key_id"], "2")
+    assert capped["budget"] == 2.0 and capped["spent"] == 0.0
     rotated = check("ponder admin key rotate --json", key["key_id"], "--overlap", "1m")
     assert rotated["old_key_id"] == key["key_id"] and rotated["old_expires_at"].endswith("Z")
     check("ponder admin key list --json")

@@ -101,7 +101,8 @@ def test_the_admin_tables_have_headers_and_aligned_columns(served, cli_env):
                              ["TENANT", "REMAINING", "BUDGET", "CURRENCY", "WINDOW", "STATE"])
     assert {row[0] for row in tenants} == {"acme", "local"}
     keys = assert_aligned(ponder(cli_env, "admin", "key", "list").stdout,
-                          ["KEY", "SCOPE", "TENANT", "STATE", "CREATED", "EXPIRES", "LAST USED", "LABEL"])
+                          ["KEY", "SCOPE", "TENANT", "STATE", "CREATED", "EXPIRES", "LAST USED", "BUDGET", "SPENT",
+                           "LABEL"])
     [issued] = [r for r in keys if r[-1] == "ci [nightly]"]
     assert issued[1:4] == ["tenant", "acme", "active"]
 

@@ -56,6 +56,9 @@ def test_the_details_a_client_acts_on():
     budget = http_error(errors.BudgetExhausted("spent", QUOTA), "RESOURCE_EXHAUSTED", "r")
     assert budget.body["error"]["code"] == budget.body["error"]["type"] == "insufficient_quota"
     assert budget.headers["x-should-retry"] == "false" and budget.body["error"]["ponder"]["remaining"] == 0.01
+    assert "key_id" not in budget.body["error"]["ponder"]
+    capped = http_error(errors.KeyBudgetExhausted("key cap", QUOTA, "4be1c0a9d2f3"), "RESOURCE_EXHAUSTED", "r")
+    assert capped.status == 429 and capped.body["error"]["ponder"]["key_id"] == "4be1c0a9d2f3"
     busy = http_error(errors.StorageUnavailable("disk"), "UNAVAILABLE", "r")
     assert busy.headers["retry-after"] == "5"
     assert http_error(BadParameter("bad", "messages[0].role"), "INVALID_ARGUMENT", "r").body["error"]["param"] == "messages[0].role"

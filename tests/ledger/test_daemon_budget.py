@@ -113,7 +113,8 @@ def test_budget_state_survives_a_restart_and_a_crash_is_settled(tmp_path):
     with sqlite3.connect(settings.database) as conn:
         plan = json.dumps({"plan": {"level": "direct", "samples": 1}, "assessment": {"severity": "low"}})
         conn.execute(
-            "INSERT INTO reservations VALUES ('crashed1', 'local', 50000, '2026-01-01T00:00:00+00:00', ?)", [plan]
+            "INSERT INTO reservations (request_id, tenant, amount_micros, created_at, plan) "
+            "VALUES ('crashed1', 'local', 50000, '2026-01-01T00:00:00+00:00', ?)", [plan]
         )
         conn.execute("UPDATE tenants SET reserved_micros = reserved_micros + 50000 WHERE name = 'local'")
     d = DaemonThread(settings).start()

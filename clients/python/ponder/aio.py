@@ -99,6 +99,7 @@ class AsyncAdminClient(_Async, AdminMethods):
     issue_key = awaited(AdminMethods.issue_key)  # type: ignore[assignment]
     rotate_key = awaited(AdminMethods.rotate_key)  # type: ignore[assignment]
     revoke_key = awaited(AdminMethods.revoke_key)  # type: ignore[assignment]
+    set_key_budget = awaited(AdminMethods.set_key_budget)  # type: ignore[assignment]
     list_keys = awaited(AdminMethods.list_keys)  # type: ignore[assignment]
     list_alerts = awaited(AdminMethods.list_alerts)  # type: ignore[assignment]
     spend = awaited(AdminMethods.spend)  # type: ignore[assignment]

@@ -87,6 +87,7 @@ def key_issue(args: argparse.Namespace) -> int:
         r = admin.issue_key(
             args.tenant or "", "admin" if args.admin else "tenant", args.label or "",
             expires_in=args.expires.total_seconds() if args.expires is not None else None, expires_at=args.expires_at,
+            budget=args.budget,
         )
     if args.json:
         dump_json(r)
@@ -126,22 +127,52 @@ def key_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cap(text: str) -> float | None:
+    """`key budget`'s AMOUNT: credits (a number from 0), or `none` to remove the cap."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        amount = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected credits (e.g. 2.5) or 'none', not {text!r}") from None
+    if not amount >= 0:
+        raise argparse.ArgumentTypeError(f"a budget cap is 0 or more credits, not {text!r}")
+    return amount
+
+
+def key_budget(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        k = admin.set_key_budget(args.key_id, args.amount)
+    if args.json:
+        dump_json(k)
+    else:
+        _keys([k])
+    return 0
+
+
 def key_list(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         keys = admin.list_keys(args.tenant or "")
     if args.json:
         dump_json(keys)
         return 0
+    _keys(keys)
+    return 0
+
+
+def _keys(keys: list[Any]) -> None:
+    # BUDGET: the key's own cap per its tenant's window ('-': none); SPENT: what it spent this window.
     columns = (Column("key"), Column("scope"), Column("tenant"), Column("state"), Column("created"), Column("expires"),
-               Column("last used"), Column("label"))
+               Column("last used"), Column("budget", "right"), Column("spent", "right"), Column("label"))
     rows = []
     for k in keys:
         state = "revoked" if k.revoked else "expired" if k.expired else "rotating" if k.replaced_by else "active"
         label = (k.label or "-") + (f" (replaced by {k.replaced_by})" if k.replaced_by else "")
+        budget = f"{k.budget:.4f}" if k.HasField("budget") else "-"
+        spent = f"{k.spent:.4f}" if k.HasField("budget") or k.spent else "-"
         rows.append([k.key_id, k.scope, k.tenant or "-", state, _moment(k.created_at), _moment(k.expires_at),
-                     _moment(k.last_used_at), label])
+                     _moment(k.last_used_at), budget, spent, label])
     print_table(columns, rows)
-    return 0
 
 
 def alerts(args: argparse.Namespace) -> int:
@@ -292,7 +323,7 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
     p.add_argument("amount", type=float, help="credits per window")
     p.add_argument("--window", choices=["day", "week", "month"], help="change the window too")
 
-    key = groups.add_parser("key", help="issue, revoke and list API keys", description="API keys.")
+    key = groups.add_parser("key", help="issue, rotate, cap, revoke and list API keys", description="API keys.")
     k = key.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = command(k, "issue", key_issue, "issue a key for a tenant (or an admin key)")
     p.add_argument("tenant", nargs="?", help="the tenant (omit with --admin)")
@@ -302,12 +333,18 @@ def add_commands(sub: Any, connection: Callable[[argparse.ArgumentParser], None]
                    help="the key expires this long after it is issued: 90s, 30m, 12h, 30d, 2w (default: never)")
     p.add_argument("--expires-at", type=future_argument, metavar="TIME",
                    help="the key expires at this ISO 8601 time (UTC unless a zone is given)")
+    p.add_argument("--budget", type=float, metavar="AMOUNT",
+                   help="a cap of the key's own, in credits per the tenant's window, inside the tenant's budget "
+                        "(spend counts against both; single-host SQLite ledger only; default: none)")
     p = command(k, "rotate", key_rotate, "issue a successor of a key; the old one works for the overlap, then expires")
     p.add_argument("key_id")
     p.add_argument("--overlap", type=duration_argument, default=duration_argument("1h"), metavar="DURATION",
                    help="how long the old key keeps working: 0s revokes it at once (default 1h)")
     p.add_argument("--expires", type=duration_argument, metavar="DURATION",
                    help="the new key's lifetime (default: the old key's lifetime, if it had one)")
+    p = command(k, "budget", key_budget, "set or remove a key's own budget cap (credits per the tenant's window)")
+    p.add_argument("key_id")
+    p.add_argument("amount", type=_cap, metavar="AMOUNT|none", help="credits per the tenant's window, or 'none'")
     p = command(k, "revoke", key_revoke, "revoke a key")
     p.add_argument("key_id")
     p = command(k, "list", key_list, "list keys (never their secrets)")

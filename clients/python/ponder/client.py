@@ -64,7 +64,7 @@ SEVERITIES = {"low": ponder_pb2.SEVERITY_LOW, "medium": ponder_pb2.SEVERITY_MEDI
 TIMEOUTS: dict[str, float] = {
     "ask": 600.0, "ask_stream": 600.0, "quote": 30.0, "balance": 10.0, "feedback": 10.0,
     "create_tenant": 30.0, "list_tenants": 30.0, "set_enabled": 30.0, "set_budget": 30.0, "issue_key": 30.0,
-    "revoke_key": 30.0, "rotate_key": 30.0, "list_keys": 30.0, "list_alerts": 30.0, "spend": 60.0, "reload_policy": 60.0, "explain": 30.0,
+    "revoke_key": 30.0, "rotate_key": 30.0, "set_key_budget": 30.0, "list_keys": 30.0, "list_alerts": 30.0, "spend": 60.0, "reload_policy": 60.0, "explain": 30.0,
     "run_job": 1800.0, "risk_status": 30.0,
 }
 
@@ -324,15 +324,18 @@ class AdminMethods(Connection):
 
     def issue_key(
         self, tenant: str = "", scope: Scope = "tenant", label: str = "", *, expires_in: float | None = None,
-        expires_at: datetime | None = None, timeout: float | None = None,
+        expires_at: datetime | None = None, budget: float | None = None, timeout: float | None = None,
     ) -> admin_pb2.IssueKeyResponse:
         """A new key for a tenant (or, with scope="admin" and no tenant, an admin key); its token is shown once.
 
         It expires `expires_in` seconds from now or at `expires_at` (an aware datetime), else never.
+        `budget`: a cap of the key's own, in credits per the tenant's window (None: only the tenant's budget).
         """
         request = admin_pb2.IssueKeyRequest(tenant=tenant, scope=scope, label=label, expires_in=int(expires_in or 0))
         if expires_at is not None:
             request.expires_at.FromDatetime(expires_at)
+        if budget is not None:
+            request.budget = budget
         reply: admin_pb2.IssueKeyResponse = self._call("issue_key", self._stub.IssueKey, request, timeout, _same)
         return reply
 
@@ -343,6 +346,14 @@ class AdminMethods(Connection):
         request = admin_pb2.RotateKeyRequest(key_id=key_id, overlap_seconds=int(overlap), expires_in=int(expires_in or 0))
         reply: admin_pb2.RotateKeyResponse = self._call("rotate_key", self._stub.RotateKey, request, timeout, _same)
         return reply
+
+    def set_key_budget(self, key_id: str, budget: float | None, *, timeout: float | None = None) -> admin_pb2.Key:
+        """Give a tenant's key a cap of its own, in credits per the tenant's window (None: remove it)."""
+        request = admin_pb2.SetKeyBudgetRequest(key_id=key_id)
+        if budget is not None:
+            request.budget = budget
+        key: admin_pb2.Key = self._call("set_key_budget", self._stub.SetKeyBudget, request, timeout, lambda r: r.key)
+        return key
 
     def revoke_key(self, key_id: str, *, timeout: float | None = None) -> None:
         # Returned, not dropped: in the asyncio client this is the awaitable.

@@ -119,9 +119,14 @@ class BudgetExhausted(PonderError):
 
     @property
     def remaining(self) -> float | None:
-        """What the tenant had left, in credits."""
+        """What the tenant had left (or the key, when `key_id` is set), in credits."""
         micros = self._meta("remaining_micros")
         return int(micros) / 1e6 if micros else None
+
+    @property
+    def key_id(self) -> str | None:
+        """The calling key, when what is short is that key's own cap rather than the tenant's budget."""
+        return self._meta("key_id") or None
 
 
 class RateLimited(BudgetExhausted):

@@ -15,7 +15,15 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ponderd.errors import BudgetExhausted, InvalidRequest, NotFound, PonderError, RateLimited, Unavailable
+from ponderd.errors import (
+    BudgetExhausted,
+    InvalidRequest,
+    KeyBudgetExhausted,
+    NotFound,
+    PonderError,
+    RateLimited,
+    Unavailable,
+)
 
 # gRPC status code name -> (HTTP status, OpenAI error type).
 HTTP_STATUS: dict[str, tuple[int, str]] = {
@@ -97,6 +105,8 @@ def http_error(exc: PonderError, grpc_code: str, request_id: str) -> HttpError:
             "tenant": d.tenant, "needed": d.needed_micros / 1e6, "remaining": d.remaining_micros / 1e6,
             "window_end": d.window_end,
         }
+        if isinstance(exc, KeyBudgetExhausted):  # the calling key's own cap, not the tenant's budget
+            error["ponder"]["key_id"] = exc.key_id
     return HttpError(status, {"error": error}, headers)
 
 

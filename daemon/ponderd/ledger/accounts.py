@@ -30,10 +30,15 @@ class Accounts(Protocol):
         """Change a tenant's budget, and its window when one is given."""
 
     async def issue_key(
-        self, tenant: str | None, scope: str, label: str, expires_at: datetime | None = None
+        self, tenant: str | None, scope: str, label: str, expires_at: datetime | None = None,
+        budget_micros: int | None = None,
     ) -> tuple[str, str]:
-        """A new key for a tenant (or an admin key, tenant None), expiring at `expires_at` (None: never);
+        """A new key for a tenant (or an admin key, tenant None), expiring at `expires_at` (None: never),
+        with a cap of its own of `budget_micros` per the tenant's window (None: none);
         return (key_id, token). Only its hash is kept."""
+
+    async def set_key_budget(self, key_id: str, budget_micros: int | None) -> dict[str, Any]:
+        """Set (or, None, remove) a tenant's key's own cap; return its row as list_keys gives it."""
 
     async def rotate_key(self, key_id: str, overlap: timedelta, expires_at: datetime | None) -> dict[str, Any]:
         """A successor of the key (same tenant, scope, label); the old one stays valid for `overlap`, then expires.
@@ -46,7 +51,8 @@ class Accounts(Protocol):
 
     async def list_keys(self, tenant: str | None) -> list[dict[str, Any]]:
         """Keys (never secrets): key_id, tenant, scope, label, created_at, revoked_at, expires_at,
-        last_used_at, replaced_by (instants as ISO strings or None)."""
+        last_used_at, replaced_by (instants as ISO strings or None), budget_micros (None: no cap of its own)
+        and spent_micros (in the tenant's current window)."""
 
     async def record_key_use(self, used: dict[str, datetime]) -> int:
         """Write when keys were last used (a batch the keyring collected); return how many rows changed."""

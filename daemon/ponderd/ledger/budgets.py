@@ -15,9 +15,11 @@ class Budgets(Protocol):
     """The ledger seam the request path uses; SQLite today, a shared backend next."""
 
     async def reserve(
-        self, tenant: str, request_id: str, candidates: Sequence[Candidate], context: dict[str, Any]
+        self, tenant: str, request_id: str, candidates: Sequence[Candidate], context: dict[str, Any],
+        key_id: str | None = None,
     ) -> int:
-        """Reserve the first candidate that fits the tenant's budget; return its index."""
+        """Reserve the first candidate that fits the tenant's budget (and the calling key's own cap, if it
+        has one: KeyBudgetExhausted when only that is short); return its index."""
 
     async def settle(self, row: SpendRow, prompt_text: str | None) -> int:
         """Release the request's reservation, charge its actual cost, log it; return the charge.

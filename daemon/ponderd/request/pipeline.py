@@ -22,6 +22,7 @@ from ponderd.errors import (
     BudgetExhausted,
     EngineFailure,
     InvalidRequest,
+    KeyBudgetExhausted,
     PermissionDenied,
     PonderError,
     StorageUnavailable,
@@ -145,14 +146,16 @@ class Pipeline:
         self.live.add(request_id)
         try:
             try:
-                chosen = await self.budgets.reserve(tenant, request_id, candidates, reservation_context(quote.assessment))
+                chosen = await self.budgets.reserve(
+                    tenant, request_id, candidates, reservation_context(quote.assessment), who.key_id
+                )
             except BudgetExhausted as exc:
                 admission.settle(0)  # nothing ran
                 row = self._row(request_id, tenant, quote, None, 0, started, "refused", exc.message)
                 with contextlib.suppress(StorageUnavailable):  # the refusal's record waits in Budgets
                     await self.budgets.refuse(row)
                 _recorded(req, "refused", 0)
-                if self.soft_limits is not None:
+                if self.soft_limits is not None and not isinstance(exc, KeyBudgetExhausted):  # the tenant's, not a key's
                     await self.soft_limits.exhausted(quote.balance, quote.policy.rules_for(tenant))
                 raise
             # From here the reservation is this request's: every path below settles it exactly once.

@@ -47,6 +47,19 @@ def _budget(amount: float) -> int:
     return to_micros(amount)
 
 
+def _key(r: dict[str, Any], now: datetime) -> admin_pb2.Key:
+    """A key's row (ledger/accounts.py: list_keys) as the API shows it."""
+    expires = ledger.parse_iso(r["expires_at"]) if r.get("expires_at") else None
+    cap = r.get("budget_micros")
+    return admin_pb2.Key(
+        key_id=r["key_id"], tenant=r["tenant"] or "", scope=r["scope"], label=r["label"],
+        created_at=convert.timestamp(ledger.parse_iso(r["created_at"])), revoked=r["revoked_at"] is not None,
+        expires_at=_maybe_timestamp(expires), last_used_at=_maybe_timestamp(r.get("last_used_at")),
+        replaced_by=r.get("replaced_by") or "", expired=expires is not None and expires <= now,
+        budget=to_credits(cap) if cap is not None else None, spent=to_credits(r.get("spent_micros") or 0),
+    )
+
+
 @overload
 def _window(window: str, default: str) -> str: ...
 @overload
@@ -164,7 +177,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.SetBudgetResponse(tenant=convert.tenant(view, self._currency))
 
     @rpc
-    @audited("issue_key", lambda q, r: {"tenant": q.tenant or "-", "scope": q.scope, "new_key_id": r.key_id if r else "-"})
+    @audited("issue_key", lambda q, r: {"tenant": q.tenant or "-", "scope": q.scope,
+                                        "budget": q.budget if q.HasField("budget") else "-",
+                                        "new_key_id": r.key_id if r else "-"})
     async def IssueKey(self, request: admin_pb2.IssueKeyRequest, context: grpc.aio.ServicerContext) -> admin_pb2.IssueKeyResponse:
         scope = request.scope or "tenant"
         if scope not in ("tenant", "admin"):
@@ -172,7 +187,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         if scope == "tenant" and not request.tenant:
             raise InvalidRequest("name the tenant the key is for (or use scope 'admin')")
         expires_at = _key_expiry(request, self.clock.now())
-        key_id, token = await self.accounts.issue_key(request.tenant or None, scope, request.label, expires_at)
+        cap = _budget(request.budget) if request.HasField("budget") else None
+        if cap is not None and scope != "tenant":
+            raise InvalidRequest("only a tenant's key can have a budget cap; drop budget for an admin key")
+        key_id, token = await self.accounts.issue_key(request.tenant or None, scope, request.label, expires_at, cap)
         return admin_pb2.IssueKeyResponse(key_id=key_id, token=token, expires_at=_maybe_timestamp(expires_at))
 
     @rpc
@@ -199,16 +217,16 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def ListKeys(self, request: admin_pb2.ListKeysRequest, context: grpc.aio.ServicerContext) -> admin_pb2.ListKeysResponse:
         rows = await self.accounts.list_keys(request.tenant or None)
         now = self.clock.now()
-        keys = []
-        for r in rows:
-            expires = ledger.parse_iso(r["expires_at"]) if r.get("expires_at") else None
-            keys.append(admin_pb2.Key(
-                key_id=r["key_id"], tenant=r["tenant"] or "", scope=r["scope"], label=r["label"],
-                created_at=convert.timestamp(ledger.parse_iso(r["created_at"])), revoked=r["revoked_at"] is not None,
-                expires_at=_maybe_timestamp(expires), last_used_at=_maybe_timestamp(r.get("last_used_at")),
-                replaced_by=r.get("replaced_by") or "", expired=expires is not None and expires <= now,
-            ))
-        return admin_pb2.ListKeysResponse(keys=keys)
+        return admin_pb2.ListKeysResponse(keys=[_key(r, now) for r in rows])
+
+    @rpc
+    @audited("set_key_budget", lambda q, r: {"key_id": q.key_id, "budget": q.budget if q.HasField("budget") else "none"})
+    async def SetKeyBudget(self, request: admin_pb2.SetKeyBudgetRequest, context: grpc.aio.ServicerContext) -> admin_pb2.SetKeyBudgetResponse:
+        if not request.key_id:
+            raise InvalidRequest("name the key (key_id; 'ponder admin key list' shows them)")
+        cap = _budget(request.budget) if request.HasField("budget") else None
+        row = await self.accounts.set_key_budget(request.key_id, cap)
+        return admin_pb2.SetKeyBudgetResponse(key=_key(row, self.clock.now()))
 
     @rpc
     async def SpendReport(self, request: admin_pb2.SpendReportRequest, context: grpc.aio.ServicerContext) -> admin_pb2.SpendReportResponse:

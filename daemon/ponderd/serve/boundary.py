@@ -91,7 +91,7 @@ def rich_status(exc: errors.PonderError) -> status_pb2.Status:
             error_details_pb2.QuotaFailure(
                 violations=[
                     error_details_pb2.QuotaFailure.Violation(
-                        subject=f"tenant:{d.tenant}",
+                        subject=f"key:{exc.key_id}" if isinstance(exc, errors.KeyBudgetExhausted) else f"tenant:{d.tenant}",
                         description=(
                             f"needs {d.needed_micros / 1e6:.6f} credits, {d.remaining_micros / 1e6:.6f} left; "
                             f"renews at {d.window_end}"
@@ -106,6 +106,8 @@ def rich_status(exc: errors.PonderError) -> status_pb2.Status:
             "remaining_micros": str(d.remaining_micros),
             "window_end": d.window_end,
         }
+        if isinstance(exc, errors.KeyBudgetExhausted):
+            metadata["key_id"] = exc.key_id
     elif isinstance(exc, errors.RateLimited):
         details.append(
             error_details_pb2.QuotaFailure(

@@ -379,8 +379,11 @@ class MeteredBudgets:
         self._telemetry = telemetry
         self._model = model  # the engine's model name is known only once it has loaded
 
-    async def reserve(self, tenant: str, request_id: str, candidates: Sequence[Candidate], context: dict[str, Any]) -> int:
-        return await self._inner.reserve(tenant, request_id, candidates, context)
+    async def reserve(
+        self, tenant: str, request_id: str, candidates: Sequence[Candidate], context: dict[str, Any],
+        key_id: str | None = None,
+    ) -> int:
+        return await self._inner.reserve(tenant, request_id, candidates, context, key_id)
 
     async def settle(self, row: SpendRow, prompt_text: str | None) -> int:
         from ponderd.errors import StorageUnavailable

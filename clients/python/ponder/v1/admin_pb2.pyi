@@ -83,18 +83,20 @@ class SetBudgetResponse(_message.Message):
     def __init__(self, tenant: _Optional[_Union[Tenant, _Mapping]] = ...) -> None: ...
 
 class IssueKeyRequest(_message.Message):
-    __slots__ = ("tenant", "scope", "label", "expires_in", "expires_at")
+    __slots__ = ("tenant", "scope", "label", "expires_in", "expires_at", "budget")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_IN_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     scope: str
     label: str
     expires_in: int
     expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, tenant: _Optional[str] = ..., scope: _Optional[str] = ..., label: _Optional[str] = ..., expires_in: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    budget: float
+    def __init__(self, tenant: _Optional[str] = ..., scope: _Optional[str] = ..., label: _Optional[str] = ..., expires_in: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., budget: _Optional[float] = ...) -> None: ...
 
 class IssueKeyResponse(_message.Message):
     __slots__ = ("key_id", "token", "expires_at")
@@ -147,7 +149,7 @@ class ListKeysRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ...) -> None: ...
 
 class Key(_message.Message):
-    __slots__ = ("key_id", "tenant", "scope", "label", "created_at", "revoked", "expires_at", "last_used_at", "replaced_by", "expired")
+    __slots__ = ("key_id", "tenant", "scope", "label", "created_at", "revoked", "expires_at", "last_used_at", "replaced_by", "expired", "budget", "spent")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +160,8 @@ class Key(_message.Message):
     LAST_USED_AT_FIELD_NUMBER: _ClassVar[int]
     REPLACED_BY_FIELD_NUMBER: _ClassVar[int]
     EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    SPENT_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     tenant: str
     scope: str
@@ -168,7 +172,23 @@ class Key(_message.Message):
     last_used_at: _timestamp_pb2.Timestamp
     replaced_by: str
     expired: bool
-    def __init__(self, key_id: _Optional[str] = ..., tenant: _Optional[str] = ..., scope: _Optional[str] = ..., label: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked: _Optional[bool] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replaced_by: _Optional[str] = ..., expired: _Optional[bool] = ...) -> None: ...
+    budget: float
+    spent: float
+    def __init__(self, key_id: _Optional[str] = ..., tenant: _Optional[str] = ..., scope: _Optional[str] = ..., label: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked: _Optional[bool] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replaced_by: _Optional[str] = ..., expired: _Optional[bool] = ..., budget: _Optional[float] = ..., spent: _Optional[float] = ...) -> None: ...
+
+class SetKeyBudgetRequest(_message.Message):
+    __slots__ = ("key_id", "budget")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    budget: float
+    def __init__(self, key_id: _Optional[str] = ..., budget: _Optional[float] = ...) -> None: ...
+
+class SetKeyBudgetResponse(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: Key
+    def __init__(self, key: _Optional[_Union[Key, _Mapping]] = ...) -> None: ...
 
 class ListKeysResponse(_message.Message):
     __slots__ = ("keys",)

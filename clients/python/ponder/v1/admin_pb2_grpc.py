@@ -106,6 +106,11 @@ class AdminServiceStub:
                 request_serializer=ponder_dot_v1_dot_admin__pb2.ListAlertsRequest.SerializeToString,
                 response_deserializer=ponder_dot_v1_dot_admin__pb2.ListAlertsResponse.FromString,
                 _registered_method=True)
+        self.SetKeyBudget = channel.unary_unary(
+                '/ponder.v1.AdminService/SetKeyBudget',
+                request_serializer=ponder_dot_v1_dot_admin__pb2.SetKeyBudgetRequest.SerializeToString,
+                response_deserializer=ponder_dot_v1_dot_admin__pb2.SetKeyBudgetResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -215,6 +220,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetKeyBudget(self, request, context):
+        """Give a tenant's key a budget cap of its own inside the tenant's, or remove it.
+        Only on a single host's ledger: FAILED_PRECONDITION with [ledger] backend = "postgres".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -287,6 +300,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListAlerts,
                     request_deserializer=ponder_dot_v1_dot_admin__pb2.ListAlertsRequest.FromString,
                     response_serializer=ponder_dot_v1_dot_admin__pb2.ListAlertsResponse.SerializeToString,
+            ),
+            'SetKeyBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetKeyBudget,
+                    request_deserializer=ponder_dot_v1_dot_admin__pb2.SetKeyBudgetRequest.FromString,
+                    response_serializer=ponder_dot_v1_dot_admin__pb2.SetKeyBudgetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -669,6 +687,33 @@ class AdminService:
             '/ponder.v1.AdminService/ListAlerts',
             ponder_dot_v1_dot_admin__pb2.ListAlertsRequest.SerializeToString,
             ponder_dot_v1_dot_admin__pb2.ListAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetKeyBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ponder.v1.AdminService/SetKeyBudget',
+            ponder_dot_v1_dot_admin__pb2.SetKeyBudgetRequest.SerializeToString,
+            ponder_dot_v1_dot_admin__pb2.SetKeyBudgetResponse.FromString,
             options,
             channel_credentials,
             insecure,

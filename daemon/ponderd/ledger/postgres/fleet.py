@@ -393,8 +393,11 @@ class FleetBudgets:
         self.local, self.fleet = local, fleet
 
     async def reserve(
-        self, tenant: str, request_id: str, candidates: Sequence[Candidate], context: dict[str, Any]
+        self, tenant: str, request_id: str, candidates: Sequence[Candidate], context: dict[str, Any],
+        key_id: str | None = None,
     ) -> int:
+        # Leases are per tenant: a key's own cap is not enforced fleet-wide (the fleet's accounts refuse
+        # to set one), so key_id is not used here.
         need = min(c.worst_case_micros for c in candidates)
         if tenant not in self.fleet.leases:
             if not await self.fleet.acquire(tenant, need):
@@ -431,6 +434,13 @@ class FleetBudgets:
 
     async def retry_unsettled(self) -> int:
         return await self.local.retry_unsettled()
+
+
+KEY_CAPS_LOCAL_ONLY = (
+    "a key's own budget cap is enforced on a single host's ledger only, for now: with [ledger] backend = "
+    "\"postgres\" leases are per tenant, so cap the tenant instead ('ponder admin budget set') or run the "
+    "key's service on a host with the SQLite ledger"
+)
 
 
 class PostgresAccounts:
@@ -471,12 +481,18 @@ class PostgresAccounts:
             return await central.balance(conn, name, now, self.fleet.zone)
 
     async def issue_key(
-        self, tenant: str | None, scope: str, label: str, expires_at: datetime | None = None
+        self, tenant: str | None, scope: str, label: str, expires_at: datetime | None = None,
+        budget_micros: int | None = None,
     ) -> tuple[str, str]:
+        if budget_micros is not None:
+            raise FailedPrecondition(KEY_CAPS_LOCAL_ONLY)
         async with self._conn() as conn:
             key = await central.issue_key(conn, tenant, scope, label, self.fleet.clock.now(), expires_at)
         await self._changed()
         return key
+
+    async def set_key_budget(self, key_id: str, budget_micros: int | None) -> dict[str, Any]:
+        raise FailedPrecondition(KEY_CAPS_LOCAL_ONLY)
 
     async def rotate_key(self, key_id: str, overlap: timedelta, expires_at: datetime | None) -> dict[str, Any]:
         async with self._conn() as conn:

@@ -60,9 +60,13 @@ class SqliteAccounts:
         return await self.store.call(self.ledger.set_budget, name, budget_micros, window, self.clock.now())
 
     async def issue_key(
-        self, tenant: str | None, scope: str, label: str, expires_at: datetime | None = None
+        self, tenant: str | None, scope: str, label: str, expires_at: datetime | None = None,
+        budget_micros: int | None = None,
     ) -> tuple[str, str]:
-        return await self._mutate(keys.issue_key, tenant, scope, label, self.clock.now(), expires_at)
+        return await self._mutate(keys.issue_key, tenant, scope, label, self.clock.now(), expires_at, budget_micros)
+
+    async def set_key_budget(self, key_id: str, budget_micros: int | None) -> dict[str, Any]:
+        return await self.store.call(keys.set_key_budget, key_id, budget_micros)
 
     async def rotate_key(self, key_id: str, overlap: timedelta, expires_at: datetime | None) -> dict[str, Any]:
         return await self._mutate(keys.rotate_key, key_id, overlap, expires_at, self.clock.now())
@@ -74,7 +78,13 @@ class SqliteAccounts:
         await self._mutate(keys.revoke_key, key_id, self.clock.now())
 
     async def list_keys(self, tenant: str | None) -> list[dict[str, Any]]:
-        return await self.store.call(keys.list_keys, tenant)
+        now = self.clock.now()
+
+        def current(db: Database) -> list[dict[str, Any]]:
+            self.ledger.renew_windows(db, now)  # what a key spent is this window's, even before the renewal job ran
+            return keys.list_keys(db, tenant)
+
+        return await self.store.call(current)
 
     async def spend_totals(
         self, since: datetime, until: datetime, tenant: str | None, by_host: bool = False

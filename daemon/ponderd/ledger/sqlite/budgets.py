@@ -28,10 +28,11 @@ class SqliteBudgets:
         self._waiting: dict[str, tuple[bool, SpendRow, str | None]] = {}
 
     async def reserve(
-        self, tenant: str, request_id: str, candidates: Sequence[Candidate], context: dict[str, Any]
+        self, tenant: str, request_id: str, candidates: Sequence[Candidate], context: dict[str, Any],
+        key_id: str | None = None,
     ) -> int:
         return await self.store.call(
-            self.ledger.reserve_first_fitting, tenant, request_id, candidates, self.clock.now(), context
+            self.ledger.reserve_first_fitting, tenant, request_id, candidates, self.clock.now(), context, key_id
         )
 
     async def settle(self, row: SpendRow, prompt_text: str | None) -> int:

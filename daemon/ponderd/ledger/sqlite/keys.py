@@ -8,17 +8,23 @@ from typing import Any, Mapping
 
 from sqlite_utils import Database
 
-from ponderd.errors import NotFound
+from ponderd.errors import InvalidRequest, NotFound
 from ponderd.ledger.keys import Keyring, _hash, as_instant, new_token
 from ponderd.ledger.types import iso
 
 
 def issue_key(
-    db: Database, tenant: str | None, scope: str, label: str, now: datetime, expires_at: datetime | None = None
+    db: Database, tenant: str | None, scope: str, label: str, now: datetime, expires_at: datetime | None = None,
+    budget_micros: int | None = None,
 ) -> tuple[str, str]:
-    """Store a new key's hash; return (key_id, token). The token is never stored."""
+    """Store a new key's hash; return (key_id, token). The token is never stored.
+
+    `budget_micros`: the key's own cap per its tenant's window (None: none, only the tenant's budget).
+    """
     if scope not in ("tenant", "admin"):
         raise ValueError("scope must be 'tenant' or 'admin'")
+    if budget_micros is not None and scope != "tenant":
+        raise InvalidRequest("only a tenant's key can have a budget cap; drop --budget for an admin key")
     if scope == "tenant" and not db["tenants"].count_where("name = ?", [tenant]):
         raise NotFound(f"no tenant named {tenant!r}")
     key_id, secret, token = new_token()
@@ -32,9 +38,26 @@ def issue_key(
             "created_at": iso(now),
             "revoked_at": None,
             "expires_at": iso(expires_at) if expires_at else None,
+            "budget_micros": budget_micros,
         }
     )
     return key_id, token
+
+
+def set_key_budget(db: Database, key_id: str, budget_micros: int | None) -> dict[str, Any]:
+    """Give a tenant's key a cap of its own (None: remove it); return its row.
+
+    What it spent this window still counts: a cap below that lets no new request through until the window
+    restarts. Open reservations made under no cap stay outside the key's count (they settle against the tenant).
+    """
+    with db.atomic():
+        rows = list(db.query("SELECT * FROM keys WHERE key_id = ? AND revoked_at IS NULL", [key_id]))
+        if not rows:
+            raise NotFound(f"no active key {key_id!r}; 'ponder admin key list' shows them")
+        if rows[0]["scope"] != "tenant":
+            raise InvalidRequest(f"key {key_id!r} is an admin key; only a tenant's key can have a budget cap")
+        db.table("keys").update(key_id, {"budget_micros": budget_micros})
+        return dict(db.table("keys").get(key_id))
 
 
 def rotate_key(
@@ -59,6 +82,12 @@ def rotate_key(
         if expires_at is None and old_expiry is not None:
             expires_at = now + (old_expiry - as_instant(old["created_at"]))  # type: ignore[operator]
         new_id, token = issue_key(db, old["tenant"], old["scope"], old["label"], now, expires_at)
+        if old.get("budget_micros") is not None:
+            # The successor keeps the cap and starts from what the old key spent this window (so a
+            # rotation never refills a cap); each key's own requests settle against that key.
+            db.table("keys").update(
+                new_id, {"budget_micros": old["budget_micros"], "spent_micros": old["spent_micros"]}
+            )
         end = now + overlap
         if old_expiry is not None:
             end = min(end, old_expiry)

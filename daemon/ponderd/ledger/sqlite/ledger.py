@@ -3,6 +3,8 @@
 Invariant, per tenant and window: spent + reserved <= budget whenever a
 reservation is taken, and a settlement never charges more than was reserved.
 So no interleaving of requests can overspend. Amounts are whole micro-credits.
+The same holds per key for a key with a cap of its own (keys.budget_micros),
+checked and reserved in the same transaction as its tenant's.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
-from ponderd.errors import AlreadyExists, BudgetExhausted, NotFound, QuotaDetail
+from ponderd.errors import AlreadyExists, BudgetExhausted, KeyBudgetExhausted, NotFound, QuotaDetail
 from ponderd.ledger.types import (
     BalanceView,
     Candidate,
@@ -68,6 +70,7 @@ class Ledger:
                 changes["window"] = window
                 changes["window_start"] = iso(window_start(now, window, self.zone))
                 changes["spent_micros"] = 0
+                _restart_keys(db, name)
             db.table("tenants").update(name, changes)
         return self.balance(db, name, now)
 
@@ -96,35 +99,54 @@ class Ledger:
         candidates: Sequence[Candidate],
         now: datetime,
         context: dict[str, Any] | None = None,
+        key_id: str | None = None,
     ) -> int:
         """Reserve the first candidate whose worst case fits the remaining budget; return its index.
 
         `context` (the assessment) is kept with the reservation, so a request
         interrupted by a crash can still be logged in full when it is recovered.
+        `key_id`: the calling key; when it has a cap of its own, the candidate
+        must fit what the key has left too, and the reservation counts against both.
         """
         with db.atomic():
             row = self._roll(db, self._row(db, tenant), now)
             remaining = row["budget_micros"] - row["spent_micros"] - row["reserved_micros"]
+            key = _capped_key(db, key_id, tenant)
+            key_left = None if key is None else key["budget_micros"] - key["spent_micros"] - key["reserved_micros"]
             for index, cand in enumerate(candidates):
-                if cand.worst_case_micros <= remaining:
+                need = cand.worst_case_micros
+                if need <= remaining and (key_left is None or need <= key_left):
                     _insert(
                         db,
                         "reservations",
                         {
                             "request_id": request_id,
                             "tenant": tenant,
-                            "amount_micros": cand.worst_case_micros,
+                            "amount_micros": need,
                             "created_at": iso(now),
                             "plan": json.dumps({"plan": cand.to_json(), **(context or {})}),
+                            "key_id": key_id if key is not None else None,
                         },
                     )
                     db.execute(
-                        "UPDATE tenants SET reserved_micros = reserved_micros + ? WHERE name = ?",
-                        [cand.worst_case_micros, tenant],
+                        "UPDATE tenants SET reserved_micros = reserved_micros + ? WHERE name = ?", [need, tenant]
                     )
+                    if key is not None:
+                        db.execute(
+                            "UPDATE keys SET reserved_micros = reserved_micros + ? WHERE key_id = ?", [need, key_id]
+                        )
                     return index
         cheapest = min(c.worst_case_micros for c in candidates)
         end = window_end(parse_iso(row["window_start"]), row["window"], self.zone)
+        if key is not None and key_left is not None and cheapest <= remaining:
+            raise KeyBudgetExhausted(
+                f"key {key_id} of tenant {tenant!r} has {to_credits(max(key_left, 0)):.6f} credits left of its own "
+                f"cap of {to_credits(key['budget_micros']):.6f} in this {row['window']}, the cheapest allowed plan "
+                f"needs {to_credits(cheapest):.6f}; the cap renews at {iso(end)} "
+                f"(or ask an admin to raise it: 'ponder admin key budget {key_id} AMOUNT')",
+                QuotaDetail(tenant, cheapest, max(key_left, 0), iso(end)),
+                str(key_id),
+            )
         raise BudgetExhausted(
             f"tenant {tenant!r} has {to_credits(max(remaining, 0)):.6f} credits left in this {row['window']}, "
             f"the cheapest allowed plan needs {to_credits(cheapest):.6f}; the budget renews at {iso(end)} "
@@ -141,7 +163,7 @@ class Ledger:
         """
         with db.atomic():
             res = db.execute(
-                "SELECT tenant, amount_micros FROM reservations WHERE request_id = ?", [row.request_id]
+                "SELECT tenant, amount_micros, key_id FROM reservations WHERE request_id = ?", [row.request_id]
             ).fetchone()
             if res is None:
                 done = db.execute("SELECT cost_micros FROM spend WHERE request_id = ?", [row.request_id]).fetchone()
@@ -157,6 +179,12 @@ class Ledger:
                 "WHERE name = ?",
                 [reserved, charged, row.tenant],
             )
+            if res[2] is not None:  # the key's own cap: the same correction
+                db.execute(
+                    "UPDATE keys SET reserved_micros = reserved_micros - ?, spent_micros = spent_micros + ? "
+                    "WHERE key_id = ?",
+                    [reserved, charged, res[2]],
+                )
             record = _fields(row) | {
                 "cost_micros": charged,
                 "reserved_micros": reserved,
@@ -251,6 +279,7 @@ class Ledger:
         if now < window_end(start, row["window"], self.zone):
             return row
         new_start = iso(window_start(now, row["window"], self.zone))
+        _restart_keys(db, row["name"])
         if self.leased:  # the lease was for the window that ended
             db.execute(
                 "UPDATE tenants SET window_start = ?, spent_micros = 0, budget_micros = 0 WHERE name = ?",
@@ -294,6 +323,7 @@ class Ledger:
             if row["window_start"] != iso(start) or row["window"] != window:
                 # The fleet's window moved on (or was changed by an admin): this file follows it.
                 changes |= {"window": window, "window_start": iso(start), "spent_micros": 0}
+                _restart_keys(db, tenant)
             db.table("tenants").update(tenant, changes)
             return self._view(self._row(db, tenant))
 
@@ -353,6 +383,25 @@ def _insert(db: Database, table: str, record: dict[str, Any]) -> None:
         sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
         _INSERTS[(table, cols)] = sql
     db.conn.execute(sql, list(record.values()))
+
+
+def _capped_key(db: Database, key_id: str | None, tenant: str) -> dict[str, Any] | None:
+    """The calling key's row when it has a cap of its own (None: no cap, or no such key, e.g. a certificate)."""
+    if key_id is None:
+        return None
+    found = db.conn.execute(
+        "SELECT budget_micros, spent_micros, reserved_micros FROM keys "
+        "WHERE key_id = ? AND tenant = ? AND budget_micros IS NOT NULL",
+        [key_id, tenant],
+    ).fetchone()
+    if found is None:
+        return None
+    return {"budget_micros": found[0], "spent_micros": found[1], "reserved_micros": found[2]}
+
+
+def _restart_keys(db: Database, tenant: str) -> None:
+    """The tenant's window restarted: so does what its keys spent (their open reservations carry over, as its own)."""
+    db.execute("UPDATE keys SET spent_micros = 0 WHERE tenant = ? AND spent_micros != 0", [tenant])
 
 
 def _fields(row: SpendRow) -> dict[str, Any]:

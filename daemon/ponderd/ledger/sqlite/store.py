@@ -241,6 +241,22 @@ def m009_alerts(db: Database) -> None:
     db.execute("CREATE INDEX alerts_undelivered ON alerts (next_attempt_at) WHERE delivered_at IS NULL")
 
 
+@migrations()
+def m010_key_budgets(db: Database) -> None:
+    # A key may carry a cap of its own inside its tenant's budget (NULL: none), in
+    # micro-credits per the tenant's window. Per key, as per tenant: spent + reserved
+    # <= budget whenever a reservation is taken (ledger.py: reserve_first_fitting, in the
+    # same transaction as the tenant's). spent_micros restarts when the tenant's window
+    # does; a reservation names the key it counts against, so settling it corrects both.
+    db.execute(
+        "ALTER TABLE keys ADD COLUMN budget_micros INTEGER DEFAULT NULL "
+        "CHECK (budget_micros IS NULL OR budget_micros >= 0)"
+    )
+    db.execute("ALTER TABLE keys ADD COLUMN spent_micros INTEGER NOT NULL DEFAULT 0 CHECK (spent_micros >= 0)")
+    db.execute("ALTER TABLE keys ADD COLUMN reserved_micros INTEGER NOT NULL DEFAULT 0 CHECK (reserved_micros >= 0)")
+    db.execute("ALTER TABLE reservations ADD COLUMN key_id TEXT DEFAULT NULL")
+
+
 def connect(path: pathlib.Path) -> Database:
     """Open (creating if needed) the database and bring its schema up to date."""
     private_dir(path.parent)
