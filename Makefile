@@ -22,7 +22,7 @@ HTTP_LISTEN ?= 127.0.0.1:8080
 # where client commands on this host find the daemon and its local key.
 STATE_DIR ?=
 
-.PHONY: setup tools run test proto lint-protos bench risk-model check clean llama-wheel dist install
+.PHONY: setup tools run test proto lint-protos bench risk-model profile check clean llama-wheel dist install
 
 setup: $(STAMP)
 
@@ -110,6 +110,11 @@ bench: setup
 # Retrain the shipped risk model from the corpus in the repo.
 risk-model: setup
 	$(BIN)/ponder risk train --embedding 1 --cascade 0.7 --cv --output daemon/ponderd/risk/data/model
+
+# Re-measure the shipped accuracy profile of the embedded model, which policies/default.toml
+# plans by (daemon/ponderd/planning/data/; bench/make_profile.py, a few minutes on a CPU).
+profile: setup
+	$(BIN)/python bench/make_profile.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -155,7 +155,7 @@ def test_risk_eval_and_explain(cli_env, tmp_path):
 
 
 def test_policy_check(cli_env):
-    assert "ok (version default-2" in ponder(cli_env, "policy", "check", str(REPO / "policies/default.toml")).stdout
+    assert "ok (version default-3" in ponder(cli_env, "policy", "check", str(REPO / "policies/default.toml")).stdout
     bad = ponder(cli_env, "policy", "check", str(REPO / "tests/policies/bad/unknown_level_field.toml"), check=False)
     assert bad.returncode == 1
     assert "levels.b: unknown field 'sample' (did you mean 'samples'?)" in bad.stderr

@@ -132,10 +132,10 @@ def test_the_default_policys_vote_levels_are_what_expected_loss_buys_on_the_embe
     """policies/default.toml in expected_loss mode, on hand-made numbers in the shape measured on the embedded model
     (votes without thinking beat a direct answer, thinking levels do worse; bench/results/decisions.json: vote6 0.48,
     direct 0.27): high stakes buy vote5, low stakes direct."""
+    # The default policy plans by expected loss already: here with a profile of the test's own numbers.
     text = (REPO / "policies" / "default.toml").read_text().replace(
-        "# (severity, needs_reasoning) -> level.",
-        '[planning]\nmode = "expected_loss"\nprofile = "profile.json"\nloss = { low = 0.05, medium = 1, high = 40 }\n\n'
-        "# (severity, needs_reasoning) -> level.", 1)
+        'profile = "package:smollm2-135m-instruct.json"', 'profile = "profile.json"', 1)
+    assert 'profile = "profile.json"' in text
     (tmp_path / "policy.toml").write_text(text)
 
     def lvl(accuracy: float, cost: float, samples: int) -> dict:
@@ -147,7 +147,7 @@ def test_the_default_policys_vote_levels_are_what_expected_loss_buys_on_the_embe
     levels = {"direct": lvl(0.55, 0.02, 1), "brief": lvl(0.40, 0.10, 1), "vote3": lvl(0.66, 0.06, 3),
               "vote5": lvl(0.72, 0.10, 5), "careful": lvl(0.35, 0.50, 3), "thorough": lvl(0.35, 1.5, 5)}
     (tmp_path / "profile.json").write_text(json.dumps({
-        "format": "ponder-accuracy-profile/1", "created_at": "2026-12-07T00:00:00Z", "policy_version": "default-2",
+        "format": "ponder-accuracy-profile/1", "created_at": "2026-12-07T00:00:00Z", "policy_version": "default-3",
         "model": {"file": SERVED.file, "sha256": SERVED.sha256},
         "dataset": {"path": "test", "sha256": "", "items": 100}, "levels": levels}))
     policy = load_policy(tmp_path / "policy.toml", None, SERVED)

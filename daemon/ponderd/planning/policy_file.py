@@ -168,13 +168,27 @@ def _alerts(check: _Checker, path: pathlib.Path, table: Any) -> AlertSettings:
     return AlertSettings(str(webhook), secret_path, expiring)
 
 
+# `profile = "package:NAME"`: a profile shipped in the daemon package (ponderd/planning/data/NAME), so a
+# policy file copied elsewhere (deploy puts it in /etc/ponder) still finds it.
+PACKAGE_PROFILE = "package:"
+PACKAGE_PROFILES = pathlib.Path(__file__).resolve().parent / "data"
+
+
+def profile_file(policy_path: pathlib.Path, value: pathlib.Path | str) -> pathlib.Path:
+    """Where a policy's `[planning] profile` lies: in the package for package:NAME, else relative to the policy."""
+    text = str(value)
+    if text.startswith(PACKAGE_PROFILE):
+        return PACKAGE_PROFILES / text[len(PACKAGE_PROFILE):]
+    return (policy_path.parent / value).resolve()
+
+
 def _profile(check: _Checker, path: pathlib.Path, planning: Planning) -> Any:
     if planning.profile_path is None:
         return None
     from ponderd.planning.profile import Profile, ProfileError
 
     try:
-        return Profile.load((path.parent / planning.profile_path).resolve())
+        return Profile.load(profile_file(path, planning.profile_path))
     except ProfileError as exc:
         check.problems.append(f"planning.profile: {exc}")
         return None
