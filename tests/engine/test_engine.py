@@ -63,6 +63,21 @@ def test_same_seed_same_samples(engine):
     assert [s.confidence for s in a.samples] == pytest.approx([s.confidence for s in b.samples])
 
 
+def test_temperature_zero_is_greedy_and_each_job_keeps_its_own_sampler(engine):
+    greedy = []
+    for seed in (1, 2):
+        job = make_job(engine, samples=2, seed=seed)
+        job.temperature = 0.0
+        greedy.append(job)
+    hot = make_job(engine, samples=2, seed=3)
+    hot.temperature, hot.top_p = 1.5, 0.9
+    results = gather(engine, [*greedy, hot])
+    texts = {(s.thinking, s.text) for r in results[:2] for s in r.samples}
+    # Greedy ignores the seed: every sample of both greedy jobs is the same.
+    assert len(texts) == 1
+    assert all(s.thinking_tokens + s.answer_tokens > 0 for s in results[2].samples)
+
+
 def test_confidence_is_read_from_the_logits_of_the_tokens_sampled(engine):
     # A question the model knows scores above an open-ended invention, every sample of it
     # (seen: 0.59-0.78 against 0.14-0.29).

@@ -68,6 +68,9 @@ class GenerationJob:
     prune_below: Callable[[Sequence[float]], float | None] | None = None
     # Who asked: waiting jobs are admitted round-robin by tenant (engine/jobs.py).
     tenant: str = ""
+    # This job's own sampler settings (None: the model's); temperature 0 samples greedily.
+    temperature: float | None = None
+    top_p: float | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     # Set by the engine when it queues the job, so that cancel() can take a
     # waiting job out of the queue at once instead of when it reaches the head.

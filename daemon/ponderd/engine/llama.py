@@ -269,7 +269,7 @@ class LlamaEngine:
                             close_tag=self.markers[1])
                 for i in range(job.samples)
             ],
-            [native.sampler(self._L, self.settings, job.seed + i) for i in range(job.samples)],
+            [native.sampler(self._L, self.settings, job.seed + i, job.temperature, job.top_p) for i in range(job.samples)],
             [len(tokens)] * job.samples,
             cells_needed(job) - cached,
             len(prefix),

@@ -72,11 +72,17 @@ def logits(L: Any, ctx: Any, idx: int, n_vocab: int) -> np.ndarray:
     return np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, idx), shape=(n_vocab,))
 
 
-def sampler(L: Any, s: ModelSettings, seed: int) -> Any:
+def sampler(L: Any, s: ModelSettings, seed: int, temperature: float | None = None, top_p: float | None = None) -> Any:
+    """One sample's chain: the model's settings unless the job names its own; temperature 0 is greedy."""
+    temp = s.temperature if temperature is None else temperature
+    p = s.top_p if top_p is None else top_p
     chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+    if temp <= 0:
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
+        return chain
     L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(s.top_k))
-    L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(s.top_p, 1))
-    L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(s.temperature))
+    L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(p, 1))
+    L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(temp))
     L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(seed & 0xFFFFFFFF))
     return chain
 

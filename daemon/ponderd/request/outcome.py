@@ -29,6 +29,9 @@ class AskInput:
     history: tuple[tuple[str, str], ...] = ()
     hints: Hints = field(default_factory=Hints)
     seed: int = 0
+    # The caller's sampler settings (None: the model's); temperature 0 is greedy.
+    temperature: float | None = None
+    top_p: float | None = None
     explain: bool = False
     # Seconds the caller allows (its gRPC deadline), to tell a deadline from a disconnect.
     timeout: float | None = None

@@ -185,6 +185,7 @@ class Pipeline:
         )
         _adaptive(job, level_of(quote))
         job.tenant = tenant
+        job.temperature, job.top_p = req.temperature, req.top_p
         stop.on_stop(job.cancel)
         try:
             result = await self.engine.get(model).generate(job)
