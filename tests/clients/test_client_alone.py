@@ -37,7 +37,8 @@ from ponder.v1 import admin_pb2, ponder_pb2
 def ask(address: str, token: str) -> float:
     with PonderClient(address, token, timeout=30.0, tls_ca=None, retries=True) as c:
         r: ponder_pb2.AskResponse = c.ask("What is 2 + 2?", samples=1, severity_floor="low", check={"number": 4},
-                                          answer_format="number", idempotency_key="k1")
+                                          answer_format="number", idempotency_key="k1",
+                                          temperature=0.0, top_p=0.9)
         cost: float = r.cost + c.quote("Is 91 prime?", level="fast").plan.worst_case_cost
         for event in c.ask_stream("Say hi.", thinking_tokens=0, timeout=60.0):
             if event.WhichOneof("event") == "result":

@@ -10,12 +10,11 @@ from ponderd.http import chat
 from ponderd.http.errors import BadParameter, UnknownModel
 from ponderd.request import validate
 
-SAMPLING = chat.Sampling(0.7, 0.95)
 USER = [{"role": "user", "content": "Hi"}]
 
 
 def parse(body, key=""):
-    return chat.parse(body, SAMPLING, ["default", "reasoner"], {"low": "direct", "medium": "careful", "high": "thorough"}.get, key)
+    return chat.parse(body, ["default", "reasoner"], {"low": "direct", "medium": "careful", "high": "thorough"}.get, key)
 
 
 def test_the_fields_map_onto_the_ask_request():
@@ -31,12 +30,21 @@ def test_the_fields_map_onto_the_ask_request():
     assert (r.seed, r.hints.answer_tokens, r.hints.level, r.hints.samples) == (42, 30, "careful", 3)
     assert r.hints.severity_floor == ponder_pb2.SEVERITY_HIGH and r.hints.max_cost == 0.5
     assert r.check.number == 4 and r.explain and r.idempotency_key == "k1"
+    assert r.HasField("temperature") and r.temperature == 0.7 and not r.HasField("top_p")
+
+
+def test_temperature_and_top_p_are_carried_and_absent_means_the_models():
+    r = parse({"model": "default", "messages": USER, "temperature": 0, "top_p": 0.5}).request
+    assert (r.temperature, r.top_p) == (0.0, 0.5)
+    r = parse({"model": "default", "messages": USER, "temperature": None}).request
+    assert not r.HasField("temperature") and not r.HasField("top_p")
 
 
 @pytest.mark.parametrize(
     "extra, param",
     [
-        ({"n": 3}, "n"), ({"temperature": 0}, "temperature"), ({"top_p": 0.5}, "top_p"), ({"stop": "x"}, "stop"),
+        ({"n": 3}, "n"), ({"temperature": -0.1}, "temperature"), ({"temperature": 2.5}, "temperature"),
+        ({"temperature": "hot"}, "temperature"), ({"top_p": 0}, "top_p"), ({"top_p": 1.5}, "top_p"), ({"stop": "x"}, "stop"),
         ({"logprobs": True}, "logprobs"), ({"tools": [{"type": "function"}]}, "tools"), ({"functions": []}, "functions"),
         ({"max_tokens": 0}, "max_tokens"), ({"max_tokens": "9"}, "max_tokens"), ({"max_tokens": 5, "max_completion_tokens": 6}, "max_tokens"),
         ({"seed": -1}, "seed"), ({"seed": 1.5}, "seed"), ({"reasoning_effort": "max"}, "reasoning_effort"),

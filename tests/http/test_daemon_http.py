@@ -206,7 +206,7 @@ def test_a_budget_driven_to_exhaustion_through_the_sdk_matches_the_ledger(d):
         ({"model": "default", "messages": []}, "messages"),
         ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "frobnicate": 1}, "frobnicate"),
         ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "n": 2}, "n"),
-        ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "temperature": 0.0}, "temperature"),
+        ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "temperature": 3.0}, "temperature"),
         ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "stop": ["\n"]}, "stop"),
         ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": -1}, "max_tokens"),
         ({"model": "default", "messages": [{"role": "tool", "content": PROMPT}]}, "messages[0].role"),
@@ -283,6 +283,43 @@ def test_an_idempotency_key_replays_with_one_charge_shared_with_grpc(d):
     # The same key with another request is refused.
     with pytest.raises(openai.BadRequestError):
         c.chat.completions.create(model="default", messages=[{"role": "user", "content": "Other."}], extra_headers={"Idempotency-Key": key})
+
+
+def test_temperature_zero_is_greedy_on_both_transports_and_out_of_range_is_refused(d):
+    messages = [{"role": "user", "content": "Name a colour."}]
+    sdk = client(d)
+    answers = {
+        sdk.chat.completions.create(
+            model="default", messages=messages, seed=seed, max_tokens=6, temperature=0, extra_body={"ponder": {"level": "direct"}},
+        ).choices[0].message.content
+        for seed in (1, 2, 3)
+    }
+    assert len(answers) == 1  # greedy: the seed no longer matters
+    hot = {
+        sdk.chat.completions.create(
+            model="default", messages=messages, seed=seed, max_tokens=6, temperature=2, top_p=1,
+            extra_body={"ponder": {"level": "direct"}},
+        ).choices[0].message.content
+        for seed in (1, 2, 3, 4, 5)
+    }
+    assert len(hot) > 1  # the temperature reached the sampler: seeds differ again
+    metadata = (("authorization", f"Bearer {d.token('local')}"),)
+    with grpc.insecure_channel(d.address) as channel:
+        stub = ponder_pb2_grpc.PonderServiceStub(channel)
+        g = stub.Ask(
+            ponder_pb2.AskRequest(
+                messages=[ponder_pb2.ChatMessage(role="user", content="Name a colour.")], seed=9, temperature=0,
+                hints=ponder_pb2.Hints(level="direct", answer_tokens=6),
+            ),
+            metadata=metadata, timeout=120,
+        )
+        assert {g.text} == answers
+        before = len(spend_rows(d))
+        for field, value in (("temperature", 2.5), ("top_p", 0.0)):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Ask(ponder_pb2.AskRequest(prompt="Hi", **{field: value}), metadata=metadata, timeout=120)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in err.value.details()
+        assert len(spend_rows(d)) == before
 
 
 def test_a_grpc_ask_with_messages_and_both_prompt_and_messages(d):

@@ -63,6 +63,8 @@ class AsyncPonderClient(_Async, PonderMethods):
         explain: bool = False,
         check: CheckSpec | None = None,
         idempotency_key: str | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
         samples: int | None = None,
         thinking_tokens: int | None = None,
         severity_floor: Severity | None = None,
@@ -76,7 +78,8 @@ class AsyncPonderClient(_Async, PonderMethods):
         A replayed answer (its idempotency key was answered before) streams the result alone."""
         request = ask_request(
             ponder_pb2.AskStreamRequest, prompt, system=system, seed=seed, explain=explain, check=check,
-            idempotency_key=idempotency_key, samples=samples, thinking_tokens=thinking_tokens,
+            idempotency_key=idempotency_key, temperature=temperature, top_p=top_p,
+            samples=samples, thinking_tokens=thinking_tokens,
             severity_floor=severity_floor, max_cost=max_cost, level=level, answer_format=answer_format,
         )
         call = self._stub.AskStream(request, metadata=self._metadata(), timeout=self._deadline("ask_stream", timeout))

@@ -106,7 +106,7 @@ def _check(spec: CheckSpec | None) -> ponder_pb2.Check | None:
 
 def ask_request(
     cls: Any, prompt: str, system: str = "", seed: int = 0, explain: bool = False, check: CheckSpec | None = None,
-    idempotency_key: str | None = None, **hints: Any,
+    idempotency_key: str | None = None, temperature: float | None = None, top_p: float | None = None, **hints: Any,
 ) -> Any:
     """An AskRequest, AskStreamRequest or QuoteRequest (the same fields; a Quote has no check and no key).
 
@@ -117,6 +117,8 @@ def ask_request(
     extra: dict[str, Any] = {"check": _check(check)} if check is not None else {}
     if cls is not ponder_pb2.QuoteRequest:
         extra["idempotency_key"] = str(uuid.uuid4()) if idempotency_key is None else idempotency_key
+        # The sampler's settings for this request; None: the model's (a Quote samples nothing).
+        extra.update({k: v for k, v in (("temperature", temperature), ("top_p", top_p)) if v is not None})
     return cls(prompt=prompt, system=system, seed=seed, explain=explain, hints=_hints(**hints), **extra)
 
 
@@ -216,6 +218,8 @@ class PonderMethods(Connection):
         explain: bool = False,
         check: CheckSpec | None = None,
         idempotency_key: str | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
         samples: int | None = None,
         thinking_tokens: int | None = None,
         severity_floor: Severity | None = None,
@@ -229,11 +233,13 @@ class PonderMethods(Connection):
         `system` replaces the daemon's system prompt; `seed` fixes sampling (0: random); `explain` adds the
         features behind the assessment; `check` verifies the answer ({"number": 42}, {"regex": ...},
         {"choice": "B"}, {"any_of": [...]}); `idempotency_key` defaults to a fresh UUID per call, so retries
-        are charged once (reuse one to make your own retries safe; "" sends none). The hints, which the
+        are charged once (reuse one to make your own retries safe; "" sends none); `temperature` (0-2, 0 greedy)
+        and `top_p` set the sampler for this call (None: the model's). The hints, which the
         policy may refuse: `samples`, `thinking_tokens`, `severity_floor`, `max_cost`, `level`, `answer_format`."""
         request = ask_request(
             ponder_pb2.AskRequest, prompt, system=system, seed=seed, explain=explain, check=check,
-            idempotency_key=idempotency_key, samples=samples, thinking_tokens=thinking_tokens,
+            idempotency_key=idempotency_key, temperature=temperature, top_p=top_p,
+            samples=samples, thinking_tokens=thinking_tokens,
             severity_floor=severity_floor, max_cost=max_cost, level=level, answer_format=answer_format,
         )
         reply: ponder_pb2.AskResponse = self._call("ask", self._stub.Ask, request, timeout, _same)
@@ -443,6 +449,8 @@ class PonderClient(_Blocking, PonderMethods):
         explain: bool = False,
         check: CheckSpec | None = None,
         idempotency_key: str | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
         samples: int | None = None,
         thinking_tokens: int | None = None,
         severity_floor: Severity | None = None,
@@ -456,7 +464,8 @@ class PonderClient(_Blocking, PonderMethods):
         A replayed answer (its idempotency key was answered before) streams the result alone."""
         request = ask_request(
             ponder_pb2.AskStreamRequest, prompt, system=system, seed=seed, explain=explain, check=check,
-            idempotency_key=idempotency_key, samples=samples, thinking_tokens=thinking_tokens,
+            idempotency_key=idempotency_key, temperature=temperature, top_p=top_p,
+            samples=samples, thinking_tokens=thinking_tokens,
             severity_floor=severity_floor, max_cost=max_cost, level=level, answer_format=answer_format,
         )
         try:

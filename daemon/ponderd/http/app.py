@@ -58,9 +58,8 @@ class Backend:
     status_of: StatusOf
     # The policy in force (planning.policy_file.PolicyHolder).
     policies: Any
-    # The primary model's name, and how it samples.
+    # The primary model's name.
     primary: str
-    sampling: chat.Sampling
     # The health states gRPC health reports, by service name ("": overall); ready: asks are taken.
     health: Callable[[], dict[str, bool]]
     ready: Callable[[], bool]
@@ -110,7 +109,7 @@ class _Api:
             who = self._authenticate(request)
             body = await _read_json(request)
             parsed = chat.parse(
-                body, self.b.sampling, self.model_names(), partial(self._effort, who),
+                body, self.model_names(), partial(self._effort, who),
                 request.headers.get("idempotency-key", ""),
             )
             timeout = _timeout(request)

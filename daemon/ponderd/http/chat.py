@@ -49,14 +49,6 @@ MESSAGE_FIELDS = {"role", "content", "name"}
 
 
 @dataclass(frozen=True)
-class Sampling:
-    """How the engine samples (the primary model's settings): a request may only ask for these values."""
-
-    temperature: float
-    top_p: float
-
-
-@dataclass(frozen=True)
 class Chat:
     """A parsed request: the AskRequest for the pipeline and what shapes the reply."""
 
@@ -67,7 +59,7 @@ class Chat:
 
 
 def parse(
-    body: Any, sampling: Sampling, models: list[str], effort: Callable[[str], str], idempotency_key: str = "",
+    body: Any, models: list[str], effort: Callable[[str], str], idempotency_key: str = "",
 ) -> Chat:
     """The request in `body` (decoded JSON), or BadParameter naming the field to fix.
 
@@ -112,16 +104,16 @@ def parse(
         if not _integer(seed) or not 0 <= seed <= MAX_SEED:
             raise BadParameter(f"seed must be an integer from 0 to {MAX_SEED}, not {_json(seed)}", "seed")
         req.seed = seed
-    for name in ("temperature", "top_p"):
-        value = body.get(name)
-        if value is None:
-            continue
-        own = getattr(sampling, name)
-        if not _number(value) or not math.isclose(value, own, abs_tol=1e-6):
-            raise BadParameter(
-                f"{name} {_json(value)} cannot be honoured: this daemon samples at {name} {own:g} (the model's setting, "
-                f"the same for every request, so votes compare); send {own:g} or leave {name} out", name,
-            )
+    temperature = body.get("temperature")
+    if temperature is not None:
+        if not _number(temperature) or not 0 <= temperature <= 2:
+            raise BadParameter(f"temperature must be a number from 0 to 2 (0 is greedy), not {_json(temperature)}", "temperature")
+        req.temperature = float(temperature)
+    top_p = body.get("top_p")
+    if top_p is not None:
+        if not _number(top_p) or not 0 < top_p <= 1:
+            raise BadParameter(f"top_p must be a number above 0 and at most 1, not {_json(top_p)}", "top_p")
+        req.top_p = float(top_p)
     stop = body.get("stop")
     if stop not in (None, [], ""):
         raise BadParameter("stop sequences are not supported: leave stop out (max_tokens caps the answer)", "stop")

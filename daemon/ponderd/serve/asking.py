@@ -205,9 +205,18 @@ def to_input(request: AnyAskRequest, timeout: float | None) -> AskInput:
         explain=request.explain,
         timeout=timeout,
         check=convert.check(request),
+        temperature=_optional(request, "temperature"),
+        top_p=_optional(request, "top_p"),
         # The call's id (sent to the client as it started) is the ledger record's.
         request_id=call_request_id(),
     )
+
+
+def _optional(request: AnyAskRequest, name: str) -> float | None:
+    """An optional sampling field's value; None when absent (Quote samples nothing and has none)."""
+    if isinstance(request, ponder_pb2.QuoteRequest) or not request.HasField(name):
+        return None
+    return float(getattr(request, name))
 
 
 def quote(q: Quote) -> ponder_pb2.QuoteResponse:

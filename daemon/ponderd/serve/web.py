@@ -6,7 +6,6 @@ from typing import Callable
 
 from ponderd.errors import PonderError
 from ponderd.http.app import Backend, create_app
-from ponderd.http.chat import Sampling
 from ponderd.http.server import HttpServer
 from ponderd.serve import auth, boundary, logs
 from ponderd.serve.app import Daemon
@@ -28,7 +27,6 @@ def http_server(daemon: Daemon, health: Callable[[], dict[str, bool]], ready: Ca
         status_of=status_name,
         policies=d.policies,
         primary=s.model.name,
-        sampling=Sampling(s.model.temperature, s.model.top_p),
         health=health,
         ready=ready,
         count=lambda method, code, seconds: d.telemetry.rpc(method, code, seconds, transport="http"),

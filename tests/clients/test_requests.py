@@ -1,0 +1,17 @@
+"""The Python client's request building: sampler settings travel only when given, and never on a Quote."""
+
+from ponder.client import ask_request
+from ponder.v1 import ponder_pb2
+
+
+def test_temperature_and_top_p_are_set_only_when_given():
+    r = ask_request(ponder_pb2.AskRequest, "Hi", temperature=0.0, top_p=0.5)
+    assert r.HasField("temperature") and r.temperature == 0.0 and r.top_p == 0.5
+    r = ask_request(ponder_pb2.AskStreamRequest, "Hi")
+    assert not r.HasField("temperature") and not r.HasField("top_p")
+
+
+def test_a_quote_carries_no_sampler_settings():
+    q = ask_request(ponder_pb2.QuoteRequest, "Hi", temperature=1.0)
+    assert type(q) is ponder_pb2.QuoteRequest and q.prompt == "Hi"
+    assert {"temperature", "top_p"} & set(q.DESCRIPTOR.fields_by_name) == set()
