@@ -19,7 +19,10 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from typing import Sequence
+
+import numpy as np
 
 from ponderd.engine import EngineLimits, GenerationJob, GenerationResult, PreparedPrompt, framing, native
 from ponderd.engine.confidence import token_logprob
@@ -53,6 +56,11 @@ class LlamaEngine:
         self._free_cells = 0
         self._progress = time.monotonic()
         self._thread: threading.Thread | None = None
+        # Embedding jobs (the risk classifier's second view): run by the owner thread
+        # ahead of new prompts' prefill, in a context of their own made on first use.
+        self._embeds: deque[tuple[tuple[int, ...], concurrent.futures.Future]] = deque()
+        self._embeddings: native.Embeddings | None = None
+        self.embedded = 0
         self.markers = DEFAULT_MARKERS
         self.template_text = ""
 
@@ -80,7 +88,7 @@ class LlamaEngine:
         # One more sequence and its cells hold the prefix: the samples' capacity is as configured.
         cp.n_ctx, cp.n_batch, cp.n_ubatch = s.n_ctx + len(prefix), s.n_batch, s.n_batch
         cp.n_seq_max = s.n_seq_max + (1 if prefix else 0)
-        threads = s.n_threads or os.cpu_count() or 1
+        threads = self._threads = s.n_threads or os.cpu_count() or 1
         cp.n_threads = cp.n_threads_batch = threads
         # One KV buffer for all sequences: samples share their prompt's cells.
         cp.kv_unified = True
@@ -138,13 +146,19 @@ class LlamaEngine:
             waiting = self._queue.close()
             for run in self._running:
                 run.job.cancel()
+            embeds = self._take_embeds()
         # Never ran: refused like a job that came too late.
         for job, future in waiting:
             job.cancelled.set()
             reject(future, Unavailable("the daemon is shutting down; retry on another instance"))
+        for _tokens, future in embeds:
+            reject(future, Unavailable("the daemon is shutting down; retry on another instance"))
         if self._thread is not None:
             self._thread.join()
         L = getattr(self, "_L", None)
+        if self._embeddings is not None:
+            self._embeddings.close()
+            self._embeddings = None
         if L is not None and getattr(self, "_ctx", None):
             L.llama_batch_free(self._batch)
             L.llama_free(self._ctx)
@@ -153,8 +167,54 @@ class LlamaEngine:
 
     # any thread ----------------------------------------------------------------
 
-    def tokenize(self, text: str, special: bool = True) -> tuple[int, ...]:
-        return native.tokenize(self._L, self._vocab, text, special)
+    def tokenize(self, text: str, special: bool = True, add_special: bool = False) -> tuple[int, ...]:
+        return native.tokenize(self._L, self._vocab, text, special, add_special)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return native.detokenize(self._L, self._vocab, tokens)
+
+    @property
+    def model_path(self) -> str:
+        """The model file this engine serves (what an embedding of its hidden state is named by)."""
+        return str(resolve_model_path(self.settings.path))
+
+    def embed(self, tokens: Sequence[int]) -> concurrent.futures.Future:
+        """The mean-pooled last hidden state of `tokens` (BOS included by the caller), as a float32 vector.
+
+        Run by the owner thread between decode steps, ahead of new prompts'
+        prefill, so it never competes with generation for the cores nor waits
+        behind a long prompt (prefill is chunked). Cancelling the future while
+        it waits removes it: nothing of it runs.
+        """
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        item = (tuple(tokens), future)
+        with self._cv:
+            if self._queue.failure:
+                raise Unavailable(stopped_message(self._queue.failure))
+            if self._queue.closing:
+                raise Unavailable("the daemon is shutting down; retry on another instance")
+            if len(self._embeds) >= self.max_queue:
+                raise Unavailable(f"{len(self._embeds)} embeddings are already waiting for the model; retry shortly")
+            self._embeds.append(item)
+            self._cv.notify()
+        future.add_done_callback(lambda f: self._withdraw_embed(item) if f.cancelled() else None)
+        return future
+
+    def embeds_waiting(self) -> int:
+        with self._cv:
+            return len(self._embeds)
+
+    def _withdraw_embed(self, item: tuple[tuple[int, ...], concurrent.futures.Future]) -> None:
+        with self._cv:
+            try:
+                self._embeds.remove(item)
+            except ValueError:
+                pass  # taken by the owner thread already: it sees the cancel and drops it
+
+    def _take_embeds(self) -> list[tuple[tuple[int, ...], concurrent.futures.Future]]:
+        embeds = list(self._embeds)
+        self._embeds.clear()
+        return embeds
 
     def prepare(self, system: str, prompt: str, history: Sequence[tuple[str, str]] = ()) -> PreparedPrompt:
         text = native.render_chat(self._L, self._template, system or self.settings.system_prompt, prompt, history)
@@ -218,18 +278,44 @@ class LlamaEngine:
         while True:
             with self._cv:
                 self._progress = time.monotonic()
-                while not q.pending and not self._running and not q.closing:
+                while not q.pending and not self._running and not self._embeds and not q.closing:
                     # Wake every second even when idle, so last_progress() shows the loop turns.
                     self._cv.wait(timeout=1.0)
                     self._progress = time.monotonic()
                 if q.closing and not q.pending and not self._running:
                     return
                 self._admitted = self._take_admissible()
+            # Assessments first: a request waiting for its risk score waits at most one step.
+            self._run_embeds()
             while self._admitted:
                 self._start_next()
             self._prefill()
             if self._running:
                 self._step()
+
+    def _run_embeds(self) -> None:
+        """Run the waiting embedding jobs, oldest first, up to one embedding context's worth of tokens a turn."""
+        budget = native.EMBED_CONTEXT
+        while budget > 0:
+            with self._cv:
+                if not self._embeds:
+                    return
+                tokens, future = self._embeds.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue  # its caller went away while it waited
+            budget -= max(1, min(len(tokens), native.EMBED_CONTEXT))
+            try:
+                if self._embeddings is None:
+                    self._embeddings = native.Embeddings(self._L, self._model, native.EMBED_CONTEXT, self._threads)
+                vector: np.ndarray = self._embeddings.embed(tokens)
+            except native.EngineFault as exc:
+                reject(future, Unavailable(stopped_message(str(exc))))
+                raise
+            except Exception as exc:  # one bad embedding fails that caller only
+                reject(future, exc)
+            else:
+                self.embedded += 1
+                resolve(future, vector)
 
     def _take_admissible(self) -> list[tuple[GenerationJob, concurrent.futures.Future, list[int]]]:
         out = []
@@ -427,8 +513,11 @@ class LlamaEngine:
             waiting = self._queue.stop(why)
             admitted, self._admitted = self._admitted, []
             running, self._running = self._running, []
+            embeds = self._take_embeds()
         # Waiting or admitted jobs decoded nothing: refuse them, nothing to charge.
         for _job, future, *_ in waiting + admitted:
+            reject(future, Unavailable(stopped_message(why)))
+        for _tokens, future in embeds:
             reject(future, Unavailable(stopped_message(why)))
         # Running jobs did run: report their usage so far so it is charged.
         # llama.cpp is not touched here; its state is suspect and the process restarts.

@@ -249,9 +249,14 @@ class Pipeline:
         text = "\n".join([req.system] * bool(req.system.strip()) + [content for _, content in req.history] + [req.prompt])
         model = self.classifier.current()
         if getattr(model, "embedder", None) is not None:
-            # A model with the embedding view (docs/risk.md) takes 0.1-2.5 s on a CPU
-            # for the queries it embeds: off the event loop, so other requests go on.
-            score = await asyncio.to_thread(model.score, text, req.explain)
+            # A model with the embedding view (docs/risk.md) takes 50-250 ms on a CPU for
+            # the queries it embeds: awaited (the engine's owner thread computes it, or a
+            # worker thread), so other requests go on, and a cancel here withdraws it.
+            score_async = getattr(model, "score_async", None)
+            if score_async is not None:
+                score = await score_async(text, req.explain)
+            else:
+                score = await asyncio.to_thread(model.score, text, req.explain)
         else:
             score = model.score(text, explain=req.explain)
         assessment = adjust(score, policy, tenant, text, req.hints.severity_floor)

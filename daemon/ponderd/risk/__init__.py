@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import pathlib
 import threading
-from typing import Protocol
+from typing import Any, Protocol
 
 from ponderd.errors import ArtifactError
 from ponderd.risk.score import RiskScore
@@ -35,10 +35,14 @@ def model_dir_for(risk_dir: pathlib.Path, configured: pathlib.Path | None) -> pa
 class ClassifierHolder:
     """The model in service. Reload and retrain swap in a whole, verified model or keep the old one."""
 
-    def __init__(self, state_dir: pathlib.Path, configured: pathlib.Path | None, second_view: bool = True) -> None:
+    def __init__(self, state_dir: pathlib.Path, configured: pathlib.Path | None, second_view: bool = True,
+                 embedder: Any = None) -> None:
         self.state_dir = state_dir / "risk"
         self.configured = configured
         self.second_view = second_view  # risk.second_view: false serves a cascade's n-gram stage alone
+        # The second view's embedder (risk/embed.py): the serving engine's where it serves the
+        # embedding model's file; None loads a LlamaEmbedder of its own.
+        self.embedder = embedder
         # Held across load-and-swap by reload and install, so the two never interleave.
         self.lock = threading.RLock()
         self._model: Classifier = self.load()
@@ -69,7 +73,7 @@ class ClassifierHolder:
 
         with self.lock:
             # Load it back through the same checks as any artifact before serving it.
-            model = artifact.load(version_dir, second_view=self.second_view)
+            model = artifact.load(version_dir, self.embedder, second_view=self.second_view)
             pointer = self.state_dir / "current"
             tmp = pointer.with_suffix(".tmp")
             tmp.write_text(version_dir.name + "\n")
@@ -82,7 +86,7 @@ class ClassifierHolder:
         from ponderd.risk import artifact
 
         path = self.model_dir()
-        model = artifact.load(path, second_view=self.second_view)
+        model = artifact.load(path, self.embedder, second_view=self.second_view)
         log.info("risk model %s loaded from %s", model.version, path)
         return model
 

@@ -97,6 +97,19 @@ class CascadeModel:
                 return self.second._score(idx, val, dense, explain, self.version)
         return self.first._labelled(idx, val, sev_p, nr_p, explain)
 
+    async def score_async(self, text: str, explain: bool = False) -> RiskScore:
+        """score, for the request path: the n-gram stage at once, the embedding (when routed) awaited."""
+        idx, val = self.first.features(text)
+        sev_p, nr_p = self.first._probabilities(idx, val)
+        if routes(sev_p, self.first.thresholds.high, self.confidence):
+            try:
+                dense = await self.second._dense_async(text)
+            except Exception as exc:  # any failure of the embedding model: the n-gram verdict stands
+                self._embedding_failed(exc)
+            else:
+                return self.second._score(idx, val, dense, explain, self.version)
+        return self.first._labelled(idx, val, sev_p, nr_p, explain)
+
     def _embedding_failed(self, exc: Exception) -> None:
         self.embedding_failures += 1
         n = self.embedding_failures

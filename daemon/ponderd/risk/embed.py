@@ -8,21 +8,32 @@ the engine serves, found the way engine/model_file.py finds it), and keeps the
 vectors in a cache keyed by the model file and the text, so cross-validation
 embeds each corpus line once.
 
-On this project's CPU hosts one query costs 50-250 ms (7 ms a token on one
-core), against under 1 ms for the n-gram path (bench/risk_embedding.py
-measures both), so a served model asks for it only where the n-grams are
-unsure (risk/cascade.py). Static word embeddings (WordLlama, under 0.1 ms a
-query) were measured in its place and lost to the n-grams alone (docs/risk.md).
+On this project's CPU hosts one query costs 50-250 ms (about 3 ms a token,
+and a second thread buys nothing), against under 1 ms for the n-gram path
+(bench/risk_embedding.py measures both), so a served model asks for it only
+where the n-grams are unsure (risk/cascade.py). Static word embeddings
+(WordLlama, under 0.1 ms a query) were measured in its place and lost to the
+n-grams alone (docs/risk.md).
+
+Two embedders give the same vectors (the same model file, tokens and
+llama.cpp settings; tests/engine/test_embeddings.py checks it): LlamaEmbedder
+loads its own context (training, cross-validation, a daemon whose engine
+serves another model), and EngineEmbedder asks the serving engine, whose owner
+thread runs the embedding between decode steps — on a busy host a second
+context's threads fought the engine's for the cores (docs/risk.md, "What it
+costs").
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import functools
 import hashlib
 import os
 import pathlib
 import threading
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -55,6 +66,21 @@ def _file_digest(path: pathlib.Path, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
+def embedder_name(path: pathlib.Path) -> str:
+    """What a model's embeddings are called (the artifact's `embedding_model`): file name, digest, pooling."""
+    st = path.stat()
+    return f"{path.name}:{_file_digest(path, st.st_size, st.st_mtime_ns)[:16]}:mean"
+
+
+def cut(text: str, tokenize: Callable[[str], Sequence[int]], detokenize: Callable[[Sequence[int]], str]) -> list[int]:
+    """The tokens embedded for `text` (BOS first): at most MAX_TOKENS; a longer text is cut
+    there and read back as text, as LlamaEmbedder does through llama-cpp-python."""
+    tokens = list(tokenize(text or " "))[:MAX_TOKENS]
+    if len(tokens) == MAX_TOKENS:
+        tokens = list(tokenize(detokenize(tokens) or " "))[:CONTEXT]
+    return tokens
+
+
 class LlamaEmbedder:
     """Mean-pooled hidden state of a GGUF model, one query at a time.
 
@@ -66,8 +92,7 @@ class LlamaEmbedder:
 
     def __init__(self, path: pathlib.Path | None = None, threads: int = THREADS) -> None:
         self.path = path or default_model_path()
-        st = self.path.stat()
-        self.name = f"{self.path.name}:{_file_digest(self.path, st.st_size, st.st_mtime_ns)[:16]}:mean"
+        self.name = embedder_name(self.path)
         self.threads = threads
         self._llm: Any = None
         self._lock = threading.Lock()
@@ -94,6 +119,51 @@ class LlamaEmbedder:
                 text = llm.detokenize(tokens).decode("utf-8", "ignore") if len(tokens) == MAX_TOKENS else t
                 rows.append(np.asarray(llm.embed(text or " "), dtype=np.float32))
         return np.vstack(rows) if rows else np.empty((0, 0), dtype=np.float32)
+
+
+class EmbeddingEngine(Protocol):
+    """What EngineEmbedder needs of the engine (engine/llama.py's LlamaEngine)."""
+
+    def tokenize(self, text: str, special: bool = True, add_special: bool = False) -> tuple[int, ...]: ...
+
+    def detokenize(self, tokens: Sequence[int]) -> str: ...
+
+    def embed(self, tokens: Sequence[int]) -> concurrent.futures.Future: ...
+
+
+class EngineEmbedder:
+    """LlamaEmbedder's vectors, computed by the serving engine's owner thread (no second model load).
+
+    `aembed` is the request path's: awaiting it waits for the engine's next
+    turn (embeddings go ahead of new prompts' prefill), and cancelling it
+    withdraws a job that has not started. `embed` blocks (any other thread).
+    """
+
+    def __init__(self, engine: EmbeddingEngine, path: pathlib.Path) -> None:
+        self.engine = engine
+        self.path = path
+        self.name = embedder_name(path)
+        self._offline: LlamaEmbedder | None = None
+
+    def _tokens(self, text: str) -> list[int]:
+        return cut(text, lambda t: self.engine.tokenize(t, special=False, add_special=True), self.engine.detokenize)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        rows = [self.engine.embed(self._tokens(t)).result() for t in texts]
+        return np.vstack(rows) if rows else np.empty((0, 0), dtype=np.float32)
+
+    def offline(self) -> LlamaEmbedder:
+        """The same vectors from a context of its own, for bulk work (a retrain embedding the
+        corpus): thousands of texts through the engine would hold generation for minutes."""
+        if self._offline is None:
+            self._offline = LlamaEmbedder(self.path)
+        return self._offline
+
+    async def aembed(self, text: str) -> np.ndarray:
+        future = self.engine.embed(self._tokens(text))
+        # wrap_future: cancelling the await cancels the engine's future, which withdraws the job.
+        vector: np.ndarray = await asyncio.wrap_future(future)
+        return vector
 
 
 class CachedEmbedder:
@@ -134,6 +204,12 @@ class CachedEmbedder:
         tmp = self.path.with_suffix(".tmp.npz")
         np.savez(tmp, model=np.array(self.name), keys=np.array(keys), vectors=np.vstack([self._rows[k] for k in keys]))
         tmp.replace(self.path)
+
+
+def offline(embedder: Any) -> Any:
+    """The embedder to use for bulk work: its offline twin where it has one (EngineEmbedder), else itself."""
+    twin = getattr(embedder, "offline", None)
+    return twin() if twin is not None else embedder
 
 
 def default_cache_path() -> pathlib.Path:

@@ -8,6 +8,7 @@ in well under a millisecond. Tests check the two paths agree.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from dataclasses import dataclass
@@ -120,13 +121,31 @@ class RiskModel:
     @property
     def embedder(self) -> Any:
         """The second view's embedder, or None for an n-gram-only model."""
-        return self._embedder
+        return self._embedder if self._view is not None else None
 
     def _dense(self, text: str) -> np.ndarray | None:
         if self._view is None:
             return None
         mean, scale = self._view
         return (self._embedder.embed([text])[0].astype(np.float64) - mean) * scale
+
+    async def _dense_async(self, text: str) -> np.ndarray | None:
+        """_dense without blocking the event loop: the embedder's own `aembed` where it has one
+        (the engine's, cancellable while it waits), else its `embed` in a worker thread."""
+        if self._view is None:
+            return None
+        mean, scale = self._view
+        aembed = getattr(self._embedder, "aembed", None)
+        if aembed is not None:
+            raw = await aembed(text)
+        else:
+            raw = (await asyncio.to_thread(self._embedder.embed, [text]))[0]
+        return (np.asarray(raw).astype(np.float64) - mean) * scale
+
+    async def score_async(self, text: str, explain: bool = False) -> RiskScore:
+        """score, for the request path: an embedding is awaited, not waited for on the event loop."""
+        idx, val = self.features(text)
+        return self._score(idx, val, await self._dense_async(text), explain)
 
     def _probabilities(self, idx: np.ndarray, val: np.ndarray, dense: np.ndarray | None = None) -> tuple[np.ndarray, float]:
         logits = val @ self._weights[idx] + self._bias

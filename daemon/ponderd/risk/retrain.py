@@ -164,7 +164,7 @@ class Retrainer:
         # once per training (eleven a gated run).
         embedder = getattr(incumbent, "embedder", None)
         if embedder is not None:
-            embedder = embed.CachedEmbedder(embedder, self.holder.state_dir / "embeddings.npz")
+            embedder = embed.CachedEmbedder(embed.offline(embedder), self.holder.state_dir / "embeddings.npz")
         report = train(examples, heldout, self.recall_target, hyper, feedback=fb, embedder=embedder)
         candidate = report.model
         ok, reason = gate(report.heldout["summary"], incumbent_metrics)

@@ -169,6 +169,24 @@ def _primary_identity(settings: Settings) -> Any:
         return None  # the engine's own load says what is wrong with the file
 
 
+def _engine_embedder(settings: Settings, engine: Engine) -> Any:
+    """The second view computed by the serving engine, when it serves the embedding model's own
+    file (the vectors are the same); else None, and the classifier loads a context of its own."""
+    from ponderd.engine.llama import LlamaEngine
+    from ponderd.engine.model_file import resolve_model_path
+    from ponderd.risk.embed import EngineEmbedder, default_model_path
+
+    if not (settings.risk.second_view and settings.risk.view_in_engine) or not isinstance(engine, LlamaEngine):
+        return None
+    try:
+        path = resolve_model_path(settings.model.path)
+        if path.resolve() != default_model_path().resolve():
+            return None
+        return EngineEmbedder(engine, path)
+    except (FailedPrecondition, OSError):
+        return None  # the engine's own load says what is wrong with the file
+
+
 def build(settings: Settings, clock: Clock | None = None, engine: Engine | None = None) -> Daemon:
     """Wire a daemon from settings. Nothing starts until `open`.
 
@@ -206,7 +224,8 @@ def build(settings: Settings, clock: Clock | None = None, engine: Engine | None 
     # an engine passed in (tests) serves no file to check against.
     policies = PolicyHolder(settings.policy_file, models.names, None if engine is not None else lambda: _primary_identity(settings))
     accuracy = AccuracyEstimates(settings.accuracy.prior_weight, settings.accuracy.min_new_outcomes)
-    classifier = ClassifierHolder(settings.state_dir, settings.risk.model_dir, settings.risk.second_view)
+    classifier = ClassifierHolder(settings.state_dir, settings.risk.model_dir, settings.risk.second_view,
+                                  _engine_embedder(settings, engines[settings.model.name]))
     telemetry = create_telemetry(settings.metrics.listen)
     soft_limits = SoftLimits(accounts, telemetry.alert)
     # The pipeline sees metered wrappers; everything else uses the collaborators themselves.

@@ -21,6 +21,7 @@ Each daemon has its own CollectorRegistry, so several daemons in one process
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
@@ -442,6 +443,16 @@ class _TimedClassifier:
         started = time.perf_counter()
         try:
             return self._model.score(text, explain=explain)
+        finally:
+            self._telemetry.classified(time.perf_counter() - started)
+
+    async def score_async(self, text: str, explain: bool = False) -> Any:
+        started = time.perf_counter()
+        try:
+            inner = getattr(self._model, "score_async", None)
+            if inner is None:
+                return await asyncio.to_thread(self._model.score, text, explain)
+            return await inner(text, explain=explain)
         finally:
             self._telemetry.classified(time.perf_counter() - started)
 

@@ -1,0 +1,127 @@
+"""The second view computed by the engine's owner thread (engine/llama.py `embed`, risk/embed.py EngineEmbedder).
+
+The vectors must be LlamaEmbedder's (the shipped classifier was trained on
+them), embedding between decode steps must not change what the samples
+generate, and a caller that goes away while its embedding waits must leave
+nothing queued.
+"""
+
+import asyncio
+import concurrent.futures
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import make_settings
+from ponderd.answers import extract_answer
+from ponderd.engine import GenerationJob
+from ponderd.errors import Unavailable
+from ponderd.risk import corpus, embed
+from ponderd.serve.app import build
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def engine_embedder(engine):
+    return embed.EngineEmbedder(engine, embed.default_model_path())
+
+
+def test_the_engine_gives_llama_embedders_vectors_exactly(engine_embedder):
+    texts = [e.text for e in corpus.load(corpus.heldout_files())][:6]
+    texts += ["", "ok", "word " * 400]  # empty, one token, cut at MAX_TOKENS and read back
+    reference = embed.LlamaEmbedder()
+    assert engine_embedder.name == reference.name  # so an artifact trained on one loads with the other
+    got, want = engine_embedder.embed(texts), reference.embed(texts)
+    assert got.shape == want.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    assert not np.allclose(got[0], got[1])
+
+
+def _job(engine, on_text=None, seed=7):
+    job = GenerationJob(engine.prepare("", "Name three colours."), 2, 0, 24, seed, extract_answer,
+                        lambda answers, remaining: False)
+    if on_text is not None:
+        job.on_text = on_text
+    return job
+
+
+def test_embedding_between_decode_steps_leaves_the_samples_text_unchanged(engine, engine_embedder):
+    alone = asyncio.run(engine.generate(_job(engine)))
+    futures: list[concurrent.futures.Future] = []
+    tokens = engine_embedder._tokens("How much paracetamol for a 14 kg toddler?")
+
+    def sink(sample, kind, text):
+        if len(futures) < 3:  # on the owner thread, mid-generation: queued for its next turn
+            futures.append(engine.embed(tokens))
+
+    before = engine.embedded
+    mixed = asyncio.run(engine.generate(_job(engine, sink)))
+    assert len(futures) == 3 and all(f.result(timeout=60).shape == futures[0].result().shape for f in futures)
+    # They ran while the job did: the job's own steps went on between them.
+    assert engine.embedded - before == 3
+    assert [s.text for s in mixed.samples] == [s.text for s in alone.samples]
+    assert [s.answer_tokens for s in mixed.samples] == [s.answer_tokens for s in alone.samples]
+
+
+def test_an_embedding_cancelled_while_it_waits_is_withdrawn_and_never_runs(engine, engine_embedder):
+    hold, held = threading.Event(), threading.Event()
+    tokens = engine_embedder._tokens("Can I mix bleach and ammonia?")
+
+    def sink(sample, kind, text):
+        # Hold the owner thread inside a step, so a new embedding must wait.
+        if not held.is_set():
+            held.set()
+            hold.wait(60)
+
+    async def main():
+        task = asyncio.ensure_future(engine.generate(_job(engine, sink)))
+        await asyncio.to_thread(held.wait, 60)
+        before = engine.embedded
+        waiting = asyncio.ensure_future(engine_embedder.aembed("Can I mix bleach and ammonia?"))
+        while engine.embeds_waiting() == 0:  # observable: queued behind the held step
+            await asyncio.sleep(0.005)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert engine.embeds_waiting() == 0
+        hold.set()
+        result = await task
+        # A later embedding runs: the withdrawn one did not.
+        await asyncio.wrap_future(engine.embed(tokens))
+        return before, result
+
+    before, result = asyncio.run(main())
+    assert not result.error and engine.embedded == before + 1
+
+
+def test_a_daemon_quote_assesses_through_the_engines_embedder(daemon):
+    holder = daemon.daemon.classifier
+    model = holder.current()
+    engine = daemon.daemon.engine.get(daemon.settings.model.name)
+    assert isinstance(holder.embedder, embed.EngineEmbedder) and model.embedder is holder.embedder
+    assert holder.embedder.engine is engine
+    routed = next(t for t in (e.text for e in corpus.load(corpus.heldout_files())) if model.routed(t))
+    before = engine.embedded
+    with daemon.client() as c:
+        quoted = c.quote(routed).assessment
+    assert engine.embedded == before + 1
+    # What the cascade's second stage decides with LlamaEmbedder's vectors, not the n-gram stage's verdict.
+    model.second._embedder = embed.LlamaEmbedder()
+    try:
+        want = model.score(routed)
+    finally:
+        model.second._embedder = holder.embedder
+    ngrams = model.first.score(routed)
+    assert dict(quoted.severity_probs) == pytest.approx(want.severity_probs, abs=1e-5)
+    assert want.severity_probs != pytest.approx(ngrams.severity_probs, abs=1e-3)
+
+
+def test_embedding_is_refused_once_the_engine_closes(tmp_path):
+    d = build(make_settings(tmp_path / "state"))
+    engine = d.engine.get(d.settings.model.name)
+    engine.start()
+    engine.close()
+    with pytest.raises(Unavailable, match="shutting down"):
+        engine.embed([1, 2, 3])
