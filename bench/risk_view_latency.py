@@ -2,15 +2,15 @@
 
     python bench/risk_view_latency.py [--queries 60] [--rounds 3] [--load 4] [--out bench/results/risk_view_latency.txt]
 
-Three real daemons (`ponder serve` subprocesses, the embedded model, the small
-test policy), one per way of serving the risk classifier:
+Three real daemons (`ponder serve` subprocesses, the embedded model, the
+default policy), one per way of serving the risk classifier:
 - `off`: `risk.second_view = false`, the cascade's n-gram stage alone;
 - `engine` (the default): the second view's forward pass run by the serving
   engine's owner thread between decode steps (`risk.view_in_engine = true`);
 - `own context`: the earlier way, a llama.cpp context of its own in a worker
   thread (`risk.view_in_engine = false`), fighting the engine for the cores.
 In each round every daemon in turn is put under the same generation load
-(`--load` streaming asks kept in flight, 96-token answers) and quotes the same
+(`--load` streaming asks kept in flight, level `direct`: up to 256 tokens) and quotes the same
 `--queries` held-out queries one at a time through the Python client; the
 other two are idle meanwhile. Rounds interleave the three, so drift hits all
 alike. Reported: p50/p90/p99 quote latency per way, the view's added latency
@@ -61,7 +61,7 @@ class Load:
         with PonderClient(self.address, self.token, timeout=600) as c:
             first = True
             while not self.stop.is_set():
-                for event in c.ask_stream(LOAD_PROMPT, level="direct", answer_tokens=96, seed=i):
+                for event in c.ask_stream(LOAD_PROMPT, level="direct", seed=i):
                     if event.HasField("delta"):
                         self.tokens += 1
                         if first:
@@ -74,7 +74,8 @@ class Load:
         for t in self._threads:
             t.start()
         for _ in range(self.n):  # every asker generating before the first quote
-            self.streaming.acquire(timeout=300)
+            if not self.streaming.acquire(timeout=300):
+                raise RuntimeError("the load's asks did not start streaming within 300 s")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -113,7 +114,7 @@ def main() -> None:
         for k, (way, extra) in enumerate(WAYS.items()):
             env = {k: v for k, v in os.environ.items() if not k.startswith("PONDER_")}
             env.update(PONDER_STATE_DIR=f"{tmp}/{k}/state", PONDER_METRICS_LISTEN="", **extra)
-            proc = DaemonProcess(env)
+            proc = DaemonProcess(env, "--policy-file", str(REPO / "policies" / "default.toml"))
             stack.callback(proc.stop)
             daemons[way] = proc
         for way, proc in daemons.items():
