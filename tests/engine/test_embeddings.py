@@ -125,3 +125,39 @@ def test_embedding_is_refused_once_the_engine_closes(tmp_path):
     engine.close()
     with pytest.raises(Unavailable, match="shutting down"):
         engine.embed([1, 2, 3])
+
+
+def test_an_embedding_is_not_held_behind_a_long_prompts_chunked_prefill():
+    from ponderd.engine.llama import LlamaEngine
+    from ponderd.settings import ModelSettings
+
+    e = LlamaEngine(ModelSettings(n_ctx=2048, n_seq_max=2, prefill_chunk=32), max_queue=4)
+    e.start()
+    try:
+        events: list[str] = []
+        lock = threading.Lock()
+        long_prompt = "Summarise this: " + "the tide comes in and the tide goes out. " * 90
+
+        def sink(sample, kind, text):
+            with lock:
+                if "text" not in events:
+                    events.append("text")
+
+        job = GenerationJob(e.prepare("", long_prompt), 1, 0, 2, 1, extract_answer, lambda a, r: False, on_text=sink)
+        assert len(job.prompt.tokens) > 20 * 32  # twenty chunks or more
+        tokens = embed.EngineEmbedder(e, embed.default_model_path())._tokens("Is 40A fine on 2.5mm2 cable?")
+
+        async def main():
+            generating = asyncio.ensure_future(e.generate(job))
+            while e.queue_depth() == 0:  # observable: the long job is queued or prefilling
+                await asyncio.sleep(0.001)
+            await asyncio.wrap_future(e.embed(tokens))
+            with lock:
+                events.append("embedded")
+            return await generating
+
+        result = asyncio.run(main())
+        assert not result.error
+        assert events == ["embedded", "text"]
+    finally:
+        e.close()
