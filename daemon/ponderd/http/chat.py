@@ -16,7 +16,9 @@ from typing import Any, Callable
 from google.protobuf import json_format
 
 from ponder.v1 import ponder_pb2
+from ponderd.errors import InvalidRequest
 from ponderd.http.errors import BadParameter, UnknownModel
+from ponderd.request import validate
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 SEVERITIES = {"low": ponder_pb2.SEVERITY_LOW, "medium": ponder_pb2.SEVERITY_MEDIUM, "high": ponder_pb2.SEVERITY_HIGH}
@@ -44,6 +46,8 @@ HONOURED = {
 PONDER_FIELDS = {
     "severity", "level", "max_cost", "check", "explain", "samples", "thinking_tokens", "answer_format",
 }
+# AskRequest fields (an InvalidRequest's `field`) -> the parameter of the body that sets them.
+PARAMS = {"temperature": "temperature", "top_p": "top_p", "stop": "stop"}
 CHECK_FIELDS = {"number", "regex", "choice", "any_of"}
 MESSAGE_FIELDS = {"role", "content", "name"}
 
@@ -104,19 +108,7 @@ def parse(
         if not _integer(seed) or not 0 <= seed <= MAX_SEED:
             raise BadParameter(f"seed must be an integer from 0 to {MAX_SEED}, not {_json(seed)}", "seed")
         req.seed = seed
-    temperature = body.get("temperature")
-    if temperature is not None:
-        if not _number(temperature) or not 0 <= temperature <= 2:
-            raise BadParameter(f"temperature must be a number from 0 to 2 (0 is greedy), not {_json(temperature)}", "temperature")
-        req.temperature = float(temperature)
-    top_p = body.get("top_p")
-    if top_p is not None:
-        if not _number(top_p) or not 0 < top_p <= 1:
-            raise BadParameter(f"top_p must be a number above 0 and at most 1, not {_json(top_p)}", "top_p")
-        req.top_p = float(top_p)
-    stop = body.get("stop")
-    if stop not in (None, [], ""):
-        raise BadParameter("stop sequences are not supported: leave stop out (max_tokens caps the answer)", "stop")
+    _sampling(body, req)
     stream = body.get("stream", False)
     if stream is None:
         stream = False
@@ -127,6 +119,31 @@ def parse(
     if "level" in (body.get("ponder") or {}) and effort_value is not None:
         raise BadParameter("send ponder.level or reasoning_effort, not both", "reasoning_effort")
     return Chat(req, model, stream, include_usage)
+
+
+def _sampling(body: dict[str, Any], req: ponder_pb2.AskRequest) -> None:
+    """temperature, top_p and stop: their JSON types here; their ranges are the one rule gRPC has too
+    (validate.sampling), its error naming the parameter."""
+    for name in ("temperature", "top_p"):
+        value = body.get(name)
+        if value is not None:
+            if not isinstance(value, (int, float)) or isinstance(value, bool):  # NaN and infinities: the range rule
+                raise BadParameter(f"{name} must be a number, not {_json(value)}", name)
+            try:
+                setattr(req, name, float(value))
+            except OverflowError:  # an integer too large for a double: out of range all the same
+                setattr(req, name, math.inf)
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        req.stop.append(stop)
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        req.stop.extend(stop)
+    elif stop is not None:
+        raise BadParameter(f"stop must be a string or a list of up to {validate.MAX_STOP} strings, not {_json(stop)}", "stop")
+    try:
+        validate.sampling(req)
+    except InvalidRequest as exc:
+        raise BadParameter(exc.message, PARAMS.get(exc.field or "", exc.field)) from None
 
 
 def _messages(value: Any, req: ponder_pb2.AskRequest) -> None:

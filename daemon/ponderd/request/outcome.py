@@ -32,6 +32,8 @@ class AskInput:
     # The caller's sampler settings (None: the model's); temperature 0 is greedy.
     temperature: float | None = None
     top_p: float | None = None
+    # Stop strings: each sample's answer ends before the first of these it writes.
+    stop: tuple[str, ...] = ()
     explain: bool = False
     # Seconds the caller allows (its gRPC deadline), to tell a deadline from a disconnect.
     timeout: float | None = None

@@ -185,7 +185,7 @@ class Pipeline:
         )
         _adaptive(job, level_of(quote))
         job.tenant = tenant
-        job.temperature, job.top_p = req.temperature, req.top_p
+        job.temperature, job.top_p, job.stop = req.temperature, req.top_p, req.stop
         stop.on_stop(job.cancel)
         try:
             result = await self.engine.get(model).generate(job)
@@ -230,7 +230,7 @@ class Pipeline:
         try:
             return await refine.refine(
                 self.engine.get(quote.plan.model), quote.plan, level.refine_keep, decided, req.system, req.prompt, vote.text, vote.answer,
-                seed, tenant, _round_sink(events), started,
+                seed, tenant, _round_sink(events), started, stop=req.stop,
             )
         except Exception as exc:  # preparing a round failed: settle what ran before it
             log.exception("refinement failed")
