@@ -40,6 +40,20 @@ def test_temperature_and_top_p_are_carried_and_absent_means_the_models():
     assert not r.HasField("temperature") and not r.HasField("top_p")
 
 
+def test_n_asks_for_choices_and_the_reply_has_the_voted_answer_then_the_other_samples():
+    assert parse({"model": "default", "messages": USER, "n": 3}).request.choices == 3
+    assert parse({"model": "default", "messages": USER}).n == 1
+    r = ponder_pb2.AskResponse(text="B!", voted_text="B!", samples=[
+        ponder_pb2.Sample(index=0, text="A", finish_reason="stop"), ponder_pb2.Sample(index=1, text="B!", finish_reason="stop"),
+        ponder_pb2.Sample(index=2, text="B!", finish_reason="stop"), ponder_pb2.Sample(index=3, text="C", finish_reason="length"),
+    ])
+    # Choice 0 is the vote's sample (the first with its text); the others follow in sample order, each once.
+    assert chat.choices(r, 4) == [("B!", "stop"), ("A", "stop"), ("B!", "stop"), ("C", "length")]
+    assert chat.choices(r, 2) == [("B!", "stop"), ("A", "stop")]
+    assert chat.choices(r) == [("B!", "stop")]
+    assert [c["index"] for c in chat.completion(r, "m", 3)["choices"]] == [0, 1, 2]
+
+
 def test_stop_is_a_string_or_a_list_of_strings():
     assert list(parse({"model": "default", "messages": USER, "stop": "\n"}).request.stop) == ["\n"]
     assert list(parse({"model": "default", "messages": USER, "stop": ["END", "###", "a", "b"]}).request.stop) == ["END", "###", "a", "b"]
@@ -69,7 +83,7 @@ def test_one_sampling_rule_for_both_transports(fields, field):
 @pytest.mark.parametrize(
     "extra, param",
     [
-        ({"n": 3}, "n"), ({"temperature": -0.1}, "temperature"), ({"temperature": 2.5}, "temperature"),
+        ({"n": 0}, "n"), ({"n": 2.5}, "n"), ({"n": "2"}, "n"), ({"n": 2, "stream": True}, "n"), ({"temperature": -0.1}, "temperature"), ({"temperature": 2.5}, "temperature"),
         ({"temperature": "hot"}, "temperature"), ({"temperature": 10**400}, "temperature"), ({"top_p": 0}, "top_p"), ({"top_p": 1.5}, "top_p"),
         ({"stop": ""}, "stop"), ({"stop": ["a", ""]}, "stop"), ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"stop": 5}, "stop"), ({"stop": ["a", 1]}, "stop"), ({"stop": {"a": 1}}, "stop"),

@@ -205,7 +205,8 @@ def test_a_budget_driven_to_exhaustion_through_the_sdk_matches_the_ledger(d):
     [
         ({"model": "default", "messages": []}, "messages"),
         ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "frobnicate": 1}, "frobnicate"),
-        ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "n": 2}, "n"),
+        ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "n": 0}, "n"),
+        ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "n": 9}, "n"),  # over max_samples
         ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "temperature": 3.0}, "temperature"),
         ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": -1}, "max_tokens"),
@@ -427,6 +428,50 @@ def test_grpc_refuses_bad_stop_strings_naming_the_field(d):
                 list(stub.AskStream(ponder_pb2.AskStreamRequest(prompt="Hi", stop=stop), metadata=metadata, timeout=120))
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "stop" in err.value.details()
     assert len(spend_rows(d)) == before
+
+
+def test_n_gives_the_voted_answer_then_the_other_samples_each_run_to_its_end_same_on_grpc(d):
+    before = len(spend_rows(d))
+    r = client(d).chat.completions.create(
+        model="default", messages=[{"role": "user", "content": "Is the sea blue? Answer yes or no."}], n=3, seed=21,
+        max_tokens=8, extra_body={"ponder": {"level": "direct"}},
+    )
+    ponder = r.model_extra["ponder"]
+    assert [c.index for c in r.choices] == [0, 1, 2] and all(c.message.content for c in r.choices)
+    assert ponder["plan"]["samples"] == 3
+    # Every sample ran to its end (none stopped by the vote), and the charge is what they ran.
+    assert (ponder["usage"]["samples_run"], ponder["usage"]["samples_stopped"]) == (3, 0)
+    rows = spend_rows(d)[before:]
+    assert [(rid, status, cost) for rid, status, cost in rows] == [(ponder["request_id"], "ok", round(ponder["cost"] * 1e6))]
+    metadata = (("authorization", f"Bearer {d.token('local')}"),)
+    with grpc.insecure_channel(d.address) as channel:
+        g = ponder_pb2_grpc.PonderServiceStub(channel).Ask(
+            ponder_pb2.AskRequest(
+                messages=[ponder_pb2.ChatMessage(role="user", content="Is the sea blue? Answer yes or no.")], seed=21,
+                choices=3, hints=ponder_pb2.Hints(level="direct", answer_tokens=8),
+            ),
+            metadata=metadata, timeout=120,
+        )
+    # gRPC's AskResponse.samples are the same full answers: choice 0 is the vote's sample, the others follow in order.
+    assert g.text == r.choices[0].message.content and g.cost == pytest.approx(ponder["cost"])
+    assert [s.finish_reason for s in g.samples] != [] and all(s.finish_reason in ("stop", "length") for s in g.samples)
+    chosen = next(s.index for s in g.samples if s.text == g.voted_text)
+    assert [c.message.content for c in r.choices[1:]] == [s.text for s in g.samples if s.index != chosen]
+
+
+def test_n_that_the_policy_cannot_serve_is_a_400_naming_n_and_charges_nothing(d):
+    token = new_tenant(d, "no-samples-hint", 10.0)  # the defaults: no samples hint
+    before = len(spend_rows(d, "no-samples-hint"))
+    for c, n, extra in ((client(d, token), 2, {}), (client(d), 2, {"stream": True}), (client(d), 3, {"extra_body": {"ponder": {"samples": 2}}})):
+        with pytest.raises(openai.BadRequestError) as err:
+            c.chat.completions.create(model="default", messages=[{"role": "user", "content": PROMPT}], n=n, **extra)
+        assert err.value.param == "n" and "n" in err.value.message
+    assert len(spend_rows(d, "no-samples-hint")) == before
+    metadata = (("authorization", f"Bearer {token}"),)
+    with grpc.insecure_channel(d.address) as channel:
+        with pytest.raises(grpc.RpcError) as grpc_err:
+            ponder_pb2_grpc.PonderServiceStub(channel).Ask(ponder_pb2.AskRequest(prompt="Hi", choices=2), metadata=metadata, timeout=120)
+    assert grpc_err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "choices" in grpc_err.value.details()
 
 
 def test_a_grpc_ask_with_messages_and_both_prompt_and_messages(d):

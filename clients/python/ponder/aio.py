@@ -66,6 +66,7 @@ class AsyncPonderClient(_Async, PonderMethods):
         temperature: float | None = None,
         top_p: float | None = None,
         stop: str | Sequence[str] | None = None,
+        choices: int | None = None,
         samples: int | None = None,
         thinking_tokens: int | None = None,
         severity_floor: Severity | None = None,
@@ -79,7 +80,7 @@ class AsyncPonderClient(_Async, PonderMethods):
         A replayed answer (its idempotency key was answered before) streams the result alone."""
         request = ask_request(
             ponder_pb2.AskStreamRequest, prompt, system=system, seed=seed, explain=explain, check=check,
-            idempotency_key=idempotency_key, temperature=temperature, top_p=top_p, stop=stop,
+            idempotency_key=idempotency_key, temperature=temperature, top_p=top_p, stop=stop, choices=choices,
             samples=samples, thinking_tokens=thinking_tokens,
             severity_floor=severity_floor, max_cost=max_cost, level=level, answer_format=answer_format,
         )
