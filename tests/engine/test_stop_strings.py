@@ -112,3 +112,33 @@ def test_without_stop_strings_nothing_is_held():
 )
 def test_first_stop(text, stops, at):
     assert first_stop(text, stops) == at
+
+
+WRAP = "Time is up. The final answer is"
+
+
+@pytest.mark.parametrize(
+    "stop, pieces, text",
+    [
+        (["."], [(5, " 42"), (6, ". Done")], f"{WRAP} 42"),
+        (["final answer"], [(5, " 7"), (6, " final answer: 8")], f"{WRAP} 7"),
+        (["answer is 9"], [(5, " 9"), (6, " more")], "Time is up. The final"),  # ends after the wrap-up: it counts
+    ],
+)
+def test_a_stop_string_never_ends_the_answer_inside_the_wrap_up_text(stop, pieces, text):
+    """At the thinking cap Ponder forces a wrap-up ("Time is up. The final answer is") that opens the answer:
+    it is Ponder's text, so a stop string inside it does not count; one that ends after it does."""
+    events: list[tuple[str, str]] = []
+    st = SampleState(0, 2, 20, CLOSE, lambda i, phase, t: events.append((phase, t)), wrap_up=(801,), wrap_up_text=WRAP,
+                     stop_strings=tuple(stop))
+    for token, piece in [(1, "hm"), (2, "m"), *pieces, (EOG, "")]:
+        if st.done:
+            break
+        st.accept(token, piece.encode(), token == EOG)
+    assert st.result.thinking_capped and (st.result.text, st.result.finish_reason) == (text, "stop")
+    assert streamed(events).strip() == text
+
+
+@pytest.mark.parametrize("after, at", [(0, 1), (2, 3), (4, None)])
+def test_first_stop_after_a_protected_prefix(after, at):
+    assert first_stop("a.b.", (".",), after) == at

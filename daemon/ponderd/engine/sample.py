@@ -53,6 +53,8 @@ class SampleState:
         self._hold = max((len(s) for s in self.stop_strings), default=1) - 1
         # A stop string ended the answer: nothing after it is answer text.
         self._cut = False
+        # How many of the held characters are forced text (the wrap-up), where no stop string may end.
+        self._protected = 0
         self._confidence = WindowConfidence()
         if self.thinking_cap == 0:
             self.phase = ANSWER
@@ -115,7 +117,8 @@ class SampleState:
         self.result.thinking += self._decoder.decode(b"", final=True)
         self._to_answer()
         if capped and self.wrap_up:
-            self._answer_text(self.wrap_up_text)
+            # Ponder's text, not the model's: a stop string must not end the answer inside it.
+            self._answer_text(self.wrap_up_text, forced=True)
 
     def _to_answer(self) -> None:
         self.phase = ANSWER
@@ -134,7 +137,7 @@ class SampleState:
         else:
             self.feed = [token]
 
-    def _answer_text(self, text: str, final: bool = False) -> bool:
+    def _answer_text(self, text: str, final: bool = False, forced: bool = False) -> bool:
         """Add answer text (to the result and the stream); True when a stop string cut it."""
         # Small models often close the thinking block again after Ponder closed
         # it for them; the tag is not answer text, in the result or the stream.
@@ -143,7 +146,7 @@ class SampleState:
         out, self._held = held[: len(held) - keep], held[len(held) - keep :]
         cut = False
         if self.stop_strings:
-            out, cut = self._before_stop(out, final)
+            out, cut = self._before_stop(out, final, forced)
         self.result.text += out
         self._emit(ANSWER, out)
         if cut:
@@ -152,20 +155,24 @@ class SampleState:
                 self._finish("stop")
         return cut
 
-    def _before_stop(self, text: str, final: bool) -> tuple[str, bool]:
+    def _before_stop(self, text: str, final: bool, forced: bool = False) -> tuple[str, bool]:
         """The part of `text` that is answer for sure, and whether a stop string ends the answer there.
 
         Held back: the longest stop string's length minus one, as it could begin one. A stop
         string that ends in the new text begins in the held part or the new text (earlier text
-        was released only once no stop string could start in it), so only those are searched."""
+        was released only once no stop string could start in it), so only those are searched.
+        `forced` text (the wrap-up) is not searched: a stop string must end after it."""
         pending = self._stop_held + text
-        at = first_stop(pending, self.stop_strings)
+        at = None if forced else first_stop(pending, self.stop_strings, after=self._protected)
         if at is not None:
-            self._stop_held = ""
+            self._stop_held, self._protected = "", 0
             return pending[:at], True
         keep = 0 if final else min(self._hold, len(pending))
-        self._stop_held = pending[len(pending) - keep :]
-        return pending[: len(pending) - keep], False
+        released = len(pending) - keep
+        self._protected = len(pending) if forced else self._protected
+        self._protected = max(0, self._protected - released)
+        self._stop_held = pending[released:]
+        return pending[:released], False
 
     def _finish(self, reason: str) -> None:
         tail = self._decoder.decode(b"", final=True)
@@ -189,9 +196,9 @@ class SampleState:
                 self.on_text = None
 
 
-def first_stop(text: str, stops: tuple[str, ...]) -> int | None:
-    """Where the earliest stop string in `text` begins; None if none occurs."""
-    found = [at for at in (text.find(s) for s in stops if s) if at >= 0]
+def first_stop(text: str, stops: tuple[str, ...], after: int = 0) -> int | None:
+    """Where the earliest stop string in `text` that ends past its first `after` characters begins; None if none."""
+    found = [at for at in (text.find(s, max(0, after - len(s) + 1)) for s in stops if s) if at >= 0]
     return min(found) if found else None
 
 
