@@ -387,6 +387,17 @@ def test_grpc_and_http_give_the_same_text_and_charge_with_stop_and_seed_and_the_
     assert events[-1].result.text == cut and events[-1].result.cost == pytest.approx(g.cost)
 
 
+def test_the_python_client_sends_stop_and_choices(d):
+    word, cut = stop_word(sdk_ask(d).choices[0].message.content)
+    with d.client() as c:
+        r = c.ask("Describe the sea in one sentence.", seed=5, temperature=0, stop=word, level="direct", idempotency_key="")
+        assert r.text == cut and [s.finish_reason for s in r.samples] == ["stop"]
+        events = list(c.ask_stream("Describe the sea in one sentence.", seed=5, temperature=0, stop=[word], level="direct"))
+        assert events[-1].result.text == cut
+        many = c.ask("Is the sea blue? Answer yes or no.", seed=21, choices=3, level="direct")
+        assert many.plan.samples == 3 and many.usage.samples_stopped == 0 and len(many.samples) == 3
+
+
 def test_a_voted_answer_is_voted_over_samples_each_cut_by_stop(d):
     metadata = (("authorization", f"Bearer {d.token('local')}"),)
     with grpc.insecure_channel(d.address) as channel:
@@ -404,9 +415,10 @@ def test_a_voted_answer_is_voted_over_samples_each_cut_by_stop(d):
 @pytest.mark.parametrize(
     "extra, param",
     [({"stop": ""}, "stop"), ({"stop": ["x", ""]}, "stop"), ({"stop": ["1", "2", "3", "4", "5"]}, "stop"), ({"stop": 5}, "stop"),
-     ({"stop": [None]}, "stop"), ({"temperature": "warm"}, "temperature"), ({"top_p": 2}, "top_p")],
+     ({"stop": [None]}, "stop"), ({"temperature": "warm"}, "temperature"), ({"top_p": 2}, "top_p"),
+     ({"n": 0}, "n"), ({"n": 9}, "n"), ({"n": 2, "stream": True}, "n"), ({"n": 3, "ponder": {"samples": 2}}, "n")],
 )
-def test_raw_bad_sampling_values_are_400s_naming_the_parameter_and_charge_nothing(d, extra, param):
+def test_raw_bad_sampling_and_n_values_are_400s_naming_the_parameter_and_charge_nothing(d, extra, param):
     before = len(spend_rows(d))
     content = json.dumps({"model": "default", "messages": [{"role": "user", "content": PROMPT}], **extra}).encode()
     status, _, body = raw(d, "POST", "/v1/chat/completions", content, {**auth(d), "content-type": "application/json"})
