@@ -79,11 +79,13 @@ test: setup tools
 	$(BIN)/python -m pytest
 
 # Test tools from npm (pinned by each package-lock.json): buf lints the protos;
-# clients/node holds the Node.js client its test runs. Without npm this says so
+# clients/node holds the Node.js client its test runs; tools/openai-node the
+# openai Node SDK that runs docs/http.md's Node example. Without npm this says so
 # and the tests that need them skip (under CI=true they fail).
 BUF := tools/buf/node_modules/.bin/buf
 NODE_CLIENT := clients/node/node_modules/.package-lock.json
-tools: $(BUF) $(NODE_CLIENT)
+OPENAI_NODE := tools/openai-node/node_modules/.package-lock.json
+tools: $(BUF) $(NODE_CLIENT) $(OPENAI_NODE)
 
 $(BUF): tools/buf/package.json tools/buf/package-lock.json
 	@if command -v npm >/dev/null; then npm ci --prefix tools/buf --no-audit --no-fund --loglevel=error && touch $@; \
@@ -92,6 +94,10 @@ $(BUF): tools/buf/package.json tools/buf/package-lock.json
 $(NODE_CLIENT): clients/node/package.json clients/node/package-lock.json
 	@if command -v npm >/dev/null; then npm ci --prefix clients/node --no-audit --no-fund --loglevel=error && touch $@; \
 	else echo "npm is missing: the Node.js client is not installed (apt-get install nodejs npm)"; fi
+
+$(OPENAI_NODE): tools/openai-node/package.json tools/openai-node/package-lock.json
+	@if command -v npm >/dev/null; then npm ci --prefix tools/openai-node --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm is missing: the openai Node SDK is not installed (apt-get install nodejs npm)"; fi
 
 lint-protos: tools
 	$(BUF) lint

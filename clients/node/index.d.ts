@@ -59,9 +59,17 @@ export interface AskRequest {
   check?: Check;
   /** Set per call to a fresh UUID when omitted (so retries are charged once); "" sends none. */
   idempotency_key?: string;
+  /** The sampler for this request's samples: 0 to 2 (0 greedy); absent: the model's. */
+  temperature?: number;
+  /** Nucleus sampling, above 0 and at most 1; absent: the model's. */
+  top_p?: number;
+  /** Up to 4 non-empty stop strings: each sample's answer ends before the first it writes. */
+  stop?: string[];
+  /** Full answers wanted back in AskResponse.samples (OpenAI's n): each sample runs to its end. */
+  choices?: number;
 }
 
-export type QuoteRequest = Omit<AskRequest, "check" | "idempotency_key">;
+export type QuoteRequest = Omit<AskRequest, "check" | "idempotency_key" | "temperature" | "top_p" | "stop" | "choices">;
 
 export interface Contribution {
   axis: string;

@@ -25,6 +25,11 @@ class InvalidRequest(PonderError):
 
     reason = "INVALID_REQUEST"
 
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        # The request field at fault, when it is one (the HTTP API names its parameter after it).
+        self.field = field
+
 
 class Unauthenticated(PonderError):
     """No valid credential came with the call."""

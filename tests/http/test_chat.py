@@ -40,11 +40,53 @@ def test_temperature_and_top_p_are_carried_and_absent_means_the_models():
     assert not r.HasField("temperature") and not r.HasField("top_p")
 
 
+def test_n_asks_for_choices_and_the_reply_has_the_voted_answer_then_the_other_samples():
+    assert parse({"model": "default", "messages": USER, "n": 3}).request.choices == 3
+    assert parse({"model": "default", "messages": USER}).n == 1
+    r = ponder_pb2.AskResponse(text="B!", voted_text="B!", samples=[
+        ponder_pb2.Sample(index=0, text="A", finish_reason="stop"), ponder_pb2.Sample(index=1, text="B!", finish_reason="stop"),
+        ponder_pb2.Sample(index=2, text="B!", finish_reason="stop"), ponder_pb2.Sample(index=3, text="C", finish_reason="length"),
+    ])
+    # Choice 0 is the vote's sample (the first with its text); the others follow in sample order, each once.
+    assert chat.choices(r, 4) == [("B!", "stop"), ("A", "stop"), ("B!", "stop"), ("C", "length")]
+    assert chat.choices(r, 2) == [("B!", "stop"), ("A", "stop")]
+    assert chat.choices(r) == [("B!", "stop")]
+    assert [c["index"] for c in chat.completion(r, "m", 3)["choices"]] == [0, 1, 2]
+
+
+def test_stop_is_a_string_or_a_list_of_strings():
+    assert list(parse({"model": "default", "messages": USER, "stop": "\n"}).request.stop) == ["\n"]
+    assert list(parse({"model": "default", "messages": USER, "stop": ["END", "###", "a", "b"]}).request.stop) == ["END", "###", "a", "b"]
+    assert list(parse({"model": "default", "messages": USER, "stop": []}).request.stop) == []
+
+
+@pytest.mark.parametrize(
+    "fields, field",
+    [
+        ({"temperature": 2.01}, "temperature"), ({"temperature": float("nan")}, "temperature"), ({"top_p": 0.0}, "top_p"),
+        ({"stop": ["a"] * 5}, "stop"), ({"stop": ["x", ""]}, "stop"),
+    ],
+)
+def test_one_sampling_rule_for_both_transports(fields, field):
+    """validate.sampling is the rule: gRPC's to_input and the HTTP parse both apply it, naming the field."""
+    for cls in (ponder_pb2.AskRequest, ponder_pb2.AskStreamRequest):
+        with pytest.raises(InvalidRequest) as err:
+            validate.ask_request(cls(prompt="Hi", **fields))
+        assert err.value.field == field and field in err.value.message
+    body = {k: (list(v) if isinstance(v, list) else v) for k, v in fields.items()}
+    with pytest.raises(BadParameter) as http_err:
+        parse({"model": "default", "messages": USER, **body})
+    assert http_err.value.param == field and http_err.value.message == err.value.message
+    validate.ask_request(ponder_pb2.AskRequest(prompt="Hi", temperature=0, top_p=1, stop=["a", "b", "c", "d"]))
+
+
 @pytest.mark.parametrize(
     "extra, param",
     [
-        ({"n": 3}, "n"), ({"temperature": -0.1}, "temperature"), ({"temperature": 2.5}, "temperature"),
-        ({"temperature": "hot"}, "temperature"), ({"top_p": 0}, "top_p"), ({"top_p": 1.5}, "top_p"), ({"stop": "x"}, "stop"),
+        ({"n": 0}, "n"), ({"n": 2.5}, "n"), ({"n": "2"}, "n"), ({"n": 2, "stream": True}, "n"), ({"temperature": -0.1}, "temperature"), ({"temperature": 2.5}, "temperature"),
+        ({"temperature": "hot"}, "temperature"), ({"temperature": 10**400}, "temperature"), ({"top_p": 0}, "top_p"), ({"top_p": 1.5}, "top_p"),
+        ({"stop": ""}, "stop"), ({"stop": ["a", ""]}, "stop"), ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"stop": 5}, "stop"), ({"stop": ["a", 1]}, "stop"), ({"stop": {"a": 1}}, "stop"),
         ({"logprobs": True}, "logprobs"), ({"tools": [{"type": "function"}]}, "tools"), ({"functions": []}, "functions"),
         ({"max_tokens": 0}, "max_tokens"), ({"max_tokens": "9"}, "max_tokens"), ({"max_tokens": 5, "max_completion_tokens": 6}, "max_tokens"),
         ({"seed": -1}, "seed"), ({"seed": 1.5}, "seed"), ({"reasoning_effort": "max"}, "reasoning_effort"),

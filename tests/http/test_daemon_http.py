@@ -205,9 +205,10 @@ def test_a_budget_driven_to_exhaustion_through_the_sdk_matches_the_ledger(d):
     [
         ({"model": "default", "messages": []}, "messages"),
         ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "frobnicate": 1}, "frobnicate"),
-        ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "n": 2}, "n"),
+        ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "n": 0}, "n"),
+        ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "n": 9}, "n"),  # over max_samples
         ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "temperature": 3.0}, "temperature"),
-        ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "stop": ["\n"]}, "stop"),
+        ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"model": "default", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": -1}, "max_tokens"),
         ({"model": "default", "messages": [{"role": "tool", "content": PROMPT}]}, "messages[0].role"),
         ({"model": "default", "messages": [{"role": "user", "content": 3}]}, "messages[0].content"),
@@ -320,6 +321,169 @@ def test_temperature_zero_is_greedy_on_both_transports_and_out_of_range_is_refus
                 stub.Ask(ponder_pb2.AskRequest(prompt="Hi", **{field: value}), metadata=metadata, timeout=120)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in err.value.details()
         assert len(spend_rows(d)) == before
+
+
+STOP_ASK = {"messages": [{"role": "user", "content": "Describe the sea in one sentence."}], "seed": 5, "temperature": 0,
+            "max_tokens": 16, "ponder": {"level": "direct"}}
+
+
+def sdk_ask(d, **extra):
+    body = {**STOP_ASK, **extra}
+    return client(d).chat.completions.create(
+        model="default", messages=body.pop("messages"), extra_body={"ponder": body.pop("ponder")}, **body,
+    )
+
+
+def stop_word(text: str) -> tuple[str, str]:
+    """A stop string from the middle of a greedy answer, and that answer cut before its first occurrence."""
+    words = text.split()
+    assert len(words) >= 3, text
+    word = words[2]
+    return word, text[: text.find(word)].strip()
+
+
+def test_stop_cuts_the_answer_on_http_plain_and_streamed_charging_only_what_ran(d):
+    full = sdk_ask(d)
+    word, cut = stop_word(full.choices[0].message.content)
+    before = len(spend_rows(d))
+    r = sdk_ask(d, stop=[word, "@@never@@"])
+    assert r.choices[0].message.content == cut and r.choices[0].finish_reason == "stop"
+    # Fewer answer tokens ran than without the stop string, and only those were charged.
+    assert r.usage.completion_tokens < full.usage.completion_tokens
+    assert r.model_extra["ponder"]["cost"] < full.model_extra["ponder"]["cost"]
+    rows = spend_rows(d)[before:]
+    assert [(rid, status, cost) for rid, status, cost in rows] == [
+        (r.model_extra["ponder"]["request_id"], "ok", round(r.model_extra["ponder"]["cost"] * 1e6))
+    ]
+    body = {**STOP_ASK, "stop": word}
+    chunks = list(client(d).chat.completions.create(
+        model="default", messages=body.pop("messages"), extra_body={"ponder": body.pop("ponder")}, stream=True, **body,
+    ))
+    deltas = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    # No chunk carried any part of the stop string: what streamed is the cut answer, nothing more.
+    assert "".join(deltas).strip() == cut
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+
+
+def test_grpc_and_http_give_the_same_text_and_charge_with_stop_and_seed_and_the_stream_never_sends_it(d):
+    word, cut = stop_word(sdk_ask(d).choices[0].message.content)
+    r = sdk_ask(d, stop=word)
+    metadata = (("authorization", f"Bearer {d.token('local')}"),)
+    fields = dict(
+        messages=[ponder_pb2.ChatMessage(role="user", content=STOP_ASK["messages"][0]["content"])], seed=5, temperature=0,
+        hints=ponder_pb2.Hints(level="direct", answer_tokens=16), stop=[word],
+    )
+    with grpc.insecure_channel(d.address) as channel:
+        stub = ponder_pb2_grpc.PonderServiceStub(channel)
+        g = stub.Ask(ponder_pb2.AskRequest(**fields), metadata=metadata, timeout=120)
+        events = list(stub.AskStream(ponder_pb2.AskStreamRequest(**fields), metadata=metadata, timeout=120))
+    assert g.text == r.choices[0].message.content == cut
+    assert [s.finish_reason for s in g.samples] == ["stop"]
+    assert g.cost == pytest.approx(r.model_extra["ponder"]["cost"])
+    costs = {rid: cost for rid, _, cost in spend_rows(d)}
+    assert costs[g.request_id] == costs[r.model_extra["ponder"]["request_id"]]
+    answer = "".join(e.delta.text for e in events if e.HasField("delta") and e.delta.phase == ponder_pb2.TextDelta.PHASE_ANSWER)
+    assert word not in answer and answer.strip() == cut
+    assert events[-1].result.text == cut and events[-1].result.cost == pytest.approx(g.cost)
+
+
+def test_the_python_client_sends_stop_and_choices(d):
+    word, cut = stop_word(sdk_ask(d).choices[0].message.content)
+    with d.client() as c:
+        r = c.ask("Describe the sea in one sentence.", seed=5, temperature=0, stop=word, level="direct", idempotency_key="")
+        assert r.text == cut and [s.finish_reason for s in r.samples] == ["stop"]
+        events = list(c.ask_stream("Describe the sea in one sentence.", seed=5, temperature=0, stop=[word], level="direct"))
+        assert events[-1].result.text == cut
+        many = c.ask("Is the sea blue? Answer yes or no.", seed=21, choices=3, level="direct")
+        assert many.plan.samples == 3 and many.usage.samples_stopped == 0 and len(many.samples) == 3
+
+
+def test_a_voted_answer_is_voted_over_samples_each_cut_by_stop(d):
+    metadata = (("authorization", f"Bearer {d.token('local')}"),)
+    with grpc.insecure_channel(d.address) as channel:
+        g = ponder_pb2_grpc.PonderServiceStub(channel).Ask(
+            ponder_pb2.AskRequest(prompt="Name three colours.", seed=3, stop=[" "], hints=ponder_pb2.Hints(samples=3, level="direct")),
+            metadata=metadata, timeout=120,
+        )
+    assert g.plan.samples == 3 and len(g.samples) >= 1
+    # Every sample's answer ended at its first space (or sooner): each is one word, and so is what was voted on.
+    assert all(" " not in s.text for s in g.samples) and " " not in g.text
+    assert sum(v.count for v in g.votes) == sum(1 for s in g.samples if s.finish_reason in ("stop", "length"))
+    assert {v.answer for v in g.votes} <= {s.answer for s in g.samples}
+
+
+@pytest.mark.parametrize(
+    "extra, param",
+    [({"stop": ""}, "stop"), ({"stop": ["x", ""]}, "stop"), ({"stop": ["1", "2", "3", "4", "5"]}, "stop"), ({"stop": 5}, "stop"),
+     ({"stop": [None]}, "stop"), ({"temperature": "warm"}, "temperature"), ({"top_p": 2}, "top_p"),
+     ({"n": 0}, "n"), ({"n": 9}, "n"), ({"n": 2, "stream": True}, "n"), ({"n": 3, "ponder": {"samples": 2}}, "n")],
+)
+def test_raw_bad_sampling_and_n_values_are_400s_naming_the_parameter_and_charge_nothing(d, extra, param):
+    before = len(spend_rows(d))
+    content = json.dumps({"model": "default", "messages": [{"role": "user", "content": PROMPT}], **extra}).encode()
+    status, _, body = raw(d, "POST", "/v1/chat/completions", content, {**auth(d), "content-type": "application/json"})
+    error = json.loads(body)["error"]
+    assert (status, error["param"], error["type"]) == (400, param, "invalid_request_error") and param in error["message"]
+    assert len(spend_rows(d)) == before
+
+
+def test_grpc_refuses_bad_stop_strings_naming_the_field(d):
+    metadata = (("authorization", f"Bearer {d.token('local')}"),)
+    before = len(spend_rows(d))
+    with grpc.insecure_channel(d.address) as channel:
+        stub = ponder_pb2_grpc.PonderServiceStub(channel)
+        for stop in (["a"] * 5, ["ok", ""]):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Ask(ponder_pb2.AskRequest(prompt="Hi", stop=stop), metadata=metadata, timeout=120)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "stop" in err.value.details()
+            with pytest.raises(grpc.RpcError) as err:
+                list(stub.AskStream(ponder_pb2.AskStreamRequest(prompt="Hi", stop=stop), metadata=metadata, timeout=120))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "stop" in err.value.details()
+    assert len(spend_rows(d)) == before
+
+
+def test_n_gives_the_voted_answer_then_the_other_samples_each_run_to_its_end_same_on_grpc(d):
+    before = len(spend_rows(d))
+    r = client(d).chat.completions.create(
+        model="default", messages=[{"role": "user", "content": "Is the sea blue? Answer yes or no."}], n=3, seed=21,
+        max_tokens=8, extra_body={"ponder": {"level": "direct"}},
+    )
+    ponder = r.model_extra["ponder"]
+    assert [c.index for c in r.choices] == [0, 1, 2] and all(c.message.content for c in r.choices)
+    assert ponder["plan"]["samples"] == 3
+    # Every sample ran to its end (none stopped by the vote), and the charge is what they ran.
+    assert (ponder["usage"]["samples_run"], ponder["usage"]["samples_stopped"]) == (3, 0)
+    rows = spend_rows(d)[before:]
+    assert [(rid, status, cost) for rid, status, cost in rows] == [(ponder["request_id"], "ok", round(ponder["cost"] * 1e6))]
+    metadata = (("authorization", f"Bearer {d.token('local')}"),)
+    with grpc.insecure_channel(d.address) as channel:
+        g = ponder_pb2_grpc.PonderServiceStub(channel).Ask(
+            ponder_pb2.AskRequest(
+                messages=[ponder_pb2.ChatMessage(role="user", content="Is the sea blue? Answer yes or no.")], seed=21,
+                choices=3, hints=ponder_pb2.Hints(level="direct", answer_tokens=8),
+            ),
+            metadata=metadata, timeout=120,
+        )
+    # gRPC's AskResponse.samples are the same full answers: choice 0 is the vote's sample, the others follow in order.
+    assert g.text == r.choices[0].message.content and g.cost == pytest.approx(ponder["cost"])
+    assert [s.finish_reason for s in g.samples] != [] and all(s.finish_reason in ("stop", "length") for s in g.samples)
+    chosen = next(s.index for s in g.samples if s.text == g.voted_text)
+    assert [c.message.content for c in r.choices[1:]] == [s.text for s in g.samples if s.index != chosen]
+
+
+def test_n_that_the_policy_cannot_serve_is_a_400_naming_n_and_charges_nothing(d):
+    token = new_tenant(d, "no-samples-hint", 10.0)  # the defaults: no samples hint
+    before = len(spend_rows(d, "no-samples-hint"))
+    for c, n, extra in ((client(d, token), 2, {}), (client(d), 2, {"stream": True}), (client(d), 3, {"extra_body": {"ponder": {"samples": 2}}})):
+        with pytest.raises(openai.BadRequestError) as err:
+            c.chat.completions.create(model="default", messages=[{"role": "user", "content": PROMPT}], n=n, **extra)
+        assert err.value.param == "n" and "n" in err.value.message
+    assert len(spend_rows(d, "no-samples-hint")) == before
+    metadata = (("authorization", f"Bearer {token}"),)
+    with grpc.insecure_channel(d.address) as channel:
+        with pytest.raises(grpc.RpcError) as grpc_err:
+            ponder_pb2_grpc.PonderServiceStub(channel).Ask(ponder_pb2.AskRequest(prompt="Hi", choices=2), metadata=metadata, timeout=120)
+    assert grpc_err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "choices" in grpc_err.value.details()
 
 
 def test_a_grpc_ask_with_messages_and_both_prompt_and_messages(d):

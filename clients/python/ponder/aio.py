@@ -11,7 +11,7 @@ Built on grpc.aio: open and use a client inside one running event loop.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Callable, TypeVar
+from typing import Any, AsyncIterator, Callable, Sequence, TypeVar
 
 import grpc
 
@@ -65,6 +65,8 @@ class AsyncPonderClient(_Async, PonderMethods):
         idempotency_key: str | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
+        stop: str | Sequence[str] | None = None,
+        choices: int | None = None,
         samples: int | None = None,
         thinking_tokens: int | None = None,
         severity_floor: Severity | None = None,
@@ -78,7 +80,7 @@ class AsyncPonderClient(_Async, PonderMethods):
         A replayed answer (its idempotency key was answered before) streams the result alone."""
         request = ask_request(
             ponder_pb2.AskStreamRequest, prompt, system=system, seed=seed, explain=explain, check=check,
-            idempotency_key=idempotency_key, temperature=temperature, top_p=top_p,
+            idempotency_key=idempotency_key, temperature=temperature, top_p=top_p, stop=stop, choices=choices,
             samples=samples, thinking_tokens=thinking_tokens,
             severity_floor=severity_floor, max_cost=max_cost, level=level, answer_format=answer_format,
         )

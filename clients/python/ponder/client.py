@@ -35,7 +35,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Awaitable, Callable, Concatenate, Iterator, Literal, Mapping, ParamSpec, TypeVar, Union
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Concatenate,
+    Iterator,
+    Literal,
+    Mapping,
+    ParamSpec,
+    Sequence,
+    TypeVar,
+    Union,
+)
 
 import grpc
 
@@ -106,7 +118,8 @@ def _check(spec: CheckSpec | None) -> ponder_pb2.Check | None:
 
 def ask_request(
     cls: Any, prompt: str, system: str = "", seed: int = 0, explain: bool = False, check: CheckSpec | None = None,
-    idempotency_key: str | None = None, temperature: float | None = None, top_p: float | None = None, **hints: Any,
+    idempotency_key: str | None = None, temperature: float | None = None, top_p: float | None = None,
+    stop: str | Sequence[str] | None = None, choices: int | None = None, **hints: Any,
 ) -> Any:
     """An AskRequest, AskStreamRequest or QuoteRequest (the same fields; a Quote has no check and no key).
 
@@ -119,6 +132,12 @@ def ask_request(
         extra["idempotency_key"] = str(uuid.uuid4()) if idempotency_key is None else idempotency_key
         # The sampler's settings for this request; None: the model's (a Quote samples nothing).
         extra.update({k: v for k, v in (("temperature", temperature), ("top_p", top_p)) if v is not None})
+        # Stop strings (a string or up to 4): each sample's answer ends before the first it writes.
+        if stop is not None:
+            extra["stop"] = [stop] if isinstance(stop, str) else list(stop)
+        # Full answers wanted back in AskResponse.samples (OpenAI's n): each sample runs to its end.
+        if choices is not None:
+            extra["choices"] = choices
     return cls(prompt=prompt, system=system, seed=seed, explain=explain, hints=_hints(**hints), **extra)
 
 
@@ -220,6 +239,8 @@ class PonderMethods(Connection):
         idempotency_key: str | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
+        stop: str | Sequence[str] | None = None,
+        choices: int | None = None,
         samples: int | None = None,
         thinking_tokens: int | None = None,
         severity_floor: Severity | None = None,
@@ -234,11 +255,13 @@ class PonderMethods(Connection):
         features behind the assessment; `check` verifies the answer ({"number": 42}, {"regex": ...},
         {"choice": "B"}, {"any_of": [...]}); `idempotency_key` defaults to a fresh UUID per call, so retries
         are charged once (reuse one to make your own retries safe; "" sends none); `temperature` (0-2, 0 greedy)
-        and `top_p` set the sampler for this call (None: the model's). The hints, which the
+        and `top_p` set the sampler for this call (None: the model's); `stop` (a string or up to 4) ends each
+        sample's answer before the first stop string it writes (the text is cut there); `choices` (n > 1) runs at
+        least n samples, each to its end, so `samples` holds n full answers. The hints, which the
         policy may refuse: `samples`, `thinking_tokens`, `severity_floor`, `max_cost`, `level`, `answer_format`."""
         request = ask_request(
             ponder_pb2.AskRequest, prompt, system=system, seed=seed, explain=explain, check=check,
-            idempotency_key=idempotency_key, temperature=temperature, top_p=top_p,
+            idempotency_key=idempotency_key, temperature=temperature, top_p=top_p, stop=stop, choices=choices,
             samples=samples, thinking_tokens=thinking_tokens,
             severity_floor=severity_floor, max_cost=max_cost, level=level, answer_format=answer_format,
         )
@@ -451,6 +474,8 @@ class PonderClient(_Blocking, PonderMethods):
         idempotency_key: str | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
+        stop: str | Sequence[str] | None = None,
+        choices: int | None = None,
         samples: int | None = None,
         thinking_tokens: int | None = None,
         severity_floor: Severity | None = None,
@@ -464,7 +489,7 @@ class PonderClient(_Blocking, PonderMethods):
         A replayed answer (its idempotency key was answered before) streams the result alone."""
         request = ask_request(
             ponder_pb2.AskStreamRequest, prompt, system=system, seed=seed, explain=explain, check=check,
-            idempotency_key=idempotency_key, temperature=temperature, top_p=top_p,
+            idempotency_key=idempotency_key, temperature=temperature, top_p=top_p, stop=stop, choices=choices,
             samples=samples, thinking_tokens=thinking_tokens,
             severity_floor=severity_floor, max_cost=max_cost, level=level, answer_format=answer_format,
         )

@@ -71,6 +71,8 @@ class GenerationJob:
     # This job's own sampler settings (None: the model's); temperature 0 samples greedily.
     temperature: float | None = None
     top_p: float | None = None
+    # Stop strings: a sample's answer ends before the first of these it writes (engine/sample.py).
+    stop: tuple[str, ...] = ()
     cancelled: threading.Event = field(default_factory=threading.Event)
     # Set by the engine when it queues the job, so that cancel() can take a
     # waiting job out of the queue at once instead of when it reaches the head.

@@ -352,7 +352,7 @@ class LlamaEngine:
             job, future, seqs,
             [
                 SampleState(i, job.thinking_cap, job.answer_cap, p.close_thinking, job.on_text, p.wrap_up, p.wrap_up_text,
-                            close_tag=self.markers[1])
+                            close_tag=self.markers[1], stop_strings=job.stop)
                 for i in range(job.samples)
             ],
             [native.sampler(self._L, self.settings, job.seed + i, job.temperature, job.top_p) for i in range(job.samples)],

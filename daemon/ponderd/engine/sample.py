@@ -31,6 +31,9 @@ class SampleState:
     wrap_up_text: str = ""
     # The model's closing thinking marker (engine/markers.py), recognised in its text.
     close_tag: str = CLOSE_TAG
+    # Stop strings (the request's `stop`): the sample ends as soon as its answer text
+    # (never its thinking) contains one, the text cut before it, finish_reason "stop".
+    stop_strings: tuple[str, ...] = ()
     phase: str = THINKING
     result: SampleResult = field(init=False)
     # Tokens to decode next for this sample (the last sampled one and/or forced ones).
@@ -44,6 +47,14 @@ class SampleState:
         self._raw_thinking = ""
         # Answer text that may be the start of a stray </think>, held until it is not.
         self._held = ""
+        # Answer text that may be the start of a stop string, held until it is not:
+        # never emitted (streamed) unless the sample runs on past it.
+        self._stop_held = ""
+        self._hold = max((len(s) for s in self.stop_strings), default=1) - 1
+        # A stop string ended the answer: nothing after it is answer text.
+        self._cut = False
+        # How many of the held characters are forced text (the wrap-up), where no stop string may end.
+        self._protected = 0
         self._confidence = WindowConfidence()
         if self.thinking_cap == 0:
             self.phase = ANSWER
@@ -106,7 +117,8 @@ class SampleState:
         self.result.thinking += self._decoder.decode(b"", final=True)
         self._to_answer()
         if capped and self.wrap_up:
-            self._answer_text(self.wrap_up_text)
+            # Ponder's text, not the model's: a stop string must not end the answer inside it.
+            self._answer_text(self.wrap_up_text, forced=True)
 
     def _to_answer(self) -> None:
         self.phase = ANSWER
@@ -118,24 +130,54 @@ class SampleState:
             return
         self.result.answer_tokens += 1
         self._answer_text(self._decoder.decode(piece))
+        if self.done:  # a stop string ended it
+            return
         if self.result.answer_tokens >= self.answer_cap:
             self._finish("length")
         else:
             self.feed = [token]
 
-    def _answer_text(self, text: str, final: bool = False) -> None:
+    def _answer_text(self, text: str, final: bool = False, forced: bool = False) -> bool:
+        """Add answer text (to the result and the stream); True when a stop string cut it."""
         # Small models often close the thinking block again after Ponder closed
         # it for them; the tag is not answer text, in the result or the stream.
         held = (self._held + text).replace(self.close_tag, "")
         keep = 0 if final else _partial_tag(held, self.close_tag)
         out, self._held = held[: len(held) - keep], held[len(held) - keep :]
+        cut = False
+        if self.stop_strings:
+            out, cut = self._before_stop(out, final, forced)
         self.result.text += out
         self._emit(ANSWER, out)
+        if cut:
+            self._cut = True
+            if not final:
+                self._finish("stop")
+        return cut
+
+    def _before_stop(self, text: str, final: bool, forced: bool = False) -> tuple[str, bool]:
+        """The part of `text` that is answer for sure, and whether a stop string ends the answer there.
+
+        Held back: the longest stop string's length minus one, as it could begin one. A stop
+        string that ends in the new text begins in the held part or the new text (earlier text
+        was released only once no stop string could start in it), so only those are searched.
+        `forced` text (the wrap-up) is not searched: a stop string must end after it."""
+        pending = self._stop_held + text
+        at = None if forced else first_stop(pending, self.stop_strings, after=self._protected)
+        if at is not None:
+            self._stop_held, self._protected = "", 0
+            return pending[:at], True
+        keep = 0 if final else min(self._hold, len(pending))
+        released = len(pending) - keep
+        self._protected = len(pending) if forced else self._protected
+        self._protected = max(0, self._protected - released)
+        self._stop_held = pending[released:]
+        return pending[:released], False
 
     def _finish(self, reason: str) -> None:
         tail = self._decoder.decode(b"", final=True)
-        if self.phase == ANSWER:
-            self._answer_text(tail, final=True)
+        if self.phase == ANSWER and not self._cut and self._answer_text(tail, final=True) and reason == "length":
+            reason = "stop"  # what was held back completed a stop string: the answer ended there
         self.result.text = self.result.text.strip()
         self.result.thinking = self.result.thinking.strip()
         self.result.finish_reason = reason
@@ -152,6 +194,12 @@ class SampleState:
                 # engine loop): keep the error for the engine, send nothing more.
                 self.sink_error = exc
                 self.on_text = None
+
+
+def first_stop(text: str, stops: tuple[str, ...], after: int = 0) -> int | None:
+    """Where the earliest stop string in `text` that ends past its first `after` characters begins; None if none."""
+    found = [at for at in (text.find(s, max(0, after - len(s) + 1)) for s in stops if s) if at >= 0]
+    return min(found) if found else None
 
 
 def _partial_tag(text: str, tag: str = CLOSE_TAG) -> int:

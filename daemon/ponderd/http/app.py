@@ -122,7 +122,7 @@ class _Api:
             headers = {"x-request-id": reply.request_id}
             if reply.replayed:
                 headers["x-ponder-replayed"] = "true"
-            return JSONResponse(chat.completion(reply, self.b.primary), headers=headers)
+            return JSONResponse(chat.completion(reply, self.b.primary, parsed.n), headers=headers)
         except PonderError as exc:
             error = self._error(exc, record)
             code, status = self.b.status_of(exc) if not isinstance(exc, DeadlineExceeded) else "DEADLINE_EXCEEDED", error.status
@@ -191,6 +191,9 @@ class _Api:
         request_id = record.get("request_id") or secrets.token_hex(12)
         record["request_id"] = request_id
         grpc_code = self.b.status_of(exc)
+        if isinstance(exc, InvalidRequest) and getattr(exc, "param", None) is None and exc.field:
+            # A rule of the shared request path (request/validate.py, the pipeline) named its field: name the parameter.
+            exc = BadParameter(exc.message, chat.PARAMS.get(exc.field, exc.field))
         if grpc_code == "INTERNAL" and not exc.message:
             exc = PonderError("internal error; the daemon's log has the details")
         return http_error(exc, grpc_code, request_id)

@@ -16,7 +16,9 @@ from typing import Any, Callable
 from google.protobuf import json_format
 
 from ponder.v1 import ponder_pb2
+from ponderd.errors import InvalidRequest
 from ponderd.http.errors import BadParameter, UnknownModel
+from ponderd.request import validate
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 SEVERITIES = {"low": ponder_pb2.SEVERITY_LOW, "medium": ponder_pb2.SEVERITY_MEDIUM, "high": ponder_pb2.SEVERITY_HIGH}
@@ -28,7 +30,6 @@ NO_OPS: dict[str, tuple[Any, ...] | None] = {
     "metadata": None,  # stored-completion tags; Ponder stores no completions
     "store": (False,),
     "logprobs": (False,),
-    "n": (1,),
     "frequency_penalty": (0, 0.0),
     "presence_penalty": (0, 0.0),
     "parallel_tool_calls": None,  # only with tools, which must be empty
@@ -39,11 +40,13 @@ NO_OPS: dict[str, tuple[Any, ...] | None] = {
 }
 HONOURED = {
     "model", "messages", "max_tokens", "max_completion_tokens", "reasoning_effort", "seed", "stream",
-    "stream_options", "temperature", "top_p", "stop", "ponder",
+    "stream_options", "temperature", "top_p", "stop", "n", "ponder",
 }
 PONDER_FIELDS = {
     "severity", "level", "max_cost", "check", "explain", "samples", "thinking_tokens", "answer_format",
 }
+# AskRequest fields (an InvalidRequest's `field`) -> the parameter of the body that sets them.
+PARAMS = {"temperature": "temperature", "top_p": "top_p", "stop": "stop", "choices": "n"}
 CHECK_FIELDS = {"number", "regex", "choice", "any_of"}
 MESSAGE_FIELDS = {"role", "content", "name"}
 
@@ -56,6 +59,8 @@ class Chat:
     model: str
     stream: bool = False
     include_usage: bool = False
+    # Choices wanted (n): the voted answer first, then the other samples' answers.
+    n: int = 1
 
 
 def parse(
@@ -104,29 +109,54 @@ def parse(
         if not _integer(seed) or not 0 <= seed <= MAX_SEED:
             raise BadParameter(f"seed must be an integer from 0 to {MAX_SEED}, not {_json(seed)}", "seed")
         req.seed = seed
-    temperature = body.get("temperature")
-    if temperature is not None:
-        if not _number(temperature) or not 0 <= temperature <= 2:
-            raise BadParameter(f"temperature must be a number from 0 to 2 (0 is greedy), not {_json(temperature)}", "temperature")
-        req.temperature = float(temperature)
-    top_p = body.get("top_p")
-    if top_p is not None:
-        if not _number(top_p) or not 0 < top_p <= 1:
-            raise BadParameter(f"top_p must be a number above 0 and at most 1, not {_json(top_p)}", "top_p")
-        req.top_p = float(top_p)
-    stop = body.get("stop")
-    if stop not in (None, [], ""):
-        raise BadParameter("stop sequences are not supported: leave stop out (max_tokens caps the answer)", "stop")
+    _sampling(body, req)
     stream = body.get("stream", False)
     if stream is None:
         stream = False
     if not isinstance(stream, bool):
         raise BadParameter(f"stream must be true or false, not {_json(stream)}", "stream")
     include_usage = _stream_options(body.get("stream_options"), stream)
+    n = body.get("n")
+    if n is None:
+        n = 1
+    if not _integer(n) or not 1 <= n < 2**32:
+        raise BadParameter(f"n must be a positive integer (the number of choices), not {_json(n)}", "n")
+    if n > 1 and stream:
+        raise BadParameter(
+            f"n {n} is served without stream: true (a voted answer is known only at the end): send n: 1 to stream, "
+            "or drop stream for several choices", "n",
+        )
+    if n > 1:  # 1 is AskRequest's default (0): the same request, and idempotency key, as gRPC's without choices
+        req.choices = n
     _ponder(body.get("ponder"), req)
     if "level" in (body.get("ponder") or {}) and effort_value is not None:
         raise BadParameter("send ponder.level or reasoning_effort, not both", "reasoning_effort")
-    return Chat(req, model, stream, include_usage)
+    return Chat(req, model, stream, include_usage, n)
+
+
+def _sampling(body: dict[str, Any], req: ponder_pb2.AskRequest) -> None:
+    """temperature, top_p and stop: their JSON types here; their ranges are the one rule gRPC has too
+    (validate.sampling), its error naming the parameter."""
+    for name in ("temperature", "top_p"):
+        value = body.get(name)
+        if value is not None:
+            if not isinstance(value, (int, float)) or isinstance(value, bool):  # NaN and infinities: the range rule
+                raise BadParameter(f"{name} must be a number, not {_json(value)}", name)
+            try:
+                setattr(req, name, float(value))
+            except OverflowError:  # an integer too large for a double: out of range all the same
+                setattr(req, name, math.inf)
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        req.stop.append(stop)
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        req.stop.extend(stop)
+    elif stop is not None:
+        raise BadParameter(f"stop must be a string or a list of up to {validate.MAX_STOP} strings, not {_json(stop)}", "stop")
+    try:
+        validate.sampling(req)
+    except InvalidRequest as exc:
+        raise BadParameter(exc.message, PARAMS.get(exc.field or "", exc.field)) from None
 
 
 def _messages(value: Any, req: ponder_pb2.AskRequest) -> None:
@@ -279,8 +309,19 @@ def model_of(r: ponder_pb2.AskResponse, primary: str) -> str:
     return r.plan.model or primary
 
 
-def completion(r: ponder_pb2.AskResponse, primary: str) -> dict[str, Any]:
-    """The chat.completion object of an answer."""
+def choices(r: ponder_pb2.AskResponse, n: int = 1) -> list[tuple[str, str]]:
+    """(content, finish_reason) of each choice: the answer (voted, refined) first; with n > 1, then the other
+    samples' answers in sample order, each a distinct sample (the one the vote chose is choice 0's)."""
+    out = [(r.text, finish_reason(r))]
+    if n > 1:
+        chosen = next((s.index for s in r.samples if s.text == r.voted_text and s.finish_reason in ("stop", "length")), None)
+        others = [s for s in r.samples if s.index != chosen]
+        out += [(s.text, "length" if s.finish_reason == "length" else "stop") for s in others[: n - 1]]
+    return out
+
+
+def completion(r: ponder_pb2.AskResponse, primary: str, n: int = 1) -> dict[str, Any]:
+    """The chat.completion object of an answer; n > 1: n choices (see `choices`)."""
     return {
         "id": completion_id(r.request_id),
         "object": "chat.completion",
@@ -288,11 +329,12 @@ def completion(r: ponder_pb2.AskResponse, primary: str) -> dict[str, Any]:
         "model": model_of(r, primary),
         "choices": [
             {
-                "index": 0,
-                "message": {"role": "assistant", "content": r.text, "refusal": None},
+                "index": i,
+                "message": {"role": "assistant", "content": content, "refusal": None},
                 "logprobs": None,
-                "finish_reason": finish_reason(r),
+                "finish_reason": finish,
             }
+            for i, (content, finish) in enumerate(choices(r, n))
         ],
         "usage": usage(r),
         "ponder": ponder_object(r),

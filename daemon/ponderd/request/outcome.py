@@ -32,6 +32,10 @@ class AskInput:
     # The caller's sampler settings (None: the model's); temperature 0 is greedy.
     temperature: float | None = None
     top_p: float | None = None
+    # Stop strings: each sample's answer ends before the first of these it writes.
+    stop: tuple[str, ...] = ()
+    # Full answers wanted back (OpenAI's n): above 1, at least this many samples, each run to its end.
+    choices: int = 1
     explain: bool = False
     # Seconds the caller allows (its gRPC deadline), to tell a deadline from a disconnect.
     timeout: float | None = None

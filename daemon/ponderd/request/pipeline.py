@@ -32,7 +32,7 @@ from ponderd.ledger.keys import Principal
 from ponderd.ledger.types import SpendRow, iso
 from ponderd.planning.assessment import adjust
 from ponderd.planning.planner import Plan, Served, check_hints, plan_candidates
-from ponderd.planning.policy import Level, Policy
+from ponderd.planning.policy import Level, Policy, TenantRules
 from ponderd.planning.policy_file import PolicyHolder
 from ponderd.request import refine, stopping, voting
 from ponderd.request.alerts import SoftLimits
@@ -183,9 +183,12 @@ class Pipeline:
             voting.vote_decided if plan.vote == "majority" else voting.never_decided,
             self._timed(_text_sink(events), started),
         )
-        _adaptive(job, level_of(quote))
+        if req.choices > 1:
+            job.vote_decided = voting.never_decided  # every sample runs to its end: each is a full answer
+        else:
+            _adaptive(job, level_of(quote))
         job.tenant = tenant
-        job.temperature, job.top_p = req.temperature, req.top_p
+        job.temperature, job.top_p, job.stop = req.temperature, req.top_p, req.stop
         stop.on_stop(job.cancel)
         try:
             result = await self.engine.get(model).generate(job)
@@ -230,7 +233,7 @@ class Pipeline:
         try:
             return await refine.refine(
                 self.engine.get(quote.plan.model), quote.plan, level.refine_keep, decided, req.system, req.prompt, vote.text, vote.answer,
-                seed, tenant, _round_sink(events), started,
+                seed, tenant, _round_sink(events), started, stop=req.stop,
             )
         except Exception as exc:  # preparing a round failed: settle what ran before it
             log.exception("refinement failed")
@@ -242,6 +245,7 @@ class Pipeline:
             raise InvalidRequest("the prompt is empty: put the question in 'prompt'")
         policy = self.policies.current()
         rules = policy.rules_for(tenant)
+        req = _with_choices(req, rules, tenant, self.engine.limits.n_seq_max)
         check_hints(req.hints, rules, policy, tenant, self.engine.limits)
         prepared = await asyncio.to_thread(self._prepare, policy, req)
         # Assess, and match override rules against, everything the model will read.
@@ -270,6 +274,13 @@ class Pipeline:
             assessment, policy, rules, req.hints, len(prepared[models.primary].tokens), models.limits,
             primary=models.primary, others=others, accuracy=self.accuracy(),
         )
+        short = [p for p in candidates if p.samples < req.choices]
+        if short:
+            raise InvalidRequest(
+                f"choices (n) {req.choices} cannot be served: the plan can run only {short[0].samples} sample(s) at once "
+                "(the model's context, or answer_format free, which takes one); ask for fewer choices",
+                "choices",
+            )
         self.planned(self.clock.monotonic() - began)
         balance = await self.budgets.balance(tenant)
         # The quote shows the plan the budget covers now; ask re-checks atomically when reserving.
@@ -370,6 +381,26 @@ def _recorded(req: AskInput, status: str, charged: int) -> None:
             req.recorded(status, charged)
         except Exception:
             log.exception("the request's record listener failed")
+
+
+def _with_choices(req: AskInput, rules: TenantRules, tenant: str, n_seq_max: int) -> AskInput:
+    """A request for several full answers (choices, OpenAI's n) as the samples hint it implies, or InvalidRequest
+    naming choices when the tenant's policy cannot give that many samples."""
+    n = req.choices
+    if n <= 1:
+        return req
+    if "samples" not in rules.hints:
+        raise InvalidRequest(
+            f"choices (n) {n} needs {n} samples, and tenant {tenant!r}'s policy does not let it ask for samples "
+            "(its hints do not include samples): ask for one choice, or have an admin allow the samples hint", "choices",
+        )
+    most = min(rules.max_samples, n_seq_max)
+    if n > most:
+        raise InvalidRequest(f"choices (n) must be at most {most} for tenant {tenant!r} (its max_samples), not {n}", "choices")
+    samples = req.hints.samples
+    if samples is not None and samples < n:
+        raise InvalidRequest(f"choices (n) {n} needs at least {n} samples, but the samples hint asks for {samples}: raise it or drop it", "choices")
+    return replace(req, hints=replace(req.hints, samples=samples or n))
 
 
 def _adaptive(job: GenerationJob, level: Level) -> None:

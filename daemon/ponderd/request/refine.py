@@ -67,9 +67,11 @@ async def refine(
     engine: Engine, plan: Plan, keep: str, decided: bool, system: str, question: str,
     text: str, answer: str, seed: int, tenant: str,
     on_text: Callable[[int, int, str, str], None] | None, started: Callable[[GenerationJob], None],
+    stop: tuple[str, ...] = (),
 ) -> Refined:
     """Run the plan's rounds from the voted (text, answer); `started` is told each job (to cancel it),
-    `on_text` each round's text as (round, sample, phase, text)."""
+    `on_text` each round's text as (round, sample, phase, text); `stop`: the request's stop strings,
+    which end a revision as they end a sample."""
     out = Refined(text, answer)
     extract = answers.extractor(plan.answer_format)
     for number in range(1, plan.refine + 1):
@@ -77,7 +79,7 @@ async def refine(
         prepared = await _bounded(engine, system, question, out.text, bound)
         sink = None if on_text is None else (lambda i, phase, t, n=number: on_text(n, i, phase, t))
         job = GenerationJob(prepared, 1, 0, plan.refine_tokens, seed + 7919 * number, extract, never_decided, sink)
-        job.tenant = tenant
+        job.tenant, job.stop = tenant, stop
         started(job)
         try:
             result = await engine.generate(job)

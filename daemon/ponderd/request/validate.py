@@ -43,19 +43,37 @@ def ask_request(request: ponder_pb2.AskRequest | ponder_pb2.AskStreamRequest | p
         raise InvalidRequest(f"hints.max_cost must be >= 0 (0 means no limit), not {max_cost}")
     if not isinstance(request, ponder_pb2.QuoteRequest):
         check_key(request.idempotency_key)
-        _sampling(request)
+        sampling(request)
 
 
-def _sampling(request: ponder_pb2.AskRequest | ponder_pb2.AskStreamRequest) -> None:
-    """temperature 0-2 (0: greedy) and top_p in (0, 1], OpenAI's ranges; absent: the model's settings."""
+# OpenAI's limit on stop strings per request.
+MAX_STOP = 4
+
+
+def sampling(request: ponder_pb2.AskRequest | ponder_pb2.AskStreamRequest) -> None:
+    """How the samples are drawn and cut, in OpenAI's ranges (the one rule; the HTTP API applies it too):
+    temperature 0-2 (0: greedy) and top_p in (0, 1], absent: the model's settings; at most
+    MAX_STOP stop strings, none empty. The error's `field` names the field at fault."""
     if request.HasField("temperature"):
         t = request.temperature
         if not math.isfinite(t) or not 0 <= t <= 2:
-            raise InvalidRequest(f"temperature must be a number from 0 to 2 (0 is greedy), not {t:g}; leave it out for the model's setting")
+            raise InvalidRequest(
+                f"temperature must be a number from 0 to 2 (0 is greedy), not {t:g}; leave it out for the model's setting",
+                "temperature",
+            )
     if request.HasField("top_p"):
         p = request.top_p
         if not math.isfinite(p) or not 0 < p <= 1:
-            raise InvalidRequest(f"top_p must be a number above 0 and at most 1, not {p:g}; leave it out for the model's setting")
+            raise InvalidRequest(
+                f"top_p must be a number above 0 and at most 1, not {p:g}; leave it out for the model's setting", "top_p",
+            )
+    if len(request.stop) > MAX_STOP:
+        raise InvalidRequest(f"stop has {len(request.stop)} strings; send at most {MAX_STOP}", "stop")
+    for i, s in enumerate(request.stop):
+        if not s:
+            raise InvalidRequest(
+                f"stop[{i}] is empty: a stop string needs at least one character (send no stop strings for none)", "stop",
+            )
 
 
 ROLES = ("system", "user", "assistant")

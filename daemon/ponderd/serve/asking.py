@@ -207,6 +207,8 @@ def to_input(request: AnyAskRequest, timeout: float | None) -> AskInput:
         check=convert.check(request),
         temperature=_optional(request, "temperature"),
         top_p=_optional(request, "top_p"),
+        stop=() if isinstance(request, ponder_pb2.QuoteRequest) else tuple(request.stop),
+        choices=1 if isinstance(request, ponder_pb2.QuoteRequest) else max(request.choices, 1),
         # The call's id (sent to the client as it started) is the ledger record's.
         request_id=call_request_id(),
     )
