@@ -114,6 +114,9 @@ def main() -> int:
                     help="the stand-in engine: outcomes from bench/framed_standin.py's declared accuracy model, not the model")
     ap.add_argument("--replicates", type=int, default=20,
                     help="with --standin: independent outcome draws of the evaluation half (default 20)")
+    ap.add_argument("--calib-replicates", type=int, default=1,
+                    help="with --standin: outcome draws of the calibration half (default 1, as `ponder calibrate` asks "
+                    "once; more is a diagnostic: the profile the planner would have with more outcomes)")
     ap.add_argument("--work", help="folder for the answers (calib.jsonl, held.jsonl); a rerun with the same folder "
                     "asks only the pairs not yet there (default: a new temporary folder)")
     args = ap.parse_args()
@@ -123,8 +126,10 @@ def main() -> int:
         args.out = str(HERE / "results" / "framed_standin.json") if args.standin else str(real_out)
     if args.standin and pathlib.Path(args.out).resolve() == real_out.resolve():
         ap.error(f"--standin would write over the real run's {real_out}; pass another --out")
-    if args.replicates < 1:
-        ap.error("--replicates must be at least 1")
+    if args.replicates < 1 or args.calib_replicates < 1:
+        ap.error("--replicates and --calib-replicates must be at least 1")
+    if args.calib_replicates > 1 and not args.standin:
+        ap.error("--calib-replicates is for --standin only")
     replicates = args.replicates if args.standin else 1
 
     items, sha = load_dataset(DATA)
@@ -169,7 +174,7 @@ def main() -> int:
         say("declared model (bench/framed_standin.py): skill " + ", ".join(f"{k} {v:g}" for k, v in standin.SKILL.items())
             + f"; difficulty per question ~ Normal({standin.DIFFICULTY_MEAN:g}, {standin.DIFFICULTY_SD:g}); "
             f"P(right) = logistic(skill - difficulty); cost {standin.SPEND_FRACTION:g} x the quoted worst case; "
-            f"seed {args.seed}; {replicates} replicate(s) of the evaluation half")
+            f"seed {args.seed}; calibration drawn {args.calib_replicates}x, evaluation {replicates}x")
         say()
 
     def ask(c: Any, which: list[Item], levels: list[str], out: pathlib.Path, draws: int = 1) -> None:
@@ -230,8 +235,10 @@ def main() -> int:
 
             # 2. Calibrate on one half of the groups.
             say(f"\ncalibrating {len(calib)} items x {len(levels)} levels ..."
-                + (" (stand-in outcomes, drawn once)" if args.standin else ""))
-            ask(c, calib, levels, work / "calib.jsonl")
+                + ((" (stand-in outcomes, drawn once)" if args.calib_replicates == 1 else
+                    f" (stand-in outcomes, drawn {args.calib_replicates} times: a diagnostic, not a real calibration)")
+                   if args.standin else ""))
+            ask(c, calib, levels, work / "calib.jsonl", args.calib_replicates)
             calib_ids = {i.id for i in calib}
             measured = [r for r in read_results(work / "calib.jsonl") if r["id"] in calib_ids and r["level"] in levels]
             profile = build_profile(measured, levels, "bench-framed-1",
@@ -246,14 +253,26 @@ def main() -> int:
                        for r in read_results(work / "held.jsonl") if r["level"] in levels}
             allowed = set(levels)
 
+            planned: dict[str, Any] = {}
+
             def decide(text: str) -> dict[str, str]:
                 policy_file.write_text(text)
                 admin.reload_policy()
-                return {i.id: c.quote(i.text).plan.level for i in held}
+                planned.clear()
+                planned.update({i.id: c.quote(i.text).plan for i in held})
+                return {iid: plan.level for iid, plan in planned.items()}
 
             strategies: dict[str, dict[str, str]] = {f"always {lvl}": {i.id: lvl for i in held} for lvl in levels}
             strategies["routing table"] = decide(base)
             strategies["expected loss"] = decide(expected_loss_variant(base, work / "profile.json"))
+            # Why: the planner's expected totals (cost + P(wrong) x loss) for the first item of each framing.
+            why = {}
+            for sev in SEVERITIES:
+                iid = next((i.id for i in held if severity[i.id] == sev), None)
+                if iid is not None:
+                    why[sev] = {"item": iid, "choices": [
+                        {"level": ch.level, "expected_cost": ch.expected_cost, "p_wrong": ch.p_wrong,
+                         "expected_total": ch.expected_total} for ch in planned[iid].choices]}
             for name, choice in strategies.items():
                 missing = set(choice.values()) - allowed
                 if missing:
@@ -268,10 +287,11 @@ def main() -> int:
         "items": {"calibration": len(calib), "evaluation": len(held)}, "severity_by_framing": severity_table,
         "profile": profile.to_json(), "strategies": {},
     }
+    report["expected_loss_choices"] = why
     if args.standin:
         report["engine"] = standin.ENGINE
         report["standin"] = {**standin.declared(), "seed": args.seed, "replicates": replicates,
-                             "calibration": "one draw per (item, level)",
+                             "calibration": f"{args.calib_replicates} draw(s) per (item, level)",
                              "evaluation": f"{replicates} independent draws per (item, level), pooled"}
     # Each plan's choice holds for every replicate of its item: replicate r of item X is item "X#r".
     sev_of = {f"{iid}#{r}": sev for iid, sev in severity.items() for r in range(replicates)}
@@ -308,6 +328,10 @@ def main() -> int:
     if el:
         say("\nexpected loss's levels by framing: " + "; ".join(
             f"{sev} {' '.join(f'{k}:{v}' for k, v in s['levels'].items())}" for sev, s in el["by_severity"].items()))
+        for sev, w in why.items():
+            say(f"  the planner on {w['item']} ({sev}): " + ", ".join(
+                f"{ch['level']} {ch['expected_cost']:.3f} + P(wrong) {ch['p_wrong']:.2f} -> {ch['expected_total']:.3f}"
+                for ch in w["choices"][:3]))
         fixed = {n: e for n, e in report["strategies"].items() if n.startswith("always ")}
         best = max(fixed, key=lambda n: (fixed[n]["by_severity"].get("high", {}).get("accuracy", 0), -fixed[n]["mean_cost"]))
         b, h = fixed[best], el["by_severity"].get("high")
