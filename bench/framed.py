@@ -161,7 +161,7 @@ def main() -> int:
                              accuracy={"update_schedule": ""}, risk={"retrain_schedule": ""})
     model = model_identity(None)
     d = DaemonThread(settings).start()
-    lines = [f"$ {command}", ""]
+    lines = [f"{'STAND-IN | ' if args.standin else ''}$ {command}", ""]
 
     def say(text: str = "") -> None:
         if args.standin:  # every line of a stand-in run says so
