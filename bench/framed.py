@@ -23,6 +23,17 @@ for a CPU).
 Per plan: accuracy per severity (the framing's) with Wilson 95% intervals, mean cost (overall
 and per severity), and total loss: cost plus the policy's loss for each wrong answer.
 --items N uses N groups, taken round the kinds (2 x 4 kinds: one question of each kind per half).
+
+    .venv/bin/python bench/framed.py --standin [--replicates 20] [--seed 0]
+
+--standin: the STAND-IN ENGINE. The same daemon, classifier, policy, plans, splits, scoring and
+table, but no answer is asked of the model: each (item, level) is quoted with the level as its
+hint, and its outcome and cost come from the declared accuracy model in bench/framed_standin.py
+(each question's difficulty drawn once per group, a skill per level, P(right) =
+logistic(skill - difficulty); cost a declared fraction of the quoted worst case). The
+calibration half is drawn once (as `ponder calibrate` asks once); the evaluation half is drawn
+--replicates times, and the table pools the replicates (total loss: mean and spread per
+replicate). Every output line says STAND-IN; results go to bench/results/framed_standin.{json,txt}.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ import collections
 import json
 import pathlib
 import shlex
+import statistics
 import sys
 import tempfile
 import tomllib
@@ -39,6 +51,8 @@ from typing import Any
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
+
+import framed_standin as standin  # noqa: E402
 
 from common import table  # noqa: E402
 from conftest import DaemonThread, make_settings  # noqa: E402
@@ -95,11 +109,28 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--severity-only", action="store_true", help="only quote the framings and print the severity table")
-    ap.add_argument("--out", default=str(HERE / "results" / "framed.json"))
+    ap.add_argument("--out", help="report file (default: bench/results/framed.json; framed_standin.json with --standin)")
+    ap.add_argument("--standin", action="store_true",
+                    help="the stand-in engine: outcomes from bench/framed_standin.py's declared accuracy model, not the model")
+    ap.add_argument("--replicates", type=int, default=20,
+                    help="with --standin: independent outcome draws of the evaluation half (default 20)")
+    ap.add_argument("--calib-replicates", type=int, default=1,
+                    help="with --standin: outcome draws of the calibration half (default 1, as `ponder calibrate` asks "
+                    "once; more is a diagnostic: the profile the planner would have with more outcomes)")
     ap.add_argument("--work", help="folder for the answers (calib.jsonl, held.jsonl); a rerun with the same folder "
                     "asks only the pairs not yet there (default: a new temporary folder)")
     args = ap.parse_args()
     command = "python bench/framed.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    real_out = HERE / "results" / "framed.json"
+    if args.out is None:
+        args.out = str(HERE / "results" / "framed_standin.json") if args.standin else str(real_out)
+    if args.standin and pathlib.Path(args.out).resolve() == real_out.resolve():
+        ap.error(f"--standin would write over the real run's {real_out}; pass another --out")
+    if args.replicates < 1 or args.calib_replicates < 1:
+        ap.error("--replicates and --calib-replicates must be at least 1")
+    if args.calib_replicates > 1 and not args.standin:
+        ap.error("--calib-replicates is for --standin only")
+    replicates = args.replicates if args.standin else 1
 
     items, sha = load_dataset(DATA)
     group = groups_of(DATA)
@@ -119,22 +150,66 @@ def main() -> int:
 
     work = pathlib.Path(args.work) if args.work else pathlib.Path(tempfile.mkdtemp(prefix="ponder-bench-framed-"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.standin:
+        for name in ("calib.jsonl", "held.jsonl"):
+            rows = read_results(work / name)
+            if rows and rows[0].get("engine") != "stand-in":
+                ap.error(f"{work / name} holds the embedded model's answers; give --standin another --work folder")
     policy_file = work / "policy.toml"
     policy_file.write_text(base)
     settings = make_settings(work / "state", policy_file, model={"name": "default", "n_ctx": 4096, "n_seq_max": 8},
                              accuracy={"update_schedule": ""}, risk={"retrain_schedule": ""})
     model = model_identity(None)
     d = DaemonThread(settings).start()
-    lines = [f"$ {command}", ""]
+    lines = [f"{'STAND-IN | ' if args.standin else ''}$ {command}", ""]
 
     def say(text: str = "") -> None:
+        if args.standin:  # every line of a stand-in run says so
+            text = "\n".join(f"STAND-IN | {line}" for line in text.split("\n"))
         print(text, flush=True)
         lines.append(text)
 
-    def ask(c: Any, which: list[Item], levels: list[str], out: pathlib.Path) -> None:
+    if args.standin:
+        say(standin.ENGINE)
+        say("declared model (bench/framed_standin.py): skill " + ", ".join(f"{k} {v:g}" for k, v in standin.SKILL.items())
+            + f"; difficulty per question ~ Normal({standin.DIFFICULTY_MEAN:g}, {standin.DIFFICULTY_SD:g}); "
+            f"P(right) = logistic(skill - difficulty); cost {standin.SPEND_FRACTION:g} x the quoted worst case; "
+            f"seed {args.seed}; calibration drawn {args.calib_replicates}x, evaluation {replicates}x")
+        say()
+
+    def ask(c: Any, which: list[Item], levels: list[str], out: pathlib.Path, draws: int = 1) -> None:
+        if args.standin:
+            standin_rows(c, which, levels, out, draws)
+            return
         done = {(r["id"], r["level"]) for r in read_results(out)}
         pairs = [(i, lvl) for i in which for lvl in levels if (i.id, lvl) not in done]
         run_pairs(c, pairs, seed=args.seed, sha=sha, out=out, concurrency=args.concurrency)
+
+    def standin_rows(c: Any, which: list[Item], levels: list[str], out: pathlib.Path, draws: int) -> None:
+        """calibrate's result rows, from the declared model: one Quote per (item, level) for the cost, `draws` outcomes."""
+        rows = []
+        f = standin.SPEND_FRACTION
+        for i in which:
+            for lvl in levels:
+                q = c.quote(i.text, level=lvl, answer_format=i.check.answer_format)
+                p = q.plan
+                if p.level != lvl:
+                    raise SystemExit(f"stand-in: the daemon planned {p.level} for {i.id} with the hint level={lvl}")
+                for r in range(draws):
+                    rows.append({
+                        "id": i.id, "level": lvl, "model": "",
+                        "correct": standin.correct(args.seed, group[i.id], i.id, lvl, r),
+                        "cost": standin.spend(p.worst_case_cost),
+                        "tokens": {"prompt": q.prompt_tokens, "thinking": round(f * p.samples * p.thinking_tokens),
+                                   "answer": round(f * p.samples * p.answer_tokens), "forced": 0},
+                        "samples": p.samples, "latency_s": 0.0, "answer": "",
+                        "severity": i.severity or NAMES.get(q.assessment.severity, "low"),
+                        "needs_reasoning": (i.needs_reasoning if i.needs_reasoning is not None
+                                            else bool(q.assessment.needs_reasoning)),
+                        "request_id": "", "policy_version": p.policy_version, "dataset_sha256": sha,
+                        "engine": "stand-in", "replicate": r,
+                    })
+        out.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
 
     try:
         with d.client() as c, d.admin() as admin:
@@ -159,27 +234,45 @@ def main() -> int:
                 return _write(args.out, lines, {"command": command, "severity_by_framing": severity_table})
 
             # 2. Calibrate on one half of the groups.
-            say(f"\ncalibrating {len(calib)} items x {len(levels)} levels ...")
-            ask(c, calib, levels, work / "calib.jsonl")
+            say(f"\ncalibrating {len(calib)} items x {len(levels)} levels ..."
+                + ((" (stand-in outcomes, drawn once)" if args.calib_replicates == 1 else
+                    f" (stand-in outcomes, drawn {args.calib_replicates} times: a diagnostic, not a real calibration)")
+                   if args.standin else ""))
+            ask(c, calib, levels, work / "calib.jsonl", args.calib_replicates)
             calib_ids = {i.id for i in calib}
             measured = [r for r in read_results(work / "calib.jsonl") if r["id"] in calib_ids and r["level"] in levels]
             profile = build_profile(measured, levels, "bench-framed-1",
                                     {"path": str(DATA), "sha256": sha, "items": len(calib)}, model)
             profile.save(work / "profile.json")
             # 3. Answer the other half at every level, then replay each plan by Quote.
-            say(f"answering {len(held)} evaluation items x {len(levels)} levels ...")
-            ask(c, held, levels, work / "held.jsonl")
-            outcome = {(r["id"], r["level"]): r for r in read_results(work / "held.jsonl") if r["level"] in levels}
+            say(f"answering {len(held)} evaluation items x {len(levels)} levels ..."
+                + (f" (stand-in outcomes, {replicates} replicates)" if args.standin else ""))
+            ask(c, held, levels, work / "held.jsonl", replicates)
+            # Replicate r of item X is scored as item "X#r" (the real run has one, replicate 0).
+            outcome = {(f"{r['id']}#{r.get('replicate', 0)}", r["level"]): {**r, "id": f"{r['id']}#{r.get('replicate', 0)}"}
+                       for r in read_results(work / "held.jsonl") if r["level"] in levels}
             allowed = set(levels)
+
+            planned: dict[str, Any] = {}
 
             def decide(text: str) -> dict[str, str]:
                 policy_file.write_text(text)
                 admin.reload_policy()
-                return {i.id: c.quote(i.text).plan.level for i in held}
+                planned.clear()
+                planned.update({i.id: c.quote(i.text).plan for i in held})
+                return {iid: plan.level for iid, plan in planned.items()}
 
             strategies: dict[str, dict[str, str]] = {f"always {lvl}": {i.id: lvl for i in held} for lvl in levels}
             strategies["routing table"] = decide(base)
             strategies["expected loss"] = decide(expected_loss_variant(base, work / "profile.json"))
+            # Why: the planner's expected totals (cost + P(wrong) x loss) for the first item of each framing.
+            why = {}
+            for sev in SEVERITIES:
+                iid = next((i.id for i in held if severity[i.id] == sev), None)
+                if iid is not None:
+                    why[sev] = {"item": iid, "choices": [
+                        {"level": ch.level, "expected_cost": ch.expected_cost, "p_wrong": ch.p_wrong,
+                         "expected_total": ch.expected_total} for ch in planned[iid].choices]}
             for name, choice in strategies.items():
                 missing = set(choice.values()) - allowed
                 if missing:
@@ -194,9 +287,26 @@ def main() -> int:
         "items": {"calibration": len(calib), "evaluation": len(held)}, "severity_by_framing": severity_table,
         "profile": profile.to_json(), "strategies": {},
     }
+    report["expected_loss_choices"] = why
+    if args.standin:
+        report["engine"] = standin.ENGINE
+        report["standin"] = {**standin.declared(), "seed": args.seed, "replicates": replicates,
+                             "calibration": f"{args.calib_replicates} draw(s) per (item, level)",
+                             "evaluation": f"{replicates} independent draws per (item, level), pooled"}
+    # Each plan's choice holds for every replicate of its item: replicate r of item X is item "X#r".
+    sev_of = {f"{iid}#{r}": sev for iid, sev in severity.items() for r in range(replicates)}
     rows = []
     for name, choice in strategies.items():
-        e = score(name, choice, outcome, severity, loss)
+        e = score(name, {f"{iid}#{r}": lvl for iid, lvl in choice.items() for r in range(replicates)},
+                  outcome, sev_of, loss)
+        for sev, s in e["by_severity"].items():
+            s["levels"] = dict(sorted(collections.Counter(lvl for iid, lvl in choice.items() if severity[iid] == sev).items()))
+        if args.standin:
+            totals = [score(name, {f"{iid}#{r}": lvl for iid, lvl in choice.items()}, outcome, sev_of, loss)["total_loss"]
+                      for r in range(replicates)]
+            e["total_loss_per_replicate"] = {"mean": statistics.fmean(totals),
+                                             "sd": statistics.stdev(totals) if len(totals) > 1 else 0.0,
+                                             "min": min(totals), "max": max(totals), "values": totals}
         report["strategies"][name] = e
         cells = []
         for sev in SEVERITIES:
@@ -204,14 +314,24 @@ def main() -> int:
             cells.append(f"{s['correct']}/{s['n']} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]" if s else "-")
         per = e["by_severity"]
         spend = " / ".join(f"{per[s]['mean_cost']:.4f}" if s in per else "-" for s in SEVERITIES)
-        rows.append([name, *cells, round(e["mean_cost"], 5), spend, round(e["total_loss"], 3)])
+        t = e.get("total_loss_per_replicate")
+        rows.append([name, *cells, round(e["mean_cost"], 5), spend,
+                     f"{t['mean']:.1f} ± {t['sd']:.1f}" if t else round(e["total_loss"], 3)])
     say(f"\nevaluation half: {len(held)} items ({len(keep - calib_groups)} groups x 3 framings); loss of a wrong answer "
         + ", ".join(f"{k} {v:g}" for k, v in loss.items()))
-    say(table(rows, ["plan", "low right [95% CI]", "medium", "high", "mean cost", "mean cost low/med/high", "total loss"]))
+    if args.standin:
+        say(f"{replicates} replicates pooled: each cell counts {replicates} draws per item (the intervals are over "
+            f"the draws, for these {len(keep - calib_groups)} questions); total loss per replicate, mean ± sd")
+    say(table(rows, ["plan", "low right [95% CI]", "medium", "high", "mean cost", "mean cost low/med/high",
+                     "total loss (per replicate)" if args.standin else "total loss"]))
     el = report["strategies"].get("expected loss")
     if el:
         say("\nexpected loss's levels by framing: " + "; ".join(
             f"{sev} {' '.join(f'{k}:{v}' for k, v in s['levels'].items())}" for sev, s in el["by_severity"].items()))
+        for sev, w in why.items():
+            say(f"  the planner on {w['item']} ({sev}): " + ", ".join(
+                f"{ch['level']} {ch['expected_cost']:.3f} + P(wrong) {ch['p_wrong']:.2f} -> {ch['expected_total']:.3f}"
+                for ch in w["choices"][:3]))
         fixed = {n: e for n, e in report["strategies"].items() if n.startswith("always ")}
         best = max(fixed, key=lambda n: (fixed[n]["by_severity"].get("high", {}).get("accuracy", 0), -fixed[n]["mean_cost"]))
         b, h = fixed[best], el["by_severity"].get("high")
@@ -224,6 +344,17 @@ def main() -> int:
         if "low" in el["by_severity"] and h:
             say(f"expected loss spends {h['mean_cost']:.4f} per high-stakes item vs {el['by_severity']['low']['mean_cost']:.4f} "
                 "per low-stakes item of the same questions")
+        if h and "high" in b["by_severity"] and "low" in el["by_severity"]:
+            bh = b["by_severity"]["high"]
+            aims = {"high-stakes accuracy within the best fixed plan's 95% interval": h["accuracy"] >= bh["ci95"][0],
+                    "at <= 50% of that plan's mean cost": el["mean_cost"] <= 0.5 * b["mean_cost"],
+                    "lowest total loss of all plans": lowest == "expected loss",
+                    "spends more per high-stakes item than per low-stakes item":
+                        h["mean_cost"] > el["by_severity"]["low"]["mean_cost"]}
+            report["aims"] = aims
+            say("aims: " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in aims.items()))
+    if args.standin:
+        say(standin.ENGINE)
     return _write(args.out, lines, report)
 
 
