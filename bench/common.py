@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import pathlib
 import statistics
 import time
 from typing import Any, Sequence
@@ -57,3 +58,11 @@ def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
 
 def mean(values: Sequence[float]) -> float:
     return statistics.fmean(values) if values else 0.0
+
+
+def report(lines: Sequence[str], out: pathlib.Path) -> None:
+    """Print a bench's result lines and keep them in `out` (bench/results/...)."""
+    text = "\n".join(lines)
+    print(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")

@@ -27,7 +27,7 @@ import time
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import table  # noqa: E402
+from common import report, table  # noqa: E402
 from ponderd.engine import native  # noqa: E402
 from ponderd.engine.llama import LlamaEngine  # noqa: E402
 from ponderd.risk import artifact, corpus  # noqa: E402
@@ -80,10 +80,7 @@ def main() -> None:
         f"their tokens: p50 {lengths[len(lengths) // 2]}, p90 {lengths[int(len(lengths) * 0.9)]}, max {lengths[-1]}",
         f"command: python bench/risk_view_candidates.py --repeats {args.repeats}",
     ]
-    text = "\n".join(lines)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
+    report(lines, args.out)
 
 
 if __name__ == "__main__":

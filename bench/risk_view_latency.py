@@ -34,7 +34,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from common import percentile  # noqa: E402
+from common import percentile, report  # noqa: E402
 from conftest import DaemonProcess  # noqa: E402
 from ponder.client import PonderClient  # noqa: E402
 from ponderd.risk import artifact, corpus  # noqa: E402
@@ -150,10 +150,7 @@ def main() -> None:
     lines.append("generation under each (streamed pieces/s while quoting): " + ", ".join(
         f"{w} {sum(v) / len(v):.1f}" for w, v in load_rate.items()))
     lines.append(f"command: python bench/risk_view_latency.py --queries {args.queries} --rounds {args.rounds} --load {args.load}")
-    text = "\n".join(lines)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
+    report(lines, args.out)
 
 
 if __name__ == "__main__":
