@@ -161,3 +161,56 @@ def test_an_embedding_is_not_held_behind_a_long_prompts_chunked_prefill():
         assert events == ["embedded", "text"]
     finally:
         e.close()
+
+
+def test_an_ask_cancelled_while_its_assessment_waits_for_the_engine_reserves_and_records_nothing(daemon):
+    """The request path's await on the embedding: cancelled there, nothing is reserved or
+    written, the embedding is withdrawn, and the daemon serves on."""
+    import sqlite3
+    import time
+
+    from ponder.aio import AsyncPonderClient
+
+    model = daemon.daemon.classifier.current()
+    engine = daemon.daemon.engine.get(daemon.settings.model.name)
+    routed = next(t for t in (e.text for e in corpus.load(corpus.heldout_files())) if model.routed(t))
+    hold, held = threading.Event(), threading.Event()
+
+    def sink(sample, kind, text):
+        if not held.is_set():  # hold the owner thread inside a step: the ask's embedding must wait
+            held.set()
+            hold.wait(60)
+
+    def rows(sql):
+        with sqlite3.connect(daemon.settings.database) as conn:
+            return conn.execute(sql).fetchall()
+
+    def until(condition, what):
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.01)
+
+    async def main():
+        blocker = asyncio.ensure_future(engine.generate(_job(engine, sink)))
+        await asyncio.to_thread(held.wait, 60)
+        before = engine.embedded
+        async with AsyncPonderClient(daemon.address, daemon.token()) as c:
+            asking = asyncio.ensure_future(c.ask(routed))
+            while engine.embeds_waiting() == 0:  # observable: the ask is at its assessment's await
+                await asyncio.sleep(0.005)
+            asking.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asking
+            await asyncio.to_thread(until, lambda: engine.embeds_waiting() == 0, "the embedding was not withdrawn")
+            await asyncio.to_thread(until, lambda: not daemon.daemon.pipeline.live, "the request is still live")
+        hold.set()
+        await blocker
+        return before
+
+    before = asyncio.run(main())
+    assert engine.embedded == before  # the withdrawn embedding never ran
+    assert rows("SELECT * FROM reservations") == [] and rows("SELECT * FROM spend") == []
+    with daemon.client() as c:  # and the daemon serves on, through the same view
+        assert c.quote(routed).assessment.model_version == model.version
+    assert engine.embedded == before + 1

@@ -140,6 +140,39 @@ def test_cancel_while_a_model_with_the_embedding_view_scores_waits_and_reserves_
     h.close()
 
 
+class AwaitedEmbeddingClassifier(SlowEmbeddingClassifier):
+    """The same, scored by awaiting (as the engine's embedder is): the await is where the stop lands."""
+
+    async def score_async(self, text, explain=False):
+        self.scoring.set()
+        try:
+            await asyncio.Event().wait()  # until cancelled: the embedding never comes
+        except asyncio.CancelledError:
+            self.withdrawn = True
+            raise
+
+
+def test_cancel_while_an_awaited_embedding_waits_withdraws_it_and_reserves_nothing(tmp_path):
+    h = harness(tmp_path)
+    slow = AwaitedEmbeddingClassifier()
+    h.pipeline.classifier.model = slow
+
+    async def main():
+        task = asyncio.ensure_future(h.pipeline.ask(TENANT, QUESTION))
+        await asyncio.to_thread(slow.scoring.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The stop cancels the scoring: the request ends at once, not when an embedding would have come.
+        assert await h.pipeline.inflight.wait_idle(10)
+
+    run(main())
+    assert getattr(slow, "withdrawn", False)
+    assert h.records() == [] and h.reservations() == [] and h.pipeline.live == set()
+    h.assert_ledger_consistent()
+    h.close()
+
+
 @pytest.mark.parametrize("timeout, status", [(None, "cancelled"), (0.0, "deadline")])
 def test_cancel_while_generating_charges_what_ran(tmp_path, timeout, status):
     h = harness(tmp_path)

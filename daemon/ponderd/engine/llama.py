@@ -173,11 +173,6 @@ class LlamaEngine:
     def detokenize(self, tokens: Sequence[int]) -> str:
         return native.detokenize(self._L, self._vocab, tokens)
 
-    @property
-    def model_path(self) -> str:
-        """The model file this engine serves (what an embedding of its hidden state is named by)."""
-        return str(resolve_model_path(self.settings.path))
-
     def embed(self, tokens: Sequence[int]) -> concurrent.futures.Future:
         """The mean-pooled last hidden state of `tokens` (BOS included by the caller), as a float32 vector.
 
@@ -197,19 +192,18 @@ class LlamaEngine:
                 raise Unavailable(f"{len(self._embeds)} embeddings are already waiting for the model; retry shortly")
             self._embeds.append(item)
             self._cv.notify()
-        future.add_done_callback(lambda f: self._withdraw_embed(item) if f.cancelled() else None)
+        future.add_done_callback(lambda f: self._withdraw_embed(f) if f.cancelled() else None)
         return future
 
     def embeds_waiting(self) -> int:
         with self._cv:
             return len(self._embeds)
 
-    def _withdraw_embed(self, item: tuple[tuple[int, ...], concurrent.futures.Future]) -> None:
+    def _withdraw_embed(self, future: concurrent.futures.Future) -> None:
+        """Take a cancelled embedding out of the queue; one the owner thread took already
+        is dropped there (set_running_or_notify_cancel says it was cancelled)."""
         with self._cv:
-            try:
-                self._embeds.remove(item)
-            except ValueError:
-                pass  # taken by the owner thread already: it sees the cancel and drops it
+            self._embeds = deque(waiting for waiting in self._embeds if waiting[1] is not future)
 
     def _take_embeds(self) -> list[tuple[tuple[int, ...], concurrent.futures.Future]]:
         embeds = list(self._embeds)

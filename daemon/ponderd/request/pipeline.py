@@ -100,7 +100,7 @@ class Pipeline:
         """Assess and plan without generating or charging."""
 
         async def body(stop: Stop) -> Quote:
-            return (await self._plan(who, req))[0]
+            return (await self._plan(who, req, stop))[0]
 
         return await self.inflight.run(body)
 
@@ -132,7 +132,7 @@ class Pipeline:
 
     async def _ask(self, who: Principal, req: AskInput, events: EventSink | None, stop: Stop) -> Outcome:
         started = self.clock.monotonic()
-        quote, prepared, candidates = await self._plan(who, req)
+        quote, prepared, candidates = await self._plan(who, req, stop)
         if stop.reason:
             raise stopped(stop.reason, 0)
         tenant = _tenant(who)
@@ -239,7 +239,7 @@ class Pipeline:
             log.exception("refinement failed")
             return refine.Refined(vote.text, vote.answer, error=f"refinement failed: {exc}")
 
-    async def _plan(self, who: Principal, req: AskInput) -> tuple[Quote, dict[str, PreparedPrompt], list[Plan]]:
+    async def _plan(self, who: Principal, req: AskInput, stop: Stop) -> tuple[Quote, dict[str, PreparedPrompt], list[Plan]]:
         tenant = _tenant(who)
         if not req.prompt.strip():
             raise InvalidRequest("the prompt is empty: put the question in 'prompt'")
@@ -251,18 +251,7 @@ class Pipeline:
         # Assess, and match override rules against, everything the model will read.
         # (a conversation's earlier turns too: the risk is in what was asked before as well).
         text = "\n".join([req.system] * bool(req.system.strip()) + [content for _, content in req.history] + [req.prompt])
-        model = self.classifier.current()
-        if getattr(model, "embedder", None) is not None:
-            # A model with the embedding view (docs/risk.md) takes 50-250 ms on a CPU for
-            # the queries it embeds: awaited (the engine's owner thread computes it, or a
-            # worker thread), so other requests go on, and a cancel here withdraws it.
-            score_async = getattr(model, "score_async", None)
-            if score_async is not None:
-                score = await score_async(text, req.explain)
-            else:
-                score = await asyncio.to_thread(model.score, text, req.explain)
-        else:
-            score = model.score(text, explain=req.explain)
+        score = await _score(self.classifier.current(), text, req.explain, stop)
         assessment = adjust(score, policy, tenant, text, req.hints.severity_floor)
         began = self.clock.monotonic()
         models = self.engine
@@ -431,6 +420,27 @@ def _round_sink(events: EventSink | None) -> Callable[[int, int, str, str], None
         loop.call_soon_threadsafe(events, "delta", (sample, phase, text, round_))
 
     return on_text
+
+
+async def _score(model: Any, text: str, explain: bool, stop: Stop) -> Any:
+    """The classifier's score. A model with the embedding view (docs/risk.md) takes 50-250 ms
+    on a CPU for the queries it embeds: awaited (the engine's owner thread computes it, or a
+    worker thread), so other requests go on. A stop while it waits cancels the scoring,
+    which withdraws an embedding not yet run (engine/llama.py `embed`), and the request ends
+    here, before anything is reserved."""
+    if getattr(model, "embedder", None) is None:
+        return model.score(text, explain=explain)
+    score_async = getattr(model, "score_async", None)
+    if score_async is None:  # scored in a worker thread, which runs to its end
+        return await asyncio.to_thread(model.score, text, explain)
+    scoring = asyncio.ensure_future(score_async(text, explain))
+    stop.on_stop(scoring.cancel)
+    try:
+        return await scoring
+    except asyncio.CancelledError:
+        if scoring.cancelled() and stop.reason:
+            raise stopped(stop.reason, 0) from None
+        raise
 
 
 def _tenant(who: Principal) -> str:

@@ -21,10 +21,9 @@ Each daemon has its own CollectorRegistry, so several daemons in one process
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Iterator, Mapping, Protocol, Sequence
 
 from ponderd.ledger.types import BalanceView, Candidate, SpendRow
 
@@ -446,15 +445,21 @@ class _TimedClassifier:
         finally:
             self._telemetry.classified(time.perf_counter() - started)
 
-    async def score_async(self, text: str, explain: bool = False) -> Any:
-        started = time.perf_counter()
-        try:
-            inner = getattr(self._model, "score_async", None)
-            if inner is None:
-                return await asyncio.to_thread(self._model.score, text, explain)
-            return await inner(text, explain=explain)
-        finally:
-            self._telemetry.classified(time.perf_counter() - started)
+    @property
+    def score_async(self) -> Callable[..., Awaitable[Any]] | None:
+        """The model's own score_async, timed; None where it has none (the caller scores in a thread)."""
+        inner = getattr(self._model, "score_async", None)
+        if inner is None:
+            return None
+
+        async def timed(text: str, explain: bool = False) -> Any:
+            started = time.perf_counter()
+            try:
+                return await inner(text, explain=explain)
+            finally:
+                self._telemetry.classified(time.perf_counter() - started)
+
+        return timed
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
