@@ -87,6 +87,11 @@ class Plan:
 ALWAYS_ALLOWED = frozenset({"answer_tokens"})
 
 
+def most_samples(rules: TenantRules, limits: EngineLimits) -> int:
+    """The most samples a tenant's request may ask for: its policy's max_samples, within what the engine holds at once."""
+    return min(rules.max_samples, limits.n_seq_max)
+
+
 def check_hints(hints: Hints, rules: TenantRules, policy: Policy, tenant: str, limits: EngineLimits) -> None:
     """Refuse hints the tenant's rules do not allow, or values outside its limits."""
     refused = [h for h in hints.sent() if h not in rules.hints and h not in ALWAYS_ALLOWED]
@@ -100,7 +105,7 @@ def check_hints(hints: Hints, rules: TenantRules, policy: Policy, tenant: str, l
     if hints.max_cost is not None and hints.max_cost < 0:
         raise InvalidRequest("max_cost must be >= 0 (0 means no limit)")
     if hints.samples is not None:
-        most = min(rules.max_samples, limits.n_seq_max)
+        most = most_samples(rules, limits)
         if not 1 <= hints.samples <= most:
             raise InvalidRequest(f"samples must be from 1 to {most} for tenant {tenant!r}, not {hints.samples}")
     if hints.thinking_tokens is not None and hints.thinking_tokens > rules.max_thinking_tokens:

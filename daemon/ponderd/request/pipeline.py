@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable
 
 from ponderd import answers
 from ponderd.clock import Clock
-from ponderd.engine import Engine, GenerationJob, GenerationResult, PreparedPrompt
+from ponderd.engine import Engine, EngineLimits, GenerationJob, GenerationResult, PreparedPrompt
 from ponderd.errors import (
     BudgetExhausted,
     EngineFailure,
@@ -31,7 +31,7 @@ from ponderd.ledger.budgets import Budgets
 from ponderd.ledger.keys import Principal
 from ponderd.ledger.types import SpendRow, iso
 from ponderd.planning.assessment import adjust
-from ponderd.planning.planner import Plan, Served, check_hints, plan_candidates
+from ponderd.planning.planner import Plan, Served, check_hints, most_samples, plan_candidates
 from ponderd.planning.policy import Level, Policy, TenantRules
 from ponderd.planning.policy_file import PolicyHolder
 from ponderd.request import refine, stopping, voting
@@ -245,7 +245,7 @@ class Pipeline:
             raise InvalidRequest("the prompt is empty: put the question in 'prompt'")
         policy = self.policies.current()
         rules = policy.rules_for(tenant)
-        req = _with_choices(req, rules, tenant, self.engine.limits.n_seq_max)
+        req = _with_choices(req, rules, tenant, self.engine.limits)
         check_hints(req.hints, rules, policy, tenant, self.engine.limits)
         prepared = await asyncio.to_thread(self._prepare, policy, req)
         # Assess, and match override rules against, everything the model will read.
@@ -372,7 +372,7 @@ def _recorded(req: AskInput, status: str, charged: int) -> None:
             log.exception("the request's record listener failed")
 
 
-def _with_choices(req: AskInput, rules: TenantRules, tenant: str, n_seq_max: int) -> AskInput:
+def _with_choices(req: AskInput, rules: TenantRules, tenant: str, limits: EngineLimits) -> AskInput:
     """A request for several full answers (choices, OpenAI's n) as the samples hint it implies, or InvalidRequest
     naming choices when the tenant's policy cannot give that many samples."""
     n = req.choices
@@ -383,7 +383,7 @@ def _with_choices(req: AskInput, rules: TenantRules, tenant: str, n_seq_max: int
             f"choices (n) {n} needs {n} samples, and tenant {tenant!r}'s policy does not let it ask for samples "
             "(its hints do not include samples): ask for one choice, or have an admin allow the samples hint", "choices",
         )
-    most = min(rules.max_samples, n_seq_max)
+    most = most_samples(rules, limits)
     if n > most:
         raise InvalidRequest(f"choices (n) must be at most {most} for tenant {tenant!r} (its max_samples), not {n}", "choices")
     samples = req.hints.samples

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
 import hashlib
 import os
 import pathlib
@@ -36,6 +35,8 @@ import threading
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
+
+from ponderd.engine.model_file import file_sha256
 
 # One thread: on a shared two-core host a second thread bought nothing (measured).
 THREADS = 1
@@ -57,19 +58,10 @@ def default_model_path() -> pathlib.Path:
     return resolve_model_path(None)
 
 
-@functools.lru_cache(maxsize=8)
-def _file_digest(path: pathlib.Path, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def embedder_name(path: pathlib.Path) -> str:
     """What a model's embeddings are called (the artifact's `embedding_model`): file name, digest, pooling."""
-    st = path.stat()
-    return f"{path.name}:{_file_digest(path, st.st_size, st.st_mtime_ns)[:16]}:mean"
+    # The engine's digest of the same file (kept per size and mtime): the model is hashed once.
+    return f"{path.name}:{file_sha256(path)[:16]}:mean"
 
 
 def cut(text: str, tokenize: Callable[[str], Sequence[int]], detokenize: Callable[[Sequence[int]], str]) -> list[int]:

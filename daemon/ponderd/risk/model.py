@@ -126,21 +126,23 @@ class RiskModel:
     def _dense(self, text: str) -> np.ndarray | None:
         if self._view is None:
             return None
+        return self._standardize(self._embedder.embed([text])[0])
+
+    def _standardize(self, raw: Any) -> np.ndarray:
+        """An embedding as the view was fitted on it: centred and scaled per dimension."""
+        assert self._view is not None
         mean, scale = self._view
-        return (self._embedder.embed([text])[0].astype(np.float64) - mean) * scale
+        return (np.asarray(raw).astype(np.float64) - mean) * scale
 
     async def _dense_async(self, text: str) -> np.ndarray | None:
         """_dense without blocking the event loop: the embedder's own `aembed` where it has one
         (the engine's, cancellable while it waits), else its `embed` in a worker thread."""
         if self._view is None:
             return None
-        mean, scale = self._view
         aembed = getattr(self._embedder, "aembed", None)
         if aembed is not None:
-            raw = await aembed(text)
-        else:
-            raw = (await asyncio.to_thread(self._embedder.embed, [text]))[0]
-        return (np.asarray(raw).astype(np.float64) - mean) * scale
+            return self._standardize(await aembed(text))
+        return self._standardize((await asyncio.to_thread(self._embedder.embed, [text]))[0])
 
     async def score_async(self, text: str, explain: bool = False) -> RiskScore:
         """score, for the request path: an embedding is awaited, not waited for on the event loop."""
