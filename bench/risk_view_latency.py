@@ -1,21 +1,25 @@
-"""What the classifier's second view adds to a quote while the daemon generates: view off, in the engine, in its own context.
+"""What the classifier's second view adds before the first token while the daemon generates: view off, in the engine, in its own context.
 
     python bench/risk_view_latency.py [--queries 60] [--rounds 3] [--load 4] [--out bench/results/risk_view_latency.txt]
 
 Three real daemons (`ponder serve` subprocesses, the embedded model, the
 default policy), one per way of serving the risk classifier:
 - `off`: `risk.second_view = false`, the cascade's n-gram stage alone;
-- `engine` (the default): the second view's forward pass run by the serving
-  engine's owner thread between decode steps (`risk.view_in_engine = true`);
-- `own context`: the earlier way, a llama.cpp context of its own in a worker
-  thread (`risk.view_in_engine = false`), fighting the engine for the cores.
+- `engine` (the default): the view read by the serving engine from the
+  prompt's own prefill, which the ask's generation then reuses
+  (`risk.view_in_engine = true`);
+- `own context`: a llama.cpp context of its own in a worker thread
+  (`risk.view_in_engine = false`), decoding the prompt a second time and
+  fighting the engine for the cores.
 In each round every daemon in turn is put under the same generation load
-(`--load` streaming asks kept in flight, level `direct`: up to 256 tokens) and quotes the same
-`--queries` held-out queries one at a time through the Python client; the
-other two are idle meanwhile. Rounds interleave the three, so drift hits all
-alike. Reported: p50/p90/p99 quote latency per way, the view's added latency
-(each percentile minus `off`'s), and the same for the queries the cascade
-embeds alone.
+(`--load` streaming asks kept in flight, level `direct`: up to 256 tokens)
+and is sent the same `--queries` held-out queries one at a time through the
+Python client, each twice: a streaming ask (level `direct`), timed to its
+first streamed piece and then closed, and a quote; the other two daemons are
+idle meanwhile. Rounds interleave the three, so drift hits all alike.
+Reported: p50/p90/p99 time to the first token and quote latency per way, the
+view's added latency (each percentile minus `off`'s), and the same for the
+queries the cascade embeds alone.
 """
 
 from __future__ import annotations
@@ -107,6 +111,8 @@ def main() -> None:
     routed = {t for t in texts if model.routed(t)}
     times: dict[str, list[float]] = {w: [] for w in WAYS}
     routed_times: dict[str, list[float]] = {w: [] for w in WAYS}
+    first: dict[str, list[float]] = {w: [] for w in WAYS}
+    routed_first: dict[str, list[float]] = {w: [] for w in WAYS}
     load_rate: dict[str, list[float]] = {w: [] for w in WAYS}
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
@@ -129,6 +135,14 @@ def main() -> None:
                         started, before = time.perf_counter(), load.tokens
                         for t in texts:
                             s = time.perf_counter()
+                            for event in c.ask_stream(t, level="direct", seed=r):
+                                if event.HasField("delta"):
+                                    break  # closing the stream cancels the rest
+                            took = time.perf_counter() - s
+                            first[way].append(took)
+                            if t in routed:
+                                routed_first[way].append(took)
+                            s = time.perf_counter()
                             c.quote(t)
                             took = time.perf_counter() - s
                             times[way].append(took)
@@ -137,16 +151,18 @@ def main() -> None:
                         load_rate[way].append((load.tokens - before) / (time.perf_counter() - started))
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     lines = [
-        f"quote latency while the daemon generates ({args.load} streaming asks in flight), "
+        f"latency while the daemon generates ({args.load} streaming asks in flight), "
         f"{len(texts)} held-out queries x {args.rounds} rounds, {len(routed)} of them embedded by the cascade; "
         f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after; cores {os.cpu_count()}",
-        f"{'way (all queries)':<22} {'n':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9}",
     ]
-    for way in WAYS:
-        lines.append(summary(way, times[way], None if way == "off" else times["off"]))
-    lines.append(f"{'way (embedded only)':<22}")
-    for way in WAYS:
-        lines.append(summary(way, routed_times[way], None if way == "off" else routed_times["off"]))
+    for what, all_, only in (("ask: time to first token", first, routed_first), ("quote", times, routed_times)):
+        lines.append(what)
+        lines.append(f"{'way (all queries)':<22} {'n':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9}")
+        for way in WAYS:
+            lines.append(summary(way, all_[way], None if way == "off" else all_["off"]))
+        lines.append(f"{'way (embedded only)':<22}")
+        for way in WAYS:
+            lines.append(summary(way, only[way], None if way == "off" else only["off"]))
     lines.append("generation under each (streamed pieces/s while quoting): " + ", ".join(
         f"{w} {sum(v) / len(v):.1f}" for w, v in load_rate.items()))
     lines.append(f"command: python bench/risk_view_latency.py --queries {args.queries} --rounds {args.rounds} --load {args.load}")

@@ -38,6 +38,12 @@ from ponderd.settings import ModelSettings
 log = logging.getLogger("ponder.engine")
 
 OPEN_TAG, CLOSE_TAG = "<think>\n", "\n</think>\n\n"
+# Sequences kept for views' prompts (engine `view`): more concurrent assessments than this
+# still work, but the oldest views' generations decode their prompts again.
+VIEW_SLOTS = 4
+# How long the loop holds its next step, after a view whose generation is to follow (an ask),
+# for that job to arrive (its plan and reservation take a few ms): else it waits a whole step.
+LINGER_S = 0.02
 
 
 class LlamaEngine:
@@ -56,11 +62,16 @@ class LlamaEngine:
         self._free_cells = 0
         self._progress = time.monotonic()
         self._thread: threading.Thread | None = None
-        # Embedding jobs (the risk classifier's second view): run by the owner thread
-        # ahead of new prompts' prefill, in a context of their own made on first use.
-        self._embeds: deque[tuple[tuple[int, ...], concurrent.futures.Future]] = deque()
-        self._embeddings: native.Embeddings | None = None
+        # View jobs (the risk classifier's second view): prompts decoded by the owner thread
+        # ahead of new prompts' prefill, with their hidden states read; each is kept in a
+        # view slot (a sequence of its own) so the generation that follows reuses its cells.
+        self._embeds: deque[tuple[tuple[int, ...], int, int, bool, concurrent.futures.Future]] = deque()
+        self._slots: list[_ViewSlot] = []
+        self._turn = 0
+        self._prefix: list[int] = []
         self.embedded = 0
+        self.reused = 0
+        self.lingered = 0.0
         self.markers = DEFAULT_MARKERS
         self.template_text = ""
 
@@ -85,9 +96,13 @@ class LlamaEngine:
         cp = L.llama_context_default_params()
         # The prefix cache's tokens, known before the context exists (the tokenizer is the model's).
         prefix = self._shared_prefix() if s.prefix_cache else []
-        # One more sequence and its cells hold the prefix: the samples' capacity is as configured.
-        cp.n_ctx, cp.n_batch, cp.n_ubatch = s.n_ctx + len(prefix), s.n_batch, s.n_batch
-        cp.n_seq_max = s.n_seq_max + (1 if prefix else 0)
+        # One more sequence and its cells hold the prefix, VIEW_SLOTS more the views' prompts
+        # (beyond the prefix): the samples' capacity is as configured.
+        reserved = len(prefix) + VIEW_SLOTS * native.VIEW_CONTEXT
+        cp.n_ctx, cp.n_batch, cp.n_ubatch = s.n_ctx + reserved, s.n_batch, s.n_batch
+        cp.n_seq_max = s.n_seq_max + (1 if prefix else 0) + VIEW_SLOTS
+        # Hidden states are read per token (views); generation reads logits only.
+        cp.pooling_type = L.LLAMA_POOLING_TYPE_NONE
         threads = self._threads = s.n_threads or os.cpu_count() or 1
         cp.n_threads = cp.n_threads_batch = threads
         # One KV buffer for all sequences: samples share their prompt's cells.
@@ -109,11 +124,11 @@ class LlamaEngine:
         self._close = self.tokenize(self._close_text)
         # Settings text, not markup: tokenised as plain text so it cannot force special tokens.
         self._wrap = self.tokenize(s.wrap_up, special=False) if s.wrap_up else ()
-        # The prefix's cells are the cache's, not the samples': the samples get the configured n_ctx.
-        n_ctx = L.llama_n_ctx(self._ctx) - len(prefix)
-        n_ctx_seq = min(L.llama_n_ctx_seq(self._ctx) - len(prefix), L.llama_model_n_ctx_train(self._model))
-        if prefix:  # llama.cpp pads the context: keep the samples' capacity at what was configured
-            n_ctx, n_ctx_seq = min(n_ctx, s.n_ctx), min(n_ctx_seq, s.n_ctx)
+        # The prefix's and the views' cells are theirs, not the samples': the samples get the configured n_ctx.
+        n_ctx = L.llama_n_ctx(self._ctx) - reserved
+        n_ctx_seq = min(L.llama_n_ctx_seq(self._ctx) - reserved, L.llama_model_n_ctx_train(self._model))
+        # llama.cpp pads the context: keep the samples' capacity at what was configured
+        n_ctx, n_ctx_seq = min(n_ctx, s.n_ctx), min(n_ctx_seq, s.n_ctx)
         probe = self.prepare("", "")
         self.limits = EngineLimits(
             n_ctx, n_ctx_seq, s.n_seq_max, len(probe.open_thinking),
@@ -123,7 +138,9 @@ class LlamaEngine:
         )
         self._free_seqs = list(range(s.n_seq_max))
         self._free_cells = n_ctx
-        self._prefix: list[int] = []
+        first_view = s.n_seq_max + (1 if prefix else 0)
+        self._slots = [_ViewSlot(first_view + k) for k in range(VIEW_SLOTS)]
+        self._n_embd = L.llama_model_n_embd(self._model)
         if prefix:
             # Sequence n_seq_max holds it for good; jobs copy its cells (shared, not duplicated).
             self._decode_prompt(prefix, [s.n_seq_max], logits=False)
@@ -151,14 +168,11 @@ class LlamaEngine:
         for job, future in waiting:
             job.cancelled.set()
             reject(future, Unavailable("the daemon is shutting down; retry on another instance"))
-        for _tokens, future in embeds:
+        for *_view, future in embeds:
             reject(future, Unavailable("the daemon is shutting down; retry on another instance"))
         if self._thread is not None:
             self._thread.join()
         L = getattr(self, "_L", None)
-        if self._embeddings is not None:
-            self._embeddings.close()
-            self._embeddings = None
         if L is not None and getattr(self, "_ctx", None):
             L.llama_batch_free(self._batch)
             L.llama_free(self._ctx)
@@ -173,16 +187,27 @@ class LlamaEngine:
     def detokenize(self, tokens: Sequence[int]) -> str:
         return native.detokenize(self._L, self._vocab, tokens)
 
-    def embed(self, tokens: Sequence[int]) -> concurrent.futures.Future:
-        """The mean-pooled last hidden state of `tokens` (BOS included by the caller), as a float32 vector.
+    def view(self, tokens: Sequence[int], first: int, end: int, linger: bool = False) -> concurrent.futures.Future:
+        """The mean of the last hidden state over tokens[first:end] of the prompt `tokens`, float32.
 
-        Run by the owner thread between decode steps, ahead of new prompts'
-        prefill, so it never competes with generation for the cores nor waits
-        behind a long prompt (prefill is chunked). Cancelling the future while
-        it waits removes it: nothing of it runs.
+        The risk classifier's second view, read from the prompt's own prefill:
+        the owner thread decodes the prompt (past the prefix cache) in the
+        served context between decode steps, ahead of new prompts' prefill, so
+        it never competes with generation for the cores nor waits behind a long
+        prompt (prefill is chunked); the prompt stays in a view slot, and a
+        generation job for the same prompt reuses its cells instead of
+        decoding it again. `linger`: that job is to follow (an ask), so the
+        loop holds its next decode step up to LINGER_S for it rather than
+        make it wait a whole step. Cancelling the future while it waits
+        removes it: nothing of it runs.
         """
+        tokens = tuple(tokens)
+        if not 0 <= first < end <= len(tokens):
+            raise ValueError(f"a view's span [{first}, {end}) is not within its {len(tokens)} tokens")
+        if len(tokens) - self._cached_view(tokens) > native.VIEW_CONTEXT:
+            raise ValueError(f"a view decodes at most {native.VIEW_CONTEXT} tokens past the prefix cache")
         future: concurrent.futures.Future = concurrent.futures.Future()
-        item = (tuple(tokens), future)
+        item = (tokens, first, end, linger, future)
         with self._cv:
             if self._queue.failure:
                 raise Unavailable(stopped_message(self._queue.failure))
@@ -203,9 +228,9 @@ class LlamaEngine:
         """Take a cancelled embedding out of the queue; one the owner thread took already
         is dropped there (set_running_or_notify_cancel says it was cancelled)."""
         with self._cv:
-            self._embeds = deque(waiting for waiting in self._embeds if waiting[1] is not future)
+            self._embeds = deque(waiting for waiting in self._embeds if waiting[-1] is not future)
 
-    def _take_embeds(self) -> list[tuple[tuple[int, ...], concurrent.futures.Future]]:
+    def _take_embeds(self) -> list[tuple[tuple[int, ...], int, int, bool, concurrent.futures.Future]]:
         embeds = list(self._embeds)
         self._embeds.clear()
         return embeds
@@ -259,6 +284,24 @@ class LlamaEngine:
         """How many of the job's prompt tokens the prefix cache holds (at least one is left to decode)."""
         return min(_common(self._prefix, job.prompt.tokens), len(job.prompt.tokens) - 1) if self._prefix else 0
 
+    def _cached_view(self, tokens: Sequence[int]) -> int:
+        """How many of a view's tokens the prefix cache holds (at least one is left to decode)."""
+        return min(_common(self._prefix, tokens), len(tokens) - 1) if self._prefix else 0
+
+    def _reuse(self, job: GenerationJob) -> tuple[int, int]:
+        """(sequence, tokens): the view slot holding most of the job's prompt, and how much of it
+        (at least one token is left to decode); (-1, 0) when none holds more than the prefix cache.
+
+        Its cells are shared, not counted again: the job's cells were counted as if it decoded
+        them (cells_needed less the prefix cache), so a slot taken for another view later leaves
+        them with the job, within its count."""
+        best, most = -1, self._cached(job)
+        for slot in self._slots:
+            n = min(_common(slot.tokens, job.prompt.tokens), len(job.prompt.tokens) - 1)
+            if n > most:
+                best, most = slot.seq, n
+        return (best, most) if best >= 0 else (-1, 0)
+
     # owner thread --------------------------------------------------------------
 
     def _supervised(self) -> None:
@@ -278,30 +321,34 @@ class LlamaEngine:
                     self._progress = time.monotonic()
                 if q.closing and not q.pending and not self._running:
                     return
-                self._admitted = self._take_admissible()
             # Assessments first: a request waiting for its risk score waits at most one step.
-            self._run_embeds()
+            linger = self._run_embeds()
+            with self._cv:
+                if linger and self._running:
+                    self._linger()
+                self._admitted = self._take_admissible()
             while self._admitted:
                 self._start_next()
             self._prefill()
             if self._running:
                 self._step()
 
-    def _run_embeds(self) -> None:
-        """Run the waiting embedding jobs, oldest first, up to one embedding context's worth of tokens a turn."""
-        budget = native.EMBED_CONTEXT
+    def _run_embeds(self) -> bool:
+        """Run the waiting view jobs, oldest first, up to VIEW_CONTEXT tokens decoded a turn;
+        True if one of them has its generation to follow (`view`'s linger)."""
+        budget = native.VIEW_CONTEXT
+        linger = False
         while budget > 0:
             with self._cv:
                 if not self._embeds:
-                    return
-                tokens, future = self._embeds.popleft()
+                    return linger
+                tokens, first, end, wants, future = self._embeds.popleft()
             if not future.set_running_or_notify_cancel():
                 continue  # its caller went away while it waited
-            budget -= max(1, min(len(tokens), native.EMBED_CONTEXT))
             try:
-                if self._embeddings is None:
-                    self._embeddings = native.Embeddings(self._L, self._model, native.EMBED_CONTEXT, self._threads)
-                vector: np.ndarray = self._embeddings.embed(tokens)
+                vector, decoded = self._view(tokens, first, end)
+                budget -= max(1, decoded)
+                linger |= wants
             except native.EngineFault as exc:
                 reject(future, Unavailable(stopped_message(str(exc))))
                 raise
@@ -310,6 +357,40 @@ class LlamaEngine:
             else:
                 self.embedded += 1
                 resolve(future, vector)
+        return linger
+
+    def _linger(self) -> None:
+        """Hold the next step (the lock held) until a job is queued, a view waits, or LINGER_S passes."""
+        q = self._queue
+        began = time.monotonic()
+        deadline = began + LINGER_S
+        while not q.pending and not self._embeds and not q.closing and (left := deadline - time.monotonic()) > 0:
+            self._cv.wait(timeout=left)
+        self.lingered += time.monotonic() - began
+
+    def _view(self, tokens: tuple[int, ...], first: int, end: int) -> tuple[np.ndarray, int]:
+        """Decode a view's prompt into a view slot (the least recently used, unless one holds these
+        tokens already) and pool its hidden states; returns the vector and the tokens decoded."""
+        self._turn += 1
+        for slot in self._slots:
+            if slot.tokens == tokens and (first, end) in slot.vectors:
+                slot.used = self._turn  # the same prompt again (a quote, then its ask): nothing to decode
+                return slot.vectors[(first, end)], 0
+        slot = min(self._slots, key=lambda sl: sl.used)
+        L = self._L
+        L.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
+        slot.tokens, slot.vectors = (), {}
+        cached = min(self._cached_view(tokens), first)
+        if cached:
+            L.llama_memory_seq_cp(self._mem, self.settings.n_seq_max, slot.seq, 0, cached)
+        try:
+            vector = native.decode_view(L, self._ctx, self._batch, self.settings.n_batch, self._n_embd,
+                                        tokens, slot.seq, cached, first, end)
+        except BaseException:
+            L.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
+            raise
+        slot.tokens, slot.vectors, slot.used = tokens, {(first, end): vector}, self._turn
+        return vector, len(tokens) - cached
 
     def _take_admissible(self) -> list[tuple[GenerationJob, concurrent.futures.Future, list[int]]]:
         out = []
@@ -363,7 +444,14 @@ class LlamaEngine:
             if self._queue.closing:  # admitted just before close(): stop it like the others
                 job.cancelled.set()
         run.prompt = tokens
-        if cached:
+        source, reused = self._reuse(job)
+        if reused:
+            # A view decoded this prompt: the job's sequences join its cells.
+            for seq in seqs:
+                self._L.llama_memory_seq_cp(self._mem, source, seq, 0, reused)
+            run.prefilled = reused
+            self.reused += 1
+        elif cached:
             # The job's sequences join the cached prefix's cells; its own tokens are decoded from there.
             for seq in seqs:
                 self._L.llama_memory_seq_cp(self._mem, self.settings.n_seq_max, seq, 0, cached)
@@ -511,7 +599,7 @@ class LlamaEngine:
         # Waiting or admitted jobs decoded nothing: refuse them, nothing to charge.
         for _job, future, *_ in waiting + admitted:
             reject(future, Unavailable(stopped_message(why)))
-        for _tokens, future in embeds:
+        for *_view, future in embeds:
             reject(future, Unavailable(stopped_message(why)))
         # Running jobs did run: report their usage so far so it is charged.
         # llama.cpp is not touched here; its state is suspect and the process restarts.
@@ -523,6 +611,18 @@ class LlamaEngine:
             except BaseException as inner:  # keep resolving the others
                 reject(run.future, Unavailable(stopped_message(why)))
                 log.error("could not report a running job's usage: %r", inner)
+
+
+class _ViewSlot:
+    """A sequence holding a view's prompt (past the prefix cache), for its generation to reuse."""
+
+    __slots__ = ("seq", "tokens", "vectors", "used")
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.tokens: tuple[int, ...] = ()
+        self.vectors: dict[tuple[int, int], np.ndarray] = {}
+        self.used = 0
 
 
 def _common(a: Sequence[int], b: Sequence[int]) -> int:

@@ -97,65 +97,57 @@ def sampler(L: Any, s: ModelSettings, seed: int, temperature: float | None = Non
     return chain
 
 
-# The embedding context's size: risk/embed.py's CONTEXT (a text is cut to fewer tokens before).
-EMBED_CONTEXT = 512
+# The most tokens one view decodes beyond the prefix cache (risk/embed.py cuts a query to fewer).
+VIEW_CONTEXT = 384
 
 
-class Embeddings:
-    """A second llama.cpp context on the engine's loaded model, for mean-pooled embeddings.
+def view_tokens(prompt: Sequence[int], probes: tuple[Sequence[int], Sequence[int]]) -> tuple[int, int]:
+    """Where the user's text lies in a rendered prompt: (first, end) token indices, found as the
+    parts two probe prompts (the same template, different one-token texts) share before and after it."""
+    a, b = probes
+    head = 0
+    while head < min(len(a), len(b)) and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(a), len(b)) - head and a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+    return head, max(head + 1, len(prompt) - tail)
 
-    The same model weights (no second load), the same settings as
-    llama-cpp-python's `Llama(embedding=True, pooling_type=MEAN, n_ctx=n)`,
-    so its vectors are those of risk/embed.py's LlamaEmbedder. Used by the
-    engine's owner thread only (between decode steps), never concurrently.
+
+def decode_view(L: Any, ctx: Any, batch: Any, n_batch: int, n_embd: int, tokens: Sequence[int], seq: int,
+                begin: int, first: int, end: int) -> np.ndarray:
+    """Decode tokens[begin:] into sequence `seq` with hidden states on and return the mean of the
+    last hidden state (after the final norm) over tokens[first:end], float32.
+
+    The KV cells it writes are those generation would write for the same tokens: a prompt decoded
+    here is a prompt prefilled. Shared by the engine (its served context) and risk/embed.py's
+    LlamaEmbedder (a context of its own), so both give the same vectors.
     """
-
-    def __init__(self, L: Any, model: Any, n_ctx: int, threads: int) -> None:
-        self._L = L
-        cp = L.llama_context_default_params()
-        cp.n_ctx = cp.n_batch = cp.n_ubatch = n_ctx
-        cp.n_threads = cp.n_threads_batch = threads
-        cp.embeddings = True
-        cp.pooling_type = L.LLAMA_POOLING_TYPE_MEAN
-        # As Llama(embedding=True) sets them: the same kernels, so the same vectors.
-        cp.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        cp.n_seq_max = min(n_ctx, L.llama_max_parallel_sequences())
-        cp.kv_unified = True
-        self._ctx = L.llama_init_from_model(model, cp)
-        if not self._ctx:
-            raise RuntimeError(f"llama.cpp could not create an embedding context of {n_ctx} tokens")
-        self._mem = L.llama_get_memory(self._ctx)
-        self._batch = L.llama_batch_init(n_ctx, 0, 1)
-        self.n_ctx = n_ctx
-        self.n_embd = L.llama_model_n_embd(model)
-
-    def embed(self, tokens: Sequence[int]) -> np.ndarray:
-        """The mean-pooled last hidden state of `tokens` (at most n_ctx of them), float32."""
-        L, b = self._L, self._batch
-        tokens = list(tokens)[: self.n_ctx]
-        if not tokens:
-            raise ValueError("nothing to embed: no tokens")
-        L.llama_memory_clear(self._mem, True)
-        b.n_tokens = len(tokens)
-        for i, t in enumerate(tokens):
-            b.token[i], b.pos[i], b.n_seq_id[i] = t, i, 1
-            b.seq_id[i][0] = 0
-            # Every token an output: pooling reads them all (llama-cpp-python does the same).
-            b.logits[i] = True
-        rc = L.llama_decode(self._ctx, b)
-        if rc != 0:
-            check_fatal(rc)
-            raise RuntimeError(f"llama_decode returned {rc} on an embedding")
-        ptr = L.llama_get_embeddings_seq(self._ctx, 0)
-        if not ptr:
-            raise RuntimeError("llama.cpp returned no pooled embedding")
-        return np.ctypeslib.as_array(ptr, shape=(self.n_embd,)).astype(np.float32)
-
-    def close(self) -> None:
-        if self._ctx:
-            self._L.llama_batch_free(self._batch)
-            self._L.llama_free(self._ctx)
-            self._ctx = None
+    if not begin <= first < end <= len(tokens):
+        raise ValueError(f"no tokens to pool: begin {begin}, span [{first}, {end}) of {len(tokens)}")
+    rows: list[np.ndarray] = []
+    L.llama_set_embeddings(ctx, True)
+    try:
+        for start in range(begin, len(tokens), n_batch):
+            stop = min(start + n_batch, len(tokens))
+            batch.n_tokens = stop - start
+            for j, k in enumerate(range(start, stop)):
+                batch.token[j], batch.pos[j], batch.n_seq_id[j] = tokens[k], k, 1
+                batch.seq_id[j][0] = seq
+                batch.logits[j] = first <= k < end
+            rc = L.llama_decode(ctx, batch)
+            if rc != 0:
+                check_fatal(rc)
+                raise RuntimeError(f"llama_decode returned {rc} on a view")
+            for j, k in enumerate(range(start, stop)):
+                if first <= k < end:
+                    ptr = L.llama_get_embeddings_ith(ctx, j)
+                    if not ptr:
+                        raise RuntimeError("llama.cpp returned no hidden state")
+                    rows.append(np.ctypeslib.as_array(ptr, shape=(n_embd,)).copy())
+    finally:
+        L.llama_set_embeddings(ctx, False)
+    return np.vstack(rows).mean(axis=0, dtype=np.float64).astype(np.float32)
 
 
 def _llama_log(level: int, text: bytes, user_data: Any) -> None:

@@ -53,7 +53,7 @@ from ponderd.request.outcome import (  # noqa: F401  (AskInput, Outcome, Quote: 
     voted,
     why,
 )
-from ponderd.risk import ClassifierHolder
+from ponderd.risk import ClassifierHolder, embed
 
 log = logging.getLogger("ponder.pipeline")
 
@@ -100,7 +100,7 @@ class Pipeline:
         """Assess and plan without generating or charging."""
 
         async def body(stop: Stop) -> Quote:
-            return (await self._plan(who, req, stop))[0]
+            return (await self._plan(who, req, stop, generates=False))[0]
 
         return await self.inflight.run(body)
 
@@ -239,7 +239,9 @@ class Pipeline:
             log.exception("refinement failed")
             return refine.Refined(vote.text, vote.answer, error=f"refinement failed: {exc}")
 
-    async def _plan(self, who: Principal, req: AskInput, stop: Stop) -> tuple[Quote, dict[str, PreparedPrompt], list[Plan]]:
+    async def _plan(
+        self, who: Principal, req: AskInput, stop: Stop, generates: bool = True,
+    ) -> tuple[Quote, dict[str, PreparedPrompt], list[Plan]]:
         tenant = _tenant(who)
         if not req.prompt.strip():
             raise InvalidRequest("the prompt is empty: put the question in 'prompt'")
@@ -251,7 +253,7 @@ class Pipeline:
         # Assess, and match override rules against, everything the model will read.
         # (a conversation's earlier turns too: the risk is in what was asked before as well).
         text = "\n".join([req.system] * bool(req.system.strip()) + [content for _, content in req.history] + [req.prompt])
-        score = await _score(self.classifier.current(), text, req.explain, stop)
+        score = await _score(self.classifier.current(), text, req.explain, stop, generates)
         assessment = adjust(score, policy, tenant, text, req.hints.severity_floor)
         began = self.clock.monotonic()
         models = self.engine
@@ -422,18 +424,23 @@ def _round_sink(events: EventSink | None) -> Callable[[int, int, str, str], None
     return on_text
 
 
-async def _score(model: Any, text: str, explain: bool, stop: Stop) -> Any:
-    """The classifier's score. A model with the embedding view (docs/risk.md) takes 50-250 ms
-    on a CPU for the queries it embeds: awaited (the engine's owner thread computes it, or a
-    worker thread), so other requests go on. A stop while it waits cancels the scoring,
-    which withdraws an embedding not yet run (engine/llama.py `embed`), and the request ends
-    here, before anything is reserved."""
+async def _score(model: Any, text: str, explain: bool, stop: Stop, generates: bool = False) -> Any:
+    """The classifier's score. A model with the embedding view (docs/risk.md) decodes the
+    prompt for the queries it embeds: awaited (the engine's owner thread reads it from the
+    prompt's prefill, which an ask's generation reuses, or a worker thread computes it), so
+    other requests go on. A stop while it waits cancels the scoring, which withdraws a view
+    not yet run (engine/llama.py `view`), and the request ends here, before anything is
+    reserved. `generates`: an ask, whose generation follows (risk/embed.py GENERATES)."""
     if getattr(model, "embedder", None) is None:
         return model.score(text, explain=explain)
     score_async = getattr(model, "score_async", None)
     if score_async is None:  # scored in a worker thread, which runs to its end
         return await asyncio.to_thread(model.score, text, explain)
-    scoring = asyncio.ensure_future(score_async(text, explain))
+    mark = embed.GENERATES.set(generates)
+    try:  # the task copies the context as it is now
+        scoring = asyncio.ensure_future(score_async(text, explain))
+    finally:
+        embed.GENERATES.reset(mark)
     stop.on_stop(scoring.cancel)
     try:
         return await scoring

@@ -1,33 +1,36 @@
-"""The second feature view: the served model's mean-pooled hidden state (docs/risk.md, "A second view").
+"""The second feature view: the served model's hidden states over the query, read from the prompt's prefill (docs/risk.md, "A second view").
 
 The n-gram view cannot know that a field it has no words for is high-stakes;
 an embedding from a language model carries some meaning beyond surface words.
-This module turns a query into the mean-pooled last hidden state of a GGUF
-model loaded through llama-cpp-python (by default the embedded SmolLM2-135M
-the engine serves, found the way engine/model_file.py finds it), and keeps the
-vectors in a cache keyed by the model file and the text, so cross-validation
-embeds each corpus line once.
+This module turns a query into the mean of the last hidden state (after the
+final norm) of a GGUF model loaded through llama-cpp-python (by default the
+embedded SmolLM2-135M the engine serves, found the way engine/model_file.py
+finds it) over the query's tokens *inside the prompt generation would
+prefill*: the model's chat template around the shipped system prompt and the
+query (VIEW_SYSTEM). So on a daemon whose engine serves that model the view
+costs no forward pass of its own: the engine decodes the prompt once, reads
+the view from that pass, and the generation that follows reuses the prompt's
+KV cells (engine/llama.py `view`). The vectors are kept in a cache keyed by
+the model file and the text, so cross-validation embeds each corpus line once.
 
-On this project's CPU hosts one query costs 50-250 ms (about 3 ms a token,
-and a second thread buys nothing), against under 1 ms for the n-gram path
-(bench/risk_embedding.py measures both), so a served model asks for it only
-where the n-grams are unsure (risk/cascade.py). Static word embeddings
-(WordLlama, under 0.1 ms a query) were measured in its place and lost to the
-n-grams alone (docs/risk.md).
+Decoding a query costs about 2 ms a token on this project's CPU hosts
+(bench/risk_view_candidates.py), against under 1 ms for the n-gram path, so a
+served model asks for it only where the n-grams are unsure (risk/cascade.py).
+Static word embeddings (WordLlama, under 0.1 ms a query) were measured in its
+place and lost to the n-grams alone (docs/risk.md).
 
-Two embedders give the same vectors (the same model file, tokens and
-llama.cpp settings; tests/engine/test_embeddings.py checks it): LlamaEmbedder
-loads its own context (training, cross-validation, a daemon whose engine
-serves another model), and EngineEmbedder asks the serving engine, whose owner
-thread runs the embedding between decode steps — on a busy host a second
-context's threads fought the engine's for the cores (docs/risk.md, "What it
-costs").
+Two embedders give the same vectors (the same model file, prompt, tokens and
+llama.cpp code, engine/native.py `decode_view`; tests/engine/test_embeddings.py
+checks it): LlamaEmbedder decodes in a context of its own (training,
+cross-validation, a daemon whose engine serves another model), and
+EngineEmbedder asks the serving engine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import hashlib
 import os
 import pathlib
@@ -36,13 +39,23 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from ponderd.engine import native
 from ponderd.engine.model_file import file_sha256
+from ponderd.settings import ModelSettings
 
 # One thread: on a shared two-core host a second thread bought nothing (measured).
 THREADS = 1
-CONTEXT = 512
 # Enough for every corpus query; longer texts are cut to this many tokens.
 MAX_TOKENS = 256
+# The system prompt of the view's prompt: the shipped default (settings.py), whatever a
+# daemon's model.system_prompt says, so a vector depends on the query alone. A daemon that
+# serves this system prompt reuses a view's prefill for the generation; another decodes twice.
+VIEW_SYSTEM = ModelSettings().system_prompt
+
+
+# True while a request that will generate from the assessed prompt (an ask) is assessed:
+# the engine then holds its next step briefly for that generation (engine/llama.py `view`).
+GENERATES: contextvars.ContextVar[bool] = contextvars.ContextVar("ponder_view_generates", default=False)
 
 
 class Embedder(Protocol):
@@ -59,46 +72,91 @@ def default_model_path() -> pathlib.Path:
 
 
 def embedder_name(path: pathlib.Path) -> str:
-    """What a model's embeddings are called (the artifact's `embedding_model`): file name, digest, pooling."""
+    """What a model's embeddings are called (the artifact's `embedding_model`): file name, digest, view."""
     # The engine's digest of the same file (kept per size and mtime): the model is hashed once.
-    return f"{path.name}:{file_sha256(path)[:16]}:mean"
+    system = hashlib.sha256(VIEW_SYSTEM.encode()).hexdigest()[:8]
+    return f"{path.name}:{file_sha256(path)[:16]}:prompt-mean-{system}"
 
 
-def cut(text: str, tokenize: Callable[[str], Sequence[int]], detokenize: Callable[[Sequence[int]], str]) -> list[int]:
-    """The tokens embedded for `text` (BOS first): at most MAX_TOKENS; a longer text is cut
-    there and read back as text, as LlamaEmbedder does through llama-cpp-python."""
-    tokens = list(tokenize(text or " "))[:MAX_TOKENS]
-    if len(tokens) == MAX_TOKENS:
-        tokens = list(tokenize(detokenize(tokens) or " "))[:CONTEXT]
-    return tokens
+def cut(text: str, tokenize: Callable[[str], Sequence[int]], detokenize: Callable[[Sequence[int]], str]) -> str:
+    """The query text the view reads: at most MAX_TOKENS tokens; a longer text is cut there and read back."""
+    tokens = list(tokenize(text or " "))
+    return (detokenize(tokens[:MAX_TOKENS]) or " ") if len(tokens) > MAX_TOKENS else (text or " ")
+
+
+class ViewPrompt:
+    """A query's view prompt: the rendered chat prompt's tokens and where the query lies in them."""
+
+    def __init__(self, render: Callable[[str], Sequence[int]], tokenize: Callable[[str], Sequence[int]],
+                 detokenize: Callable[[Sequence[int]], str]) -> None:
+        self._render, self._tokenize, self._detokenize = render, tokenize, detokenize
+        self._probes = (tuple(render("1")), tuple(render("A")))
+
+    def __call__(self, text: str) -> tuple[tuple[int, ...], int, int]:
+        tokens = tuple(self._render(cut(text, self._tokenize, self._detokenize)))
+        first, end = native.view_tokens(tokens, self._probes)
+        return tokens, first, end
 
 
 class LlamaEmbedder:
-    """Mean-pooled hidden state of a GGUF model, one query at a time.
+    """The view from a llama.cpp context of its own, one query at a time.
 
     The file is identified (hashed) at once, so a model trained on another
-    file's embeddings is refused on load; the llama.cpp context is made on
-    the first query that needs it, so a cascade that rarely asks, or a daemon
-    that never does, does not pay for it at start.
+    file's embeddings is refused on load; the context is made on the first
+    query that needs it, so a cascade that rarely asks, or a daemon that
+    never does, does not pay for it at start. Like the engine, it decodes the
+    prompt's shared opening once and the rest of each query's prompt after it.
     """
 
     def __init__(self, path: pathlib.Path | None = None, threads: int = THREADS) -> None:
         self.path = path or default_model_path()
         self.name = embedder_name(self.path)
         self.threads = threads
-        self._llm: Any = None
+        self._state: Any = None
         self._lock = threading.Lock()
 
     def _load(self) -> Any:
-        if self._llm is None:
+        if self._state is None:
             os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-            import llama_cpp
+            import llama_cpp as L
 
-            self._llm = llama_cpp.Llama(
-                str(self.path), embedding=True, n_ctx=CONTEXT, n_batch=CONTEXT, n_threads=self.threads,
-                pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, verbose=False,
-            )
-        return self._llm
+            L.llama_backend_init()
+            native.route_llama_logs(L)
+            model = L.llama_model_load_from_file(str(self.path).encode(), L.llama_model_default_params())
+            if not model:
+                raise RuntimeError(f"llama.cpp could not load {self.path}")
+            vocab = L.llama_model_get_vocab(model)
+            template = L.llama_model_chat_template(model, None)
+
+            def render(text: str) -> tuple[int, ...]:
+                return native.tokenize(L, vocab, native.render_chat(L, template, VIEW_SYSTEM, text), True)
+
+            view = ViewPrompt(render, lambda t: native.tokenize(L, vocab, t, False), lambda ts: native.detokenize(L, vocab, ts))
+            head = native.view_tokens(view._probes[0], view._probes)[0]
+            cp = L.llama_context_default_params()
+            n_batch = ModelSettings().n_batch
+            cp.n_ctx, cp.n_batch, cp.n_ubatch = head + native.VIEW_CONTEXT, n_batch, n_batch
+            cp.n_threads = cp.n_threads_batch = self.threads
+            # As the engine's served context: the same kernels, so the same vectors.
+            cp.n_seq_max, cp.kv_unified, cp.pooling_type = 2, True, L.LLAMA_POOLING_TYPE_NONE
+            ctx = L.llama_init_from_model(model, cp)
+            if not ctx:
+                L.llama_model_free(model)
+                raise RuntimeError("llama.cpp could not create a context for the view")
+            batch = L.llama_batch_init(n_batch, 0, 2)
+            mem = L.llama_get_memory(ctx)
+            prefix = list(view._probes[0][:head])
+            if prefix:  # sequence 1 keeps the shared opening, as the engine's prefix cache does
+                b = batch
+                b.n_tokens = len(prefix)
+                for i, t in enumerate(prefix):
+                    b.token[i], b.pos[i], b.n_seq_id[i] = t, i, 1
+                    b.seq_id[i][0] = 1
+                    b.logits[i] = False
+                if L.llama_decode(ctx, b) != 0:
+                    raise RuntimeError("llama_decode failed on the view's prompt opening")
+            self._state = (L, ctx, mem, batch, n_batch, L.llama_model_n_embd(model), view, prefix)
+        return self._state
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         rows = []
@@ -106,10 +164,16 @@ class LlamaEmbedder:
             # One text per hold of the lock: a retrain embedding the corpus
             # must not hold a served query's embedding for minutes.
             with self._lock:
-                llm = self._load()
-                tokens = llm.tokenize(t.encode("utf-8"), add_bos=True)[:MAX_TOKENS]
-                text = llm.detokenize(tokens).decode("utf-8", "ignore") if len(tokens) == MAX_TOKENS else t
-                rows.append(np.asarray(llm.embed(text or " "), dtype=np.float32))
+                L, ctx, mem, batch, n_batch, n_embd, view, prefix = self._load()
+                tokens, first, end = view(t)
+                L.llama_memory_seq_rm(mem, 0, -1, -1)
+                # What the engine takes from its prefix cache (a text's first token can merge with
+                # the opening's last, e.g. a leading space): the tokens both share, none of the span.
+                shared = next((i for i, (x, y) in enumerate(zip(prefix, tokens)) if x != y), min(len(prefix), len(tokens)))
+                cached = min(shared, first, len(tokens) - 1)
+                if cached:
+                    L.llama_memory_seq_cp(mem, 1, 0, 0, cached)
+                rows.append(native.decode_view(L, ctx, batch, n_batch, n_embd, tokens, 0, cached, first, end))
         return np.vstack(rows) if rows else np.empty((0, 0), dtype=np.float32)
 
 
@@ -120,14 +184,16 @@ class EmbeddingEngine(Protocol):
 
     def detokenize(self, tokens: Sequence[int]) -> str: ...
 
-    def embed(self, tokens: Sequence[int]) -> concurrent.futures.Future: ...
+    def prepare(self, system: str, prompt: str) -> Any: ...
+
+    def view(self, tokens: Sequence[int], first: int, end: int, linger: bool = False) -> concurrent.futures.Future: ...
 
 
 class EngineEmbedder:
-    """LlamaEmbedder's vectors, computed by the serving engine's owner thread (no second model load).
+    """LlamaEmbedder's vectors, read by the serving engine from the prompt's own prefill.
 
     `aembed` is the request path's: awaiting it waits for the engine's next
-    turn (embeddings go ahead of new prompts' prefill), and cancelling it
+    turn (views go ahead of new prompts' prefill), and cancelling it
     withdraws a job that has not started. `embed` blocks (any other thread).
     """
 
@@ -136,12 +202,18 @@ class EngineEmbedder:
         self.path = path
         self.name = embedder_name(path)
         self._offline: LlamaEmbedder | None = None
+        self._prompt: ViewPrompt | None = None
 
-    def _tokens(self, text: str) -> list[int]:
-        return cut(text, lambda t: self.engine.tokenize(t, special=False, add_special=True), self.engine.detokenize)
+    def prompt(self, text: str) -> tuple[tuple[int, ...], int, int]:
+        """The view's prompt tokens for `text` and the query's span in them."""
+        if self._prompt is None:
+            e = self.engine
+            self._prompt = ViewPrompt(lambda t: e.prepare(VIEW_SYSTEM, t).tokens,
+                                      lambda t: e.tokenize(t, special=False), e.detokenize)
+        return self._prompt(text)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        rows = [self.engine.embed(self._tokens(t)).result() for t in texts]
+        rows = [self.engine.view(*self.prompt(t)).result() for t in texts]
         return np.vstack(rows) if rows else np.empty((0, 0), dtype=np.float32)
 
     def offline(self) -> LlamaEmbedder:
@@ -152,7 +224,7 @@ class EngineEmbedder:
         return self._offline
 
     async def aembed(self, text: str) -> np.ndarray:
-        future = self.engine.embed(self._tokens(text))
+        future = self.engine.view(*self.prompt(text), linger=GENERATES.get())
         # wrap_future: cancelling the await cancels the engine's future, which withdraws the job.
         vector: np.ndarray = await asyncio.wrap_future(future)
         return vector
