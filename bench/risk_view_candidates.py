@@ -3,14 +3,16 @@
     python bench/risk_view_candidates.py [--repeats 10] [--out bench/results/risk_view_candidates.txt]
 
 One process, the embedded model loaded once (engine/llama.py), quiet host. Per
-query length (tokens, BOS included), interleaved, the median of --repeats:
-- `embedding context`: the second view as shipped (engine/native.py
-  Embeddings: mean pooling, every token an output, so llama.cpp runs the
-  output layer for each) with 1 and with 2 threads;
+query length (tokens), interleaved, the median of --repeats:
+- `embedding context`: the earlier view (until #24's last change): a second
+  llama.cpp context with mean pooling, every token an output, so llama.cpp
+  runs the output layer for each, with 1 and with 2 threads;
 - `served prefill`: the same tokens decoded by the serving context with only
-  the last token's logits, which a request's prompt pays anyway; the first
-  candidate of issue #24 (reading the pooled hidden state from that pass)
-  would add nothing beyond it for an ask, and all of it for a quote.
+  the last token's logits, which a request's prompt pays anyway;
+- `view from the served prefill` (shipped): the same pass with hidden states
+  on, the last token's read (engine/native.py decode_view): what the engine
+  runs for a view, and an ask's generation then reuses its cells, so for an
+  ask it replaces the prefill rather than adding to it.
 Also the routed share and token lengths of the held-out queries the shipped
 cascade embeds, which set where p50 and p90 of the added latency fall.
 """
@@ -23,6 +25,7 @@ import pathlib
 import statistics
 import sys
 import time
+from typing import Any
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -36,6 +39,37 @@ from ponderd.settings import ModelSettings  # noqa: E402
 LENGTHS = (8, 16, 33, 68, 128)
 
 
+class MeanContext:
+    """The earlier view's context: llama-cpp-python's Llama(embedding=True, pooling_type=MEAN) settings."""
+
+    def __init__(self, L: Any, model: Any, n_ctx: int, threads: int) -> None:
+        self._L = L
+        cp = L.llama_context_default_params()
+        cp.n_ctx = cp.n_batch = cp.n_ubatch = n_ctx
+        cp.n_threads = cp.n_threads_batch = threads
+        cp.embeddings, cp.pooling_type = True, L.LLAMA_POOLING_TYPE_MEAN
+        cp.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        cp.n_seq_max, cp.kv_unified = min(n_ctx, L.llama_max_parallel_sequences()), True
+        self._ctx = L.llama_init_from_model(model, cp)
+        self._mem = L.llama_get_memory(self._ctx)
+        self._batch = L.llama_batch_init(n_ctx, 0, 1)
+
+    def embed(self, tokens: list[int]) -> None:
+        L, b = self._L, self._batch
+        L.llama_memory_clear(self._mem, True)
+        b.n_tokens = len(tokens)
+        for i, t in enumerate(tokens):
+            b.token[i], b.pos[i], b.n_seq_id[i] = t, i, 1
+            b.seq_id[i][0] = 0
+            b.logits[i] = True
+        if L.llama_decode(self._ctx, b) != 0 or not L.llama_get_embeddings_seq(self._ctx, 0):
+            raise RuntimeError("the embedding failed")
+
+    def close(self) -> None:
+        self._L.llama_batch_free(self._batch)
+        self._L.llama_free(self._ctx)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=10)
@@ -45,15 +79,19 @@ def main() -> None:
     eng = LlamaEngine(ModelSettings(n_ctx=1024, n_seq_max=2, prefix_cache=False, n_threads=2), max_queue=4)
     eng.start()
     L = eng._L
-    one, two = native.Embeddings(L, eng._model, 512, 1), native.Embeddings(L, eng._model, 512, 2)
+    one, two = MeanContext(L, eng._model, 512, 1), MeanContext(L, eng._model, 512, 2)
     mem = L.llama_get_memory(eng._ctx)
 
     def prefill(tokens: list[int]) -> None:
         L.llama_memory_seq_rm(mem, 0, -1, -1)
         eng._decode_prompt(tokens, [0])
 
+    def view(tokens: list[int]) -> None:
+        L.llama_memory_seq_rm(mem, 0, -1, -1)
+        native.decode_view(L, eng._ctx, eng._batch, 512, eng._n_embd, tokens, 0, 0, len(tokens) - 1, len(tokens))
+
     ways = {"embedding context, 1 thread": one.embed, "embedding context, 2 threads": two.embed,
-            "served prefill, 2 threads": prefill}
+            "served prefill, 2 threads": prefill, "view from the served prefill, 2 threads": view}
     took: dict[tuple[str, int], list[float]] = {}
     try:
         for n in LENGTHS:
@@ -67,7 +105,7 @@ def main() -> None:
                     took.setdefault((name, n), []).append(time.perf_counter() - t)
         model = artifact.load(artifact.SHIPPED_DIR)
         texts = [e.text for e in corpus.load(corpus.heldout_files())]
-        lengths = sorted(len(eng.tokenize(t, special=False, add_special=True)) for t in texts if model.routed(t))
+        lengths = sorted(len(eng.tokenize(t, special=False)) for t in texts if model.routed(t))
     finally:
         one.close()
         two.close()

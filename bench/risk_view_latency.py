@@ -14,9 +14,9 @@ default policy), one per way of serving the risk classifier:
 In each round every daemon in turn is put under the same generation load
 (`--load` streaming asks kept in flight, level `direct`: up to 256 tokens)
 and is sent the same `--queries` held-out queries one at a time through the
-Python client, each twice: a streaming ask (level `direct`), timed to its
-first streamed piece and then closed, and a quote; the other two daemons are
-idle meanwhile. Rounds interleave the three, so drift hits all alike.
+Python client, twice: first each is quoted, then each is asked (streaming,
+level `direct`), timed to its first streamed piece and then closed; the
+other two daemons are idle meanwhile. Rounds interleave the three, so drift hits all alike.
 Reported: p50/p90/p99 time to the first token and quote latency per way, the
 view's added latency (each percentile minus `off`'s), and the same for the
 queries the cascade embeds alone.
@@ -133,6 +133,15 @@ def main() -> None:
                     c.quote(texts[0])  # the first embedding loads its context: not timed
                     with Load(address, token, args.load) as load:
                         started, before = time.perf_counter(), load.tokens
+                        # Quotes, then asks, in the same order: by an ask's turn its quote's view
+                        # slot holds a later query (engine/llama.py VIEW_SLOTS), so neither reuses the other.
+                        for t in texts:
+                            s = time.perf_counter()
+                            c.quote(t)
+                            took = time.perf_counter() - s
+                            times[way].append(took)
+                            if t in routed:
+                                routed_times[way].append(took)
                         for t in texts:
                             s = time.perf_counter()
                             for event in c.ask_stream(t, level="direct", seed=r):
@@ -142,12 +151,6 @@ def main() -> None:
                             first[way].append(took)
                             if t in routed:
                                 routed_first[way].append(took)
-                            s = time.perf_counter()
-                            c.quote(t)
-                            took = time.perf_counter() - s
-                            times[way].append(took)
-                            if t in routed:
-                                routed_times[way].append(took)
                         load_rate[way].append((load.tokens - before) / (time.perf_counter() - started))
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     lines = [

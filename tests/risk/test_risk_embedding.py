@@ -190,3 +190,11 @@ def test_when_embedding_fails_the_cascade_keeps_the_ngram_verdict_and_says_so(ca
     # The first failure and the tenth are logged, not every one.
     assert len(warnings) == 2 and "RuntimeError: llama_decode returned -1" in warnings[0]
     assert "10 time(s) so far" in warnings[1]
+
+
+def test_a_long_query_is_cut_to_max_tokens_and_read_back():
+    words = lambda t: t.split()  # noqa: E731  (a whitespace tokenizer)
+    back = " ".join
+    assert embed.cut("a b c", words, back) == "a b c"
+    assert embed.cut("", words, back) == " "
+    assert embed.cut("w " * (embed.MAX_TOKENS + 5), words, back) == " ".join(["w"] * embed.MAX_TOKENS)

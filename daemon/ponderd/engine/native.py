@@ -101,23 +101,10 @@ def sampler(L: Any, s: ModelSettings, seed: int, temperature: float | None = Non
 VIEW_CONTEXT = 384
 
 
-def view_tokens(prompt: Sequence[int], probes: tuple[Sequence[int], Sequence[int]]) -> tuple[int, int]:
-    """Where the user's text lies in a rendered prompt: (first, end) token indices, found as the
-    parts two probe prompts (the same template, different one-token texts) share before and after it."""
-    a, b = probes
-    head = 0
-    while head < min(len(a), len(b)) and a[head] == b[head]:
-        head += 1
-    tail = 0
-    while tail < min(len(a), len(b)) - head and a[-1 - tail] == b[-1 - tail]:
-        tail += 1
-    return head, max(head + 1, len(prompt) - tail)
-
-
 def decode_view(L: Any, ctx: Any, batch: Any, n_batch: int, n_embd: int, tokens: Sequence[int], seq: int,
                 begin: int, first: int, end: int) -> np.ndarray:
     """Decode tokens[begin:] into sequence `seq` with hidden states on and return the mean of the
-    last hidden state (after the final norm) over tokens[first:end], float32.
+    last hidden state (after the final norm) over tokens[first:end] (the view: the last token), float32.
 
     The KV cells it writes are those generation would write for the same tokens: a prompt decoded
     here is a prompt prefilled. Shared by the engine (its served context) and risk/embed.py's

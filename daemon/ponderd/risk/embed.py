@@ -2,12 +2,11 @@
 
 The n-gram view cannot know that a field it has no words for is high-stakes;
 an embedding from a language model carries some meaning beyond surface words.
-This module turns a query into the mean of the last hidden state (after the
-final norm) of a GGUF model loaded through llama-cpp-python (by default the
-embedded SmolLM2-135M the engine serves, found the way engine/model_file.py
-finds it) over the query's tokens *inside the prompt generation would
-prefill*: the model's chat template around the shipped system prompt and the
-query (VIEW_SYSTEM). So on a daemon whose engine serves that model the view
+This module turns a query into the last hidden state (after the final norm)
+of a GGUF model loaded through llama-cpp-python (by default the embedded
+SmolLM2-135M the engine serves, found the way engine/model_file.py finds it)
+at the last token of *the prompt generation would prefill*: the model's chat
+template around the shipped system prompt (VIEW_SYSTEM) and the query. So on a daemon whose engine serves that model the view
 costs no forward pass of its own: the engine decodes the prompt once, reads
 the view from that pass, and the generation that follows reuses the prompt's
 KV cells (engine/llama.py `view`). The vectors are kept in a cache keyed by
@@ -75,7 +74,7 @@ def embedder_name(path: pathlib.Path) -> str:
     """What a model's embeddings are called (the artifact's `embedding_model`): file name, digest, view."""
     # The engine's digest of the same file (kept per size and mtime): the model is hashed once.
     system = hashlib.sha256(VIEW_SYSTEM.encode()).hexdigest()[:8]
-    return f"{path.name}:{file_sha256(path)[:16]}:prompt-mean-{system}"
+    return f"{path.name}:{file_sha256(path)[:16]}:prompt-last-{system}"
 
 
 def cut(text: str, tokenize: Callable[[str], Sequence[int]], detokenize: Callable[[Sequence[int]], str]) -> str:
@@ -85,17 +84,24 @@ def cut(text: str, tokenize: Callable[[str], Sequence[int]], detokenize: Callabl
 
 
 class ViewPrompt:
-    """A query's view prompt: the rendered chat prompt's tokens and where the query lies in them."""
+    """A query's view prompt: the rendered chat prompt's tokens and the span pooled, its last token.
+
+    The last token (the template's "assistant" turn opening) is where the model
+    has read the whole prompt: its hidden state beat the mean over the query's
+    tokens on the grouped splits (docs/risk.md, "A second view"), and it is
+    the one token a prefill outputs anyway.
+    """
 
     def __init__(self, render: Callable[[str], Sequence[int]], tokenize: Callable[[str], Sequence[int]],
                  detokenize: Callable[[Sequence[int]], str]) -> None:
         self._render, self._tokenize, self._detokenize = render, tokenize, detokenize
-        self._probes = (tuple(render("1")), tuple(render("A")))
+        a, b = tuple(render("1")), tuple(render("A"))
+        # The template's opening every view prompt shares (the engine's prefix cache holds the same).
+        self.opening = a[: next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))]
 
     def __call__(self, text: str) -> tuple[tuple[int, ...], int, int]:
         tokens = tuple(self._render(cut(text, self._tokenize, self._detokenize)))
-        first, end = native.view_tokens(tokens, self._probes)
-        return tokens, first, end
+        return tokens, len(tokens) - 1, len(tokens)
 
 
 class LlamaEmbedder:
@@ -132,10 +138,10 @@ class LlamaEmbedder:
                 return native.tokenize(L, vocab, native.render_chat(L, template, VIEW_SYSTEM, text), True)
 
             view = ViewPrompt(render, lambda t: native.tokenize(L, vocab, t, False), lambda ts: native.detokenize(L, vocab, ts))
-            head = native.view_tokens(view._probes[0], view._probes)[0]
+            prefix = list(view.opening)
             cp = L.llama_context_default_params()
             n_batch = ModelSettings().n_batch
-            cp.n_ctx, cp.n_batch, cp.n_ubatch = head + native.VIEW_CONTEXT, n_batch, n_batch
+            cp.n_ctx, cp.n_batch, cp.n_ubatch = len(prefix) + native.VIEW_CONTEXT, n_batch, n_batch
             cp.n_threads = cp.n_threads_batch = self.threads
             # As the engine's served context: the same kernels, so the same vectors.
             cp.n_seq_max, cp.kv_unified, cp.pooling_type = 2, True, L.LLAMA_POOLING_TYPE_NONE
@@ -145,7 +151,6 @@ class LlamaEmbedder:
                 raise RuntimeError("llama.cpp could not create a context for the view")
             batch = L.llama_batch_init(n_batch, 0, 2)
             mem = L.llama_get_memory(ctx)
-            prefix = list(view._probes[0][:head])
             if prefix:  # sequence 1 keeps the shared opening, as the engine's prefix cache does
                 b = batch
                 b.n_tokens = len(prefix)

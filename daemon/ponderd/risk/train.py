@@ -59,8 +59,8 @@ class Hyper:
     grouped_calibration: bool = True
     # Word n-grams also read one token per stakes cue (model.with_cues).
     stakes_cues: bool = False
-    # Weight of the second view (risk/embed.py: the served model's mean-pooled
-    # hidden state) beside the n-grams; 0 = n-grams only. Each embedding
+    # Weight of the second view (risk/embed.py: the served model's hidden state
+    # at the last token of the query's prompt) beside the n-grams; 0 = n-grams only. Each embedding
     # dimension is standardised and the block scaled to this row norm, so 1.0
     # weighs it like one of the two (unit-norm) TF-IDF blocks. An experiment:
     # docs/risk.md "A second view" has its figures and cost.
