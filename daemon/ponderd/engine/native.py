@@ -113,19 +113,26 @@ def decode_view(L: Any, ctx: Any, batch: Any, n_batch: int, n_embd: int, tokens:
     if not begin <= first < end <= len(tokens):
         raise ValueError(f"no tokens to pool: begin {begin}, span [{first}, {end}) of {len(tokens)}")
     rows: list[np.ndarray] = []
+
+    def run(start: int, stop: int) -> None:
+        batch.n_tokens = stop - start
+        for j, k in enumerate(range(start, stop)):
+            batch.token[j], batch.pos[j], batch.n_seq_id[j] = tokens[k], k, 1
+            batch.seq_id[j][0] = seq
+            batch.logits[j] = first <= k < end
+        rc = L.llama_decode(ctx, batch)
+        if rc != 0:
+            check_fatal(rc)
+            raise RuntimeError(f"llama_decode returned {rc} on a view")
+
+    # Before the span as a plain prefill: with hidden states on, llama.cpp outputs every token.
+    for start in range(begin, first, n_batch):
+        run(start, min(start + n_batch, first))
     L.llama_set_embeddings(ctx, True)
     try:
-        for start in range(begin, len(tokens), n_batch):
+        for start in range(first, len(tokens), n_batch):
             stop = min(start + n_batch, len(tokens))
-            batch.n_tokens = stop - start
-            for j, k in enumerate(range(start, stop)):
-                batch.token[j], batch.pos[j], batch.n_seq_id[j] = tokens[k], k, 1
-                batch.seq_id[j][0] = seq
-                batch.logits[j] = first <= k < end
-            rc = L.llama_decode(ctx, batch)
-            if rc != 0:
-                check_fatal(rc)
-                raise RuntimeError(f"llama_decode returned {rc} on a view")
+            run(start, stop)
             for j, k in enumerate(range(start, stop)):
                 if first <= k < end:
                     ptr = L.llama_get_embeddings_ith(ctx, j)
