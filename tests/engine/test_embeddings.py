@@ -53,12 +53,14 @@ def test_a_generation_after_its_view_reuses_the_prompts_cells_and_writes_the_sam
 
     for k in range(VIEW_SLOTS):  # every slot holds another prompt: the next job decodes its own
         engine_embedder.embed([f"filler prompt number {k}"])
-    reused = engine.reused
+    reused, whole = engine.reused, engine.reused_whole
     alone = asyncio.run(engine.generate(_job(engine, prompt=text)))
     assert engine.reused == reused
     engine_embedder.embed([text])
     after_view = asyncio.run(engine.generate(_job(engine, prompt=text)))
-    assert engine.reused == reused + 1  # one forward pass over the prompt, not two
+    # One forward pass over the prompt, not two: the job decoded none of it, and its first
+    # tokens were sampled from the logits the view's last token left.
+    assert (engine.reused, engine.reused_whole) == (reused + 1, whole + 1)
     assert [s.text for s in after_view.samples] == [s.text for s in alone.samples]
     assert [s.answer_tokens for s in after_view.samples] == [s.answer_tokens for s in alone.samples]
 
@@ -274,3 +276,22 @@ def test_only_a_view_whose_ask_follows_holds_the_next_step(engine, engine_embedd
     assert still_running, "the job ended before the views ran: nothing to hold"
     assert after_quote == before
     assert after_ask - after_quote >= LINGER_S * 0.9
+
+
+def test_a_thinking_job_after_its_view_reuses_all_but_the_prompts_last_token(engine, engine_embedder):
+    """Its prompt goes on past the view's (the thinking block's opening): the cells are shared, the rest decoded."""
+    from ponderd.engine.llama import VIEW_SLOTS
+
+    text = "Is 17 a prime number?"
+
+    def thinking():
+        return GenerationJob(engine.prepare("", text), 1, 16, 16, 5, extract_answer, lambda answers, remaining: False)
+
+    for k in range(VIEW_SLOTS):
+        engine_embedder.embed([f"another filler prompt {k}"])
+    alone = asyncio.run(engine.generate(thinking()))
+    reused, whole = engine.reused, engine.reused_whole
+    engine_embedder.embed([text])
+    after_view = asyncio.run(engine.generate(thinking()))
+    assert (engine.reused, engine.reused_whole) == (reused + 1, whole)
+    assert [s.text for s in after_view.samples] == [s.text for s in alone.samples]

@@ -73,6 +73,7 @@ class LlamaEngine:
         self._prefix: list[int] = []
         self.embedded = 0
         self.reused = 0
+        self.reused_whole = 0  # of those, jobs that decoded none of their prompt (first tokens from the view's logits)
         self.lingered = 0.0
         self.markers = DEFAULT_MARKERS
         self.template_text = ""
@@ -290,6 +291,28 @@ class LlamaEngine:
         """How many of a view's tokens the prefix cache holds (at least one is left to decode)."""
         return min(_common(self._prefix, tokens), len(tokens) - 1) if self._prefix else 0
 
+    def _whole(self, tokens: Sequence[int]) -> _ViewSlot | None:
+        """The view slot holding exactly these tokens, its last token's logits kept, if any."""
+        tokens = tuple(tokens)
+        return next((sl for sl in self._slots if sl.tokens == tokens and sl.logits is not None), None)
+
+    def _first_tokens(self, run: Running, logits: np.ndarray) -> None:
+        """The job's first samples' first tokens from a view's kept logits (its prompt all decoded):
+        what `_prefill_run` does after decoding the prompt's last token."""
+        tokens, seqs, job = run.prompt, run.seqs, run.job
+        try:
+            for i in run.waiting:
+                self._L.llama_memory_seq_rm(self._mem, seqs[i], len(tokens) - 1, -1)
+            for i in range(first_samples(job)):
+                if not run.states[i].done:
+                    self._accept(run, i, native.sample_from(self._L, run.samplers[i], logits), -1, logits)
+        except native.EngineFault:
+            raise
+        except Exception as exc:  # one bad job must not stop the loop
+            log.exception("starting a job failed")
+            run.fail(f"starting the job failed: {exc}")
+        self._finish_if_done(run)
+
     def _reuse(self, job: GenerationJob) -> tuple[int, int]:
         """(sequence, tokens): the view slot holding most of the job's prompt, and how much of it
         (at least one token is left to decode); (-1, 0) when none holds more than the prefix cache.
@@ -381,7 +404,7 @@ class LlamaEngine:
         slot = min(self._slots, key=lambda sl: sl.used)
         L = self._L
         L.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
-        slot.tokens, slot.vectors = (), {}
+        slot.tokens, slot.vectors, slot.logits = (), {}, None
         cached = min(self._cached_view(tokens), first)
         if cached:
             L.llama_memory_seq_cp(self._mem, self.settings.n_seq_max, slot.seq, 0, cached)
@@ -392,6 +415,8 @@ class LlamaEngine:
             L.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
             raise
         slot.tokens, slot.vectors, slot.used = tokens, {(first, end): vector}, self._turn
+        # The prompt's last token was output: a job for exactly this prompt samples from these.
+        slot.logits = native.logits(L, self._ctx, -1, self._n_vocab).copy() if end == len(tokens) else None
         return vector, len(tokens) - cached
 
     def _take_admissible(self) -> list[tuple[GenerationJob, concurrent.futures.Future, list[int]]]:
@@ -446,13 +471,18 @@ class LlamaEngine:
             if self._queue.closing:  # admitted just before close(): stop it like the others
                 job.cancelled.set()
         run.prompt = tokens
-        source, reused = self._reuse(job)
+        whole = self._whole(tokens)
+        source, reused = (whole.seq, len(tokens)) if whole is not None else self._reuse(job)
         if reused:
             # A view decoded this prompt: the job's sequences join its cells.
             for seq in seqs:
                 self._L.llama_memory_seq_cp(self._mem, source, seq, 0, reused)
             run.prefilled = reused
             self.reused += 1
+            if whole is not None and whole.logits is not None:
+                # All of it, the last token too: nothing to decode, the first tokens come from its logits.
+                self.reused_whole += 1
+                self._first_tokens(run, whole.logits)
         elif cached:
             # The job's sequences join the cached prefix's cells; its own tokens are decoded from there.
             for seq in seqs:
@@ -540,14 +570,14 @@ class LlamaEngine:
         for run in list(self._running):
             self._finish_if_done(run)
 
-    def _accept(self, run: Running, i: int, token: int, idx: int) -> None:
+    def _accept(self, run: Running, i: int, token: int, idx: int, logits: np.ndarray | None = None) -> None:
         # Whatever a job's callbacks (or its bookkeeping) raise fails that job
         # only; the try costs nothing until something raises.
         st, job, what = run.states[i], run.job, "the sample bookkeeping"
         try:
             L = self._L
             # About 0.1-0.2 ms per token for SmolLM2's 49k-token vocabulary (docs/benchmarks.md).
-            logprob = token_logprob(native.logits(L, self._ctx, idx, self._n_vocab), token)
+            logprob = token_logprob(native.logits(L, self._ctx, idx, self._n_vocab) if logits is None else logits, token)
             st.accept(token, native.piece(L, self._vocab, token), bool(L.llama_vocab_is_eog(self._vocab, token)), logprob)
             if st.sink_error is not None:
                 what = "the text sink (on_text)"
@@ -618,12 +648,14 @@ class LlamaEngine:
 class _ViewSlot:
     """A sequence holding a view's prompt (past the prefix cache), for its generation to reuse."""
 
-    __slots__ = ("seq", "tokens", "vectors", "used")
+    __slots__ = ("seq", "tokens", "vectors", "logits", "used")
 
     def __init__(self, seq: int) -> None:
         self.seq = seq
         self.tokens: tuple[int, ...] = ()
         self.vectors: dict[tuple[int, int], np.ndarray] = {}
+        # The last token's logits, when the view decoded the whole prompt (its last token output).
+        self.logits: np.ndarray | None = None
         self.used = 0
 
 
