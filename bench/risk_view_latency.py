@@ -102,23 +102,26 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=60)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--load", type=int, default=4, help="streaming asks kept in flight while quoting")
+    ap.add_argument("--ways", nargs="+", choices=list(WAYS), default=list(WAYS),
+                    help="which ways to run (off is always run: the others are measured against it)")
     ap.add_argument("--out", type=pathlib.Path, default=REPO / "bench" / "results" / "risk_view_latency.txt")
     args = ap.parse_args()
+    ways = {w: v for w, v in WAYS.items() if w == "off" or w in args.ways}
     model = artifact.load(artifact.SHIPPED_DIR)
     texts = [e.text for e in corpus.load(corpus.heldout_files())]
     random.Random(0).shuffle(texts)
     texts = texts[: args.queries]
     routed = {t for t in texts if model.routed(t)}
-    times: dict[str, list[float]] = {w: [] for w in WAYS}
-    routed_times: dict[str, list[float]] = {w: [] for w in WAYS}
-    first: dict[str, list[float]] = {w: [] for w in WAYS}
-    routed_first: dict[str, list[float]] = {w: [] for w in WAYS}
-    load_rate: dict[str, list[float]] = {w: [] for w in WAYS}
+    times: dict[str, list[float]] = {w: [] for w in ways}
+    routed_times: dict[str, list[float]] = {w: [] for w in ways}
+    first: dict[str, list[float]] = {w: [] for w in ways}
+    routed_first: dict[str, list[float]] = {w: [] for w in ways}
+    load_rate: dict[str, list[float]] = {w: [] for w in ways}
     load_before = os.getloadavg()[0]
     asked = texts * args.rounds  # the order every way's times are in
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         daemons = {}
-        for k, (way, extra) in enumerate(WAYS.items()):
+        for k, (way, extra) in enumerate(ways.items()):
             env = {k: v for k, v in os.environ.items() if not k.startswith("PONDER_")}
             env.update(PONDER_STATE_DIR=f"{tmp}/{k}/state", PONDER_METRICS_LISTEN="", **extra)
             proc = DaemonProcess(env, "--policy-file", str(REPO / "policies" / "default.toml"))
@@ -162,23 +165,28 @@ def main() -> None:
     for what, all_, only in (("ask: time to first token", first, routed_first), ("quote", times, routed_times)):
         lines.append(what)
         lines.append(f"{'way (all queries)':<22} {'n':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9}")
-        for way in WAYS:
+        for way in ways:
             lines.append(summary(way, all_[way], None if way == "off" else all_["off"]))
         lines.append(f"{'way (embedded only)':<22}")
-        for way in WAYS:
+        for way in ways:
             lines.append(summary(way, only[way], None if way == "off" else only["off"]))
         # The others do the same work in every way: their difference is the run's noise.
-        rest = {w: [x for x, t in zip(all_[w], asked) if t not in routed] for w in WAYS}
+        rest = {w: [x for x, t in zip(all_[w], asked) if t not in routed] for w in ways}
         lines.append(f"{'way (not embedded)':<22}")
-        for way in WAYS:
+        for way in ways:
             lines.append(summary(way, rest[way], None if way == "off" else rest["off"]))
-        for way in [w for w in WAYS if w != "off"]:
-            paired = sorted(x - y for x, y in zip(only[way], only["off"]))
-            lines.append(f"  {way}: embedded queries, paired (same query and round) added p50 {percentile(paired, 50) * 1e3:+.1f}"
-                         f" / p90 {percentile(paired, 90) * 1e3:+.1f} ms")
+        for way in [w for w in ways if w != "off"]:
+            for which, xs, base in (("all", all_[way], all_["off"]), ("embedded", only[way], only["off"])):
+                paired = sorted(x - y for x, y in zip(xs, base))
+                lines.append(f"  {way}: {which} queries, paired (same query and round) added p50 {percentile(paired, 50) * 1e3:+.1f}"
+                             f" / p90 {percentile(paired, 90) * 1e3:+.1f} ms")
     lines.append("generation under each (streamed pieces/s while quoting): " + ", ".join(
         f"{w} {sum(v) / len(v):.1f}" for w, v in load_rate.items()))
-    lines.append(f"command: python bench/risk_view_latency.py --queries {args.queries} --rounds {args.rounds} --load {args.load}")
+    chosen = "" if len(ways) == len(WAYS) else " --ways " + " ".join(f"'{w}'" for w in ways if w != "off")
+    default_out = REPO / "bench" / "results" / "risk_view_latency.txt"
+    here = args.out.resolve()
+    out = "" if here == default_out else f" --out {here.relative_to(REPO) if here.is_relative_to(REPO) else here}"
+    lines.append(f"command: python bench/risk_view_latency.py --queries {args.queries} --rounds {args.rounds} --load {args.load}{chosen}{out}")
     report(lines, args.out)
 
 

@@ -198,3 +198,60 @@ def test_a_long_query_is_cut_to_max_tokens_and_read_back():
     assert embed.cut("a b c", words, back) == "a b c"
     assert embed.cut("", words, back) == " "
     assert embed.cut("w " * (embed.MAX_TOKENS + 5), words, back) == " ".join(["w"] * embed.MAX_TOKENS)
+
+
+def test_a_query_the_ngram_stage_decides_is_scored_without_suspending_and_a_routed_one_awaits_its_view(cascade):
+    """The request path's scoring (request/pipeline.py `_score`, through the daemon's timing
+    wrapper): a query the cascade does not embed completes at its first step, so under
+    streaming load it never waits behind the event loop's other callbacks; a routed one
+    suspends on its view and ends with the score `score` gives."""
+    import asyncio
+
+    from ponderd.request.inflight import Stop
+    from ponderd.request.pipeline import _score
+    from ponderd.serve.telemetry import _TimedClassifier
+
+    class Timings:
+        def __init__(self):
+            self.times = []
+
+        def classified(self, seconds):
+            self.times.append(seconds)
+
+    class Awaited(HashEmbedder):
+        """Its view waits on a gate the test opens, as the engine's future waits for its turn."""
+
+        async def aembed(self, text):
+            self.waiting.set()
+            await self.gate.wait()
+            return self.embed([text])[0]
+
+    model = cascade.model
+    model.second._embedder = embedder = Awaited()
+    telemetry = Timings()
+    timed = _TimedClassifier(model, telemetry)
+    texts = [e.text for e in corpus.load(corpus.heldout_files())[::10]]
+    decided = [t for t in texts if not model.routed(t)][:5]
+    routed = [t for t in texts if model.routed(t)][:5]
+    assert len(decided) == len(routed) == 5
+    try:
+        for text in decided:
+            step = _score(timed, text, False, Stop())
+            with pytest.raises(StopIteration) as done:
+                step.send(None)  # no await reached: the score is the coroutine's return value
+            assert done.value.value == model.score(text)
+
+        async def main():
+            for text in routed:
+                embedder.waiting, embedder.gate = asyncio.Event(), asyncio.Event()
+                task = asyncio.ensure_future(_score(timed, text, False, Stop()))
+                await asyncio.wait_for(embedder.waiting.wait(), 10)
+                assert not task.done()  # suspended on its view
+                embedder.gate.set()
+                assert await asyncio.wait_for(task, 10) == model.score(text)
+
+        asyncio.run(main())
+    finally:
+        model.second._embedder = HashEmbedder()
+    # Every score was timed once, awaited or not.
+    assert len(telemetry.times) == 10

@@ -281,15 +281,15 @@ class LlamaEngine:
         """The tokens every prompt with the default system prompt begins with: the template's
         opening up to where the user's text starts (the longest common prefix of two probes)."""
         a, b = (self.tokenize(native.render_chat(self._L, self._template, self.settings.system_prompt, q)) for q in ("1", "A"))
-        return list(a[: _common(a, b)])
+        return list(a[: native.common_prefix(a, b)])
 
     def _cached(self, job: GenerationJob) -> int:
         """How many of the job's prompt tokens the prefix cache holds (at least one is left to decode)."""
-        return min(_common(self._prefix, job.prompt.tokens), len(job.prompt.tokens) - 1) if self._prefix else 0
+        return self._cached_view(job.prompt.tokens)
 
     def _cached_view(self, tokens: Sequence[int]) -> int:
-        """How many of a view's tokens the prefix cache holds (at least one is left to decode)."""
-        return min(_common(self._prefix, tokens), len(tokens) - 1) if self._prefix else 0
+        """How many of a prompt's tokens the prefix cache holds (at least one is left to decode)."""
+        return min(native.common_prefix(self._prefix, tokens), len(tokens) - 1) if self._prefix else 0
 
     def _whole(self, tokens: Sequence[int]) -> _ViewSlot | None:
         """The view slot holding exactly these tokens, its last token's logits kept, if any."""
@@ -322,7 +322,7 @@ class LlamaEngine:
         them with the job, within its count."""
         best, most = -1, self._cached(job)
         for slot in self._slots:
-            n = min(_common(slot.tokens, job.prompt.tokens), len(job.prompt.tokens) - 1)
+            n = min(native.common_prefix(slot.tokens, job.prompt.tokens), len(job.prompt.tokens) - 1)
             if n > most:
                 best, most = slot.seq, n
         return (best, most) if best >= 0 else (-1, 0)
@@ -657,13 +657,3 @@ class _ViewSlot:
         # The last token's logits, when the view decoded the whole prompt (its last token output).
         self.logits: np.ndarray | None = None
         self.used = 0
-
-
-def _common(a: Sequence[int], b: Sequence[int]) -> int:
-    """The length of the longest common prefix of two token lists."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n

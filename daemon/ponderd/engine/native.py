@@ -119,6 +119,36 @@ def sampler(L: Any, s: ModelSettings, seed: int, temperature: float | None = Non
 VIEW_CONTEXT = 384
 
 
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """The length of the longest common prefix of two token lists."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _decode(L: Any, ctx: Any, batch: Any, tokens: Sequence[int], seq: int, start: int, stop: int,
+            out_from: int, out_to: int) -> None:
+    """One llama_decode of tokens[start:stop] into `seq`, outputting those in [out_from, out_to)."""
+    batch.n_tokens = stop - start
+    for j, k in enumerate(range(start, stop)):
+        batch.token[j], batch.pos[j], batch.n_seq_id[j] = tokens[k], k, 1
+        batch.seq_id[j][0] = seq
+        batch.logits[j] = out_from <= k < out_to
+    rc = L.llama_decode(ctx, batch)
+    if rc != 0:
+        check_fatal(rc)
+        raise RuntimeError(f"llama_decode returned {rc} on a view")
+
+
+def prefill(L: Any, ctx: Any, batch: Any, n_batch: int, tokens: Sequence[int], seq: int, begin: int, end: int) -> None:
+    """Decode tokens[begin:end] into sequence `seq` in batches of n_batch, outputting nothing."""
+    for start in range(begin, end, n_batch):
+        _decode(L, ctx, batch, tokens, seq, start, min(start + n_batch, end), 0, 0)
+
+
 def decode_view(L: Any, ctx: Any, batch: Any, n_batch: int, n_embd: int, tokens: Sequence[int], seq: int,
                 begin: int, first: int, end: int) -> np.ndarray:
     """Decode tokens[begin:] into sequence `seq` with hidden states on and return the mean of the
@@ -131,26 +161,13 @@ def decode_view(L: Any, ctx: Any, batch: Any, n_batch: int, n_embd: int, tokens:
     if not begin <= first < end <= len(tokens):
         raise ValueError(f"no tokens to pool: begin {begin}, span [{first}, {end}) of {len(tokens)}")
     rows: list[np.ndarray] = []
-
-    def run(start: int, stop: int) -> None:
-        batch.n_tokens = stop - start
-        for j, k in enumerate(range(start, stop)):
-            batch.token[j], batch.pos[j], batch.n_seq_id[j] = tokens[k], k, 1
-            batch.seq_id[j][0] = seq
-            batch.logits[j] = first <= k < end
-        rc = L.llama_decode(ctx, batch)
-        if rc != 0:
-            check_fatal(rc)
-            raise RuntimeError(f"llama_decode returned {rc} on a view")
-
     # Before the span as a plain prefill: with hidden states on, llama.cpp outputs every token.
-    for start in range(begin, first, n_batch):
-        run(start, min(start + n_batch, first))
+    prefill(L, ctx, batch, n_batch, tokens, seq, begin, first)
     L.llama_set_embeddings(ctx, True)
     try:
         for start in range(first, len(tokens), n_batch):
             stop = min(start + n_batch, len(tokens))
-            run(start, stop)
+            _decode(L, ctx, batch, tokens, seq, start, stop, first, end)
             for j, k in enumerate(range(start, stop)):
                 if first <= k < end:
                     ptr = L.llama_get_embeddings_ith(ctx, j)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import secrets
 import threading
@@ -433,12 +434,19 @@ async def _score(model: Any, text: str, explain: bool, stop: Stop, generates: bo
     reserved. `generates`: an ask, whose generation follows (risk/embed.py GENERATES)."""
     if getattr(model, "embedder", None) is None:
         return model.score(text, explain=explain)
-    score_async = getattr(model, "score_async", None)
-    if score_async is None:  # scored in a worker thread, which runs to its end
-        return await asyncio.to_thread(model.score, text, explain)
+    staged = getattr(model, "staged", None)
+    if staged is not None:  # the cascade: a query its n-gram stage decides is scored here, no await
+        pending = staged(text, explain)
+        if not inspect.isawaitable(pending):
+            return pending
+    else:
+        score_async = getattr(model, "score_async", None)
+        if score_async is None:  # scored in a worker thread, which runs to its end
+            return await asyncio.to_thread(model.score, text, explain)
+        pending = score_async(text, explain)
     mark = embed.GENERATES.set(generates)
     try:  # the task copies the context as it is now
-        scoring = asyncio.ensure_future(score_async(text, explain))
+        scoring = asyncio.ensure_future(pending)
     finally:
         embed.GENERATES.reset(mark)
     stop.on_stop(scoring.cancel)

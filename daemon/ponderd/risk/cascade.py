@@ -22,7 +22,7 @@ It is logged (the first failure and then every power of ten) and counted in
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Coroutine
 
 import numpy as np
 
@@ -97,18 +97,30 @@ class CascadeModel:
                 return self.second._score(idx, val, dense, explain, self.version)
         return self.first._labelled(idx, val, sev_p, nr_p, explain)
 
-    async def score_async(self, text: str, explain: bool = False) -> RiskScore:
-        """score, for the request path: the n-gram stage at once, the embedding (when routed) awaited."""
+    def staged(self, text: str, explain: bool = False) -> RiskScore | Coroutine[Any, Any, RiskScore]:
+        """score_async in two stages, for the request path: the score itself where the n-gram
+        verdict stands, else a coroutine that awaits the embedding. The first stage returns
+        without an await, so a query the view does not need never yields to the event loop
+        (under streaming load a yield waits behind the streams' callbacks: measured, docs/risk.md)."""
         idx, val = self.first.features(text)
         sev_p, nr_p = self.first._probabilities(idx, val)
-        if routes(sev_p, self.first.thresholds.high, self.confidence):
-            try:
-                dense = await self.second._dense_async(text)
-            except Exception as exc:  # any failure of the embedding model: the n-gram verdict stands
-                self._embedding_failed(exc)
-            else:
-                return self.second._score(idx, val, dense, explain, self.version)
-        return self.first._labelled(idx, val, sev_p, nr_p, explain)
+        if not routes(sev_p, self.first.thresholds.high, self.confidence):
+            return self.first._labelled(idx, val, sev_p, nr_p, explain)
+        return self._with_view(text, idx, val, sev_p, nr_p, explain)
+
+    async def _with_view(self, text: str, idx: np.ndarray, val: np.ndarray, sev_p: np.ndarray, nr_p: float,
+                         explain: bool) -> RiskScore:
+        try:
+            dense = await self.second._dense_async(text)
+        except Exception as exc:  # any failure of the embedding model: the n-gram verdict stands
+            self._embedding_failed(exc)
+            return self.first._labelled(idx, val, sev_p, nr_p, explain)
+        return self.second._score(idx, val, dense, explain, self.version)
+
+    async def score_async(self, text: str, explain: bool = False) -> RiskScore:
+        """score, for the request path: the n-gram stage at once, the embedding (when routed) awaited."""
+        scored = self.staged(text, explain)
+        return scored if isinstance(scored, RiskScore) else await scored
 
     def _embedding_failed(self, exc: Exception) -> None:
         self.embedding_failures += 1

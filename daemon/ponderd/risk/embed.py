@@ -97,7 +97,7 @@ class ViewPrompt:
         self._render, self._tokenize, self._detokenize = render, tokenize, detokenize
         a, b = tuple(render("1")), tuple(render("A"))
         # The template's opening every view prompt shares (the engine's prefix cache holds the same).
-        self.opening = a[: next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))]
+        self.opening = a[: native.common_prefix(a, b)]
 
     def __call__(self, text: str) -> tuple[tuple[int, ...], int, int]:
         tokens = tuple(self._render(cut(text, self._tokenize, self._detokenize)))
@@ -151,15 +151,8 @@ class LlamaEmbedder:
                 raise RuntimeError("llama.cpp could not create a context for the view")
             batch = L.llama_batch_init(n_batch, 0, 2)
             mem = L.llama_get_memory(ctx)
-            if prefix:  # sequence 1 keeps the shared opening, as the engine's prefix cache does
-                b = batch
-                b.n_tokens = len(prefix)
-                for i, t in enumerate(prefix):
-                    b.token[i], b.pos[i], b.n_seq_id[i] = t, i, 1
-                    b.seq_id[i][0] = 1
-                    b.logits[i] = False
-                if L.llama_decode(ctx, b) != 0:
-                    raise RuntimeError("llama_decode failed on the view's prompt opening")
+            # Sequence 1 keeps the shared opening, as the engine's prefix cache does.
+            native.prefill(L, ctx, batch, n_batch, prefix, 1, 0, len(prefix))
             self._state = (L, ctx, mem, batch, n_batch, L.llama_model_n_embd(model), view, prefix)
         return self._state
 
@@ -174,8 +167,7 @@ class LlamaEmbedder:
                 L.llama_memory_seq_rm(mem, 0, -1, -1)
                 # What the engine takes from its prefix cache (a text's first token can merge with
                 # the opening's last, e.g. a leading space): the tokens both share, none of the span.
-                shared = next((i for i, (x, y) in enumerate(zip(prefix, tokens)) if x != y), min(len(prefix), len(tokens)))
-                cached = min(shared, first, len(tokens) - 1)
+                cached = min(native.common_prefix(prefix, tokens), first, len(tokens) - 1)
                 if cached:
                     L.llama_memory_seq_cp(mem, 1, 0, 0, cached)
                 rows.append(native.decode_view(L, ctx, batch, n_batch, n_embd, tokens, 0, cached, first, end))

@@ -21,6 +21,7 @@ Each daemon has its own CollectorRegistry, so several daemons in one process
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from typing import Any, Awaitable, Callable, Iterator, Mapping, Protocol, Sequence
@@ -458,6 +459,34 @@ class _TimedClassifier:
                 return await inner(text, explain=explain)
             finally:
                 self._telemetry.classified(time.perf_counter() - started)
+
+        return timed
+
+    @property
+    def staged(self) -> Callable[..., Any] | None:
+        """The model's own staged scoring (risk/cascade.py), timed to the score, awaited or not."""
+        inner = getattr(self._model, "staged", None)
+        if inner is None:
+            return None
+
+        def timed(text: str, explain: bool = False) -> Any:
+            started = time.perf_counter()
+            try:
+                scored = inner(text, explain=explain)
+            except BaseException:
+                self._telemetry.classified(time.perf_counter() - started)
+                raise
+            if not inspect.isawaitable(scored):
+                self._telemetry.classified(time.perf_counter() - started)
+                return scored
+
+            async def rest() -> Any:
+                try:
+                    return await scored
+                finally:
+                    self._telemetry.classified(time.perf_counter() - started)
+
+            return rest()
 
         return timed
 
