@@ -71,7 +71,9 @@ def test_a_plain_completion_answers_with_usage_and_the_ponder_object(d):
     assert r.choices[0].message.content and r.choices[0].finish_reason in ("stop", "length")
     ponder = r.model_extra["ponder"]
     assert r.id == f"chatcmpl-{ponder['request_id']}"
-    assert ponder["plan"]["level"] and ponder["assessment"]["severity"].startswith("SEVERITY_")
+    # docs/json.md's rules, as the request takes them: "high", not "SEVERITY_HIGH"; integers as numbers.
+    assert ponder["plan"]["level"] and ponder["assessment"]["severity"] in ("low", "medium", "high")
+    assert isinstance(ponder["usage"]["thinking_tokens"], int) and isinstance(ponder["plan"]["answer_tokens"], int)
     assert ponder["cost"] > 0 and ponder["balance"]["tenant"] == "local"
     assert r.usage.prompt_tokens > 0 and r.usage.completion_tokens > 0
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from google.protobuf import json_format
 
+from ponder import cli_json
 from ponder.v1 import ponder_pb2
 from ponderd.errors import InvalidRequest
 from ponderd.http.errors import BadParameter, UnknownModel
@@ -285,8 +286,9 @@ def finish_reason(r: ponder_pb2.AskResponse) -> str:
 
 def ponder_object(r: ponder_pb2.AskResponse) -> dict[str, Any]:
     """What Ponder adds beside OpenAI's fields: assessment, plan, votes, cost, balance, request id."""
-    def d(m: Any) -> dict[str, Any]:
-        return json_format.MessageToDict(m, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    # The CLI's --json rules (docs/json.md): enums as short lowercase names ("high", as the request
+    # takes them), every key present, 64-bit integers as numbers.
+    d = cli_json.message
 
     out = {
         "request_id": r.request_id,
