@@ -85,10 +85,15 @@ class CascadeModel:
     def probabilities(self, text: str) -> tuple[np.ndarray, float]:
         return self.verdict(text)[:2]
 
-    def score(self, text: str, explain: bool = False) -> RiskScore:
+    def _first_stage(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, bool]:
+        """The n-gram stage's features and probabilities, and whether the query goes on to the view."""
         idx, val = self.first.features(text)
         sev_p, nr_p = self.first._probabilities(idx, val)
-        if routes(sev_p, self.first.thresholds.high, self.confidence):
+        return idx, val, sev_p, nr_p, routes(sev_p, self.first.thresholds.high, self.confidence)
+
+    def score(self, text: str, explain: bool = False) -> RiskScore:
+        idx, val, sev_p, nr_p, routed = self._first_stage(text)
+        if routed:
             try:
                 dense = self.second._dense(text)
             except Exception as exc:  # any failure of the embedding model: the n-gram verdict stands
@@ -102,9 +107,8 @@ class CascadeModel:
         verdict stands, else a coroutine that awaits the embedding. The first stage returns
         without an await, so a query the view does not need never yields to the event loop
         (under streaming load a yield waits behind the streams' callbacks: measured, docs/risk.md)."""
-        idx, val = self.first.features(text)
-        sev_p, nr_p = self.first._probabilities(idx, val)
-        if not routes(sev_p, self.first.thresholds.high, self.confidence):
+        idx, val, sev_p, nr_p, routed = self._first_stage(text)
+        if not routed:
             return self.first._labelled(idx, val, sev_p, nr_p, explain)
         return self._with_view(text, idx, val, sev_p, nr_p, explain)
 
