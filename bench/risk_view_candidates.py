@@ -9,10 +9,11 @@ query length (tokens), interleaved, the median of --repeats:
   runs the output layer for each, with 1 and with 2 threads;
 - `served prefill`: the same tokens decoded by the serving context with only
   the last token's logits, which a request's prompt pays anyway;
-- `view from the served prefill` (shipped): the same pass with hidden states
-  on, the last token's read (engine/native.py decode_view): what the engine
-  runs for a view, and an ask's generation then reuses its cells, so for an
-  ask it replaces the prefill rather than adding to it.
+- `layer-K view` (shipped, engine/view.py LayerView): the same tokens decoded
+  up to layer VIEW_LAYER in a context of its own on the served weights, the
+  graph ended there by the eval callback, 2 threads: what the engine's owner
+  thread runs for a view (until stop 35 the view was the served prefill
+  itself with hidden states on, which cost the prefill plus one token).
 Also the routed share and token lengths of the held-out queries the shipped
 cascade embeds, which set where p50 and p90 of the added latency fall.
 """
@@ -31,8 +32,8 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from common import report, table  # noqa: E402
-from ponderd.engine import native  # noqa: E402
 from ponderd.engine.llama import LlamaEngine  # noqa: E402
+from ponderd.engine.view import VIEW_LAYER, LayerView  # noqa: E402
 from ponderd.risk import artifact, corpus  # noqa: E402
 from ponderd.settings import ModelSettings  # noqa: E402
 
@@ -86,12 +87,13 @@ def main() -> None:
         L.llama_memory_seq_rm(mem, 0, -1, -1)
         eng._decode_prompt(tokens, [0])
 
+    layer = LayerView(L, eng._model, [], 2, 512)
+
     def view(tokens: list[int]) -> None:
-        L.llama_memory_seq_rm(mem, 0, -1, -1)
-        native.decode_view(L, eng._ctx, eng._batch, 512, eng._n_embd, tokens, 0, 0, len(tokens) - 1, len(tokens))
+        layer.decode(tokens, len(tokens) - 1, len(tokens))
 
     ways = {"embedding context, 1 thread": one.embed, "embedding context, 2 threads": two.embed,
-            "served prefill, 2 threads": prefill, "view from the served prefill, 2 threads": view}
+            "served prefill, 2 threads": prefill, f"layer-{VIEW_LAYER} view (shipped), 2 threads": view}
     took: dict[tuple[str, int], list[float]] = {}
     try:
         for n in LENGTHS:
@@ -109,6 +111,7 @@ def main() -> None:
     finally:
         one.close()
         two.close()
+        layer.close()
         eng.close()
     rows = [[name] + [f"{statistics.median(took[(name, n)]) * 1e3:.1f}" for n in LENGTHS] for name in ways]
     lines = [

@@ -137,8 +137,8 @@ def main() -> None:
                     c.quote(texts[0])  # the first embedding loads its context: not timed
                     with Load(address, token, args.load) as load:
                         started, before = time.perf_counter(), load.tokens
-                        # Quotes, then asks, in the same order: by an ask's turn its quote's view
-                        # slot holds a later query (engine/llama.py VIEW_SLOTS), so neither reuses the other.
+                        # Quotes, then asks, in the same order: by the asks' turn the engine keeps the
+                        # last VIEW_KEPT (engine/llama.py) quotes' vectors; the earlier asks decode theirs again.
                         for t in texts:
                             s = time.perf_counter()
                             c.quote(t)

@@ -5,25 +5,26 @@
     python bench/risk_cascade.py report --out ~/.cache/ponder/rc10-ngrams.npz L8.npz --confidence 0.7
     python bench/risk_view_layers.py cost [--layers 3 4 6 8 10 12 16 20] [--n 100]
 
-The shipped view is the served model's last hidden state (after the final
-norm) at the view prompt's last token (risk/embed.py). A view read at layer K
-of N costs about K/N of that forward pass, so an earlier layer that holds the
-grouped figures is a cheaper view. `extract` decodes every corpus query's view
-prompt once, exactly as LlamaEmbedder does (the same prompt, prefix cache and
-kernels), and reads each asked layer's output at the last token through
-llama.cpp's eval callback (the tensors "l_out-K"), RMS-normalised as the final
-norm does (its per-dimension weight is left out: the recipe standardises each
-dimension). It also reads the final norm's output ("result_norm") and checks it
-against LlamaEmbedder's vector for a few queries, so the reading is the
-shipped one. Each layer's vectors go to an embedding cache of their own
-(DIR/L{K}/ponder/risk-embeddings.npz, named as the shipped embedder's, so
-bench/risk_cascade.py reads them with XDG_CACHE_HOME=DIR/L{K}).
+The view was the served model's last hidden state (after the final norm) at
+the view prompt's last token; since stop 35 it is layer VIEW_LAYER's output
+there, RMS-normalised, read by engine/view.py's LayerView, which ends the
+forward pass at that layer. A view read at layer K of N costs about K/N of
+the forward pass, so the earliest layer that holds the grouped figures is
+the cheapest view. `extract` decodes every corpus query's view prompt once,
+as LlamaEmbedder does (the same prompt, opening cache and kernels), and reads
+each asked layer's output at the last token through llama.cpp's eval
+callback (the tensors "l_out-{K-1}"), RMS-normalised as the final norm does
+(its per-dimension weight is left out: the recipe standardises each
+dimension); the graph ends after the deepest layer asked. It checks layer
+VIEW_LAYER's reading against LlamaEmbedder's vector for a few queries, so
+the reading is the shipped one. Each layer's vectors go to an embedding
+cache of their own (DIR/L{K}/ponder/risk-embeddings.npz, named as the
+shipped embedder's, so bench/risk_cascade.py reads them with
+XDG_CACHE_HOME=DIR/L{K}).
 
-`cost` times the view of held-out queries at each layer against the whole
-pass, one thread, queries interleaved across the ways so drift hits all alike:
-the early exit is the eval callback returning false after layer K's output,
-which ends llama.cpp's graph there (the later layers and the output head are
-not computed).
+`cost` times the view of held-out queries at each layer (LayerView, the
+shipped reading) against the whole pass, one thread, queries interleaved
+across the ways so drift hits all alike.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from common import percentile, table
 from ponderd.engine import native
+from ponderd.engine.view import NORM_EPS, VIEW_LAYER, LayerView
 from ponderd.risk import corpus, embed
 from ponderd.settings import ModelSettings
 
@@ -104,7 +106,7 @@ def _decode(L: Any, ctx: Any, batch: Any, mem: Any, prefix: list[int], n_batch: 
         L.llama_memory_seq_cp(mem, 1, 0, 0, cached)
     if len(tokens) - cached > n_batch:
         sys.exit(f"a view prompt of {len(tokens) - cached} tokens does not fit one batch of {n_batch}")
-    native._decode(L, ctx, batch, tokens, 0, cached, len(tokens), end - 1, end)
+    native.decode_tokens(L, ctx, batch, tokens, 0, cached, len(tokens), end - 1, end)
 
 
 def extract(args: argparse.Namespace) -> None:
@@ -114,7 +116,8 @@ def extract(args: argparse.Namespace) -> None:
     path, model, view = _load(L)
     n_embd = L.llama_model_n_embd(model)
     n_layer = L.llama_model_n_layer(model)
-    wanted = {f"l_out-{k - 1}".encode(): k for k in args.layers if 1 <= k <= n_layer} | {b"result_norm": 0}
+    wanted = {f"l_out-{k - 1}".encode(): k for k in args.layers if 1 <= k <= n_layer}
+    deepest = max(wanted.values())
     got: dict[int, np.ndarray] = {}
 
     def callback(t: int, ask: bool, _user: int) -> bool:
@@ -126,7 +129,7 @@ def extract(args: argparse.Namespace) -> None:
         # The last row: the prompt's last token (the ubatch ends with it).
         ggml.ggml_backend_tensor_get(t, row.ctypes.data, size - 4 * n_embd, 4 * n_embd)
         got[wanted[name]] = row
-        return True
+        return wanted[name] < deepest  # false ends the graph after the deepest layer asked
 
     cb = L.ggml_backend_sched_eval_callback(callback)
     ctx, batch, mem, prefix, n_batch = _context(L, model, view, args.threads, cb)
@@ -141,21 +144,20 @@ def extract(args: argparse.Namespace) -> None:
         _decode(L, ctx, batch, mem, prefix, n_batch, *view(text))
         for k in rows:
             v = got[k]
-            rows[k].append(v if k == 0 else v / np.sqrt(np.mean(v.astype(np.float64) ** 2) + 1e-5))
+            rows[k].append((v / np.sqrt(np.mean(v.astype(np.float64) ** 2) + NORM_EPS)).astype(np.float32))
         if i % 500 == 0:
             print(f"{i}/{len(every)} {time.monotonic() - started:.0f} s", flush=True)
 
-    # The reading is the shipped view's: result_norm against LlamaEmbedder, same texts.
-    check = embed.LlamaEmbedder(path, threads=args.threads).embed(every[:5])
-    diff = float(np.max(np.abs(np.vstack(rows[0][:5]) - check)))
-    print(f"result_norm against LlamaEmbedder on 5 queries: max |diff| {diff:.2e}")
-    if diff > 1e-3:
-        sys.exit("the callback's reading is not the shipped view's")
+    # The reading is the shipped view's: layer VIEW_LAYER against LlamaEmbedder, same texts.
+    if VIEW_LAYER in rows:
+        check = embed.LlamaEmbedder(path, threads=args.threads).embed(every[:5])
+        diff = float(np.max(np.abs(np.vstack(rows[VIEW_LAYER][:5]) - check)))
+        print(f"layer {VIEW_LAYER} against LlamaEmbedder on 5 queries: max |diff| {diff:.2e}")
+        if diff > 1e-3:
+            sys.exit("the callback's reading is not the shipped view's")
     name = embed.embedder_name(path)
     keys = np.array([embed.CachedEmbedder.key(t) for t in every])
     for k, vs in rows.items():
-        if k == 0:
-            continue
         out = args.out / f"L{k}" / "ponder" / "risk-embeddings.npz"
         out.parent.mkdir(parents=True, exist_ok=True)
         np.savez(out, model=np.array(name), keys=keys, vectors=np.vstack(vs).astype(np.float32))
@@ -166,36 +168,28 @@ def extract(args: argparse.Namespace) -> None:
 def cost(args: argparse.Namespace) -> None:
     import llama_cpp as L
 
-    ggml = _ggml(L)
     _path, model, view = _load(L)
     n_layer = L.llama_model_n_layer(model)
-    ways: dict[str, tuple] = {}
-    callbacks = []
-    for k in [k for k in args.layers if 1 <= k < n_layer]:
-        stop_at = f"l_out-{k - 1}".encode()
-
-        def callback(t: int, ask: bool, _user: int, stop_at: bytes = stop_at) -> bool:
-            # Asked: only layer K's output is wanted; computed: false ends the graph there.
-            return ggml.ggml_get_name(t) == stop_at if ask else False
-
-        callbacks.append(L.ggml_backend_sched_eval_callback(callback))
-        ways[f"layer {k}"] = _context(L, model, view, args.threads, callbacks[-1])
-    ways[f"layer {n_layer} (shipped)"] = _context(L, model, view, args.threads, None)
+    opening = list(view.opening)
+    # The shipped reading (engine/view.py) at each layer; at the last layer the graph ends
+    # before the output norm and head only, which is the whole pass less one token's head.
+    ways = {f"layer {k}": LayerView(L, model, opening, args.threads, layer=k) for k in args.layers if 1 <= k < n_layer}
+    ways[f"layer {n_layer} (the whole pass)"] = LayerView(L, model, opening, args.threads, layer=n_layer)
     qs = [e.text for e in corpus.load(corpus.heldout_files())]
     random.Random(0).shuffle(qs)
     prompts = [view(t) for t in qs[: args.n]]
-    for state in ways.values():  # warm each context
-        _decode(L, *state, *prompts[0])
+    for way in ways.values():  # warm each context
+        way.decode(*prompts[0])
     ms: dict[str, list[float]] = {w: [] for w in ways}
     order = list(ways)
     for i, p in enumerate(prompts):
         for w in order[i % len(order):] + order[: i % len(order)]:
             started = time.perf_counter_ns()
-            _decode(L, *ways[w], *p)
+            ways[w].decode(*p)
             ms[w].append((time.perf_counter_ns() - started) / 1e6)
     full = percentile(ms[order[-1]], 50)
     rows = [(w, len(xs), percentile(xs, 50), percentile(xs, 90), percentile(xs, 50) / full) for w, xs in ms.items()]
-    tokens = sorted(len(t) - min(native.common_prefix(ways[order[-1]][3], t), f) for t, f, _e in prompts)
+    tokens = sorted(len(t) - min(native.common_prefix(opening, t), f) for t, f, _e in prompts)
     print(f"the view of {len(prompts)} held-out queries (median {tokens[len(tokens) // 2]} tokens past the shared opening), "
           f"{args.threads} thread(s), load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, ways interleaved")
     print(table(rows, ["way", "n", "p50 ms", "p90 ms", "p50 / whole pass"]))

@@ -86,10 +86,10 @@ class RiskSettings:
     # (under 1 ms a query, a little less accurate on unfamiliar fields).
     second_view: bool = True
     # Where the second view's forward pass runs: true, in the serving engine's own
-    # thread between decode steps (when it serves the embedding model's file), as the
-    # prompt's prefill, which the ask's generation then reuses, so it costs no pass of
-    # its own and never fights generation for the cores; false, in a llama.cpp context
-    # of its own (a worker thread; kept for comparison: bench/risk_view_latency.py).
+    # thread between decode steps (when it serves the embedding model's file), in a
+    # context on the served weights, so it never fights generation for the cores;
+    # false, with a model and context of its own in a worker thread (kept for
+    # comparison: bench/risk_view_latency.py).
     view_in_engine: bool = True
     # Folds of the retrain gate's grouped cross-validation (domain and writer,
     # docs/risk.md); 0 gates on the held-out split alone (faster, blinder).

@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Sequence
 
 import numpy as np
@@ -32,15 +32,15 @@ from ponderd.engine.markers import think_markers
 from ponderd.engine.model_file import resolve_model_path
 from ponderd.engine.running import Running, cells_needed, first_samples, put_feed, put_prompt, result
 from ponderd.engine.sample import SampleState
+from ponderd.engine.view import VIEW_SYSTEM, LayerView
 from ponderd.errors import FailedPrecondition, Unavailable
 from ponderd.settings import ModelSettings
 
 log = logging.getLogger("ponder.engine")
 
 OPEN_TAG, CLOSE_TAG = "<think>\n", "\n</think>\n\n"
-# Sequences kept for views' prompts (engine `view`): more concurrent assessments than this
-# still work, but the oldest views' generations decode their prompts again.
-VIEW_SLOTS = 4
+# Views kept (engine `view`): the same prompt viewed again (a quote, then its ask) decodes nothing.
+VIEW_KEPT = 8
 # How long the loop holds its next step, after a view whose generation is to follow (an ask),
 # for that job to arrive, else it waits a whole step: its plan and reservation take tens of ms
 # on a loaded two-core host (60 ms against 20 cut the embedded asks' added p90 from 86 to 58 ms,
@@ -64,16 +64,15 @@ class LlamaEngine:
         self._free_cells = 0
         self._progress = time.monotonic()
         self._thread: threading.Thread | None = None
-        # View jobs (the risk classifier's second view): prompts decoded by the owner thread
-        # ahead of new prompts' prefill, with their hidden states read; each is kept in a
-        # view slot (a sequence of its own) so the generation that follows reuses its cells.
+        # View jobs (the risk classifier's second view, engine/view.py): prompts decoded by the
+        # owner thread ahead of new prompts' prefill, in a context of their own on the same weights.
         self._embeds: deque[tuple[tuple[int, ...], int, int, bool, concurrent.futures.Future]] = deque()
-        self._slots: list[_ViewSlot] = []
-        self._turn = 0
+        self._viewer: LayerView | None = None
+        self._view_opening: list[int] = []
+        self._kept: OrderedDict[tuple[tuple[int, ...], int, int], np.ndarray] = OrderedDict()
         self._prefix: list[int] = []
-        self.embedded = 0
-        self.reused = 0
-        self.reused_whole = 0  # of those, jobs that decoded none of their prompt (first tokens from the view's logits)
+        self.embedded = 0  # views answered
+        self.views_decoded = 0  # of those, views decoded (not kept from an earlier one)
         self.lingered = 0.0
         self.markers = DEFAULT_MARKERS
         self.template_text = ""
@@ -98,14 +97,11 @@ class LlamaEngine:
         s = self.settings
         cp = L.llama_context_default_params()
         # The prefix cache's tokens, known before the context exists (the tokenizer is the model's).
-        prefix = self._shared_prefix() if s.prefix_cache else []
-        # One more sequence and its cells hold the prefix, VIEW_SLOTS more the views' prompts
-        # (beyond the prefix): the samples' capacity is as configured.
-        reserved = len(prefix) + VIEW_SLOTS * native.VIEW_CONTEXT
+        prefix = self._shared_prefix(s.system_prompt) if s.prefix_cache else []
+        # One more sequence and its cells hold the prefix: the samples' capacity is as configured.
+        reserved = len(prefix)
         cp.n_ctx, cp.n_batch, cp.n_ubatch = s.n_ctx + reserved, s.n_batch, s.n_batch
-        cp.n_seq_max = s.n_seq_max + (1 if prefix else 0) + VIEW_SLOTS
-        # Hidden states are read per token (views); generation reads logits only.
-        cp.pooling_type = L.LLAMA_POOLING_TYPE_NONE
+        cp.n_seq_max = s.n_seq_max + (1 if prefix else 0)
         threads = self._threads = s.n_threads or os.cpu_count() or 1
         cp.n_threads = cp.n_threads_batch = threads
         # One KV buffer for all sequences: samples share their prompt's cells.
@@ -127,7 +123,7 @@ class LlamaEngine:
         self._close = self.tokenize(self._close_text)
         # Settings text, not markup: tokenised as plain text so it cannot force special tokens.
         self._wrap = self.tokenize(s.wrap_up, special=False) if s.wrap_up else ()
-        # The prefix's and the views' cells are theirs, not the samples': the samples get the configured n_ctx.
+        # The prefix's cells are its own, not the samples': the samples get the configured n_ctx.
         n_ctx = L.llama_n_ctx(self._ctx) - reserved
         n_ctx_seq = min(L.llama_n_ctx_seq(self._ctx) - reserved, L.llama_model_n_ctx_train(self._model))
         # llama.cpp pads the context: keep the samples' capacity at what was configured
@@ -141,9 +137,8 @@ class LlamaEngine:
         )
         self._free_seqs = list(range(s.n_seq_max))
         self._free_cells = n_ctx
-        first_view = s.n_seq_max + (1 if prefix else 0)
-        self._slots = [_ViewSlot(first_view + k) for k in range(VIEW_SLOTS)]
-        self._n_embd = L.llama_model_n_embd(self._model)
+        # The views' context is made on the first view (a daemon may never ask for one).
+        self._view_opening = self._shared_prefix(VIEW_SYSTEM)
         if prefix:
             # Sequence n_seq_max holds it for good; jobs copy its cells (shared, not duplicated).
             self._decode_prompt(prefix, [s.n_seq_max], logits=False)
@@ -177,6 +172,8 @@ class LlamaEngine:
             self._thread.join()
         L = getattr(self, "_L", None)
         if L is not None and getattr(self, "_ctx", None):
+            if self._viewer is not None:
+                self._viewer.close()
             L.llama_batch_free(self._batch)
             L.llama_free(self._ctx)
             L.llama_model_free(self._model)
@@ -191,23 +188,23 @@ class LlamaEngine:
         return native.detokenize(self._L, self._vocab, tokens)
 
     def view(self, tokens: Sequence[int], first: int, end: int, linger: bool = False) -> concurrent.futures.Future:
-        """The mean of the last hidden state over tokens[first:end] of the prompt `tokens`, float32.
+        """The risk classifier's second view of the prompt `tokens` (engine/view.py), float32:
+        layer VIEW_LAYER's output over tokens[first:end], RMS-normalised.
 
-        The risk classifier's second view, read from the prompt's own prefill:
-        the owner thread decodes the prompt (past the prefix cache) in the
-        served context between decode steps, ahead of new prompts' prefill, so
-        it never competes with generation for the cores nor waits behind a long
-        prompt (prefill is chunked); the prompt stays in a view slot, and a
-        generation job for the same prompt reuses its cells instead of
-        decoding it again. `linger`: that job is to follow (an ask), so the
-        loop holds its next decode step up to LINGER_S for it rather than
-        make it wait a whole step. Cancelling the future while it waits
-        removes it: nothing of it runs.
+        The owner thread decodes the prompt (past the view prompts' shared
+        opening) up to that layer, in a context of its own on the served
+        weights, between decode steps and ahead of new prompts' prefill, so
+        it never competes with generation for the cores nor waits behind a
+        long prompt (prefill is chunked). The vector is kept: the same prompt
+        viewed again decodes nothing. `linger`: a generation for this prompt
+        is to follow (an ask), so the loop holds its next decode step up to
+        LINGER_S for it rather than make it wait a whole step. Cancelling the
+        future while it waits removes it: nothing of it runs.
         """
         tokens = tuple(tokens)
         if not 0 <= first < end <= len(tokens):
             raise ValueError(f"a view's span [{first}, {end}) is not within its {len(tokens)} tokens")
-        if len(tokens) - self._cached_view(tokens) > native.VIEW_CONTEXT:
+        if len(tokens) - min(native.common_prefix(self._view_opening, tokens), first) > native.VIEW_CONTEXT:
             raise ValueError(f"a view decodes at most {native.VIEW_CONTEXT} tokens past the prefix cache")
         future: concurrent.futures.Future = concurrent.futures.Future()
         item = (tokens, first, end, linger, future)
@@ -277,55 +274,16 @@ class LlamaEngine:
         # A reasoning model has its markers (<think> and </think>) as single tokens of its own.
         return len(self.tokenize(self.markers[0])) == 1 and len(self.tokenize(self.markers[1])) == 1
 
-    def _shared_prefix(self) -> list[int]:
-        """The tokens every prompt with the default system prompt begins with: the template's
+    def _shared_prefix(self, system: str) -> list[int]:
+        """The tokens every prompt with this system prompt begins with: the template's
         opening up to where the user's text starts (the longest common prefix of two probes)."""
-        a, b = (self.tokenize(native.render_chat(self._L, self._template, self.settings.system_prompt, q)) for q in ("1", "A"))
+        a, b = (self.tokenize(native.render_chat(self._L, self._template, system, q)) for q in ("1", "A"))
         return list(a[: native.common_prefix(a, b)])
 
     def _cached(self, job: GenerationJob) -> int:
         """How many of the job's prompt tokens the prefix cache holds (at least one is left to decode)."""
-        return self._cached_view(job.prompt.tokens)
-
-    def _cached_view(self, tokens: Sequence[int]) -> int:
-        """How many of a prompt's tokens the prefix cache holds (at least one is left to decode)."""
+        tokens = job.prompt.tokens
         return min(native.common_prefix(self._prefix, tokens), len(tokens) - 1) if self._prefix else 0
-
-    def _whole(self, tokens: Sequence[int]) -> _ViewSlot | None:
-        """The view slot holding exactly these tokens, its last token's logits kept, if any."""
-        tokens = tuple(tokens)
-        return next((sl for sl in self._slots if sl.tokens == tokens and sl.logits is not None), None)
-
-    def _first_tokens(self, run: Running, logits: np.ndarray) -> None:
-        """The job's first samples' first tokens from a view's kept logits (its prompt all decoded):
-        what `_prefill_run` does after decoding the prompt's last token."""
-        tokens, seqs, job = run.prompt, run.seqs, run.job
-        try:
-            for i in run.waiting:
-                self._L.llama_memory_seq_rm(self._mem, seqs[i], len(tokens) - 1, -1)
-            for i in range(first_samples(job)):
-                if not run.states[i].done:
-                    self._accept(run, i, native.sample_from(self._L, run.samplers[i], logits), -1, logits)
-        except native.EngineFault:
-            raise
-        except Exception as exc:  # one bad job must not stop the loop
-            log.exception("starting a job failed")
-            run.fail(f"starting the job failed: {exc}")
-        self._finish_if_done(run)
-
-    def _reuse(self, job: GenerationJob) -> tuple[int, int]:
-        """(sequence, tokens): the view slot holding most of the job's prompt, and how much of it
-        (at least one token is left to decode); (-1, 0) when none holds more than the prefix cache.
-
-        Its cells are shared, not counted again: the job's cells were counted as if it decoded
-        them (cells_needed less the prefix cache), so a slot taken for another view later leaves
-        them with the job, within its count."""
-        best, most = -1, self._cached(job)
-        for slot in self._slots:
-            n = min(native.common_prefix(slot.tokens, job.prompt.tokens), len(job.prompt.tokens) - 1)
-            if n > most:
-                best, most = slot.seq, n
-        return (best, most) if best >= 0 else (-1, 0)
 
     # owner thread --------------------------------------------------------------
 
@@ -394,30 +352,20 @@ class LlamaEngine:
         self.lingered += time.monotonic() - began
 
     def _view(self, tokens: tuple[int, ...], first: int, end: int) -> tuple[np.ndarray, int]:
-        """Decode a view's prompt into a view slot (the least recently used, unless one holds these
-        tokens already) and pool its hidden states; returns the vector and the tokens decoded."""
-        self._turn += 1
-        for slot in self._slots:
-            if slot.tokens == tokens and (first, end) in slot.vectors:
-                slot.used = self._turn  # the same prompt again (a quote, then its ask): nothing to decode
-                return slot.vectors[(first, end)], 0
-        slot = min(self._slots, key=lambda sl: sl.used)
-        L = self._L
-        L.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
-        slot.tokens, slot.vectors, slot.logits = (), {}, None
-        cached = min(self._cached_view(tokens), first)
-        if cached:
-            L.llama_memory_seq_cp(self._mem, self.settings.n_seq_max, slot.seq, 0, cached)
-        try:
-            vector = native.decode_view(L, self._ctx, self._batch, self.settings.n_batch, self._n_embd,
-                                        tokens, slot.seq, cached, first, end)
-        except BaseException:
-            L.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
-            raise
-        slot.tokens, slot.vectors, slot.used = tokens, {(first, end): vector}, self._turn
-        # The prompt's last token was output: a job for exactly this prompt samples from these.
-        slot.logits = native.logits(L, self._ctx, -1, self._n_vocab).copy() if end == len(tokens) else None
-        return vector, len(tokens) - cached
+        """A view's vector, kept or decoded (engine/view.py); returns it and the tokens decoded."""
+        key = (tokens, first, end)
+        vector = self._kept.get(key)
+        if vector is not None:  # the same prompt again (a quote, then its ask): nothing to decode
+            self._kept.move_to_end(key)
+            return vector, 0
+        if self._viewer is None:
+            self._viewer = LayerView(self._L, self._model, self._view_opening, self._threads, self.settings.n_batch)
+        vector = self._viewer.decode(tokens, first, end)
+        self.views_decoded += 1
+        self._kept[key] = vector
+        while len(self._kept) > VIEW_KEPT:
+            self._kept.popitem(last=False)
+        return vector, len(tokens) - min(native.common_prefix(self._view_opening, tokens), first)
 
     def _take_admissible(self) -> list[tuple[GenerationJob, concurrent.futures.Future, list[int]]]:
         out = []
@@ -471,19 +419,7 @@ class LlamaEngine:
             if self._queue.closing:  # admitted just before close(): stop it like the others
                 job.cancelled.set()
         run.prompt = tokens
-        whole = self._whole(tokens)
-        source, reused = (whole.seq, len(tokens)) if whole is not None else self._reuse(job)
-        if reused:
-            # A view decoded this prompt: the job's sequences join its cells.
-            for seq in seqs:
-                self._L.llama_memory_seq_cp(self._mem, source, seq, 0, reused)
-            run.prefilled = reused
-            self.reused += 1
-            if whole is not None and whole.logits is not None:
-                # All of it, the last token too: nothing to decode, the first tokens come from its logits.
-                self.reused_whole += 1
-                self._first_tokens(run, whole.logits)
-        elif cached:
+        if cached:
             # The job's sequences join the cached prefix's cells; its own tokens are decoded from there.
             for seq in seqs:
                 self._L.llama_memory_seq_cp(self._mem, self.settings.n_seq_max, seq, 0, cached)
@@ -643,17 +579,3 @@ class LlamaEngine:
             except BaseException as inner:  # keep resolving the others
                 reject(run.future, Unavailable(stopped_message(why)))
                 log.error("could not report a running job's usage: %r", inner)
-
-
-class _ViewSlot:
-    """A sequence holding a view's prompt (past the prefix cache), for its generation to reuse."""
-
-    __slots__ = ("seq", "tokens", "vectors", "logits", "used")
-
-    def __init__(self, seq: int) -> None:
-        self.seq = seq
-        self.tokens: tuple[int, ...] = ()
-        self.vectors: dict[tuple[int, int], np.ndarray] = {}
-        # The last token's logits, when the view decoded the whole prompt (its last token output).
-        self.logits: np.ndarray | None = None
-        self.used = 0

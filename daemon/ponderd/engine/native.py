@@ -129,8 +129,8 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def _decode(L: Any, ctx: Any, batch: Any, tokens: Sequence[int], seq: int, start: int, stop: int,
-            out_from: int, out_to: int) -> None:
+def decode_tokens(L: Any, ctx: Any, batch: Any, tokens: Sequence[int], seq: int, start: int, stop: int,
+                  out_from: int, out_to: int) -> None:
     """One llama_decode of tokens[start:stop] into `seq`, outputting those in [out_from, out_to)."""
     batch.n_tokens = stop - start
     for j, k in enumerate(range(start, stop)):
@@ -146,37 +146,7 @@ def _decode(L: Any, ctx: Any, batch: Any, tokens: Sequence[int], seq: int, start
 def prefill(L: Any, ctx: Any, batch: Any, n_batch: int, tokens: Sequence[int], seq: int, begin: int, end: int) -> None:
     """Decode tokens[begin:end] into sequence `seq` in batches of n_batch, outputting nothing."""
     for start in range(begin, end, n_batch):
-        _decode(L, ctx, batch, tokens, seq, start, min(start + n_batch, end), 0, 0)
-
-
-def decode_view(L: Any, ctx: Any, batch: Any, n_batch: int, n_embd: int, tokens: Sequence[int], seq: int,
-                begin: int, first: int, end: int) -> np.ndarray:
-    """Decode tokens[begin:] into sequence `seq` with hidden states on and return the mean of the
-    last hidden state (after the final norm) over tokens[first:end] (the view: the last token), float32.
-
-    The KV cells it writes are those generation would write for the same tokens: a prompt decoded
-    here is a prompt prefilled. Shared by the engine (its served context) and risk/embed.py's
-    LlamaEmbedder (a context of its own), so both give the same vectors.
-    """
-    if not begin <= first < end <= len(tokens):
-        raise ValueError(f"no tokens to pool: begin {begin}, span [{first}, {end}) of {len(tokens)}")
-    rows: list[np.ndarray] = []
-    # Before the span as a plain prefill: with hidden states on, llama.cpp outputs every token.
-    prefill(L, ctx, batch, n_batch, tokens, seq, begin, first)
-    L.llama_set_embeddings(ctx, True)
-    try:
-        for start in range(first, len(tokens), n_batch):
-            stop = min(start + n_batch, len(tokens))
-            _decode(L, ctx, batch, tokens, seq, start, stop, first, end)
-            for j, k in enumerate(range(start, stop)):
-                if first <= k < end:
-                    ptr = L.llama_get_embeddings_ith(ctx, j)
-                    if not ptr:
-                        raise RuntimeError("llama.cpp returned no hidden state")
-                    rows.append(np.ctypeslib.as_array(ptr, shape=(n_embd,)).copy())
-    finally:
-        L.llama_set_embeddings(ctx, False)
-    return np.vstack(rows).mean(axis=0, dtype=np.float64).astype(np.float32)
+        decode_tokens(L, ctx, batch, tokens, seq, start, min(start + n_batch, end), 0, 0)
 
 
 def _llama_log(level: int, text: bytes, user_data: Any) -> None:

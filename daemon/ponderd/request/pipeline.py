@@ -427,9 +427,8 @@ def _round_sink(events: EventSink | None) -> Callable[[int, int, str, str], None
 
 async def _score(model: Any, text: str, explain: bool, stop: Stop, generates: bool = False) -> Any:
     """The classifier's score. A model with the embedding view (docs/risk.md) decodes the
-    prompt for the queries it embeds: awaited (the engine's owner thread reads it from the
-    prompt's prefill, which an ask's generation reuses, or a worker thread computes it), so
-    other requests go on. A stop while it waits cancels the scoring, which withdraws a view
+    prompt for the queries it embeds, up to an early layer: awaited (the engine's owner
+    thread reads it between steps, or a worker thread computes it), so other requests go on. A stop while it waits cancels the scoring, which withdraws a view
     not yet run (engine/llama.py `view`), and the request ends here, before anything is
     reserved. `generates`: an ask, whose generation follows (risk/embed.py GENERATES)."""
     if getattr(model, "embedder", None) is None:

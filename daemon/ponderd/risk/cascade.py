@@ -1,7 +1,7 @@
 """The cascade: the n-gram model scores every query; the model with the embedding view only the undecided ones.
 
 The embedding view (risk/embed.py) costs a forward pass over the query's
-prompt (which an ask's generation then reuses), the n-gram path well under 1 ms. The n-gram verdict stands where it is decided:
+prompt up to an early layer (engine/view.py), the n-gram path well under 1 ms. The n-gram verdict stands where it is decided:
 P(high) far under the high threshold with a confident top class, or P(high)
 of 0.9 or more. Otherwise — P(high) from a third of the threshold up to 0.9,
 or a top probability under `Hyper.cascade` — the query is embedded and the

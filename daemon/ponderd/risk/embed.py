@@ -1,28 +1,29 @@
-"""The second feature view: the served model's hidden states over the query, read from the prompt's prefill (docs/risk.md, "A second view").
+"""The second feature view: the served model's hidden state over the query at an early layer (docs/risk.md, "A second view").
 
 The n-gram view cannot know that a field it has no words for is high-stakes;
 an embedding from a language model carries some meaning beyond surface words.
-This module turns a query into the last hidden state (after the final norm)
-of a GGUF model loaded through llama-cpp-python (by default the embedded
+This module turns a query into layer VIEW_LAYER's output (RMS-normalised) of a
+GGUF model loaded through llama-cpp-python (by default the embedded
 SmolLM2-135M the engine serves, found the way engine/model_file.py finds it)
-at the last token of *the prompt generation would prefill*: the model's chat
-template around the shipped system prompt (VIEW_SYSTEM) and the query. So on a daemon whose engine serves that model the view
-costs no forward pass of its own: the engine decodes the prompt once, reads
-the view from that pass, and the generation that follows reuses the prompt's
-KV cells (engine/llama.py `view`). The vectors are kept in a cache keyed by
-the model file and the text, so cross-validation embeds each corpus line once.
+at the last token of the view prompt: the model's chat template around the
+shipped system prompt (VIEW_SYSTEM) and the query. llama.cpp stops the
+forward pass at that layer (engine/view.py), so a view costs about
+VIEW_LAYER / 30 of the prompt's prefill on SmolLM2. The vectors are kept in a
+cache keyed by the model file, the layer and the text, so cross-validation
+embeds each corpus line once.
 
-Decoding a query costs about 2 ms a token on this project's CPU hosts
-(bench/risk_view_candidates.py), against under 1 ms for the n-gram path, so a
-served model asks for it only where the n-grams are unsure (risk/cascade.py).
-Static word embeddings (WordLlama, under 0.1 ms a query) were measured in its
-place and lost to the n-grams alone (docs/risk.md).
+A view costs tens of ms on this project's CPU hosts (bench/risk_view_layers.py
+`cost`), against under 1 ms for the n-gram path, so a served model asks for it
+only where the n-grams are unsure (risk/cascade.py). Static word embeddings
+(WordLlama, under 0.1 ms a query) were measured in its place and lost to the
+n-grams alone (docs/risk.md).
 
 Two embedders give the same vectors (the same model file, prompt, tokens and
-llama.cpp code, engine/native.py `decode_view`; tests/engine/test_embeddings.py
-checks it): LlamaEmbedder decodes in a context of its own (training,
+reading, engine/view.py `LayerView`; tests/engine/test_embeddings.py checks
+it): LlamaEmbedder decodes with a model of its own (training,
 cross-validation, a daemon whose engine serves another model), and
-EngineEmbedder asks the serving engine.
+EngineEmbedder asks the serving engine, whose owner thread decodes the view
+between generation steps.
 """
 
 from __future__ import annotations
@@ -40,16 +41,12 @@ import numpy as np
 
 from ponderd.engine import native
 from ponderd.engine.model_file import file_sha256
-from ponderd.settings import ModelSettings
+from ponderd.engine.view import VIEW_LAYER, VIEW_SYSTEM, LayerView
 
 # One thread: on a shared two-core host a second thread bought nothing (measured).
 THREADS = 1
 # Enough for every corpus query; longer texts are cut to this many tokens.
 MAX_TOKENS = 256
-# The system prompt of the view's prompt: the shipped default (settings.py), whatever a
-# daemon's model.system_prompt says, so a vector depends on the query alone. A daemon that
-# serves this system prompt reuses a view's prefill for the generation; another decodes twice.
-VIEW_SYSTEM = ModelSettings().system_prompt
 
 
 # True while a request that will generate from the assessed prompt (an ask) is assessed:
@@ -74,7 +71,7 @@ def embedder_name(path: pathlib.Path) -> str:
     """What a model's embeddings are called (the artifact's `embedding_model`): file name, digest, view."""
     # The engine's digest of the same file (kept per size and mtime): the model is hashed once.
     system = hashlib.sha256(VIEW_SYSTEM.encode()).hexdigest()[:8]
-    return f"{path.name}:{file_sha256(path)[:16]}:prompt-last-{system}"
+    return f"{path.name}:{file_sha256(path)[:16]}:prompt-last-{system}:layer-{VIEW_LAYER}"
 
 
 def cut(text: str, tokenize: Callable[[str], Sequence[int]], detokenize: Callable[[Sequence[int]], str]) -> str:
@@ -118,10 +115,10 @@ class LlamaEmbedder:
         self.path = path or default_model_path()
         self.name = embedder_name(self.path)
         self.threads = threads
-        self._state: Any = None
+        self._state: tuple[LayerView, ViewPrompt] | None = None
         self._lock = threading.Lock()
 
-    def _load(self) -> Any:
+    def _load(self) -> tuple[LayerView, ViewPrompt]:
         if self._state is None:
             os.environ.setdefault("OMP_WAIT_POLICY", "passive")
             import llama_cpp as L
@@ -137,23 +134,13 @@ class LlamaEmbedder:
             def render(text: str) -> tuple[int, ...]:
                 return native.tokenize(L, vocab, native.render_chat(L, template, VIEW_SYSTEM, text), True)
 
-            view = ViewPrompt(render, lambda t: native.tokenize(L, vocab, t, False), lambda ts: native.detokenize(L, vocab, ts))
-            prefix = list(view.opening)
-            cp = L.llama_context_default_params()
-            n_batch = ModelSettings().n_batch
-            cp.n_ctx, cp.n_batch, cp.n_ubatch = len(prefix) + native.VIEW_CONTEXT, n_batch, n_batch
-            cp.n_threads = cp.n_threads_batch = self.threads
-            # As the engine's served context: the same kernels, so the same vectors.
-            cp.n_seq_max, cp.kv_unified, cp.pooling_type = 2, True, L.LLAMA_POOLING_TYPE_NONE
-            ctx = L.llama_init_from_model(model, cp)
-            if not ctx:
+            prompt = ViewPrompt(render, lambda t: native.tokenize(L, vocab, t, False), lambda ts: native.detokenize(L, vocab, ts))
+            try:
+                view = LayerView(L, model, prompt.opening, self.threads)
+            except BaseException:
                 L.llama_model_free(model)
-                raise RuntimeError("llama.cpp could not create a context for the view")
-            batch = L.llama_batch_init(n_batch, 0, 2)
-            mem = L.llama_get_memory(ctx)
-            # Sequence 1 keeps the shared opening, as the engine's prefix cache does.
-            native.prefill(L, ctx, batch, n_batch, prefix, 1, 0, len(prefix))
-            self._state = (L, ctx, mem, batch, n_batch, L.llama_model_n_embd(model), view, prefix)
+                raise
+            self._state = (view, prompt)
         return self._state
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -162,15 +149,8 @@ class LlamaEmbedder:
             # One text per hold of the lock: a retrain embedding the corpus
             # must not hold a served query's embedding for minutes.
             with self._lock:
-                L, ctx, mem, batch, n_batch, n_embd, view, prefix = self._load()
-                tokens, first, end = view(t)
-                L.llama_memory_seq_rm(mem, 0, -1, -1)
-                # What the engine takes from its prefix cache (a text's first token can merge with
-                # the opening's last, e.g. a leading space): the tokens both share, none of the span.
-                cached = min(native.common_prefix(prefix, tokens), first, len(tokens) - 1)
-                if cached:
-                    L.llama_memory_seq_cp(mem, 1, 0, 0, cached)
-                rows.append(native.decode_view(L, ctx, batch, n_batch, n_embd, tokens, 0, cached, first, end))
+                view, prompt = self._load()
+                rows.append(view.decode(*prompt(t)))
         return np.vstack(rows) if rows else np.empty((0, 0), dtype=np.float32)
 
 
@@ -187,7 +167,7 @@ class EmbeddingEngine(Protocol):
 
 
 class EngineEmbedder:
-    """LlamaEmbedder's vectors, read by the serving engine from the prompt's own prefill.
+    """LlamaEmbedder's vectors, read by the serving engine (its owner thread, between steps).
 
     `aembed` is the request path's: awaiting it waits for the engine's next
     turn (views go ahead of new prompts' prefill), and cancelling it
