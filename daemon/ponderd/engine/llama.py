@@ -361,6 +361,7 @@ class LlamaEngine:
         if self._viewer is None:
             self._viewer = LayerView(self._L, self._model, self._view_opening, self._threads, self.settings.n_batch)
         vector = self._viewer.decode(tokens, first, end)
+        vector.flags.writeable = False  # kept, and handed to every caller of this prompt
         self.views_decoded += 1
         self._kept[key] = vector
         while len(self._kept) > VIEW_KEPT:
@@ -506,14 +507,14 @@ class LlamaEngine:
         for run in list(self._running):
             self._finish_if_done(run)
 
-    def _accept(self, run: Running, i: int, token: int, idx: int, logits: np.ndarray | None = None) -> None:
+    def _accept(self, run: Running, i: int, token: int, idx: int) -> None:
         # Whatever a job's callbacks (or its bookkeeping) raise fails that job
         # only; the try costs nothing until something raises.
         st, job, what = run.states[i], run.job, "the sample bookkeeping"
         try:
             L = self._L
             # About 0.1-0.2 ms per token for SmolLM2's 49k-token vocabulary (docs/benchmarks.md).
-            logprob = token_logprob(native.logits(L, self._ctx, idx, self._n_vocab) if logits is None else logits, token)
+            logprob = token_logprob(native.logits(L, self._ctx, idx, self._n_vocab), token)
             st.accept(token, native.piece(L, self._vocab, token), bool(L.llama_vocab_is_eog(self._vocab, token)), logprob)
             if st.sink_error is not None:
                 what = "the text sink (on_text)"

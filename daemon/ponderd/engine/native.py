@@ -82,24 +82,6 @@ def logits(L: Any, ctx: Any, idx: int, n_vocab: int) -> np.ndarray:
     return np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, idx), shape=(n_vocab,))
 
 
-_TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])  # llama_token_data
-
-
-def sample_from(L: Any, chain: Any, logits: np.ndarray) -> int:
-    """What `llama_sampler_sample` does, on kept logits rather than a batch output's:
-    apply the chain to every token's logit, take the selected token, accept it."""
-    data = np.zeros(len(logits), dtype=_TOKEN_DATA)
-    data["id"] = np.arange(len(logits), dtype=np.int32)
-    data["logit"] = logits
-    cur = L.llama_token_data_array(data.ctypes.data_as(ctypes.POINTER(L.llama_token_data)), len(logits), -1, False)
-    L.llama_sampler_apply(chain, ctypes.byref(cur))
-    if not 0 <= cur.selected < cur.size:
-        raise RuntimeError("the sampler selected no token")
-    token = int(cur.data[cur.selected].id)
-    L.llama_sampler_accept(chain, token)
-    return token
-
-
 def sampler(L: Any, s: ModelSettings, seed: int, temperature: float | None = None, top_p: float | None = None) -> Any:
     """One sample's chain: the model's settings unless the job names its own; temperature 0 is greedy."""
     temp = s.temperature if temperature is None else temperature
