@@ -5,12 +5,14 @@
 Three real daemons (`ponder serve` subprocesses, the embedded model, the
 default policy), one per way of serving the risk classifier:
 - `off`: `risk.second_view = false`, the cascade's n-gram stage alone;
-- `engine` (the default): the view read by the serving engine from the
-  prompt's own prefill, which the ask's generation then reuses
-  (`risk.view_in_engine = true`);
+- `engine` (the default, `risk.view_in_engine = true`): the view read by the
+  serving engine's owner thread between steps (engine/view.py);
 - `own context`: a llama.cpp context of its own in a worker thread
   (`risk.view_in_engine = false`), decoding the prompt a second time and
-  fighting the engine for the cores.
+  fighting the engine for the cores;
+- with `--baseline-tree DIR`, also `engine at DIR`: the engine way served by
+  another checkout's code (DIR/daemon first on PYTHONPATH, this virtual
+  environment), so a change is measured side by side with what it replaces.
 In each round every daemon in turn is put under the same generation load
 (`--load` streaming asks kept in flight, level `direct`: up to 256 tokens)
 and is sent the same `--queries` held-out queries one at a time through the
@@ -104,9 +106,15 @@ def main() -> None:
     ap.add_argument("--load", type=int, default=4, help="streaming asks kept in flight while quoting")
     ap.add_argument("--ways", nargs="+", choices=list(WAYS), default=list(WAYS),
                     help="which ways to run (off is always run: the others are measured against it)")
+    ap.add_argument("--baseline-tree", type=pathlib.Path, help="another checkout: its engine way runs beside this one's")
     ap.add_argument("--out", type=pathlib.Path, default=REPO / "bench" / "results" / "risk_view_latency.txt")
     args = ap.parse_args()
     ways = {w: v for w, v in WAYS.items() if w == "off" or w in args.ways}
+    if args.baseline_tree:
+        tree = args.baseline_tree.resolve()
+        if not (tree / "daemon" / "ponderd").is_dir():
+            sys.exit(f"--baseline-tree {tree}: no daemon/ponderd there; give a checkout of this repository")
+        ways[f"engine at {tree.name}"] = {"PYTHONPATH": str(tree / "daemon")}
     model = artifact.load(artifact.SHIPPED_DIR)
     texts = [e.text for e in corpus.load(corpus.heldout_files())]
     random.Random(0).shuffle(texts)
@@ -182,7 +190,10 @@ def main() -> None:
                              f" / p90 {percentile(paired, 90) * 1e3:+.1f} ms")
     lines.append("generation under each (streamed pieces/s while quoting): " + ", ".join(
         f"{w} {sum(v) / len(v):.1f}" for w, v in load_rate.items()))
-    chosen = "" if len(ways) == len(WAYS) else " --ways " + " ".join(f"'{w}'" for w in ways if w != "off")
+    picked = [w for w in ways if w in WAYS]
+    chosen = "" if len(picked) == len(WAYS) else " --ways " + " ".join(f"'{w}'" for w in picked if w != "off")
+    if args.baseline_tree:
+        chosen += f" --baseline-tree {args.baseline_tree}"
     default_out = REPO / "bench" / "results" / "risk_view_latency.txt"
     here = args.out.resolve()
     out = "" if here == default_out else f" --out {here.relative_to(REPO) if here.is_relative_to(REPO) else here}"
