@@ -46,7 +46,7 @@ def test_the_engine_gives_llama_embedders_vectors(engine_embedder):
     assert not np.allclose(got[0], got[1], atol=1e-2)
 
 
-def test_the_view_reads_the_early_layer_and_stops_there():
+def test_the_view_is_the_early_layers_reading_not_the_last_layers():
     import llama_cpp as L
 
     from ponderd.engine import view as view_module

@@ -7,9 +7,9 @@ context of its own on the served model's weights (no second copy of them):
 the context's eval callback takes that layer's output ("l_out-{K-1}") when
 llama.cpp has computed it and then ends the graph, so the later layers and the
 output head are never computed. On SmolLM2-135M (30 layers) the view costs
-about 8/30 of the prompt's forward pass; layer 8 held the grouped figures of
-the last layer's view (docs/risk.md, "A second view";
-bench/risk_view_layers.py).
+about 0.27 of the prompt's forward pass; layer 8 is the cheapest layer that
+held the issue's macro-F1 floor and the 0.95 high-recall bar on the grouped
+splits (docs/risk.md, "which layer"; bench/results/risk_view_layers.txt).
 
 The context's KV cells are only ever read by this reading: the layers past
 VIEW_LAYER hold nothing, so no generation may decode from them, and none
